@@ -1,0 +1,54 @@
+"""The ``rankwise`` command: the commands each package defines, behind one front door.
+
+Bad input (:class:`retrieval.errors.InputError`) ends in one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+import typer
+
+from retrieval.errors import InputError
+
+app = typer.Typer(name="rankwise", help="Neural retrieval and reranking: index, search, rerank, train, evaluate.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def _register() -> None:
+    from eval import cli as eval_cli
+    from retrieval import cli as retrieval_cli
+
+    retrieval_cli.register(app)
+    eval_cli.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``rankwise`` console script."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "sentence_transformers", "transformers", "faiss"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    _register()
+    try:
+        typer.main.get_command(app).main(args=argv, prog_name="rankwise", standalone_mode=False)
+    except InputError as err:
+        print(f"rankwise: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("rankwise: interrupted", file=sys.stderr)
+        sys.exit(130)

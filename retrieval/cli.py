@@ -1,0 +1,84 @@
+"""``rankwise index`` and ``rankwise search``: the first-stage commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from retrieval.errors import InputError
+from retrieval.models import DEFAULT_ENCODER
+
+RETRIEVERS = ("bm25", "dense")
+
+
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="CORPUS (BEIR folder, corpus.jsonl or collection.tsv); "
+                                                      "with --merge, the shard folders")],
+    out: Annotated[Path, typer.Option("--out", help="index folder to write")],
+    retriever: Annotated[str, typer.Option(help="bm25 or dense")] = "dense",
+    model: Annotated[str, typer.Option(help="encoder name or path (dense)")] = DEFAULT_ENCODER,
+    index_type: Annotated[str, typer.Option("--index-type", help="flat, hnsw, ivf or ivfpq (dense)")] = "flat",
+    shard: Annotated[Optional[str], typer.Option(help="encode only shard I/N (dense); join with --merge")] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="join shard folders into one index")] = False,
+    chunk_size: Annotated[int, typer.Option(help="documents per resumable chunk")] = 8192,
+    batch_size: Annotated[int, typer.Option(help="encoder batch size")] = 64,
+    backend: Annotated[str, typer.Option(help="encoder backend")] = "torch",
+    nlist: Annotated[Optional[int], typer.Option(help="IVF lists (default ~4*sqrt(N))")] = None,
+    pq_m: Annotated[Optional[int], typer.Option(help="IVF-PQ sub-quantizers (default dim/8)")] = None,
+    threads: Annotated[int, typer.Option(help="indexing threads (bm25)")] = 2,
+    force: Annotated[bool, typer.Option(help="replace an index built with other settings")] = False,
+) -> None:
+    """Index a collection for BM25 or dense retrieval (resumable; shardable with --shard I/N)."""
+    from retrieval.formats import Corpus
+    from retrieval.index import IndexConfig, build_dense_index, merge_shards, parse_shard
+
+    if merge:
+        manifest = merge_shards(paths, out)
+    else:
+        if len(paths) != 1:
+            raise InputError(f"expected one CORPUS, got {len(paths)} paths (use --merge to join shards)")
+        corpus = Corpus(paths[0])
+        if retriever == "bm25":
+            if shard:
+                raise InputError("--shard applies to dense indexes", field="shard")
+            from retrieval.bm25 import build_bm25_index
+
+            manifest = build_bm25_index(corpus, out, threads=threads)
+        elif retriever == "dense":
+            from retrieval.encoder import Encoder
+
+            config = IndexConfig(type=index_type, nlist=nlist, pq_m=pq_m)
+            encoder = Encoder(model, backend=backend, batch_size=batch_size)
+            manifest = build_dense_index(corpus, encoder, out, config, chunk_size=chunk_size,
+                                         shard=parse_shard(shard), force=force)
+        else:
+            raise InputError(f"unknown retriever {retriever!r}; choose from {', '.join(RETRIEVERS)}", field="retriever")
+    typer.echo(f"{out}: {manifest['kind']} index of {manifest.get('source', {}).get('count', manifest.get('count'))} documents",
+               err=True)
+
+
+def search(
+    index_dir: Annotated[Path, typer.Argument(help="index folder written by `rankwise index`")],
+    queries: Annotated[Path, typer.Option(help="queries.jsonl, queries.tsv or a BEIR folder")],
+    out: Annotated[Path, typer.Option("--out", help="TREC run file to write")],
+    k: Annotated[int, typer.Option("-k", "--k", help="documents per query")] = 100,
+    model: Annotated[Optional[str], typer.Option(help="encoder (default: the one in the manifest)")] = None,
+    batch_size: Annotated[int, typer.Option(help="encoder batch size")] = 64,
+    backend: Annotated[str, typer.Option(help="encoder backend")] = "torch",
+) -> None:
+    """Search an index with a queries file and write a TREC run."""
+    from retrieval.formats import read_queries
+    from retrieval.open import open_retriever
+
+    retriever = open_retriever(index_dir, model=model, backend=backend, batch_size=batch_size)
+    run = retriever.search(read_queries(queries), k=k)
+    run.write(out)
+    typer.echo(f"{out}: {len(run)} queries", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this package's commands to the ``rankwise`` app."""
+    app.command("index")(index)
+    app.command("search")(search)

@@ -1,0 +1,44 @@
+"""Dense retrieval: an :class:`Encoder` for the queries and a :class:`DenseIndex` for the documents."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from retrieval.encoder import Encoder
+from retrieval.errors import InputError
+from retrieval.index import DenseIndex
+from retrieval.manifest import MANIFEST
+from retrieval.run import Run
+
+
+class DenseRetriever:
+    """``search(queries, k) -> Run`` over an index built by :func:`retrieval.build_dense_index`.
+
+    The encoder defaults to the one named in the index manifest. An encoder whose fingerprint
+    differs from the manifest's (another model, other weights, another tokenizer or pooling) is
+    refused: its vectors would not live in the index's space.
+    """
+
+    def __init__(self, index: str | Path | DenseIndex, encoder: Encoder | str | None = None, *,
+                 backend: str = "torch", batch_size: int = 64, gpu: bool | None = None) -> None:
+        self.index = index if isinstance(index, DenseIndex) else DenseIndex.load(index, gpu=gpu)
+        built_with = self.index.manifest["encoder"]
+        if encoder is None or isinstance(encoder, str):
+            encoder = Encoder(encoder or built_with["name"], backend=backend, batch_size=batch_size)
+        if encoder.fingerprint != built_with["fingerprint"]:
+            where = (self.index.directory / MANIFEST) if self.index.directory else None
+            raise InputError(
+                f"the index was built with encoder {built_with['name']!r} (fingerprint {built_with['fingerprint'][:12]}), "
+                f"not with {encoder.name!r} (fingerprint {encoder.fingerprint[:12]}); search it with the same model "
+                f"or rebuild the index", path=where, field="encoder.fingerprint")
+        self.encoder = encoder
+
+    def search(self, queries: Mapping[str, str], k: int = 100, progress: bool = True) -> Run:
+        """Encode the queries and return the top ``k`` documents of each."""
+        qids = list(queries)
+        vectors = self.encoder.encode_queries([queries[q] for q in qids], progress=progress)
+        scores, positions = self.index.search(vectors, k)
+        ids = self.index.doc_ids
+        return Run({q: [(ids[p], float(s)) for s, p in zip(srow, prow) if p >= 0]
+                    for q, srow, prow in zip(qids, scores, positions)}, name="dense")

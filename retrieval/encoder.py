@@ -1,0 +1,160 @@
+"""``Encoder``: texts -> float32 vectors with any sentence-transformers or Hugging Face model.
+
+Batches are formed from texts sorted by token length (less padding than sorting by characters,
+which is what ``SentenceTransformer.encode`` does), run under ``torch.inference_mode`` and in fp16
+on GPU. Queries and documents get the model's own ``query`` / ``document`` prompts when it defines
+them (as in E5 or BGE models).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from retrieval.errors import InputError
+from retrieval.models import DEFAULT_ENCODER, resolve_model
+
+BACKENDS = ("torch",)
+_DOC_PROMPTS = ("document", "passage", "corpus")
+
+
+class Encoder:
+    """A bi-encoder: ``encode_queries(texts)`` / ``encode_docs(texts)`` -> ``float32 [n, dim]``.
+
+    ``model`` is a sentence-transformers or Hugging Face model name or a local path (a plain
+    Hugging Face model gets mean pooling, as sentence-transformers gives it). Embeddings are
+    L2-normalised when the model's similarity is cosine, so inner product is cosine.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_ENCODER,
+        *,
+        backend: str = "torch",
+        device: str | None = None,
+        batch_size: int = 64,
+        max_length: int | None = None,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}", field="backend")
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self.name = model
+        self.path = resolve_model(model)
+        self.backend = backend
+        self.batch_size = batch_size
+        try:
+            self.model = SentenceTransformer(self.path, device=device)
+        except OSError as err:
+            raise InputError(f"cannot load encoder: {str(err).splitlines()[0]}", path=self.path) from None
+        if max_length is not None:
+            self.model.max_seq_length = max_length
+        self.similarity = self.model.similarity_fn_name or "cosine"
+        if self.similarity not in ("cosine", "dot", "euclidean"):
+            raise InputError(f"similarity {self.similarity!r} has no FAISS metric", path=self.path, field="similarity_fn_name")
+        self._fingerprint = _model_fingerprint(self.model)
+        if self.model.device.type == "cuda":
+            self.model.half()
+        self.model.eval()
+        self._torch = torch
+        prompts = self.model.prompts or {}
+        self.query_prompt = prompts.get("query")
+        self.doc_prompt = next((prompts[p] for p in _DOC_PROMPTS if p in prompts), None)
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        dim = self.model.get_embedding_dimension()
+        assert dim is not None
+        return int(dim)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the weights, tokenizer and pooling set-up: equal fingerprints give equal vectors."""
+        return self._fingerprint
+
+    @property
+    def max_length(self) -> int | None:
+        return self.model.max_seq_length
+
+    def describe(self) -> dict[str, Any]:
+        """What an index manifest records about the encoder that built it."""
+        return {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "dim": self.dim,
+            "similarity": self.similarity,
+            "max_length": self.max_length,
+        }
+
+    def encode_queries(self, texts: Sequence[str], progress: Any = False) -> np.ndarray:
+        """Encode queries (with the model's query prompt, if any)."""
+        return self._encode(texts, self.query_prompt, progress)
+
+    def encode_docs(self, texts: Sequence[str], progress: Any = False) -> np.ndarray:
+        """Encode documents (with the model's document prompt, if any)."""
+        return self._encode(texts, self.doc_prompt, progress)
+
+    def _token_lengths(self, texts: Sequence[str], prompt: str | None) -> np.ndarray:
+        tokenizer = getattr(self.model, "tokenizer", None)
+        if tokenizer is None or not callable(tokenizer):
+            return np.array([len(t) for t in texts])
+        prefixed = [prompt + t for t in texts] if prompt else list(texts)
+        ids = tokenizer(prefixed, truncation=True, max_length=self.max_length or None,
+                        add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        return np.array([len(x) for x in ids])
+
+    def _encode(self, texts: Sequence[str], prompt: str | None, progress: Any) -> np.ndarray:
+        """Encode in batches of texts sorted by token length; ``progress`` is a bool or a tqdm bar to update."""
+        from tqdm.auto import tqdm
+
+        texts = list(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        order = np.argsort(-self._token_lengths(texts, prompt), kind="stable")
+        bar = progress if hasattr(progress, "update") else tqdm(total=len(texts), desc="encoding", unit="text",
+                                                                  disable=not progress, leave=False)
+        torch = self._torch
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                features = self.model.preprocess([texts[i] for i in idx], prompt=prompt)
+                features = {k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in features.items()}
+                emb = self.model(features)["sentence_embedding"].float()
+                if self.similarity == "cosine":
+                    emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+                out[idx] = emb.cpu().numpy()
+                bar.update(len(idx))
+        if bar is not progress:
+            bar.close()
+        return out
+
+
+def _model_fingerprint(model: Any) -> str:
+    """Hash every weight tensor (name, dtype, bytes), the tokenizer and the module set-up."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().to("cpu").contiguous().reshape(-1)
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    tokenizer = getattr(model, "tokenizer", None)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    setup = {
+        "modules": [type(m).__name__ for m in model],
+        "max_seq_length": model.max_seq_length,
+        "similarity": model.similarity_fn_name,
+        "prompts": model.prompts,
+    }
+    h.update(json.dumps(setup, sort_keys=True, default=str).encode())
+    return h.hexdigest()

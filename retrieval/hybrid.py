@@ -1,0 +1,41 @@
+"""Hybrid retrieval: a sparse and a dense retriever fused by RRF or score interpolation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from retrieval.errors import InputError
+from retrieval.fusion import interpolate, rrf
+from retrieval.run import Run
+
+FUSIONS = ("rrf", "interpolation")
+
+
+class Retriever(Protocol):
+    """What every first-stage retriever offers."""
+
+    def search(self, queries: Mapping[str, str], k: int = 100, progress: bool = True) -> Run: ...
+
+
+class HybridRetriever:
+    """Fuse two retrievers' top-``depth`` lists: ``rrf`` (k=60) or min-max ``interpolation`` (weight ``alpha`` on the first)."""
+
+    def __init__(self, first: Retriever, second: Retriever, *, fusion: str = "rrf", rrf_k: int = 60,
+                 alpha: float = 0.5, depth: int = 1000) -> None:
+        if fusion not in FUSIONS:
+            raise InputError(f"unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}", field="fusion")
+        self.first, self.second = first, second
+        self.fusion, self.rrf_k, self.alpha, self.depth = fusion, rrf_k, alpha, depth
+
+    def search(self, queries: Mapping[str, str], k: int = 100, progress: bool = True) -> Run:
+        depth = max(k, self.depth)
+        a = self.first.search(queries, k=depth, progress=progress)
+        b = self.second.search(queries, k=depth, progress=progress)
+        return self.fuse(a, b).top(k)
+
+    def fuse(self, a: Run, b: Run) -> Run:
+        """Fuse two runs already retrieved (lets a pipeline reuse them for several fusions)."""
+        if self.fusion == "rrf":
+            return rrf([a, b], k=self.rrf_k, depth=self.depth)
+        return interpolate(a, b, alpha=self.alpha, depth=self.depth)

@@ -1,0 +1,379 @@
+"""The FAISS index layer: one module used by search, hard-negative mining and dynamic negatives.
+
+Flat, HNSW, IVF and IVF-PQ come from one :class:`IndexConfig` (they differ only by a FAISS
+factory string). Documents are encoded in chunks that are saved as they finish, so a killed build
+resumes from the last complete chunk, memory stays bounded by one chunk plus the index, and
+``--shard I/N`` builds encode disjoint sets of chunks that :func:`merge_shards` joins into the
+index an unsharded build gives. An index folder holds ``index.faiss`` (FAISS's own format),
+``docids.txt`` and ``manifest.json`` (written last; see :mod:`retrieval.manifest`). No pickle.
+When FAISS sees GPUs, flat and IVF indexes are trained, filled and searched on all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import shutil
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from retrieval.errors import InputError
+from retrieval.files import atomic_open, atomic_path, write_json
+from retrieval.formats import Corpus, Document
+from retrieval.manifest import MANIFEST, read_manifest, remove_manifest, write_manifest
+
+if TYPE_CHECKING:
+    from retrieval.encoder import Encoder
+
+log = logging.getLogger(__name__)
+
+INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq")
+INDEX_FILE = "index.faiss"
+IDS_FILE = "docids.txt"
+WORK_DIR = ".work"
+CHUNK_DIR = "chunks"
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexConfig:
+    """How to build a FAISS index; every type is one factory string.
+
+    ``nlist`` defaults to about 4*sqrt(N) inverted lists (at least 39 training vectors each),
+    ``pq_m`` to dim/8 sub-quantizers of ``pq_bits`` bits (Jégou et al., 2011, product quantization).
+    """
+
+    type: str = "flat"
+    hnsw_m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 256
+    nlist: int | None = None
+    nprobe: int = 32
+    pq_m: int | None = None
+    pq_bits: int = 8
+
+    def __post_init__(self) -> None:
+        if self.type not in INDEX_TYPES:
+            raise InputError(f"unknown index type {self.type!r}; choose from {', '.join(INDEX_TYPES)}", field="index-type")
+
+    def lists(self, count: int) -> int:
+        if self.nlist is not None:
+            return self.nlist
+        return max(1, min(int(4 * math.sqrt(count)), count // 39))
+
+    def factory(self, dim: int, count: int) -> str:
+        """The FAISS ``index_factory`` string for ``count`` vectors of ``dim`` dimensions."""
+        if self.type == "flat":
+            return "Flat"
+        if self.type == "hnsw":
+            return f"HNSW{self.hnsw_m}"
+        if self.type == "ivf":
+            return f"IVF{self.lists(count)},Flat"
+        m = self.pq_m or max(1, dim // 8)
+        if dim % m:
+            raise InputError(f"pq_m={m} does not divide the dimension {dim}", field="pq_m")
+        if count < 2 ** self.pq_bits:
+            raise InputError(f"IVF-PQ with {self.pq_bits}-bit codes needs at least {2 ** self.pq_bits} documents, "
+                             f"got {count}; use --index-type flat", field="index-type")
+        return f"IVF{self.lists(count)},PQ{m}x{self.pq_bits}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _metric(similarity: str) -> int:
+    import faiss
+
+    return faiss.METRIC_L2 if similarity == "euclidean" else faiss.METRIC_INNER_PRODUCT
+
+
+def _use_gpu(index_type: str, gpu: bool | None) -> bool:
+    import faiss
+
+    available = hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+    if gpu and not available:
+        raise InputError("a GPU was asked for but FAISS sees none (install the `gpu` extra)", field="gpu")
+    # FAISS has no GPU HNSW; flat and IVF variants move to all GPUs.
+    return available and gpu is not False and index_type != "hnsw"
+
+
+def _to_gpu(index: Any) -> Any:
+    import faiss
+
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = True
+    return faiss.index_cpu_to_all_gpus(index, co=options)
+
+
+class DenseIndex:
+    """A loaded FAISS index with its document ids and manifest."""
+
+    def __init__(self, index: Any, doc_ids: list[str], manifest: dict[str, Any], directory: Path | None = None) -> None:
+        self.index = index
+        self.doc_ids = doc_ids
+        self.manifest = manifest
+        self.directory = directory
+
+    @classmethod
+    def load(cls, directory: str | Path, *, gpu: bool | None = None, verify: bool = True) -> DenseIndex:
+        """Load an index folder, checking its manifest and checksums; on all GPUs when FAISS sees any."""
+        import faiss
+
+        directory = Path(directory)
+        manifest = read_manifest(directory, kinds=("dense",), verify=verify)
+        index = faiss.read_index(str(directory / INDEX_FILE))
+        doc_ids = (directory / IDS_FILE).read_text(encoding="utf-8").split("\n")[:-1]
+        if len(doc_ids) != index.ntotal:
+            raise InputError(f"{len(doc_ids)} ids for {index.ntotal} vectors", path=directory / IDS_FILE)
+        config = IndexConfig(**manifest["config"])
+        if config.type in ("ivf", "ivfpq"):
+            faiss.extract_index_ivf(index).nprobe = config.nprobe
+        if config.type == "hnsw":
+            index.hnsw.efSearch = config.ef_search
+        if _use_gpu(config.type, gpu):
+            index = _to_gpu(index)
+        return cls(index, doc_ids, manifest, directory)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` ``(scores, positions)`` for each row of ``vectors``; a position of -1 means no hit."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise InputError(f"query vectors of shape {vectors.shape} for an index of dimension {self.dim}")
+        return self.index.search(vectors, min(k, len(self)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+
+def _identity(corpus: Corpus, encoder: Encoder, config: IndexConfig, chunk_size: int) -> dict[str, Any]:
+    """Everything that determines the vectors and the index; equal identities give equal builds."""
+    return {
+        "encoder": encoder.describe(),
+        "config": config.to_dict(),
+        "source": {"path": str(corpus.path), "sha256": corpus.fingerprint},
+        "chunk_size": chunk_size,
+    }
+
+
+def _same_build(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    keys = ("config", "chunk_size")
+    return (all(a.get(k) == b.get(k) for k in keys)
+            and a.get("encoder", {}).get("fingerprint") == b.get("encoder", {}).get("fingerprint")
+            and a.get("source", {}).get("sha256") == b.get("source", {}).get("sha256"))
+
+
+def _chunks(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
+    chunk: list[Document] = []
+    for doc in docs:
+        chunk.append(doc)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _chunk_name(number: int) -> str:
+    return f"{number:06d}"
+
+
+def _count(corpus: Corpus, progress: bool) -> int:
+    from tqdm.auto import tqdm
+
+    count = 0
+    for _ in tqdm(corpus, desc="reading corpus", unit="doc", disable=not progress, leave=False):
+        count += 1
+    return count
+
+
+def parse_shard(spec: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``."""
+    if spec is None:
+        return None
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise InputError(f"shard {spec!r} is not of the form I/N", field="shard") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise InputError(f"shard {spec!r} needs 0 <= I < N", field="shard")
+    return i, n
+
+
+def build_dense_index(
+    corpus: Corpus,
+    encoder: Encoder,
+    out: str | Path,
+    config: IndexConfig | None = None,
+    *,
+    chunk_size: int = 8192,
+    shard: tuple[int, int] | None = None,
+    gpu: bool | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Encode ``corpus`` with ``encoder`` into an index folder ``out``; returns its manifest.
+
+    Resumable: chunk vectors are kept in ``out/.work`` as they finish, and a re-run with the same
+    corpus, encoder and config continues from the last complete chunk. A folder that already holds
+    a complete index built the same way is reused; one built another way is refused unless
+    ``force``. With ``shard=(I, N)`` only chunks ``c`` with ``c % N == I`` are encoded and the
+    folder becomes a shard for :func:`merge_shards`.
+    """
+    from tqdm.auto import tqdm
+
+    config = config or IndexConfig()
+    out = Path(out)
+    identity = _identity(corpus, encoder, config, chunk_size)
+    identity["shard"] = list(shard) if shard else None
+    if (out / MANIFEST).is_file():
+        existing = read_manifest(out, verify=False)
+        if _same_build(existing, identity) and existing.get("shard") == identity["shard"]:
+            log.info("%s already holds this index; reusing it", out)
+            return read_manifest(out)
+        if not force:
+            raise InputError("holds an index built from other data, encoder or settings; pass --force to replace it "
+                             "or choose another --out", path=out)
+        remove_manifest(out)
+        for name in (INDEX_FILE, IDS_FILE, CHUNK_DIR):
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+
+    count = _count(corpus, progress)
+    n_chunks = math.ceil(count / chunk_size)
+    mine = [c for c in range(n_chunks) if shard is None or c % shard[1] == shard[0]]
+    work = out / WORK_DIR
+    state_file = work / "state.json"
+    if state_file.is_file():
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        if not (_same_build(state, identity) and state.get("shard") == identity["shard"]):
+            log.warning("discarding an unfinished build of %s made with other settings", out)
+            shutil.rmtree(work)
+    (work / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
+    write_json(state_file, identity)
+
+    chunk_dir = work / CHUNK_DIR
+    done = {c for c in mine if (chunk_dir / f"{_chunk_name(c)}.npy").is_file()}
+    todo_docs = sum(min(chunk_size, count - c * chunk_size) for c in mine)
+    if done:
+        log.info("resuming %s: %d of %d chunks already encoded", out, len(done), len(mine))
+    empty = 0
+    mine_set = set(mine)
+    with tqdm(total=todo_docs, desc=f"indexing {corpus.path.name}", unit="doc", disable=not progress) as bar:
+        bar.update(sum(min(chunk_size, count - c * chunk_size) for c in done))
+        for number, docs in enumerate(_chunks(iter(corpus), chunk_size)):
+            if number not in mine_set or number in done:
+                continue
+            texts = [d.full_text for d in docs]
+            empty += sum(1 for d in docs if not d.text.strip())
+            vectors = encoder.encode_docs(texts, progress=bar)
+            name = _chunk_name(number)
+            with atomic_open(chunk_dir / f"{name}.ids") as fh:
+                fh.write("".join(d.doc_id + "\n" for d in docs))
+            with atomic_path(chunk_dir / f"{name}.npy") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, vectors, allow_pickle=False)
+    if empty:
+        warnings.warn(f"{corpus.path}: {empty} documents have empty text; they are indexed all the same", stacklevel=2)
+
+    chunks = [chunk_dir / _chunk_name(c) for c in mine]
+    if shard is not None:
+        final = out / CHUNK_DIR
+        if final.exists():
+            shutil.rmtree(final)
+        chunk_dir.rename(final)
+        manifest = write_manifest(
+            out, "dense-shard",
+            files=[f"{CHUNK_DIR}/{_chunk_name(c)}{ext}" for c in mine for ext in (".npy", ".ids")],
+            **identity, count=count, chunks=mine, n_chunks=n_chunks,
+        )
+    else:
+        manifest = _assemble(chunks, out, identity, count, gpu=gpu, progress=progress)
+    shutil.rmtree(work, ignore_errors=True)
+    return manifest
+
+
+def merge_shards(shards: Sequence[str | Path], out: str | Path, *, gpu: bool | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Join shard folders from ``build_dense_index(shard=...)`` into one index, identical to an unsharded build."""
+    if not shards:
+        raise InputError("no shard folders given to merge")
+    manifests = [read_manifest(s, kinds=("dense-shard",)) for s in shards]
+    first = manifests[0]
+    n = first["shard"][1]
+    seen: dict[int, Path] = {}
+    for folder, m in zip(shards, manifests):
+        if not _same_build(first, m) or m["shard"][1] != n:
+            raise InputError(f"shard was built from other data, encoder or settings than {shards[0]}", path=folder)
+        i = m["shard"][0]
+        if i in seen:
+            raise InputError(f"shard {i}/{n} is given twice ({seen[i]})", path=folder)
+        seen[i] = Path(folder)
+    missing = sorted(set(range(n)) - set(seen))
+    if missing:
+        raise InputError(f"shards {', '.join(f'{i}/{n}' for i in missing)} are missing", path=shards[0])
+    owner = {c: seen[m["shard"][0]] for m in manifests for c in m["chunks"]}
+    chunks = [owner[c] / CHUNK_DIR / _chunk_name(c) for c in range(first["n_chunks"])]
+    identity = {k: first[k] for k in ("encoder", "config", "source", "chunk_size")}
+    identity["shard"] = None
+    out = Path(out)
+    remove_manifest(out)
+    return _assemble(chunks, out, identity, first["count"], gpu=gpu, progress=progress)
+
+
+def _train_sample(chunks: list[Path], limit: int) -> np.ndarray:
+    parts, total = [], 0
+    for chunk in chunks:
+        if total >= limit:
+            break
+        x = np.load(f"{chunk}.npy", allow_pickle=False)[: limit - total]
+        parts.append(x)
+        total += len(x)
+    return np.ascontiguousarray(np.concatenate(parts))
+
+
+def _assemble(chunks: list[Path], out: Path, identity: dict[str, Any], count: int, *, gpu: bool | None,
+              progress: bool) -> dict[str, Any]:
+    """Add chunk vectors, in order, to a FAISS index; write index, ids and (last) the manifest."""
+    import faiss
+    from tqdm.auto import tqdm
+
+    config = IndexConfig(**identity["config"])
+    dim = identity["encoder"]["dim"]
+    factory = config.factory(dim, count)
+    index = faiss.index_factory(dim, factory, _metric(identity["encoder"]["similarity"]))
+    if config.type == "hnsw":
+        index.hnsw.efConstruction = config.ef_construction
+    on_gpu = _use_gpu(config.type, gpu)
+    if on_gpu:
+        index = _to_gpu(index)
+    if not index.is_trained:
+        lists = config.lists(count)
+        sample = _train_sample(chunks, min(count, max(256 * lists, 2 ** config.pq_bits * 64)))
+        log.info("training %s on %d vectors", factory, len(sample))
+        index.train(sample)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out / IDS_FILE) as ids:
+        for chunk in tqdm(chunks, desc="adding to index", unit="chunk", disable=not progress, leave=False):
+            index.add(np.ascontiguousarray(np.load(f"{chunk}.npy", allow_pickle=False)))
+            ids.write(Path(f"{chunk}.ids").read_text(encoding="utf-8"))
+    if index.ntotal != count:
+        raise RuntimeError(f"index holds {index.ntotal} vectors, the corpus {count} documents")
+    if on_gpu:
+        index = faiss.index_gpu_to_cpu(index)
+    with atomic_path(out / INDEX_FILE) as tmp:
+        faiss.write_index(index, str(tmp))
+    return write_manifest(out, "dense", files=[INDEX_FILE, IDS_FILE], **identity, count=count, factory=factory,
+                          metric=identity["encoder"]["similarity"])

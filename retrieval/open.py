@@ -1,0 +1,29 @@
+"""Open any index folder rankwise wrote as a retriever, by the kind its manifest names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from retrieval.errors import InputError
+from retrieval.hybrid import Retriever
+from retrieval.manifest import read_manifest
+
+
+def open_retriever(index_dir: str | Path, *, model: str | None = None, backend: str = "torch",
+                   batch_size: int = 64) -> Retriever:
+    """A :class:`DenseRetriever` or :class:`BM25Retriever` for ``index_dir``.
+
+    ``model`` overrides the encoder named in a dense index's manifest (it must have the same fingerprint).
+    """
+    kind = read_manifest(index_dir, verify=False)["kind"]
+    if kind == "dense":
+        from retrieval.dense import DenseRetriever
+
+        return DenseRetriever(index_dir, model, backend=backend, batch_size=batch_size)
+    if kind == "bm25":
+        from retrieval.bm25 import BM25Retriever
+
+        return BM25Retriever(index_dir)
+    if kind == "dense-shard":
+        raise InputError("is one shard of an index: join the shards first with `rankwise index --merge`", path=index_dir)
+    raise InputError(f"cannot search an index of kind {kind!r}", path=index_dir)

@@ -1,0 +1,74 @@
+"""Tiny models built inside the tests: a WordPiece tokenizer trained on the fly and a small BERT.
+
+They make every unit test hermetic and fast; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WORDS = (
+    "the a of and to in is for on with by as at from that this are was be it an or which "
+    "protein cell gene cancer virus vaccine heart brain blood liver kidney lung bone muscle "
+    "wing airflow pressure shock wave boundary layer supersonic heat flow laminar turbulent "
+    "query document search index rank model neural network vector dense sparse retrieval"
+).split()
+
+
+def corpus_texts() -> list[str]:
+    """Deterministic pseudo-sentences from a small vocabulary."""
+    import random
+
+    rnd = random.Random(0)
+    return [" ".join(rnd.choice(WORDS) for _ in range(rnd.randint(3, 40))) for _ in range(400)]
+
+
+def build_tiny_tokenizer(directory: Path):
+    """Train a WordPiece tokenizer on the fly and wrap it as a BertTokenizerFast."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tok.train_from_iterator(corpus_texts() + WORDS, trainer)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                             sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
+    fast.save_pretrained(directory)
+    return fast
+
+
+def build_tiny_bert(directory: Path, seed: int = 0) -> Path:
+    """A 2-layer, 32-wide BERT with random weights, saved as a Hugging Face folder."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tiny_tokenizer(directory)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(directory)
+    return directory
+
+
+def build_tiny_encoder(directory: Path, seed: int = 0) -> Path:
+    """A sentence-transformers bi-encoder (tiny BERT, mean pooling, normalization) saved to ``directory``."""
+    import warnings
+
+    from sentence_transformers import SentenceTransformer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+
+    hf = build_tiny_bert(directory.parent / f"{directory.name}-hf", seed)
+    transformer = Transformer(str(hf), max_seq_length=64)
+    pooling = Pooling(transformer.get_word_embedding_dimension(), "mean")
+    model = SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu")
+    model.save(str(directory))
+    return directory

@@ -1,0 +1,1 @@
+"""Training retrievers and rerankers on MS MARCO-style triples: built on retrieval's index layer."""
