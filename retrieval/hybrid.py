@@ -23,8 +23,7 @@ class HybridRetriever:
 
     def __init__(self, first: Retriever, second: Retriever, *, fusion: str = "rrf", rrf_k: int = 60,
                  alpha: float = 0.5, depth: int = 1000) -> None:
-        if fusion not in FUSIONS:
-            raise InputError(f"unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}", field="fusion")
+        fuse(Run(), Run(), fusion=fusion)  # validates the name
         self.first, self.second = first, second
         self.fusion, self.rrf_k, self.alpha, self.depth = fusion, rrf_k, alpha, depth
 
@@ -35,7 +34,13 @@ class HybridRetriever:
         return self.fuse(a, b).top(k)
 
     def fuse(self, a: Run, b: Run) -> Run:
-        """Fuse two runs already retrieved (lets a pipeline reuse them for several fusions)."""
-        if self.fusion == "rrf":
-            return rrf([a, b], k=self.rrf_k, depth=self.depth)
-        return interpolate(a, b, alpha=self.alpha, depth=self.depth)
+        return fuse(a, b, fusion=self.fusion, rrf_k=self.rrf_k, alpha=self.alpha, depth=self.depth)
+
+
+def fuse(a: Run, b: Run, *, fusion: str = "rrf", rrf_k: int = 60, alpha: float = 0.5, depth: int = 1000) -> Run:
+    """Fuse two runs already retrieved: ``rrf`` or ``interpolation`` (weight ``alpha`` on ``a``)."""
+    if fusion not in FUSIONS:
+        raise InputError(f"unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}", field="fusion")
+    if fusion == "rrf":
+        return rrf([a, b], k=rrf_k, depth=depth)
+    return interpolate(a, b, alpha=alpha, depth=depth)

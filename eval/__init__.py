@@ -1,0 +1,15 @@
+"""Evaluation: the BEIR dataset registry and resolver, and metrics over ir-measures."""
+
+from eval.datasets import BEIR_DATASETS, BeirDataset, BeirSource, resolve_dataset
+from eval.metrics import DEFAULT_MEASURES, evaluate, evaluate_per_query, parse_measures
+
+__all__ = [
+    "BEIR_DATASETS",
+    "DEFAULT_MEASURES",
+    "BeirDataset",
+    "BeirSource",
+    "evaluate",
+    "evaluate_per_query",
+    "parse_measures",
+    "resolve_dataset",
+]

@@ -1,0 +1,51 @@
+"""``rankwise beir``: evaluate a whole pipeline on one or many BEIR datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from eval.metrics import DEFAULT_MEASURES
+from retrieval.models import DEFAULT_ENCODER
+
+
+def beir(
+    datasets: Annotated[str, typer.Argument(help="DATASET[,DATASET...]: BEIR names or folders")],
+    retriever: Annotated[str, typer.Option(help="bm25, dense or hybrid")] = "bm25",
+    model: Annotated[str, typer.Option(help="encoder name or path (dense, hybrid)")] = DEFAULT_ENCODER,
+    out: Annotated[Optional[Path], typer.Option("--out", help="folder for the runs and results.json")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print one JSON object, nothing else, to stdout")] = False,
+    split: Annotated[str, typer.Option(help="qrels split")] = "test",
+    k: Annotated[int, typer.Option("-k", "--k", help="documents per query in the run")] = 100,
+    index_type: Annotated[str, typer.Option("--index-type", help="flat, hnsw, ivf or ivfpq")] = "flat",
+    fusion: Annotated[str, typer.Option(help="hybrid fusion: rrf or interpolation")] = "rrf",
+    alpha: Annotated[float, typer.Option(help="interpolation weight of BM25")] = 0.5,
+    measures: Annotated[str, typer.Option(help="comma-separated ir-measures names")] = ",".join(DEFAULT_MEASURES),
+    batch_size: Annotated[int, typer.Option(help="encoder batch size")] = 64,
+    backend: Annotated[str, typer.Option(help="encoder backend")] = "torch",
+) -> None:
+    """Index (cached), retrieve and evaluate on BEIR datasets; print a table (or --json)."""
+    from rich.console import Console
+
+    from eval.pipeline import PipelineSettings, run_beir
+    from eval.report import metrics_json, metrics_table, result_rows
+
+    settings = PipelineSettings(retriever=retriever, model=model, split=split, k=k, index_type=index_type,
+                                fusion=fusion, alpha=alpha, batch_size=batch_size, backend=backend,
+                                measures=tuple(m.strip() for m in measures.split(",") if m.strip()))
+    names = [d.strip() for d in datasets.split(",") if d.strip()]
+    results = run_beir(names, settings, out=out)
+    rows = result_rows(results)
+    if json_output:
+        typer.echo(metrics_json(rows))
+    else:
+        Console().print(metrics_table(rows, title=f"{settings.label} ({split})"))
+        if out is not None:
+            typer.echo(f"runs and results.json written to {out}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this package's commands to the ``rankwise`` app."""
+    app.command("beir")(beir)

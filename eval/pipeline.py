@@ -1,0 +1,153 @@
+"""BEIR pipelines: resolve a dataset, index it (reusing a cached index), retrieve, evaluate.
+
+Indexes are cached under ``$RANKWISE_CACHE/indexes/<dataset>-<corpus sha256>/`` and reused when
+their manifest matches the corpus, encoder and index settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from eval.datasets import BeirDataset, resolve_dataset
+from eval.metrics import DEFAULT_MEASURES, evaluate
+from retrieval.errors import InputError
+from retrieval.files import write_json
+from retrieval.hybrid import FUSIONS, fuse
+from retrieval.index import IndexConfig
+from retrieval.manifest import MANIFEST, read_manifest
+from retrieval.models import DEFAULT_ENCODER
+from retrieval.paths import cache_root
+from retrieval.run import Run
+
+RETRIEVERS = ("bm25", "dense", "hybrid")
+
+
+@dataclasses.dataclass
+class PipelineSettings:
+    """Everything that defines a first-stage BEIR pipeline."""
+
+    retriever: str = "bm25"
+    model: str = DEFAULT_ENCODER
+    split: str = "test"
+    k: int = 100
+    index_type: str = "flat"
+    fusion: str = "rrf"
+    alpha: float = 0.5
+    fusion_depth: int = 1000
+    batch_size: int = 64
+    backend: str = "torch"
+    measures: tuple[str, ...] = DEFAULT_MEASURES
+
+    def __post_init__(self) -> None:
+        if self.retriever not in RETRIEVERS:
+            raise InputError(f"unknown retriever {self.retriever!r}; choose from {', '.join(RETRIEVERS)}", field="retriever")
+        if self.fusion not in FUSIONS:
+            raise InputError(f"unknown fusion {self.fusion!r}; choose from {', '.join(FUSIONS)}", field="fusion")
+
+    @property
+    def label(self) -> str:
+        return f"hybrid-{self.fusion}" if self.retriever == "hybrid" else self.retriever
+
+
+@dataclasses.dataclass
+class DatasetResult:
+    """Metrics, run and timings of one pipeline on one dataset."""
+
+    dataset: str
+    metrics: dict[str, float]
+    run: Run
+    timings: dict[str, float]
+    queries: int
+    components: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+
+
+def _index_root(dataset: BeirDataset) -> Path:
+    return cache_root() / "indexes" / f"{Path(dataset.name).name}-{dataset.corpus.fingerprint[:16]}"
+
+
+def bm25_index(dataset: BeirDataset, progress: bool = True) -> Path:
+    """The cached BM25 index of ``dataset``, built when missing or stale."""
+    from retrieval.bm25 import build_bm25_index
+
+    folder = _index_root(dataset) / "bm25"
+    if (folder / MANIFEST).is_file():
+        manifest = read_manifest(folder, kinds=("bm25",), verify=False)
+        if manifest.get("source", {}).get("sha256") == dataset.corpus.fingerprint:
+            return folder
+    build_bm25_index(dataset.corpus, folder, progress=progress)
+    return folder
+
+
+def dense_index(dataset: BeirDataset, encoder: Any, config: IndexConfig, progress: bool = True) -> Path:
+    """The cached dense index of ``dataset`` for ``encoder`` and ``config`` (built, resumed or reused)."""
+    from retrieval.index import build_dense_index
+
+    folder = _index_root(dataset) / f"dense-{encoder.fingerprint[:16]}-{config.type}"
+    build_dense_index(dataset.corpus, encoder, folder, config, force=True, progress=progress)
+    return folder
+
+
+def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: bool = True) -> DatasetResult:
+    """Index (cached), retrieve and evaluate one dataset."""
+    from retrieval.bm25 import BM25Retriever
+    from retrieval.dense import DenseRetriever
+    from retrieval.encoder import Encoder
+
+    qrels = dataset.qrels(settings.split)
+    queries = dataset.queries(settings.split)
+    timings: dict[str, float] = {}
+    runs: dict[str, Run] = {}
+    depth = settings.k if settings.retriever != "hybrid" else max(settings.k, settings.fusion_depth)
+
+    if settings.retriever in ("bm25", "hybrid"):
+        t = time.perf_counter()
+        folder = bm25_index(dataset, progress)
+        timings["bm25_index_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        runs["bm25"] = BM25Retriever(folder).search(queries, k=depth, progress=progress)
+        timings["bm25_search_s"] = time.perf_counter() - t
+    if settings.retriever in ("dense", "hybrid"):
+        encoder = Encoder(settings.model, backend=settings.backend, batch_size=settings.batch_size)
+        t = time.perf_counter()
+        folder = dense_index(dataset, encoder, IndexConfig(type=settings.index_type), progress)
+        timings["dense_index_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        runs["dense"] = DenseRetriever(folder, encoder).search(queries, k=depth, progress=progress)
+        timings["dense_search_s"] = time.perf_counter() - t
+
+    components: dict[str, dict[str, float]] = {}
+    if settings.retriever == "hybrid":
+        run = fuse(runs["bm25"], runs["dense"], fusion=settings.fusion, alpha=settings.alpha,
+                   depth=settings.fusion_depth).top(settings.k)
+        components = {name: evaluate(r.top(settings.k), qrels, settings.measures) for name, r in runs.items()}
+    else:
+        run = runs[settings.retriever]
+    run.name = settings.label
+    metrics = evaluate(run, qrels, settings.measures)
+    return DatasetResult(Path(dataset.name).name, metrics, run, timings, len(queries), components)
+
+
+def run_beir(datasets: list[str], settings: PipelineSettings, *, out: Path | None = None,
+             progress: bool = True) -> list[DatasetResult]:
+    """Run the pipeline on each dataset; with ``out``, write ``<dataset>/<label>.trec`` and ``results.json``."""
+    resolved = [resolve_dataset(name, progress=progress) for name in datasets]
+    results = []
+    for dataset in resolved:
+        result = run_pipeline(dataset, settings, progress)
+        results.append(result)
+        if out is not None:
+            result.run.write(out / result.dataset / f"{settings.label}.trec", tag=f"rankwise-{settings.label}")
+            write_json(out / "results.json", results_document(results, settings))
+    return results
+
+
+def results_document(results: list[DatasetResult], settings: PipelineSettings) -> dict[str, Any]:
+    """The results JSON: settings, and for each dataset its metrics, component metrics and timings."""
+    return {
+        "settings": dataclasses.asdict(settings),
+        "datasets": {r.dataset: {"metrics": r.metrics, "components": r.components, "timings": r.timings,
+                                 "queries": r.queries} for r in results},
+    }
