@@ -142,8 +142,16 @@ def _start_jvm() -> dict[str, Any]:
             }
         except Exception as err:
             raise _java_error("loading Anserini's classes (is the Anserini jar on the JVM class path?)", err) from err
-        # Anserini logs INFO lines through log4j to the console; keep only errors.
-        classes["Configurator"].setRootLevel(classes["Level"].ERROR)
+        try:
+            # Anserini logs INFO lines through log4j to the console; keep only errors. Lucene logs
+            # an INFO line through java.util.logging on opening an index; keep warnings. JUL holds
+            # loggers weakly, so the configured logger is kept referenced here.
+            classes["Configurator"].setRootLevel(classes["Level"].ERROR)
+            lucene_log = jnius.autoclass("java.util.logging.Logger").getLogger("org.apache.lucene")
+            lucene_log.setLevel(jnius.autoclass("java.util.logging.Level").WARNING)
+            classes["lucene_log"] = lucene_log
+        except Exception as err:
+            raise _java_error("configuring Java logging", err) from err
         _jvm = classes
         return _jvm
 
