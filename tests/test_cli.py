@@ -1,0 +1,127 @@
+"""The ``rankwise`` command: bad input ends in one line naming file, line and field, and exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rankwise.cli import main
+from retrieval.run import Run
+from tests.conftest import write_beir
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _rankwise(capsys, *args: str) -> tuple[int, str, str]:
+    code = 0
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exit_info:
+        code = exit_info.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("rankwise: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"_id": "a", "text": "x"}\n{"_id": "b", "text": \n', r"corpus.jsonl:2: malformed JSON"),
+        (b'{"_id": "a", "text": "x"}\n{"_id": "b"}\n', r"corpus.jsonl:2: field 'text': missing"),
+        (b'{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n', r"corpus.jsonl:2: field '_id': duplicate document id"),
+        (b'{"_id": "a", "text": "\xff"}\n', r"corpus.jsonl:1: not valid UTF-8"),
+        (b"\n", r"corpus.jsonl: the corpus is empty"),
+    ],
+)
+def test_index_bad_corpus_exits_2_with_one_line(tmp_path, capsys, tiny_encoder, content, expected):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_bytes(content)
+    code, out, err = _rankwise(capsys, "index", corpus, "--out", tmp_path / "idx", "--retriever", "dense",
+                               "--model", tiny_encoder)
+    assert code == 2
+    assert expected.replace("\\", "") .split(":")[-1].strip() in _error_line(err)
+    assert str(corpus) in _error_line(err)
+    assert not (tmp_path / "idx" / "manifest.json").exists()
+
+
+def test_bad_options_exit_2(tmp_path, capsys, synthetic_beir, tiny_encoder):
+    code, _, err = _rankwise(capsys, "index", synthetic_beir, "--out", tmp_path / "i", "--index-type", "annoy",
+                             "--model", tiny_encoder)
+    assert code == 2 and "unknown index type 'annoy'" in _error_line(err)
+    code, _, err = _rankwise(capsys, "index", synthetic_beir, "--out", tmp_path / "i", "--retriever", "splade")
+    assert code == 2 and "unknown retriever 'splade'" in _error_line(err)
+    code, _, err = _rankwise(capsys, "beir", "no-such-dataset")
+    assert code == 2 and "unknown dataset 'no-such-dataset'" in _error_line(err)
+    code, _, err = _rankwise(capsys, "search", tmp_path / "nothing", "--queries", synthetic_beir, "--out", tmp_path / "r")
+    assert code == 2 and "index folder not found" in _error_line(err)
+
+
+def test_beir_missing_qrels_exits_2(tmp_path, capsys, synthetic_beir):
+    code, _, err = _rankwise(capsys, "beir", synthetic_beir, "--split", "dev")
+    assert code == 2
+    assert "qrels/dev.tsv" in _error_line(err) and "split 'dev'" in _error_line(err)
+
+
+def test_index_search_and_model_mismatch(tmp_path, capsys, synthetic_beir, tiny_encoder, other_tiny_encoder):
+    idx = tmp_path / "idx"
+    code, _, err = _rankwise(capsys, "index", synthetic_beir, "--out", idx, "--model", tiny_encoder)
+    assert code == 0, err
+    code, _, err = _rankwise(capsys, "search", idx, "--queries", synthetic_beir / "queries.jsonl", "-k", "7",
+                             "--out", tmp_path / "run.trec")
+    assert code == 0, err
+    run = Run.read(tmp_path / "run.trec")
+    assert len(run) == 10 and all(len(docs) == 7 for docs in run.values())
+    code, _, err = _rankwise(capsys, "search", idx, "--queries", synthetic_beir, "--model", other_tiny_encoder,
+                             "--out", tmp_path / "run2.trec")
+    assert code == 2 and "field 'encoder.fingerprint'" in _error_line(err)
+    assert not (tmp_path / "run2.trec").exists()
+
+
+def test_shard_and_merge_from_the_command_line(tmp_path, capsys, synthetic_beir, tiny_encoder):
+    for i in range(2):
+        code, _, err = _rankwise(capsys, "index", synthetic_beir, "--out", tmp_path / f"s{i}", "--model", tiny_encoder,
+                                 "--shard", f"{i}/2", "--chunk-size", "100")
+        assert code == 0, err
+    code, _, err = _rankwise(capsys, "index", "--merge", tmp_path / "s0", tmp_path / "s1", "--out", tmp_path / "m")
+    assert code == 0, err
+    code, _, err = _rankwise(capsys, "index", synthetic_beir, "--out", tmp_path / "whole", "--model", tiny_encoder,
+                             "--chunk-size", "100")
+    assert code == 0, err
+    merged = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    whole = json.loads((tmp_path / "whole" / "manifest.json").read_text())
+    assert merged["files"] == whole["files"]
+
+
+def test_bm25_index_and_search(tmp_path, capsys, synthetic_beir):
+    code, _, err = _rankwise(capsys, "index", synthetic_beir, "--out", tmp_path / "bm25", "--retriever", "bm25")
+    assert code == 0, err
+    code, _, err = _rankwise(capsys, "search", tmp_path / "bm25", "--queries", synthetic_beir, "--out",
+                             tmp_path / "run.trec", "-k", "3")
+    assert code == 0, err
+    assert len(Run.read(tmp_path / "run.trec")) == 10
+
+
+def test_beir_json_prints_one_object_and_writes_results(tmp_path, synthetic_beir, tiny_encoder):
+    """Through the installed entry point: stdout holds the JSON object and nothing else."""
+    env_cmd = [sys.executable, "-m", "rankwise", "beir", f"{synthetic_beir},{synthetic_beir}", "--retriever",
+               "hybrid", "--model", str(tiny_encoder), "--json", "--out", str(tmp_path / "out")]
+    done = subprocess.run(env_cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert list(result) == ["synthetic"]
+    assert set(result["synthetic"]) == {"nDCG@10", "R@100", "RR@10", "AP@100"}
+    assert all(0.0 <= v <= 1.0 for v in result["synthetic"].values())
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["datasets"]["synthetic"]["metrics"] == result["synthetic"]
+    assert set(saved["datasets"]["synthetic"]["components"]) == {"bm25", "dense"}
+    assert len(Run.read(tmp_path / "out" / "synthetic" / "hybrid-rrf.trec")) == 10
