@@ -13,6 +13,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+# The offline mirrors: ../shared's BEIR folders and the models fetched by the README's set-up command.
+if not os.environ.get("RANKWISE_DATA") and (SHARED / "data" / "beir").is_dir():
+    os.environ["RANKWISE_DATA"] = str(SHARED / "data" / "beir")
+if not os.environ.get("RANKWISE_MODELS") and (Path.home() / ".cache" / "rankwise" / "models").is_dir():
+    os.environ["RANKWISE_MODELS"] = str(Path.home() / ".cache" / "rankwise" / "models")
 SHARED_BEIR = Path(os.environ.get("RANKWISE_DATA", SHARED / "data" / "beir"))
 MODELS = Path(os.environ["RANKWISE_MODELS"]) if os.environ.get("RANKWISE_MODELS") else None
 
