@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -132,6 +132,21 @@ class Corpus:
                 pass
         assert self._count is not None
         return self._count
+
+    def lookup(self, doc_ids: Iterable[str]) -> dict[str, Document]:
+        """The documents with these ids, in one streaming pass; an id not in the corpus is an error."""
+        wanted = set(doc_ids)
+        found: dict[str, Document] = {}
+        for doc in self:
+            if doc.doc_id in wanted:
+                found[doc.doc_id] = doc
+                if len(found) == len(wanted):
+                    break
+        missing = wanted - found.keys()
+        if missing:
+            first = sorted(missing)[0]
+            raise InputError(f"{len(missing)} document id(s) not in the corpus (first: {first!r})", path=self.path)
+        return found
 
     @property
     def fingerprint(self) -> str:

@@ -109,3 +109,11 @@ def test_real_scifact_reads():
     assert len(corpus) == 5183
     assert len(read_queries(root)) == 1109
     assert len(read_qrels(root / "qrels" / "test.tsv")) == 300
+
+
+def test_lookup_fetches_by_id_and_names_missing_ids(tmp_path):
+    path = _jsonl(tmp_path / "corpus.jsonl", [{"_id": str(i), "text": f"doc {i}"} for i in range(10)])
+    found = Corpus(path).lookup(["7", "2"])
+    assert found == {"7": Document("7", "", "doc 7"), "2": Document("2", "", "doc 2")}
+    with pytest.raises(InputError, match=r"corpus.jsonl: 1 document id\(s\) not in the corpus \(first: 'x'\)"):
+        Corpus(path).lookup(["1", "x"])
