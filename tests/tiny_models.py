@@ -72,3 +72,44 @@ def build_tiny_encoder(directory: Path, seed: int = 0) -> Path:
     model = SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu")
     model.save(str(directory))
     return directory
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def build_tiny_causal_lm(directory: Path, seed: int = 0, chat_template: bool = True) -> Path:
+    """A 2-layer, 64-wide Llama with random weights and a BPE tokenizer trained on the fly.
+
+    Letters A-Z, digits, ``yes`` / ``no`` and the ranking punctuation are single tokens, so the
+    listwise, groupwise and pointwise-LLM label logic runs on it as on a real model.
+    """
+    import string
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    specials = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|system|>", "<|assistant|>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials, initial_alphabet=alphabet)
+    sample = corpus_texts() + [" ".join(string.ascii_uppercase), "yes no [A] > [B] > [C] 0 1 2 3 4 5 6 7 8 9 10"]
+    tok.train_from_iterator(sample, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", model_max_length=2048)
+    if chat_template:
+        fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(directory)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         pad_token_id=fast.pad_token_id, bos_token_id=fast.bos_token_id,
+                         eos_token_id=fast.eos_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    return directory

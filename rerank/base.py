@@ -1,0 +1,93 @@
+"""The Reranker protocol shared by every paradigm (pointwise, listwise, groupwise).
+
+``rerank(query, docs)`` returns ``[(index, score), ...]`` best first; ``rerank_run(run, queries,
+corpus, depth)`` reranks the top ``depth`` of every query of a :class:`retrieval.Run`, batching
+across queries, and keeps the documents below ``depth`` after the reranked ones. A subclass
+implements one method, :meth:`Reranker.score`, which scores many ``(query, candidates)`` lists at
+once; listwise models that produce an order turn it into scores (higher is better).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from retrieval.errors import InputError
+from retrieval.formats import Corpus, Document
+from retrieval.run import Run
+
+log = logging.getLogger(__name__)
+
+CorpusLike = Corpus | Mapping[str, "str | Document"]
+
+
+@dataclass
+class RerankStats:
+    """What a reranker did: lists and passages seen, passages truncated, model calls made."""
+
+    lists: int = 0
+    passages: int = 0
+    truncated: int = 0
+    forward_passes: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.lists = self.passages = self.truncated = self.forward_passes = 0
+        self.extra.clear()
+
+
+class Reranker(abc.ABC):
+    """Scores candidate documents for a query; see the module docstring."""
+
+    name: str = "reranker"
+
+    def __init__(self) -> None:
+        self.stats = RerankStats()
+
+    @abc.abstractmethod
+    def score(self, lists: Sequence[tuple[str, Sequence[str]]], progress: bool = False) -> list[list[float]]:
+        """For each ``(query, candidate texts)``, one score per candidate (higher is more relevant)."""
+
+    def rerank(self, query: str, docs: Sequence[str]) -> list[tuple[int, float]]:
+        """``[(index into docs, score), ...]`` best first; an empty list gives an empty ranking."""
+        if not docs:
+            return []
+        scores = self.score([(query, list(docs))])[0]
+        return sorted(enumerate(scores), key=lambda x: (-x[1], x[0]))
+
+    def rerank_run(self, run: Run, queries: Mapping[str, str], corpus: CorpusLike, depth: int = 100,
+                   progress: bool = True) -> Run:
+        """Rerank the top ``depth`` documents of each query of ``run``; the rest follow, in their order."""
+        if depth < 1:
+            raise InputError(f"depth must be at least 1, got {depth}", field="depth")
+        missing = [q for q in run if q not in queries]
+        if missing:
+            raise InputError(f"the run names {len(missing)} quer{'y' if len(missing) == 1 else 'ies'} not in the "
+                             f"queries (first: {missing[0]!r})", field="query-id")
+        heads = {q: [d for d, _ in run[q][:depth]] for q in run}
+        texts = _texts(corpus, {d for ids in heads.values() for d in ids})
+        qids = [q for q in run if heads[q]]
+        scores = self.score([(queries[q], [texts[d] for d in heads[q]]) for q in qids], progress=progress)
+        if self.stats.truncated:
+            log.info("%s: %d of %d passages were truncated to fit the model's window",
+                     self.name, self.stats.truncated, self.stats.passages)
+        out: dict[str, list[tuple[str, float]]] = {q: [] for q in run}
+        for q, s in zip(qids, scores):
+            ranked = sorted(zip(heads[q], s), key=lambda x: -x[1])
+            floor = min(s) if s else 0.0
+            tail = run[q][depth:]
+            # documents below depth keep their order, scored below every reranked one
+            out[q] = ranked + [(d, floor - 1.0 - i) for i, (d, _) in enumerate(tail)]
+        return Run(out, name=self.name)
+
+
+def _texts(corpus: CorpusLike, ids: set[str]) -> dict[str, str]:
+    if isinstance(corpus, Corpus):
+        return {d: doc.full_text for d, doc in corpus.lookup(ids).items()}
+    missing = [d for d in ids if d not in corpus]
+    if missing:
+        raise InputError(f"the run names {len(missing)} document(s) not in the corpus (first: {sorted(missing)[0]!r})",
+                         field="doc-id")
+    return {d: (corpus[d].full_text if isinstance(corpus[d], Document) else str(corpus[d])) for d in ids}
