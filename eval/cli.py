@@ -25,6 +25,8 @@ def beir(
     measures: Annotated[str, typer.Option(help="comma-separated ir-measures names")] = ",".join(DEFAULT_MEASURES),
     batch_size: Annotated[int, typer.Option(help="encoder batch size")] = 64,
     backend: Annotated[str, typer.Option(help="encoder backend")] = "torch",
+    reranker: Annotated[Optional[str], typer.Option(help="rerank with PARADIGM:MODEL[,key=value...]")] = None,
+    depth: Annotated[int, typer.Option(help="documents reranked per query")] = 100,
 ) -> None:
     """Index (cached), retrieve and evaluate on BEIR datasets; print a table (or --json)."""
     from rich.console import Console
@@ -34,6 +36,7 @@ def beir(
 
     settings = PipelineSettings(retriever=retriever, model=model, split=split, k=k, index_type=index_type,
                                 fusion=fusion, alpha=alpha, batch_size=batch_size, backend=backend,
+                                reranker=reranker, depth=depth,
                                 measures=tuple(m.strip() for m in measures.split(",") if m.strip()))
     names = [d.strip() for d in datasets.split(",") if d.strip()]
     results = run_beir(names, settings, out=out)

@@ -40,16 +40,27 @@ class PipelineSettings:
     batch_size: int = 64
     backend: str = "torch"
     measures: tuple[str, ...] = DEFAULT_MEASURES
+    reranker: str | None = None
+    depth: int = 100
 
     def __post_init__(self) -> None:
         if self.retriever not in RETRIEVERS:
             raise InputError(f"unknown retriever {self.retriever!r}; choose from {', '.join(RETRIEVERS)}", field="retriever")
         if self.fusion not in FUSIONS:
             raise InputError(f"unknown fusion {self.fusion!r}; choose from {', '.join(FUSIONS)}", field="fusion")
+        if self.reranker:
+            from rerank.spec import parse_spec
+
+            parse_spec(self.reranker)  # fail before any indexing
 
     @property
     def label(self) -> str:
-        return f"hybrid-{self.fusion}" if self.retriever == "hybrid" else self.retriever
+        first = f"hybrid-{self.fusion}" if self.retriever == "hybrid" else self.retriever
+        if self.reranker:
+            from rerank.spec import parse_spec
+
+            return f"{first}+{parse_spec(self.reranker).paradigm}"
+        return first
 
 
 @dataclasses.dataclass
@@ -62,6 +73,7 @@ class DatasetResult:
     timings: dict[str, float]
     queries: int
     components: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    rerank_stats: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _index_root(dataset: BeirDataset) -> Path:
@@ -125,9 +137,19 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
         components = {name: evaluate(r.top(settings.k), qrels, settings.measures) for name, r in runs.items()}
     else:
         run = runs[settings.retriever]
+    stats: dict[str, Any] = {}
+    if settings.reranker:
+        from rerank.spec import load_reranker
+
+        components["first-stage"] = evaluate(run, qrels, settings.measures)
+        reranker = load_reranker(settings.reranker, batch_size=None)
+        t = time.perf_counter()
+        run = reranker.rerank_run(run, queries, dataset.corpus, depth=settings.depth, progress=progress)
+        timings["rerank_s"] = time.perf_counter() - t
+        stats = dataclasses.asdict(reranker.stats)
     run.name = settings.label
     metrics = evaluate(run, qrels, settings.measures)
-    return DatasetResult(Path(dataset.name).name, metrics, run, timings, len(queries), components)
+    return DatasetResult(Path(dataset.name).name, metrics, run, timings, len(queries), components, stats)
 
 
 def run_beir(datasets: list[str], settings: PipelineSettings, *, out: Path | None = None,
@@ -149,5 +171,5 @@ def results_document(results: list[DatasetResult], settings: PipelineSettings) -
     return {
         "settings": dataclasses.asdict(settings),
         "datasets": {r.dataset: {"metrics": r.metrics, "components": r.components, "timings": r.timings,
-                                 "queries": r.queries} for r in results},
+                                 "queries": r.queries, "rerank_stats": r.rerank_stats} for r in results},
     }

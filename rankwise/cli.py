@@ -20,9 +20,11 @@ app = typer.Typer(name="rankwise", help="Neural retrieval and reranking: index, 
 
 def _register() -> None:
     from eval import cli as eval_cli
+    from rerank import cli as rerank_cli
     from retrieval import cli as retrieval_cli
 
     retrieval_cli.register(app)
+    rerank_cli.register(app)
     eval_cli.register(app)
 
 

@@ -79,3 +79,19 @@ def require_model(name: str) -> Path:
     if MODELS is None or not (MODELS / name).exists():
         pytest.skip(f"RANKWISE_MODELS/{name} is not here (run ../shared/assets/fetch-models.sh)")
     return MODELS / name
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory) -> Path:
+    """Path of a tiny one-label cross-encoder built for this test session."""
+    from tests.tiny_models import build_tiny_cross_encoder
+
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("models") / "tiny-cross-encoder")
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm(tmp_path_factory) -> Path:
+    """Path of a tiny Llama causal LM (with a chat template) built for this test session."""
+    from tests.tiny_models import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("models") / "tiny-lm")

@@ -1,0 +1,39 @@
+"""``rankwise rerank``: rerank a TREC run with any reranker spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def rerank(
+    run_file: Annotated[Path, typer.Argument(help="TREC run to rerank")],
+    queries: Annotated[Path, typer.Option(help="queries.jsonl, queries.tsv or a BEIR folder")],
+    corpus: Annotated[Path, typer.Option(help="BEIR folder, corpus.jsonl or collection.tsv")],
+    model: Annotated[str, typer.Option("--model", help="reranker spec PARADIGM:MODEL[,key=value...] (see README)")],
+    out: Annotated[Path, typer.Option("--out", help="TREC run file to write")],
+    depth: Annotated[int, typer.Option(help="documents reranked per query")] = 100,
+    batch_size: Annotated[Optional[int], typer.Option(help="model batch size")] = None,
+) -> None:
+    """Rerank the top --depth documents of each query of a run."""
+    from rerank.spec import load_reranker, parse_spec
+    from retrieval.formats import Corpus, read_queries
+    from retrieval.run import Run
+
+    spec = parse_spec(model)  # a bad spec fails before anything is loaded
+    run = Run.read(run_file)
+    texts = read_queries(queries)
+    docs = Corpus(corpus)
+    reranker = load_reranker(spec, batch_size=batch_size)
+    reranked = reranker.rerank_run(run, texts, docs, depth=depth)
+    reranked.write(out, tag=f"rankwise-{spec.paradigm}")
+    s = reranker.stats
+    typer.echo(f"{out}: {len(reranked)} queries reranked ({s.passages} passages, {s.truncated} truncated, "
+               f"{s.forward_passes} forward passes)", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this package's commands to the ``rankwise`` app."""
+    app.command("rerank")(rerank)
