@@ -1,0 +1,156 @@
+"""Listwise LLM reranking over a sliding window of passages labelled ``[A]``, ``[B]``, ...
+
+The prompt is RankGPT's (Sun et al., 2023, "Is ChatGPT Good at Search?"): the query, then the
+window's passages each behind a single-token identifier, then "rank them, answer like [B] > [A]".
+Two ways to read the model's order:
+
+- ``mode="first"`` (FIRST; Reddy et al., EMNLP 2024, "FIRST: Faster Improved Listwise Reranking
+  with Single Token Decoding"): the assistant turn is prefixed with ``[`` so the next token is the
+  first identifier of the answer, and ONE forward pass gives the window's order: the identifiers
+  sorted by their logits at that position (ties keep the input order).
+- ``mode="generate"``: greedy-decode the whole permutation (``"[C] > [A] > [B]"``) and parse it with
+  :func:`rerank.permutation.parse_permutation` (RankGPT's repair of missing/repeated/unknown ids).
+
+Deeper lists go through RankGPT's sliding window, from the back of the list to the front: with
+window 20 and stride 10, ``[n-20, n)``, ``[n-30, n-10)``, ... and last ``[0, 20)``; each window's
+new order is applied in place before the next one, so a relevant passage can climb from the bottom
+to the top in one sweep. Windows of different queries are independent, so each step batches the
+current window of every query into one model call. The final order becomes scores ``n - rank``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rerank.base import Reranker
+from rerank.llm import CausalLM
+from rerank.permutation import labels, read_permutation
+from retrieval.errors import InputError
+
+MODES = ("first", "generate")
+
+SYSTEM = "You are RankGPT, an intelligent assistant that can rank passages based on their relevance to the query."
+INTRO = ("I will provide you with {n} passages, each indicated by an identifier in square brackets like [A]. "
+         "Rank the passages based on their relevance to the query: {query}")
+OUTRO = ("Search query: {query}\n\n"
+         "Rank the {n} passages above based on their relevance to the search query. All the passages should be "
+         "included and listed using their identifiers, in descending order of relevance. The output format should "
+         "be [] > [], e.g., {example}. Only respond with the ranking, do not say any word or explain.")
+PREFIX = "["  # the assistant turn starts with "[", so the next token is the first identifier
+TOKENS_PER_PASSAGE = 4  # "A", "]", " >", " [" per identifier in "[A] > [B] > ..."
+
+
+def window_schedule(n: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """The ``(start, end)`` windows of a list of ``n``, back to front; the last one is ``[0, window)``."""
+    if n <= 0:
+        return []
+    if n <= window:
+        return [(0, n)]
+    spans, end = [], n
+    while end - window > 0:
+        spans.append((end - window, end))
+        end -= stride
+    spans.append((0, window))
+    return spans
+
+
+class ListwiseReranker(Reranker):
+    """FIRST (single-token, one forward pass per window) or generated-permutation listwise reranking."""
+
+    name = "listwise"
+
+    def __init__(self, model: str | CausalLM, *, mode: str = "first", window: int = 20, stride: int = 10,
+                 max_passage_tokens: int = 100, batch_size: int = 4, max_new_tokens: int | None = None) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise InputError(f"unknown listwise mode {mode!r}; choose from {', '.join(MODES)}", field="mode")
+        if window < 1:
+            raise InputError(f"window must be at least 1, got {window}", field="window")
+        self._labels = labels(window)  # more passages than identifiers: InputError
+        if not 1 <= stride <= window:
+            raise InputError(f"stride must be within 1..window ({window}), got {stride}; a longer stride would skip "
+                             "passages", field="stride")
+        if max_passage_tokens < 1:
+            raise InputError(f"max_passage_tokens must be at least 1, got {max_passage_tokens}",
+                             field="max_passage_tokens")
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}", field="max_new_tokens")
+        # a string is loaded; anything else is used as is (a CausalLM, or an object with its methods)
+        self.lm = CausalLM(model, batch_size=batch_size) if isinstance(model, str) else model
+        self.mode, self.window, self.stride = mode, window, stride
+        self.max_passage_tokens, self.max_new_tokens = max_passage_tokens, max_new_tokens
+        self._label_ids = self.lm.single_token_ids(self._labels)  # each identifier must be one token
+
+    # --- prompts ------------------------------------------------------------------------------
+
+    def prompt(self, query: str, passages: Sequence[str]) -> str:
+        """The chat prompt ranking ``passages`` (already truncated) for ``query``, ending with ``[``."""
+        n = len(passages)
+        query = " ".join(query.split())
+        example = " > ".join(f"[{x}]" for x in (["B", "A"] if n >= 2 else ["A"]))
+        body = "\n".join(f"[{label}] {text}" for label, text in zip(self._labels, passages))
+        user = "\n\n".join([INTRO.format(n=n, query=query), body, OUTRO.format(n=n, query=query, example=example)])
+        return self.lm.chat(user, system=SYSTEM, assistant_prefix=PREFIX)
+
+    def _passage(self, text: str) -> str:
+        text, cut = self.lm.truncate(" ".join(str(text).split()), self.max_passage_tokens)
+        self.stats.truncated += cut
+        return text
+
+    # --- scoring ------------------------------------------------------------------------------
+
+    def score(self, lists: Sequence[tuple[str, Sequence[str]]], progress: bool = False) -> list[list[float]]:
+        from tqdm.auto import tqdm
+
+        passages = [[self._passage(d) for d in docs] for _, docs in lists]
+        self.stats.lists += len(lists)
+        self.stats.passages += sum(len(p) for p in passages)
+        orders = [list(range(len(p))) for p in passages]
+        # a window of one passage has nothing to order: no model call
+        schedules = [[(a, b) for a, b in window_schedule(len(p), self.window, self.stride) if b - a > 1]
+                     for p in passages]
+        bar = tqdm(total=sum(len(s) for s in schedules), desc=f"listwise ({self.mode})", unit="window",
+                   disable=not progress, leave=False)
+        try:
+            for step in range(max((len(s) for s in schedules), default=0)):
+                # the current window of every query that still has one: one batched model call
+                jobs = [(i, schedules[i][step]) for i in range(len(lists)) if step < len(schedules[i])]
+                prompts = [self.prompt(lists[i][0], [passages[i][j] for j in orders[i][a:b]]) for i, (a, b) in jobs]
+                sizes = [b - a for _, (a, b) in jobs]
+                read = self._first if self.mode == "first" else self._generate
+                perms = read(prompts, sizes, bar)
+                for (i, (a, b)), perm in zip(jobs, perms):
+                    current = orders[i][a:b]
+                    orders[i][a:b] = [current[k] for k in perm]
+                self.stats.forward_passes += len(jobs)
+                self.stats.extra["windows"] = self.stats.extra.get("windows", 0) + len(jobs)
+                self.stats.extra["steps"] = self.stats.extra.get("steps", 0) + 1
+        finally:
+            bar.close()
+        out = []
+        for order in orders:
+            scores = [0.0] * len(order)
+            for rank, doc in enumerate(order):
+                scores[doc] = float(len(order) - rank)
+            out.append(scores)
+        return out
+
+    def _first(self, prompts: list[str], sizes: list[int], bar: Any) -> list[list[int]]:
+        """Each window's order: its identifiers sorted by the logit of the first answer token."""
+        width = max(sizes)
+        logits = np.asarray(self.lm.next_token_logits(prompts, self._label_ids[:width], progress=bar))
+        return [np.argsort(-logits[r, :m], kind="stable").tolist() for r, m in enumerate(sizes)]
+
+    def _generate(self, prompts: list[str], sizes: list[int], bar: Any) -> list[list[int]]:
+        """Each window's order: the greedy-decoded ranking, parsed and repaired."""
+        budget = self.max_new_tokens or TOKENS_PER_PASSAGE * max(sizes)
+        texts = self.lm.generate(prompts, max_new_tokens=budget, progress=bar)
+        perms = []
+        for text, m in zip(texts, sizes):
+            perm, repaired = read_permutation(PREFIX + text, m)
+            self.stats.extra["repaired"] = self.stats.extra.get("repaired", 0) + repaired
+            perms.append(perm)
+        return perms
