@@ -242,7 +242,7 @@ def build_bm25_index(corpus: Corpus, out: str | Path, *, threads: int = 2, progr
     Documents whose text is empty are counted and warned about; they are indexed by title
     (Anserini skips a document with neither title nor text: BM25 could never retrieve it).
     """
-    out = Path(out)
+    out = Path(out).resolve()  # the JVM keeps the working directory it started in: hand it absolute paths
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise InputError(f"threads must be a positive integer, got {threads!r}", field="threads")
     if out.exists() and not out.is_dir():
@@ -330,7 +330,7 @@ class BM25Retriever:
     """
 
     def __init__(self, index_dir: str | Path, k1: float = DEFAULT_K1, b: float = DEFAULT_B, threads: int = 2) -> None:
-        self.index_dir = Path(index_dir)
+        self.index_dir = Path(index_dir).resolve()  # absolute: the JVM does not follow os.chdir
         if not (isinstance(k1, (int, float)) and k1 >= 0):
             raise InputError(f"k1 must be a number >= 0, got {k1!r}", field="k1")
         if not (isinstance(b, (int, float)) and 0 <= b <= 1):

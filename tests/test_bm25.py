@@ -138,3 +138,17 @@ def test_rebuild_replaces_an_existing_index(tmp_path):
     with BM25Retriever(out, threads=1) as r:
         run = r.search({"old": "volcanoes lava", "new": "honey"}, k=10, progress=False)
     assert run["old"] == [] and run["new"][0][0] == "d5"
+
+
+def test_relative_paths_after_chdir(tmp_path, monkeypatch):
+    """The JVM keeps the working directory it started in; relative paths must still work after chdir."""
+    from retrieval.bm25 import BM25Retriever, build_bm25_index
+    from retrieval.formats import Corpus
+
+    folder = tmp_path / "cwd"
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_text('{"_id": "a", "text": "wing airflow"}\n{"_id": "b", "text": "heart"}\n')
+    monkeypatch.chdir(folder)
+    build_bm25_index(Corpus("corpus.jsonl"), "idx", progress=False)
+    run = BM25Retriever("idx").search({"q": "wing"}, k=1, progress=False)
+    assert run["q"][0][0] == "a"
