@@ -58,8 +58,8 @@ def main() -> None:
     bm25_s = time.perf_counter() - t
     lm = CausalLM(args.model, batch_size=args.batch_size)
     builders = {
-        "pointwise-yesno": lambda: LLMPointwiseReranker(lm, mode="yesno", batch_size=args.batch_size),
-        "pointwise-erank": lambda: LLMPointwiseReranker(lm, mode="erank", batch_size=args.batch_size),
+        "pointwise-yesno": lambda: LLMPointwiseReranker(lm, mode="yesno", max_passage_tokens=100, batch_size=args.batch_size),
+        "pointwise-erank": lambda: LLMPointwiseReranker(lm, mode="erank", max_passage_tokens=100, batch_size=args.batch_size),
         "listwise-first": lambda: ListwiseReranker(lm, mode="first", window=20, stride=10),
         "listwise-generate": lambda: ListwiseReranker(lm, mode="generate", window=20, stride=10),
         "groupwise": lambda: GroupwiseReranker(lm, group_size=5, rounds=2),
