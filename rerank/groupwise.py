@@ -67,6 +67,7 @@ import numpy as np
 
 from rerank.base import Reranker
 from rerank.llm import CausalLM
+from rerank.scores import expected_score, log_softmax, two_token_firsts
 from retrieval.errors import InputError
 
 CALIBRATIONS = ("none", "zscore")
@@ -79,11 +80,6 @@ USER = ("Query: {query}\n\n"
         "Rate how relevant each document is to the query with an integer from 0 (not relevant) to "
         "{levels} (perfectly relevant). Judge each document on its own merits; the other documents "
         "are context, not competition. Answer with one line per document, in the form [A]: <score>.")
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
 class GroupwiseReranker(Reranker):
@@ -225,32 +221,10 @@ class GroupwiseReranker(Reranker):
 
     def _firsts(self) -> list[int]:
         """The first digits of the two-token answers (empty when every answer is one token)."""
-        if self._whole or self.levels < 10:
-            return []
-        return sorted({v // 10 for v in range(10, self.levels + 1)})
+        return two_token_firsts(self.levels, self._whole)
 
     def _combine(self, first_logits: np.ndarray, p_second: dict[int, np.ndarray]) -> np.ndarray:
-        """Expected integer score ``sum_k k * p(k)`` over the answers 0..levels.
-
-        ``first_logits``: logits of the first answer token over ``self._ids``; ``p_second[f]``:
-        probabilities of the digits 0..9 as the token after first digit ``f`` (full-vocabulary softmax).
-        """
-        p_first = np.exp(_log_softmax(first_logits.astype(np.float64)))
-        if self._whole:  # every answer is one token: p over exactly the answers
-            return p_first @ np.arange(self.levels + 1, dtype=np.float64)
-        values = np.arange(10, dtype=np.float64)
-        if self.levels < 10:  # only 0..levels are answers
-            p = p_first[:, : self.levels + 1]
-            return (p / p.sum(axis=1, keepdims=True)) @ values[: self.levels + 1]
-        # a two-digit answer starts with its first digit: p(1x) = p("1") p(x | "1"), p(1) = p("1") p(end | "1")
-        expected = p_first @ values
-        for first in self._firsts():
-            seconds = [v % 10 for v in range(10, self.levels + 1) if v // 10 == first]
-            p_two = p_second[first][:, seconds]
-            stop = np.clip(1.0 - p_two.sum(axis=1), 0.0, 1.0)
-            two_values = np.array([first * 10 + s for s in seconds], dtype=np.float64)
-            expected += p_first[:, first] * (p_two @ two_values + stop * first - first)
-        return expected
+        return expected_score(first_logits, p_second, self.levels, self._whole)
 
     def _expected(self, prompts: list[str], progress: bool) -> np.ndarray:
         """Expected scores with one :meth:`CausalLM.next_token_logits` row per slot prompt (and per first digit)."""
@@ -261,7 +235,7 @@ class GroupwiseReranker(Reranker):
             lead = (" " if self._sep == ":" else "") + str(first)  # the first digit as it was written
             cont = self.lm.next_token_logits([p + lead for p in prompts], progress=False)  # full vocabulary
             self.stats.forward_passes += len(prompts)
-            p_second[first] = np.exp(_log_softmax(cont.astype(np.float64)))[:, self._bare]
+            p_second[first] = np.exp(log_softmax(cont.astype(np.float64)))[:, self._bare]
         return self._combine(first_logits, p_second)
 
     def _expected_shared(self, groups: list[list[str]], progress: bool) -> np.ndarray:

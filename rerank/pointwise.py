@@ -16,6 +16,7 @@ import numpy as np
 
 from rerank.base import Reranker
 from rerank.llm import CausalLM
+from rerank.scores import expected_score, log_softmax, two_token_firsts
 from retrieval.errors import InputError
 
 MODES = ("yesno", "erank")
@@ -26,11 +27,6 @@ YESNO = ("Query: {query}\n\nDocument: {doc}\n\n"
 ERANK = ("Query: {query}\n\nDocument: {doc}\n\n"
          "How relevant is the document to the query? Answer with one integer from 0 (not relevant) "
          "to {levels} (perfectly relevant).")
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
 class LLMPointwiseReranker(Reranker):
@@ -85,32 +81,21 @@ class LLMPointwiseReranker(Reranker):
             return np.empty(0)
         logits = self.lm.next_token_logits(prompts, self._yes + self._no, progress=progress)
         self.stats.forward_passes += len(prompts)
-        lp = _log_softmax(logits)  # over the yes/no variants only
+        lp = log_softmax(logits)  # over the yes/no variants only
         k = len(self._yes)
         yes = np.logaddexp.reduce(lp[:, :k], axis=1)
         no = np.logaddexp.reduce(lp[:, k:], axis=1)
         return yes - no
 
     def _expected(self, prompts: list[str], progress: bool) -> np.ndarray:
-        """Expected integer score: sum_k k * p(k), with p over 0..levels."""
+        """Expected integer score over 0..levels (see :func:`rerank.scores.expected_score`)."""
         if not prompts:
             return np.empty(0)
-        p_digit = np.exp(_log_softmax(self.lm.next_token_logits(prompts, self._digits, progress=progress)))
+        first_logits = self.lm.next_token_logits(prompts, self._digits, progress=progress)
         self.stats.forward_passes += len(prompts)
-        values = np.arange(10, dtype=np.float64)
-        if self.levels < 10:  # only 0..levels are answers
-            p = p_digit[:, : self.levels + 1]
-            return (p / p.sum(axis=1, keepdims=True)) @ values[: self.levels + 1]
-        # two-digit answers start with their first digit: p(1x) = p("1") * p(x | "1"), p(1) = p("1") * p(end | "1")
-        first_digits = sorted({int(str(v)[0]) for v in range(10, self.levels + 1)})
-        expected = p_digit @ values
-        for first in first_digits:
+        p_second = {}
+        for first in two_token_firsts(self.levels):
             cont = self.lm.next_token_logits([p + str(first) for p in prompts], progress=False)
             self.stats.forward_passes += len(prompts)
-            p_next = np.exp(_log_softmax(cont))
-            seconds = [v % 10 for v in range(10, self.levels + 1) if v // 10 == first]
-            p_two = p_next[:, [self._digits[s] for s in seconds]]  # p(second digit | first)
-            stop = np.clip(1.0 - p_two.sum(axis=1), 0.0, 1.0)
-            two_values = np.array([first * 10 + s for s in seconds], dtype=np.float64)
-            expected += p_digit[:, first] * (p_two @ two_values + stop * first - first)
-        return expected
+            p_second[first] = np.exp(log_softmax(cont.astype(np.float64)))[:, self._digits]
+        return expected_score(first_logits, p_second, self.levels)
