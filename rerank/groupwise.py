@@ -114,7 +114,7 @@ class GroupwiseReranker(Reranker):
         self.group_size, self.rounds, self.levels = group_size, rounds, levels
         self.max_passage_tokens, self.seed, self.calibration = max_passage_tokens, seed, calibration
         self.lm = model if isinstance(model, CausalLM) else CausalLM(model, batch_size=batch_size)
-        self.share_prefix = bool(share_prefix) and getattr(self.lm, "backend", "torch") == "torch"
+        self.share_prefix = bool(share_prefix) and self.lm.backend == "torch"
         self._bare = self.lm.single_token_ids([str(d) for d in range(10)])
         self._sep, self._ids, self._whole = self._score_tokens()
 
@@ -241,79 +241,36 @@ class GroupwiseReranker(Reranker):
     def _expected_shared(self, groups: list[list[str]], progress: bool) -> np.ndarray:
         """Expected scores with ONE forward pass per group (see the module docstring).
 
-        The slot prompts of a group are tokenized whole and split at their longest common token
-        prefix (so the tokens are exactly those of the separate prompts): the shared context and G
-        short slot tails (``[X]:`` ..., plus the first digit when two-digit answers need a second
-        token). One sequence holds the context followed by all the tails; a 4-D attention mask lets
-        the context attend causally to itself and each tail to the context and causally to itself
-        only (never to another tail), and each tail's positions continue from the end of the
-        context -- so every tail sees exactly what its own prompt would, and the logits at a tail's
-        last tokens are that slot prompt's next-token logits. Groups go ``lm.batch_size`` at a time,
-        left-padded, longest first.
+        The slot prompts of a group are split at their longest common token prefix
+        (:meth:`CausalLM.split_common_prefix`) into the shared context and G short slot tails
+        (``[X]:`` ..., plus the first digit when two-digit answers need a second token), and
+        :meth:`CausalLM.iter_tail_logits` runs each group as one sequence in which every tail sees
+        the context and itself only.
         """
-        import torch
-        from tqdm.auto import tqdm
-
-        lm, tok = self.lm, self.lm.tokenizer
         firsts = self._firsts()
-        items: list[tuple[list[int], list[tuple[list[int], int, int | None]]]] = []  # (context, [(tail, slot, first)])
+        items: list[tuple[list[int], list[list[int]]]] = []
+        reads: list[list[tuple[int, int | None]]] = []  # per group: (slot, first digit or None) per tail
         slot = 0
         for prompts in groups:
-            ids = tok(list(prompts), add_special_tokens=False)["input_ids"]
-            c = 0
-            while c < min(len(x) for x in ids) - 1 and all(x[c] == ids[0][c] for x in ids):
-                c += 1
-            tails = []
-            for x in ids:
-                tails += [(x[c:] + [self._ids[f]], slot, f) for f in firsts] if firsts else [(x[c:], slot, None)]
+            ctx, slot_tails = self.lm.split_common_prefix(prompts)
+            tails, read = [], []
+            for tail in slot_tails:
+                for f in firsts or [None]:
+                    tails.append(tail if f is None else tail + [self._ids[f]])
+                    read.append((slot, f))
                 slot += 1
-            items.append((ids[0][:c], tails))
-            total = c + sum(len(t) for t, _, _ in tails)
-            if total > lm.max_length:
-                raise InputError(f"a group of {total} tokens (context and slot tails) exceeds "
-                                 f"max_length={lm.max_length}", field="max_length")
+            items.append((ctx, tails))
+            reads.append(read)
         first_logits = np.empty((slot, len(self._ids)), dtype=np.float64)
         p_second = {f: np.empty((slot, 10), dtype=np.float64) for f in firsts}
-        order = sorted(range(len(items)), key=lambda g: -(len(items[g][0]) + sum(len(t) for t, _, _ in items[g][1])))
-        device, dtype = lm.device, lm.model.dtype
-        answer_ids, bare_ids = torch.tensor(self._ids, device=device), torch.tensor(self._bare, device=device)
-        bar = tqdm(total=len(items), desc="LLM groups", unit="group", disable=not progress, leave=False)
-        with torch.inference_mode():
-            for start in range(0, len(order), lm.batch_size):
-                chunk = [items[g] for g in order[start:start + lm.batch_size]]
-                lengths = [len(ctx) + sum(len(t) for t, _, _ in tails) for ctx, tails in chunk]
-                width, keep = max(lengths), max(sum(len(t) for t, _, _ in tails) for _, tails in chunk)
-                input_ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
-                positions = torch.zeros((len(chunk), width), dtype=torch.long)
-                allowed = torch.zeros((len(chunk), width, width), dtype=torch.bool)
-                allowed[:, torch.arange(width), torch.arange(width)] = True  # padding attends to itself only
-                reads = []  # (row, position in the kept logits, tail)
-                for b, ((ctx, tails), n) in enumerate(zip(chunk, lengths)):
-                    at = width - n  # left padding
-                    input_ids[b, at:at + len(ctx)] = torch.tensor(ctx)
-                    positions[b, at:at + len(ctx)] = torch.arange(len(ctx))
-                    allowed[b, at:at + len(ctx), at:at + len(ctx)] = torch.ones(len(ctx), len(ctx)).tril().bool()
-                    at += len(ctx)
-                    for tail in tails:
-                        t = len(tail[0])
-                        input_ids[b, at:at + t] = torch.tensor(tail[0])
-                        positions[b, at:at + t] = len(ctx) + torch.arange(t)
-                        allowed[b, at:at + t, width - n:width - n + len(ctx)] = True
-                        allowed[b, at:at + t, at:at + t] = torch.ones(t, t).tril().bool()
-                        reads.append((b, at + t - 1 - (width - keep), tail))
-                        at += t
-                mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-                logits = lm.model(input_ids=input_ids.to(device), attention_mask=mask[:, None].to(device),
-                                  position_ids=positions.to(device), logits_to_keep=keep).logits
-                for b, pos, (_, slot_of, f) in reads:
-                    if f is None:
-                        first_logits[slot_of] = logits[b, pos, answer_ids].float().cpu().numpy()
-                        continue
-                    if f == firsts[0]:  # the token before the appended digit predicts the first answer token
-                        first_logits[slot_of] = logits[b, pos - 1, answer_ids].float().cpu().numpy()
-                    p_second[f][slot_of] = logits[b, pos].float().log_softmax(-1)[bare_ids].exp().cpu().numpy()
-                bar.update(len(chunk))
-        bar.close()
+        for g, tail_logits in self.lm.iter_tail_logits(items, last=2 if firsts else 1, progress=progress):
+            for (slot_of, f), rows in zip(reads[g], tail_logits):
+                if f is None:
+                    first_logits[slot_of] = rows[-1, self._ids]
+                    continue
+                if f == firsts[0]:  # the token before the appended digit predicts the first answer token
+                    first_logits[slot_of] = rows[-2, self._ids]
+                p_second[f][slot_of] = np.exp(log_softmax(rows[-1].astype(np.float64)))[self._bare]
         self.stats.forward_passes += len(items)
         return self._combine(first_logits, p_second)
 

@@ -5,11 +5,16 @@ Loads a Hugging Face folder, a hub name (``$RANKWISE_MODELS`` mirror first) or a
 when it has one, and reads next-token logits in batches sorted by length with left padding (only
 the last position's logits are computed). The pointwise-LLM, listwise (FIRST) and groupwise
 rerankers all go through it, so the inference backend has one seam: ``backend``.
+
+Besides plain prompts it runs *shared-prefix* sequences (:meth:`CausalLM.iter_tail_logits`): one
+context followed by several short tails, each of which sees the context and itself but no other
+tail (a 4-D attention mask and position ids that continue from the context), so the logits at
+each tail equal those of the separate prompt ``context + tail`` at the cost of one pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +143,78 @@ class CausalLM:
         if bar is not progress:
             bar.close()
         return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+    def split_common_prefix(self, prompts: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+        """``(context ids, tail ids per prompt)``: the prompts tokenized whole, cut at their longest common
+        token prefix (each tail keeps at least one token), so ``context + tail`` is exactly each prompt's tokens."""
+        ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        c = 0
+        while c < min(len(x) for x in ids) - 1 and all(x[c] == ids[0][c] for x in ids):
+            c += 1
+        return list(ids[0][:c]), [list(x[c:]) for x in ids]
+
+    def iter_tail_logits(self, groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]], last: int = 1,
+                         progress: Any = False) -> Iterator[tuple[int, list[np.ndarray]]]:
+        """Next-token logits at the last ``last`` positions of every tail, one forward pass per group.
+
+        ``groups``: ``(context ids, [tail ids, ...])``. Yields ``(group index, [array [last, vocab]
+        float32 per tail])`` -- row ``-1`` is the logits after the tail's last token, row ``-2`` after
+        the one before it -- equal (up to float rounding) to :meth:`next_token_logits` of the separate
+        prompts ``context + tail``. The context attends causally to itself; each tail attends to the
+        context and causally to itself, never to another tail, and its positions continue from the
+        end of the context. Groups go ``batch_size`` at a time, longest first, left-padded.
+        """
+        from tqdm.auto import tqdm
+
+        torch = self._torch
+        if self.backend != "torch":
+            raise InputError(f"shared-prefix passes need the torch backend, not {self.backend!r}", field="backend")
+        sizes = [len(ctx) + sum(len(t) for t in tails) for ctx, tails in groups]
+        for (ctx, tails), n in zip(groups, sizes):
+            if n > self.max_length:
+                raise InputError(f"a group of {n} tokens (context and tails) exceeds max_length={self.max_length}",
+                                 field="max_length")
+            if any(len(t) < last for t in tails):
+                raise InputError(f"every tail needs at least {last} tokens", field="tails")
+        order = sorted(range(len(groups)), key=lambda g: -sizes[g])
+        dtype = self.model.dtype
+        bar = progress if hasattr(progress, "update") else tqdm(total=len(groups), desc="LLM groups", unit="group",
+                                                                  disable=not progress, leave=False)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start:start + self.batch_size]
+                width = max(sizes[g] for g in chunk)
+                keep = max(sum(len(t) for t in groups[g][1]) for g in chunk)
+                input_ids = torch.full((len(chunk), width), self.tokenizer.pad_token_id, dtype=torch.long)
+                positions = torch.zeros((len(chunk), width), dtype=torch.long)
+                allowed = torch.zeros((len(chunk), width, width), dtype=torch.bool)
+                allowed[:, torch.arange(width), torch.arange(width)] = True  # padding attends to itself only
+                reads: list[list[int]] = []  # per row: the kept-logits position of each tail's last token
+                for b, g in enumerate(chunk):
+                    ctx, tails = groups[g]
+                    begin = at = width - sizes[g]  # left padding
+                    input_ids[b, at:at + len(ctx)] = torch.tensor(list(ctx), dtype=torch.long)
+                    positions[b, at:at + len(ctx)] = torch.arange(len(ctx))
+                    allowed[b, at:at + len(ctx), at:at + len(ctx)] = torch.ones(len(ctx), len(ctx)).tril().bool()
+                    at += len(ctx)
+                    ends = []
+                    for tail in tails:
+                        t = len(tail)
+                        input_ids[b, at:at + t] = torch.tensor(list(tail), dtype=torch.long)
+                        positions[b, at:at + t] = len(ctx) + torch.arange(t)
+                        allowed[b, at:at + t, begin:begin + len(ctx)] = True
+                        allowed[b, at:at + t, at:at + t] = torch.ones(t, t).tril().bool()
+                        ends.append(at + t - 1 - (width - keep))
+                        at += t
+                    reads.append(ends)
+                mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask[:, None].to(self.device),
+                                    position_ids=positions.to(self.device), logits_to_keep=keep).logits
+                for b, g in enumerate(chunk):
+                    yield g, [logits[b, end - last + 1:end + 1].float().cpu().numpy() for end in reads[b]]
+                bar.update(len(chunk))
+        if bar is not progress:
+            bar.close()
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 64, progress: Any = False) -> list[str]:
         """Greedy continuations of each prompt (special tokens removed)."""
