@@ -1,7 +1,8 @@
 """BEIR pipelines: resolve a dataset, index it (reusing a cached index), retrieve, evaluate.
 
-Indexes are cached under ``$RANKWISE_CACHE/indexes/<dataset>-<corpus sha256>/`` and reused when
-their manifest matches the corpus, encoder and index settings.
+Indexes are cached by :mod:`retrieval.cached` under ``$RANKWISE_CACHE/indexes/<dataset>-<corpus sha256[:16]>/``
+(the same code hard-negative mining uses) and reused when their manifest matches the corpus,
+encoder and index settings.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ from typing import Any
 
 from eval.datasets import BeirDataset, resolve_dataset
 from eval.metrics import DEFAULT_MEASURES, evaluate
+from retrieval import cached
 from retrieval.errors import InputError
 from retrieval.files import write_json
 from retrieval.hybrid import FUSIONS, fuse
 from retrieval.index import IndexConfig
-from retrieval.manifest import MANIFEST, read_manifest
 from retrieval.models import DEFAULT_ENCODER
-from retrieval.paths import cache_root
 from retrieval.run import Run
 
 RETRIEVERS = ("bm25", "dense", "hybrid")
@@ -76,59 +76,41 @@ class DatasetResult:
     rerank_stats: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def _index_root(dataset: BeirDataset) -> Path:
-    return cache_root() / "indexes" / f"{Path(dataset.name).name}-{dataset.corpus.fingerprint[:16]}"
-
-
 def bm25_index(dataset: BeirDataset, progress: bool = True) -> Path:
-    """The cached BM25 index of ``dataset``, built when missing or stale."""
-    from retrieval.bm25 import build_bm25_index
-
-    folder = _index_root(dataset) / "bm25"
-    if (folder / MANIFEST).is_file():
-        manifest = read_manifest(folder, kinds=("bm25",), verify=False)
-        if manifest.get("source", {}).get("sha256") == dataset.corpus.fingerprint:
-            return folder
-    build_bm25_index(dataset.corpus, folder, progress=progress)
-    return folder
+    """The cached BM25 index of ``dataset`` (see :func:`retrieval.cached.bm25_index`)."""
+    return cached.bm25_index(dataset.corpus, name=dataset.name, progress=progress)
 
 
 def dense_index(dataset: BeirDataset, encoder: Any, config: IndexConfig, progress: bool = True) -> Path:
-    """The cached dense index of ``dataset`` for ``encoder`` and ``config`` (built, resumed or reused)."""
-    from retrieval.index import build_dense_index
-
-    folder = _index_root(dataset) / f"dense-{encoder.fingerprint[:16]}-{config.type}"
-    build_dense_index(dataset.corpus, encoder, folder, config, force=True, progress=progress)
-    return folder
+    """The cached dense index of ``dataset`` (see :func:`retrieval.cached.dense_index`)."""
+    return cached.dense_index(dataset.corpus, encoder, config, name=dataset.name, progress=progress)
 
 
 def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: bool = True) -> DatasetResult:
     """Index (cached), retrieve and evaluate one dataset."""
-    from retrieval.bm25 import BM25Retriever
-    from retrieval.dense import DenseRetriever
-    from retrieval.encoder import Encoder
-
     qrels = dataset.qrels(settings.split)
     queries = dataset.queries(settings.split)
     timings: dict[str, float] = {}
     runs: dict[str, Run] = {}
     depth = settings.k if settings.retriever != "hybrid" else max(settings.k, settings.fusion_depth)
 
-    if settings.retriever in ("bm25", "hybrid"):
-        t = time.perf_counter()
-        folder = bm25_index(dataset, progress)
-        timings["bm25_index_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        runs["bm25"] = BM25Retriever(folder).search(queries, k=depth, progress=progress)
-        timings["bm25_search_s"] = time.perf_counter() - t
+    corpus = dataset.corpus  # one object: the corpus is hashed once
+    model: Any = settings.model
     if settings.retriever in ("dense", "hybrid"):
-        encoder = Encoder(settings.model, backend=settings.backend, batch_size=settings.batch_size)
+        from retrieval.encoder import Encoder
+
+        model = Encoder(settings.model, backend=settings.backend, batch_size=settings.batch_size)  # not timed
+    for kind in ("bm25", "dense"):
+        if settings.retriever not in (kind, "hybrid"):
+            continue
         t = time.perf_counter()
-        folder = dense_index(dataset, encoder, IndexConfig(type=settings.index_type), progress)
-        timings["dense_index_s"] = time.perf_counter() - t
+        retriever = cached.cached_retriever(corpus, kind, model, name=dataset.name,
+                                            index_type=settings.index_type, backend=settings.backend,
+                                            batch_size=settings.batch_size, progress=progress)
+        timings[f"{kind}_index_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        runs["dense"] = DenseRetriever(folder, encoder).search(queries, k=depth, progress=progress)
-        timings["dense_search_s"] = time.perf_counter() - t
+        runs[kind] = retriever.search(queries, k=depth, progress=progress)
+        timings[f"{kind}_search_s"] = time.perf_counter() - t
 
     components: dict[str, dict[str, float]] = {}
     if settings.retriever == "hybrid":

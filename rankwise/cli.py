@@ -22,9 +22,11 @@ def _register() -> None:
     from eval import cli as eval_cli
     from rerank import cli as rerank_cli
     from retrieval import cli as retrieval_cli
+    from training import cli as training_cli
 
     retrieval_cli.register(app)
     rerank_cli.register(app)
+    training_cli.register(app)
     eval_cli.register(app)
 
 

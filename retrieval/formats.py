@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -156,22 +156,37 @@ class Corpus:
         return self._fingerprint
 
     def _parse_jsonl(self, number: int, line: str) -> Document:
-        obj = _json_line(self.path, number, line)
-        doc_id = _check_id(_string_field(obj, "_id", self.path, number), self.path, number, "_id")
-        title = _string_field(obj, "title", self.path, number, required=False)
-        text = _string_field(obj, "text", self.path, number)
-        return Document(doc_id, title, text)
+        return parse_jsonl_document(self.path, number, line)
 
     def _parse_tsv(self, number: int, line: str) -> Document:
-        cols = line.split("\t")
-        if len(cols) == 2:
-            doc_id, title, text = cols[0], "", cols[1]
-        elif len(cols) == 3:
-            doc_id, title, text = cols
-        else:
-            raise InputError(f"expected 2 or 3 tab-separated columns (id, [title,] text), got {len(cols)}",
-                             path=self.path, line=number)
-        return Document(_check_id(doc_id, self.path, number, "id"), title, text)
+        return parse_tsv_document(self.path, number, line)
+
+
+def parse_jsonl_document(path: Path, number: int, line: str) -> Document:
+    """One ``corpus.jsonl`` line (``_id``, optional ``title``, ``text``) as a :class:`Document`."""
+    obj = _json_line(path, number, line)
+    doc_id = _check_id(_string_field(obj, "_id", path, number), path, number, "_id")
+    title = _string_field(obj, "title", path, number, required=False)
+    text = _string_field(obj, "text", path, number)
+    return Document(doc_id, title, text)
+
+
+def parse_tsv_document(path: Path, number: int, line: str) -> Document:
+    """One ``collection.tsv`` line (``id \\t text`` or ``id \\t title \\t text``) as a :class:`Document`."""
+    cols = line.split("\t")
+    if len(cols) == 2:
+        doc_id, title, text = cols[0], "", cols[1]
+    elif len(cols) == 3:
+        doc_id, title, text = cols
+    else:
+        raise InputError(f"expected 2 or 3 tab-separated columns (id, [title,] text), got {len(cols)}",
+                         path=path, line=number)
+    return Document(_check_id(doc_id, path, number, "id"), title, text)
+
+
+def document_parser(corpus_format: str) -> Callable[[Path, int, str], Document]:
+    """The line parser of a corpus format: ``"msmarco"`` (TSV) or ``"beir"`` (JSONL)."""
+    return parse_tsv_document if corpus_format == "msmarco" else parse_jsonl_document
 
 
 def _queries_file(path: Path) -> Path:
@@ -212,8 +227,19 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     Reads BEIR qrels (``query-id \\t corpus-id \\t score`` with a header line) and TREC / MS MARCO
     qrels (``qid  iteration  docid  grade``, tabs or spaces).
     """
-    path = Path(path)
     qrels: dict[str, dict[str, int]] = {}
+    for _, qid, did, grade in iter_qrels(path):
+        qrels.setdefault(qid, {})[did] = grade
+    return qrels
+
+
+def iter_qrels(path: str | Path) -> Iterator[tuple[int, str, str, int]]:
+    """Stream a qrels file (formats as :func:`read_qrels`) as ``(line_number, query_id, doc_id, grade)``.
+
+    A file with no judgements is an error.
+    """
+    path = Path(path)
+    count = 0
     for number, line in iter_lines(path):
         cols = line.split()
         if len(cols) == 3:
@@ -226,10 +252,10 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
             raise InputError(f"expected 3 (BEIR) or 4 (TREC) columns, got {len(cols)}", path=path, line=number)
         if not _is_int(grade):
             raise InputError(f"relevance grade {grade!r} is not an integer", path=path, line=number, field="score")
-        qrels.setdefault(qid, {})[did] = int(grade)
-    if not qrels:
+        count += 1
+        yield number, qid, did, int(grade)
+    if not count:
         raise InputError("no judgements in the file", path=path)
-    return qrels
 
 
 def _is_int(value: str) -> bool:

@@ -153,6 +153,25 @@ class DenseIndex:
             raise InputError(f"query vectors of shape {vectors.shape} for an index of dimension {self.dim}")
         return self.index.search(vectors, min(k, len(self)))
 
+    def reconstruct(self, positions: np.ndarray) -> np.ndarray:
+        """The stored vectors at ``positions`` (``float32 [n, dim]``; exact for flat and HNSW, decoded for IVF-PQ).
+
+        Used where documents stay fixed while queries move (ADORE's training with a fixed index).
+        """
+        import faiss
+
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if len(positions) and (positions.min() < 0 or positions.max() >= len(self)):
+            raise InputError(f"positions outside 0..{len(self) - 1}", path=self.directory)
+        index = self.index  # a CPU index: load with gpu=False where vectors are read back
+        try:
+            ivf = faiss.extract_index_ivf(index)
+        except RuntimeError:
+            ivf = None
+        if ivf is not None and not ivf.direct_map.type:
+            ivf.make_direct_map()
+        return np.asarray(index.reconstruct_batch(positions), dtype=np.float32).reshape(len(positions), self.dim)
+
 
 # ---------------------------------------------------------------------------------------------
 # Building

@@ -1,0 +1,144 @@
+"""One training run: arguments, checkpoints and resume, the final model saved atomically, the log.
+
+Every trainer (bi-encoder, cross-encoder) builds a sentence-transformers trainer (the Hugging
+Face ``Trainer`` underneath: DDP under ``torchrun``, gradient accumulation, checkpoints) and
+hands it to :func:`run_training`, which adds what a long job needs:
+
+* checkpoints in ``OUT/checkpoints`` every ``save_steps``, with ``run.json`` recording the hash
+  of the settings and inputs; a rerun with the same hash resumes from the last checkpoint
+  (optimizer, scheduler, RNG states and data position restored), a different one is refused
+  unless ``force``;
+* the final model written to a temporary folder and moved into ``OUT`` file by file, with
+  ``rankwise_training.json`` (settings, inputs, timing, samples/s) written last;
+* ``OUT/training_log.jsonl``: the trainer's log history (loss, learning rate, curriculum).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retrieval.errors import InputError
+from retrieval.files import atomic_open, write_json
+from training.settings import TrainSettings
+
+RUN_FILE = "run.json"
+RESULT_FILE = "rankwise_training.json"
+LOG_FILE = "training_log.jsonl"
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports."""
+
+    out: Path
+    steps: int
+    samples: int
+    seconds: float
+    resumed_from: str | None
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds else 0.0
+
+    @property
+    def final_loss(self) -> float | None:
+        losses = [e["loss"] for e in self.log if "loss" in e]
+        return losses[-1] if losses else None
+
+
+def training_arguments(cls: type, settings: TrainSettings, out: Path, *, progress: bool = True,
+                       **overrides: Any) -> Any:
+    """``cls`` (a sentence-transformers TrainingArguments class) filled from ``settings``."""
+    import torch
+
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(out / "checkpoints"), num_train_epochs=settings.epochs, max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size, learning_rate=settings.lr,
+        warmup_ratio=settings.warmup_ratio, weight_decay=settings.weight_decay, seed=settings.seed,
+        data_seed=settings.seed, save_strategy="steps", save_steps=settings.save_steps,
+        save_total_limit=settings.save_total_limit, logging_steps=settings.logging_steps,
+        logging_first_step=True, report_to="none", disable_tqdm=not progress,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        fp16=torch.cuda.is_available(), dataloader_drop_last=False,
+        ddp_backend=None if torch.cuda.is_available() else "gloo",
+    )
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+
+def prepare_out(out: Path, identity: str, description: dict[str, Any], *, force: bool = False) -> None:
+    """Create ``OUT/checkpoints`` with ``run.json``; refuse checkpoints of a different run unless ``force``."""
+    checkpoints = out / "checkpoints"
+    run_file = checkpoints / RUN_FILE
+    if run_file.is_file():
+        previous = json.loads(run_file.read_text(encoding="utf-8"))
+        if previous.get("identity") != identity:
+            if not force:
+                raise InputError("holds checkpoints of a training run with other settings or inputs; "
+                                 "use --force to start over", path=checkpoints)
+            shutil.rmtree(checkpoints)
+    if _is_main_process():
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        if not run_file.is_file():
+            write_json(run_file, {"identity": identity, **description})
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def last_checkpoint(out: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = out / "checkpoints"
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def run_training(trainer: Any, out: Path, *, save_model: Callable[[Path], None], description: dict[str, Any]) -> TrainResult:
+    """Train (resuming from the last checkpoint in ``OUT/checkpoints``), then save the model into ``OUT``."""
+    resume = last_checkpoint(out)
+    start = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - start
+    state = trainer.state
+    batch = trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps * trainer.args.world_size
+    first_step = int(Path(resume).name.split("-")[-1]) if resume else 0
+    samples = (state.global_step - first_step) * batch
+    result = TrainResult(out=out, steps=state.global_step, samples=samples, seconds=seconds, resumed_from=resume,
+                         log=list(state.log_history))
+    if trainer.is_world_process_zero():
+        _save_atomically(out, save_model)
+        with atomic_open(out / LOG_FILE) as f:
+            for entry in state.log_history:
+                f.write(json.dumps(entry) + "\n")
+        write_json(out / RESULT_FILE, {
+            **description, "steps": state.global_step, "train_seconds": round(seconds, 2),
+            "samples_this_session": samples, "samples_per_second": round(result.samples_per_second, 3),
+            "resumed_from": resume, "final_loss": result.final_loss,
+            "train_runtime_reported": getattr(output, "metrics", {}).get("train_runtime"),
+        })
+    return result
+
+
+def _save_atomically(out: Path, save_model: Callable[[Path], None]) -> None:
+    """Save into a temporary folder beside the final files, then move each file into ``out``."""
+    tmp = out / ".model-tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_model(tmp)
+    for path in sorted(tmp.rglob("*")):
+        target = out / path.relative_to(tmp)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    shutil.rmtree(tmp)

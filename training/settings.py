@@ -1,0 +1,61 @@
+"""``TrainSettings``: the knobs every trainer shares (budget, optimiser, checkpoints, curriculum)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from retrieval.errors import InputError
+
+CURRICULA = ("none", "bm25", "teacher")
+
+
+@dataclass
+class TrainSettings:
+    """Budget and optimiser settings; :meth:`identity` is what must match for a run to resume.
+
+    ``epochs`` or ``max_steps`` (``max_steps > 0`` wins) set the budget; checkpoints every
+    ``save_steps`` steps (keeping ``save_total_limit``) let an interrupted run continue where it
+    stopped. ``curriculum`` picks the difficulty heuristic of :mod:`training.curriculum`
+    (``none`` = off), annealed to uniform weights by ``curriculum_fraction`` of training.
+    """
+
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 32
+    lr: float = 2e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 0
+    max_length: int | None = None
+    save_steps: int = 500
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    curriculum: str = "none"
+    curriculum_fraction: float = 0.5
+    gradient_accumulation_steps: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.curriculum not in CURRICULA:
+            raise InputError(f"unknown curriculum {self.curriculum!r}; choose from {', '.join(CURRICULA)}",
+                             field="curriculum")
+        checks = {"batch_size": self.batch_size >= 1, "lr": self.lr > 0, "epochs": self.epochs > 0,
+                  "save_steps": self.save_steps >= 1, "logging_steps": self.logging_steps >= 1,
+                  "warmup_ratio": 0 <= self.warmup_ratio < 1,
+                  "curriculum_fraction": 0 < self.curriculum_fraction <= 1,
+                  "gradient_accumulation_steps": self.gradient_accumulation_steps >= 1}
+        for name, ok in checks.items():
+            if not ok:
+                raise InputError(f"invalid value {getattr(self, name)!r}", field=name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def identity(self, **inputs: Any) -> str:
+        """A hash of everything that determines the trained weights except the checkpoint cadence."""
+        keep = {k: v for k, v in self.to_dict().items() if k not in ("save_steps", "save_total_limit", "logging_steps")}
+        blob = json.dumps({"settings": keep, "inputs": inputs}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
