@@ -94,11 +94,11 @@ class Encoder:
 
     def encode_queries(self, texts: Sequence[str], progress: Any = False) -> np.ndarray:
         """Encode queries (with the model's query prompt, if any)."""
-        return self._encode(texts, self.query_prompt, progress)
+        return self._encode(texts, self.query_prompt, progress, task="query")
 
     def encode_docs(self, texts: Sequence[str], progress: Any = False) -> np.ndarray:
         """Encode documents (with the model's document prompt, if any)."""
-        return self._encode(texts, self.doc_prompt, progress)
+        return self._encode(texts, self.doc_prompt, progress, task="document")
 
     def _token_lengths(self, texts: Sequence[str], prompt: str | None) -> np.ndarray:
         tokenizer = getattr(self.model, "tokenizer", None)
@@ -109,8 +109,12 @@ class Encoder:
                         add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
         return np.array([len(x) for x in ids])
 
-    def _encode(self, texts: Sequence[str], prompt: str | None, progress: Any) -> np.ndarray:
-        """Encode in batches of texts sorted by token length; ``progress`` is a bool or a tqdm bar to update."""
+    def _encode(self, texts: Sequence[str], prompt: str | None, progress: Any, task: str = "document") -> np.ndarray:
+        """Encode in batches of texts sorted by token length; ``progress`` is a bool or a tqdm bar to update.
+
+        ``task`` ("query" / "document") routes a sentence-transformers ``Router`` model (separate query
+        and document encoders, e.g. ADORE's output) as ``encode_query`` / ``encode_document`` do.
+        """
         from tqdm.auto import tqdm
 
         texts = list(texts)
@@ -124,9 +128,9 @@ class Encoder:
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
                 idx = order[start:start + self.batch_size]
-                features = self.model.preprocess([texts[i] for i in idx], prompt=prompt)
+                features = self.model.preprocess([texts[i] for i in idx], prompt=prompt, task=task)
                 features = {k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in features.items()}
-                emb = self.model(features)["sentence_embedding"].float()
+                emb = self.model(features, task=task)["sentence_embedding"].float()
                 if self.similarity == "cosine":
                     emb = torch.nn.functional.normalize(emb, p=2, dim=1)
                 out[idx] = emb.cpu().numpy()

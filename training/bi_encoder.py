@@ -35,6 +35,7 @@ from typing import Any
 from retrieval.errors import InputError
 from retrieval.models import resolve_model
 from training.columns import bi_encoder_rows, to_dataset
+from training.curriculum import difficulty_for
 from training.data import TrainingInput
 from training.runner import TrainResult, prepare_out, run_training, training_arguments
 from training.settings import TrainSettings
@@ -55,21 +56,6 @@ class ScaledSimilarity:
         from sentence_transformers.util import pairwise_cos_sim, pairwise_dot_score
 
         return self.scale * (pairwise_cos_sim(a, b) if self.cosine else pairwise_dot_score(a, b))
-
-
-def _difficulty(settings: TrainSettings, data: TrainingInput) -> Any:
-    if settings.curriculum == "none":
-        return None
-    from training.curriculum import TeacherDifficulty, bm25_difficulty
-
-    if settings.curriculum == "teacher":
-        return TeacherDifficulty()
-    if data.corpus is None and not Path(data.triples).is_dir():
-        raise InputError("the bm25 curriculum needs the corpus (--corpus)", field="curriculum")
-    from retrieval.formats import Corpus
-
-    corpus = Path(data.corpus) if data.corpus is not None else Path(data.triples)
-    return bm25_difficulty(Corpus(corpus))
 
 
 def train_bi_encoder(
@@ -139,7 +125,7 @@ def train_bi_encoder(
             dataset, loss_fn = _adore(st, model, data, out, identity, index, adore_depth, adore_metric, scale)
             document_model = model
         else:
-            difficulty = _difficulty(settings, data)
+            difficulty = difficulty_for(settings, data)
             dataset = to_dataset(lambda: bi_encoder_rows(data.samples(), loss, k, difficulty),
                                  out / "checkpoints" / "dataset", identity)
             loss_fn = _loss(st, loss, scale, cosine)

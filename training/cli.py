@@ -1,15 +1,21 @@
-"""``rankwise mine``: hard-negative triples (and teacher scores) from a first-stage ranking."""
+"""``rankwise mine`` (hard-negative triples and teacher scores) and ``rankwise train bi-encoder|cross-encoder``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from retrieval.errors import InputError
 from retrieval.models import DEFAULT_ENCODER
+
+if TYPE_CHECKING:
+    from training.runner import TrainResult
+    from training.settings import TrainSettings
 
 
 def _beir_defaults(corpus: Path, queries: Path | None, qrels: Path | None) -> tuple[Path, Path]:
@@ -81,6 +87,127 @@ def mine(
         typer.echo(json.dumps(stats.as_dict(), sort_keys=True))
 
 
+train_app = typer.Typer(help="Train bi-encoders and rerankers on triples, n-tuples or BEIR qrels.",
+                        no_args_is_help=True)
+
+Triples = Annotated[Path, typer.Option(help="text triples/n-tuples TSV, id triples (with --queries and --corpus) "
+                                            "or a BEIR folder (its qrels pairs)")]
+Out = Annotated[Path, typer.Option("--out", help="folder for the trained model (checkpoints in OUT/checkpoints)")]
+
+
+def _settings(epochs: float, max_steps: int, batch_size: int, lr: float, warmup_ratio: float, seed: int,
+              max_length: int | None, save_steps: int, logging_steps: int, curriculum: str,
+              curriculum_fraction: float, gradient_accumulation: int) -> "TrainSettings":
+    from training.settings import TrainSettings
+
+    return TrainSettings(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio,
+                         seed=seed, max_length=max_length, save_steps=save_steps, logging_steps=logging_steps,
+                         curriculum=curriculum, curriculum_fraction=curriculum_fraction,
+                         gradient_accumulation_steps=gradient_accumulation)
+
+
+def _report(result: "TrainResult", json_output: bool) -> None:
+    import os
+
+    import torch
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    summary = {"out": str(result.out), "steps": result.steps, "samples": result.samples,
+               "seconds": round(result.seconds, 2), "samples_per_second": round(result.samples_per_second, 3),
+               "final_loss": result.final_loss, "resumed_from": result.resumed_from,
+               "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    typer.echo(json.dumps(summary) if json_output else
+               f"trained {result.steps} steps ({result.samples_per_second:.1f} samples/s, final loss "
+               f"{result.final_loss}); model in {result.out}", err=not json_output)
+
+
+@train_app.command("bi-encoder")
+def train_bi_encoder_cmd(
+    model: Annotated[str, typer.Option(help="starting model: sentence-transformers name or path")],
+    triples: Triples,
+    out: Out,
+    loss: Annotated[str, typer.Option(help="contrastive, star, adore, margin-mse or kl")] = "contrastive",
+    queries: Annotated[Optional[Path], typer.Option(help="queries file (id triples)")] = None,
+    corpus: Annotated[Optional[Path], typer.Option(help="corpus (id triples; ADORE's index; bm25 curriculum)")] = None,
+    teacher_scores: Annotated[Optional[Path], typer.Option(help="teacher scores, Margin-MSE format")] = None,
+    group_by_query: Annotated[bool, typer.Option("--group-by-query", help="merge consecutive triples of a query "
+                                                                          "and positive into n-tuples")] = False,
+    negatives: Annotated[Optional[int], typer.Option(help="hard negatives per sample (default: all)")] = None,
+    scale: Annotated[Optional[float], typer.Option(help="similarity scale (default 20 cosine, 1 dot)")] = None,
+    index: Annotated[Optional[Path], typer.Option(help="ADORE: fixed dense index built by --model")] = None,
+    adore_depth: Annotated[int, typer.Option(help="ADORE: documents re-retrieved per query and step")] = 200,
+    adore_metric: Annotated[str, typer.Option(help="ADORE: mrr or ndcg pair weights")] = "mrr",
+    epochs: Annotated[float, typer.Option()] = 1.0,
+    max_steps: Annotated[int, typer.Option(help="stop after N steps (overrides --epochs)")] = -1,
+    batch_size: Annotated[int, typer.Option(help="per-process batch size")] = 32,
+    lr: Annotated[float, typer.Option()] = 2e-5,
+    warmup_ratio: Annotated[float, typer.Option()] = 0.1,
+    seed: Annotated[int, typer.Option()] = 0,
+    max_length: Annotated[Optional[int], typer.Option(help="max tokens per text")] = None,
+    save_steps: Annotated[int, typer.Option(help="checkpoint every N steps")] = 500,
+    logging_steps: Annotated[int, typer.Option()] = 10,
+    curriculum: Annotated[str, typer.Option(help="none, bm25 or teacher (margin-mse)")] = "none",
+    curriculum_fraction: Annotated[float, typer.Option(help="weights are uniform from this fraction on")] = 0.5,
+    gradient_accumulation: Annotated[int, typer.Option()] = 1,
+    force: Annotated[bool, typer.Option("--force", help="discard checkpoints of a run with other settings")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="print the summary as JSON to stdout")] = False,
+) -> None:
+    """Train a bi-encoder (resumes from OUT/checkpoints; data-parallel under torchrun)."""
+    from training.bi_encoder import train_bi_encoder
+    from training.data import TrainingInput
+
+    settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, max_length, save_steps,
+                         logging_steps, curriculum, curriculum_fraction, gradient_accumulation)
+    data = TrainingInput(triples, queries=queries, corpus=corpus, teacher=teacher_scores,
+                         group_by_query=group_by_query)
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps --json clean
+        result = train_bi_encoder(model, data, out, loss=loss, negatives=negatives, settings=settings, scale=scale,
+                                  index=index, adore_depth=adore_depth, adore_metric=adore_metric, force=force)
+    _report(result, json_output)
+
+
+@train_app.command("cross-encoder")
+def train_cross_encoder_cmd(
+    model: Annotated[str, typer.Option(help="starting model: a cross-encoder, or an encoder (new head)")],
+    triples: Triples,
+    out: Out,
+    loss: Annotated[str, typer.Option(help="bce, margin-mse, listnet or plistmle")] = "bce",
+    queries: Annotated[Optional[Path], typer.Option(help="queries file (id triples)")] = None,
+    corpus: Annotated[Optional[Path], typer.Option(help="corpus (id triples; bm25 curriculum)")] = None,
+    teacher_scores: Annotated[Optional[Path], typer.Option(help="teacher scores, Margin-MSE format")] = None,
+    group_by_query: Annotated[bool, typer.Option("--group-by-query", help="merge consecutive triples of a query "
+                                                                          "and positive into n-tuples")] = False,
+    negatives: Annotated[Optional[int], typer.Option(help="negatives per sample (default: all)")] = None,
+    epochs: Annotated[float, typer.Option()] = 1.0,
+    max_steps: Annotated[int, typer.Option(help="stop after N steps (overrides --epochs)")] = -1,
+    batch_size: Annotated[int, typer.Option(help="per-process batch size")] = 32,
+    lr: Annotated[float, typer.Option()] = 2e-5,
+    warmup_ratio: Annotated[float, typer.Option()] = 0.1,
+    seed: Annotated[int, typer.Option()] = 0,
+    max_length: Annotated[Optional[int], typer.Option(help="max tokens per (query, document) pair")] = None,
+    save_steps: Annotated[int, typer.Option(help="checkpoint every N steps")] = 500,
+    logging_steps: Annotated[int, typer.Option()] = 10,
+    curriculum: Annotated[str, typer.Option(help="none, bm25 or teacher (bce, margin-mse)")] = "none",
+    curriculum_fraction: Annotated[float, typer.Option(help="weights are uniform from this fraction on")] = 0.5,
+    gradient_accumulation: Annotated[int, typer.Option()] = 1,
+    force: Annotated[bool, typer.Option("--force", help="discard checkpoints of a run with other settings")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="print the summary as JSON to stdout")] = False,
+) -> None:
+    """Train a cross-encoder reranker (resumes from OUT/checkpoints; data-parallel under torchrun)."""
+    from training.cross_encoder import train_cross_encoder
+    from training.data import TrainingInput
+
+    settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, max_length, save_steps,
+                         logging_steps, curriculum, curriculum_fraction, gradient_accumulation)
+    data = TrainingInput(triples, queries=queries, corpus=corpus, teacher=teacher_scores,
+                         group_by_query=group_by_query)
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps --json clean
+        result = train_cross_encoder(model, data, out, loss=loss, negatives=negatives, settings=settings, force=force)
+    _report(result, json_output)
+
+
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the ``rankwise`` app."""
     app.command("mine")(mine)
+    app.add_typer(train_app, name="train")

@@ -95,3 +95,20 @@ def bm25_difficulty(corpus: Any, *, depth: int = 1000, progress: bool = False) -
         return {doc: rank for rank, (doc, _) in enumerate(hits, start=1)}
 
     return BM25Difficulty(search, depth)
+
+
+def difficulty_for(settings: Any, data: Any) -> Difficulty | None:
+    """The heuristic ``settings.curriculum`` names for ``data`` (a :class:`training.data.TrainingInput`); None when off."""
+    if settings.curriculum == "none":
+        return None
+    if settings.curriculum == "teacher":
+        if data.teacher is None:
+            raise InputError("the teacher curriculum needs teacher scores (--teacher-scores)", field="curriculum")
+        return TeacherDifficulty()
+    from pathlib import Path
+
+    from retrieval.formats import Corpus
+
+    if data.corpus is None and not Path(data.triples).is_dir():
+        raise InputError("the bm25 curriculum needs the corpus (--corpus)", field="curriculum")
+    return bm25_difficulty(Corpus(data.corpus if data.corpus is not None else data.triples))

@@ -62,13 +62,13 @@ def training_arguments(cls: type, settings: TrainSettings, out: Path, *, progres
     kwargs: dict[str, Any] = dict(
         output_dir=str(out / "checkpoints"), num_train_epochs=settings.epochs, max_steps=settings.max_steps,
         per_device_train_batch_size=settings.batch_size, learning_rate=settings.lr,
-        warmup_ratio=settings.warmup_ratio, weight_decay=settings.weight_decay, seed=settings.seed,
+        warmup_steps=settings.warmup_ratio, weight_decay=settings.weight_decay, seed=settings.seed,
         data_seed=settings.seed, save_strategy="steps", save_steps=settings.save_steps,
         save_total_limit=settings.save_total_limit, logging_steps=settings.logging_steps,
         logging_first_step=True, report_to="none", disable_tqdm=not progress,
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        fp16=torch.cuda.is_available(), dataloader_drop_last=False,
-        ddp_backend=None if torch.cuda.is_available() else "gloo",
+        fp16=torch.cuda.is_available(), dataloader_drop_last=False, dataloader_pin_memory=torch.cuda.is_available(),
+        ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available() else None,
     )
     kwargs.update(overrides)
     return cls(**kwargs)
