@@ -42,7 +42,7 @@ def build_tiny_tokenizer(directory: Path):
     return fast
 
 
-def build_tiny_bert(directory: Path, seed: int = 0) -> Path:
+def build_tiny_bert(directory: Path, seed: int = 0, dropout: float = 0.1) -> Path:
     """A 2-layer, 32-wide BERT with random weights, saved as a Hugging Face folder."""
     import torch
     from transformers import BertConfig, BertModel
@@ -51,12 +51,13 @@ def build_tiny_bert(directory: Path, seed: int = 0) -> Path:
     tokenizer = build_tiny_tokenizer(directory)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+                        intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout)
     BertModel(config).save_pretrained(directory)
     return directory
 
 
-def build_tiny_encoder(directory: Path, seed: int = 0) -> Path:
+def build_tiny_encoder(directory: Path, seed: int = 0, dropout: float = 0.1) -> Path:
     """A sentence-transformers bi-encoder (tiny BERT, mean pooling, normalization) saved to ``directory``."""
     import warnings
 
@@ -66,7 +67,7 @@ def build_tiny_encoder(directory: Path, seed: int = 0) -> Path:
         warnings.simplefilter("ignore", DeprecationWarning)
         from sentence_transformers.models import Normalize, Pooling, Transformer
 
-    hf = build_tiny_bert(directory.parent / f"{directory.name}-hf", seed)
+    hf = build_tiny_bert(directory.parent / f"{directory.name}-hf", seed, dropout)
     transformer = Transformer(str(hf), max_seq_length=64)
     pooling = Pooling(transformer.get_word_embedding_dimension(), "mean")
     model = SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu")
@@ -119,5 +120,5 @@ def build_tiny_cross_encoder(directory: Path, seed: int = 0) -> Path:
     """A one-label cross-encoder (tiny BERT + new head) made with :func:`rerank.init_cross_encoder`."""
     from rerank.cross_encoder import init_cross_encoder
 
-    hf = build_tiny_bert(directory.parent / f"{directory.name}-hf", seed)
+    hf = build_tiny_bert(directory.parent / f"{directory.name}-hf", seed, dropout)
     return init_cross_encoder(str(hf), directory, seed=seed, max_length=64)

@@ -67,7 +67,7 @@ def training_arguments(cls: type, settings: TrainSettings, out: Path, *, progres
         save_total_limit=settings.save_total_limit, logging_steps=settings.logging_steps,
         logging_first_step=True, report_to="none", disable_tqdm=not progress,
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        fp16=torch.cuda.is_available(), dataloader_drop_last=False, dataloader_pin_memory=torch.cuda.is_available(),
+        fp16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(), dataloader_drop_last=False, dataloader_pin_memory=torch.cuda.is_available(),
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available() else None,
     )
     kwargs.update(overrides)

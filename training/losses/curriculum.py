@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 # attribute names of the per-sample criterion inside sentence-transformers' losses
@@ -56,12 +57,14 @@ class CurriculumLoss(nn.Module):
         self.model = loss.model
         self.schedule = schedule
 
-    def forward(self, inputs: Any, labels: Tensor) -> Tensor:
+    def forward(self, inputs: Any, labels: Tensor | list[Tensor], **kwargs: Any) -> Tensor:
+        if isinstance(labels, list):
+            labels = torch.stack(labels)
         difficulty = labels[:, -1].float()
         inner = labels[:, :-1]
         if inner.shape[1] == 1:
             inner = inner[:, 0]
-        per_sample = self.loss(inputs, inner)
+        per_sample = self.loss(inputs, inner, **kwargs)
         per_sample = per_sample.reshape(difficulty.shape[0], -1).mean(dim=1)
         return (self.schedule.weights(difficulty).to(per_sample.device) * per_sample).mean()
 

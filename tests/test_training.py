@@ -1,0 +1,211 @@
+"""Training on tiny models: every loss trains and saves a model that loads back; resume; bad input; CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.errors import InputError
+from training.bi_encoder import train_bi_encoder
+from training.cross_encoder import train_cross_encoder
+from training.data import TrainingInput
+from training.settings import TrainSettings
+
+WORDS = "heart protein gene blood cell virus drug brain lung liver kidney bone".split()
+
+
+def write_tuples(folder: Path, n: int = 24, negatives: int = 2, seed: int = 0) -> tuple[Path, Path]:
+    """Text n-tuples and an aligned teacher-score file."""
+    rng = random.Random(seed)
+    triples, scores = [], []
+    for i in range(n):
+        topic = WORDS[i % len(WORDS)]
+        negs = [f"{rng.choice([w for w in WORDS if w != topic])} notes number {i} {j}" for j in range(negatives)]
+        triples.append("\t".join([f"what about {topic} {i}", f"{topic} is studied in paper {i}", *negs]))
+        s = [round(rng.uniform(2, 5), 3)] + [round(rng.uniform(-3, 1), 3) for _ in negs]
+        scores.append("\t".join([*map(str, s), f"q{i}", f"p{i}", *[f"n{i}-{j}" for j in range(negatives)]]))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tuples.tsv").write_text("\n".join(triples) + "\n", encoding="utf-8")
+    (folder / "scores.tsv").write_text("\n".join(scores) + "\n", encoding="utf-8")
+    return folder / "tuples.tsv", folder / "scores.tsv"
+
+
+def settings(**kw) -> TrainSettings:
+    base = dict(max_steps=3, batch_size=4, lr=1e-3, save_steps=2, logging_steps=1, warmup_ratio=0.0)
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+def weights(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    out = {}
+    for f in sorted(path.rglob("model.safetensors")):
+        if "checkpoint" not in str(f):
+            out.update({f"{f.parent.relative_to(path)}/{k}": v for k, v in load_file(str(f)).items()})
+    return out
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "star", "margin-mse", "kl"])
+def test_bi_encoder_losses_train_and_load_back(tmp_path, tiny_encoder, loss):
+    from sentence_transformers import SentenceTransformer
+
+    from retrieval.encoder import Encoder
+
+    tuples, scores = write_tuples(tmp_path)
+    data = TrainingInput(tuples, teacher=scores if loss in ("margin-mse", "kl") else None)
+    result = train_bi_encoder(str(tiny_encoder), data, tmp_path / "out", loss=loss, settings=settings(),
+                              progress=False)
+    assert result.steps == 3 and result.final_loss is not None and np.isfinite(result.final_loss)
+    before, after = weights(tiny_encoder), weights(tmp_path / "out")
+    assert before.keys() == after.keys()
+    assert any(not np.allclose(before[k], after[k]) for k in before)  # it learned something
+    assert SentenceTransformer(str(tmp_path / "out")).encode(["heart"]).shape == (1, 32)
+    assert Encoder(str(tmp_path / "out")).encode_queries(["heart"]).shape == (1, 32)
+    log = [json.loads(x) for x in (tmp_path / "out" / "training_log.jsonl").read_text().splitlines()]
+    assert any("loss" in e for e in log)
+    summary = json.loads((tmp_path / "out" / "rankwise_training.json").read_text())
+    assert summary["loss"] == loss and summary["steps"] == 3
+
+
+@pytest.mark.parametrize("loss", ["bce", "margin-mse", "listnet", "plistmle"])
+def test_cross_encoder_losses_train_and_rerank(tmp_path, tiny_encoder, loss):
+    from rerank.cross_encoder import CrossEncoderReranker
+
+    tuples, scores = write_tuples(tmp_path)
+    data = TrainingInput(tuples, teacher=scores if loss == "margin-mse" else None)
+    result = train_cross_encoder(str(tiny_encoder), data, tmp_path / "ce", loss=loss, settings=settings(),
+                                 progress=False)
+    assert result.steps == 3 and np.isfinite(result.final_loss)
+    ranking = CrossEncoderReranker(str(tmp_path / "ce")).rerank("heart", ["heart paper", "bone notes", "x"])
+    assert sorted(i for i, _ in ranking) == [0, 1, 2]
+
+
+def test_resume_after_interruption_gives_the_same_weights(tmp_path, tiny_encoder):
+    from transformers import TrainerCallback
+
+    class Interrupt(Exception):
+        pass
+
+    class StopAt(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 4:
+                raise Interrupt
+
+    tuples, _ = write_tuples(tmp_path)
+    data = TrainingInput(tuples)
+    s = settings(max_steps=6)
+    straight = train_bi_encoder(str(tiny_encoder), data, tmp_path / "a", loss="star", settings=s, progress=False)
+    with pytest.raises(Interrupt):
+        train_bi_encoder(str(tiny_encoder), data, tmp_path / "b", loss="star", settings=s, progress=False,
+                         callbacks=[StopAt()])
+    assert not (tmp_path / "b" / "model.safetensors").exists()
+    resumed = train_bi_encoder(str(tiny_encoder), data, tmp_path / "b", loss="star", settings=s, progress=False)
+    assert resumed.resumed_from is not None and resumed.resumed_from.endswith("checkpoint-4")
+    assert straight.steps == resumed.steps == 6
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], atol=1e-6, err_msg=k)
+
+
+def test_a_run_with_other_settings_is_refused_unless_forced(tmp_path, tiny_encoder):
+    tuples, _ = write_tuples(tmp_path)
+    data = TrainingInput(tuples)
+    train_cross_encoder(str(tiny_encoder), data, tmp_path / "ce", settings=settings(), progress=False)
+    with pytest.raises(InputError, match="other settings"):
+        train_cross_encoder(str(tiny_encoder), data, tmp_path / "ce", settings=settings(lr=5e-4), progress=False)
+    result = train_cross_encoder(str(tiny_encoder), data, tmp_path / "ce", settings=settings(lr=5e-4), force=True,
+                                 progress=False)
+    assert result.resumed_from is None and result.steps == 3
+
+
+def test_bad_input_fails_before_training(tmp_path, tiny_encoder):
+    tuples, scores = write_tuples(tmp_path)
+    bad = tmp_path / "bad.tsv"
+    bad.write_text(tuples.read_text() + "only a query\n", encoding="utf-8")
+    with pytest.raises(InputError, match="bad.tsv:25"):
+        train_cross_encoder(str(tiny_encoder), TrainingInput(bad), tmp_path / "x", settings=settings(), progress=False)
+    assert not (tmp_path / "x").exists()
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(InputError, match="no training samples"):
+        train_bi_encoder(str(tiny_encoder), TrainingInput(empty), tmp_path / "y", settings=settings(), progress=False)
+    short = tmp_path / "short.tsv"
+    short.write_text("\n".join(scores.read_text().splitlines()[:10]) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match="short.tsv"):
+        train_bi_encoder(str(tiny_encoder), TrainingInput(tuples, teacher=short), tmp_path / "z", loss="margin-mse",
+                         settings=settings(), progress=False)
+    with pytest.raises(InputError, match="teacher"):
+        train_bi_encoder(str(tiny_encoder), TrainingInput(tuples), tmp_path / "z", loss="kl", settings=settings(),
+                         progress=False)
+    with pytest.raises(InputError, match="curriculum"):
+        train_cross_encoder(str(tiny_encoder), TrainingInput(tuples), tmp_path / "z", loss="listnet",
+                            settings=settings(curriculum="bm25"), progress=False)
+
+
+def test_teacher_curriculum_trains_cross_encoder(tmp_path, tiny_encoder):
+    tuples, scores = write_tuples(tmp_path)
+    result = train_cross_encoder(str(tiny_encoder), TrainingInput(tuples, teacher=scores), tmp_path / "ce",
+                                 loss="margin-mse", settings=settings(curriculum="teacher"), progress=False)
+    assert result.steps == 3 and np.isfinite(result.final_loss)
+
+
+def test_mined_triples_train_adore_and_the_router_keeps_documents_fixed(tmp_path, synthetic_beir, tiny_encoder):
+    from sentence_transformers import SentenceTransformer
+
+    from retrieval.cached import dense_index
+    from retrieval.encoder import Encoder
+    from retrieval.formats import Corpus
+
+    corpus = Corpus(synthetic_beir / "corpus.jsonl")
+    index = dense_index(corpus, Encoder(str(tiny_encoder)), progress=False)
+    (synthetic_beir / "qrels" / "train.tsv").write_text((synthetic_beir / "qrels" / "test.tsv").read_text())
+    result = train_bi_encoder(str(tiny_encoder), TrainingInput(synthetic_beir), tmp_path / "adore", loss="adore",
+                              index=index, adore_depth=20, settings=settings(lr=1e-2), progress=False)
+    assert result.steps == 3
+    trained, original = Encoder(str(tmp_path / "adore")), Encoder(str(tiny_encoder))
+    docs = ["title 1 some document text", "another one"]
+    np.testing.assert_allclose(trained.encode_docs(docs), original.encode_docs(docs), atol=1e-6)
+    assert not np.allclose(trained.encode_queries(["a query"]), original.encode_queries(["a query"]), atol=1e-4)
+    st = SentenceTransformer(str(tmp_path / "adore"))
+    np.testing.assert_allclose(st.encode_document(docs), original.encode_docs(docs), atol=1e-5)
+
+
+def test_adore_refuses_an_index_of_another_encoder(tmp_path, synthetic_beir, tiny_encoder, other_tiny_encoder):
+    from retrieval.cached import dense_index
+    from retrieval.encoder import Encoder
+    from retrieval.formats import Corpus
+
+    index = dense_index(Corpus(synthetic_beir / "corpus.jsonl"), Encoder(str(other_tiny_encoder)), progress=False)
+    (synthetic_beir / "qrels" / "train.tsv").write_text((synthetic_beir / "qrels" / "test.tsv").read_text())
+    with pytest.raises(InputError, match="another encoder"):
+        train_bi_encoder(str(tiny_encoder), TrainingInput(synthetic_beir), tmp_path / "adore", loss="adore",
+                         index=index, settings=settings(), progress=False)
+
+
+def test_cli_train_prints_json(tmp_path, tiny_encoder, capsys):
+    from rankwise.cli import main
+
+    tuples, _ = write_tuples(tmp_path)
+    main(["train", "cross-encoder", "--model", str(tiny_encoder), "--triples", str(tuples),
+          "--out", str(tmp_path / "ce"), "--max-steps", "2", "--batch-size", "4", "--json"])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and summary["out"] == str(tmp_path / "ce")
+
+
+def test_cli_bad_triples_exit_2(tmp_path, tiny_encoder, capsys):
+    from rankwise.cli import main
+
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("q\tp\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as done:
+        main(["train", "bi-encoder", "--model", str(tiny_encoder), "--triples", str(bad), "--out", str(tmp_path / "o"),
+              "--loss", "star"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "bad.tsv:1" in err and "Traceback" not in err
