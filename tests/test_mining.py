@@ -183,7 +183,7 @@ def test_teacher_drops_false_negatives_by_margin_and_scores_align(beir):
     out, scores = beir.parent / "triples.tsv", beir.parent / "scores.tsv"
     retriever = HashRetriever(corpus)
     stats = mine_negatives(corpus, queries, qrels_path, retriever, window=(0, 40), negatives=6, teacher=teacher,
-                           margin=0.1, out=out, scores_out=scores, chunk_size=7, progress=False)
+                           margin=0.1, out=out, scores_out=scores, chunk_size=7, progress=False, teacher_pool=0)
     triples = _triples(out)
     rows = [line.split("\t") for line in scores.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == len(triples) == stats.triples > 0
@@ -201,6 +201,30 @@ def test_teacher_drops_false_negatives_by_margin_and_scores_align(beir):
     stats = mine_negatives(corpus, queries, qrels_path, retriever, window=(0, 40), negatives=6, teacher=teacher,
                            out=beir.parent / "t2.tsv", scores_out=beir.parent / "s2.tsv", progress=False)
     assert stats.teacher_dropped == 0 and stats.short == 0
+
+
+def test_the_teacher_scores_a_bounded_pool_and_negatives_come_from_it(beir):
+    corpus, queries, qrels_path = _paths(beir)
+    teacher, score = _teacher(beir)
+    seen: list[int] = []
+    original = teacher.score
+
+    def counting(lists, progress=False):
+        seen.extend(len(texts) for _, texts in lists)
+        return original(lists, progress)
+
+    teacher.score = counting
+    out, scores = beir.parent / "pool.tsv", beir.parent / "pool.scores.tsv"
+    retriever = HashRetriever(corpus)
+    stats = mine_negatives(corpus, queries, qrels_path, retriever, window=(0, 40), negatives=3, teacher=teacher,
+                           margin=0.1, out=out, scores_out=scores, progress=False, teacher_pool=2)
+    qrels = read_qrels(qrels_path)
+    n_pos = {q: sum(1 for g in docs.values() if g > 0) for q, docs in qrels.items()}
+    assert seen and all(size <= 6 + max(n_pos.values()) for size in seen)  # positives + 2 x 3 candidates
+    run = retriever.search({q: "" for q in qrels}, k=40)
+    for q, p, n in _triples(out):
+        assert n in {d for d, _ in run[q]} and qrels[q].get(n, 0) <= 0 and score[n] <= score[p] - 0.1
+    assert stats.triples == len(_triples(out)) > 0
 
 
 def test_resume_after_an_interruption_gives_the_same_bytes(beir):

@@ -72,7 +72,7 @@ def test_bi_encoder_losses_train_and_load_back(tmp_path, tiny_encoder, loss):
     assert summary["loss"] == loss and summary["steps"] == 3
 
 
-@pytest.mark.parametrize("loss", ["bce", "margin-mse", "listnet", "plistmle"])
+@pytest.mark.parametrize("loss", ["bce", "lce", "margin-mse", "listnet", "plistmle"])
 def test_cross_encoder_losses_train_and_rerank(tmp_path, tiny_encoder, loss):
     from rerank.cross_encoder import CrossEncoderReranker
 

@@ -182,6 +182,18 @@ def test_cross_encoder_margin_mse_by_hand():
     assert got == pytest.approx(np.mean([((2.0 + 1.0) - 2.0) ** 2, ((1.2 + 0.4) - 1.0) ** 2]), rel=1e-6)
 
 
+def test_lce_by_hand():
+    from training.cross_encoder import _loss
+
+    loss = _loss(FakeCrossEncoder(TABLE), "lce")
+    got = loss([["q1", "q2"], ["a", "d"], ["b", "e"], ["c", "f"]], torch.tensor([0.0, 0.0])).item()
+    expected = []
+    for q, pos, negs in (("q1", "a", "bc"), ("q2", "d", "ef")):
+        s = np.array([TABLE[q, pos]] + [TABLE[q, n] for n in negs])
+        expected.append(-(s[0] - np.log(np.exp(s).sum())))
+    assert got == pytest.approx(np.mean(expected), rel=1e-6)
+
+
 def test_listnet_by_hand():
     from sentence_transformers.cross_encoder import losses
 

@@ -50,6 +50,8 @@ def mine(
                                                         "candidates, e.g. cross-encoder:PATH")] = None,
     margin: Annotated[Optional[float], typer.Option(help="drop a negative when teacher(neg) > teacher(pos) - MARGIN")]
     = None,
+    teacher_pool: Annotated[int, typer.Option(help="the teacher scores POOL x NEGATIVES candidates per query "
+                                                   "(0: the whole window)")] = 4,
     text: Annotated[bool, typer.Option("--text", help="write texts (query, positive, negative) instead of ids")] = False,
     scores: Annotated[Optional[Path], typer.Option("--scores", help="teacher scores file (Margin-MSE format)")] = None,
     seed: Annotated[int, typer.Option(help="random seed of the sampling")] = 0,
@@ -77,6 +79,7 @@ def mine(
         lambda: cached_retriever(docs, retriever, model, index_type=index_type, fusion=fusion,
                                  batch_size=batch_size, backend=backend),
         window=window, negatives=negatives, sampling=sampling, seed=seed, teacher=teacher, margin=margin,
+        teacher_pool=teacher_pool,
         out=out, scores_out=scores, text=text, chunk_size=chunk_size, force=force,
     )
     typer.echo(f"{out}: {stats.triples} triples from {stats.queries} queries ({stats.positives} positives; "

@@ -7,6 +7,9 @@ loss        what it is                                                        da
 =========== ================================================================= =====================
 bce         pointwise binary cross-entropy, positive 1 / negatives 0          triples / n-tuples
             (Nogueira & Cho 2019, monoBERT)
+lce         localized contrastive estimation: softmax cross-entropy of the    triples / n-tuples
+            positive against its hard negatives (Gao et al. 2021, "Rethink
+            Training of BERT Rerankers in Multi-Stage Retrieval Pipeline")
 margin-mse  Margin-MSE to a teacher's margins (Hofstätter et al. 2020)        triples + teacher
 listnet     ListNet: softmax cross-entropy between score and label lists      n-tuples [+ teacher]
             (Cao et al. 2007)
@@ -33,7 +36,7 @@ from training.data import TrainingInput
 from training.runner import TrainResult, prepare_out, run_training, training_arguments
 from training.settings import TrainSettings
 
-CROSS_ENCODER_LOSSES = ("bce", "margin-mse", "listnet", "plistmle")
+CROSS_ENCODER_LOSSES = ("bce", "lce", "margin-mse", "listnet", "plistmle")
 _CURRICULUM_LOSSES = ("bce", "margin-mse")
 
 
@@ -108,6 +111,10 @@ def _loss(ce: Any, loss: str, teacher_labels: bool = False) -> Any:
 
     if loss == "bce":
         return losses.BinaryCrossEntropyLoss(ce)
+    if loss == "lce":
+        from training.losses.lce import LCELoss
+
+        return LCELoss(ce)
     if loss == "margin-mse":
         return losses.MarginMSELoss(ce)
     if loss == "listnet":

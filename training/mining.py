@@ -14,6 +14,12 @@ negative and dropped, the margin-based filtering of CoRNStack (Suresh et al., 20
 format of Hofstätter et al. ("Improving Efficient Neural Ranking Models with Cross-Architecture
 Knowledge Distillation", 2020): ``score_pos \\t score_neg \\t query_id \\t pos_id \\t neg_id``.
 
+The teacher does not score the whole window (a cross-encoder over 90 candidates of every query
+costs more than the training it serves): per query it scores a *pool* of ``teacher_pool x
+negatives`` candidates drawn from the window as the negatives would be (at random, or the best
+ranked with ``sampling="top"``), and the negatives are then drawn from the pool's candidates that
+pass the margin. ``teacher_pool=0`` scores the whole window.
+
 Mining is resumable: queries (sorted by id) are mined in chunks, each finished chunk is saved in
 ``<out>.work/``, and a re-run with the same settings continues after the last finished chunk.
 """
@@ -219,6 +225,7 @@ class _Job:
     text: bool
     scores: bool
     store: DocStore | None = None
+    teacher_pool: int = 4
 
     def mine(self, qids: list[str]) -> tuple[list[str], list[str], MiningStats]:
         """Triple lines, score lines and stats of one chunk of queries."""
@@ -236,6 +243,8 @@ class _Job:
         for q in positives:
             relevant = {d for d, g in self.qrels[q].items() if g > 0}
             candidates[q] = [d for d, _ in (run.get(q) or [])[a:b] if d not in relevant]
+            if self.teacher is not None and self.teacher_pool:
+                candidates[q] = self._pool(q, candidates[q])
 
         texts: dict[str, str] = {}
         if self.text or self.teacher is not None:
@@ -283,6 +292,16 @@ class _Job:
             stats.short += short
         stats.triples = len(lines)
         return lines, score_lines, stats
+
+    def _pool(self, q: str, cands: list[str]) -> list[str]:
+        """The candidates the teacher scores: ``teacher_pool x negatives`` of them, in rank order."""
+        size = self.teacher_pool * self.negatives
+        if len(cands) <= size:
+            return cands
+        if self.sampling == "top":
+            return cands[:size]
+        rng = np.random.default_rng([self.seed, zlib.crc32(q.encode("utf-8")), 1])
+        return [cands[j] for j in sorted(rng.choice(len(cands), size=size, replace=False).tolist())]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,6 +361,7 @@ def mine_negatives(
     chunk_size: int = 256,
     force: bool = False,
     progress: bool = True,
+    teacher_pool: int = 4,
 ) -> MiningStats:
     """Mine hard negatives for every judged query and write MS MARCO-style triples to ``out``.
 
@@ -397,6 +417,7 @@ def mine_negatives(
         "format_version": FORMAT_VERSION,
         "window": list(window), "negatives": negatives, "sampling": sampling, "seed": seed,
         "teacher": _describe_teacher(teacher), "margin": margin, "text": text, "scores": scores_out is not None,
+        "teacher_pool": teacher_pool if teacher is not None else None,
         "chunk_size": chunk_size,
         "corpus": corpus.fingerprint,
         "queries": sha256_file(queries_path) if queries_path else _digest(query_texts),
@@ -421,7 +442,8 @@ def mine_negatives(
 
         teacher = load_reranker(teacher, batch_size=None)
     job = _Job(corpus, query_texts, judged, retriever, window, negatives, sampling, seed,
-               teacher if not isinstance(teacher, str) else None, margin, text, scores_out is not None)
+               teacher if not isinstance(teacher, str) else None, margin, text, scores_out is not None,
+               teacher_pool=teacher_pool)
     done_set = set(done)
     with tqdm(total=len(qids), desc="mining negatives", unit="query", disable=not progress, file=sys.stderr) as bar:
         bar.update(sum(len(chunks[n]) for n in done))
