@@ -209,3 +209,30 @@ def test_cli_bad_triples_exit_2(tmp_path, tiny_encoder, capsys):
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert "bad.tsv:1" in err and "Traceback" not in err
+
+
+def test_cross_architecture_distillation_end_to_end(tmp_path, synthetic_beir, tiny_encoder):
+    """A cross-encoder teacher scores mined triples; the bi-encoder student learns from the margins."""
+    from retrieval.cached import cached_retriever
+    from retrieval.formats import Corpus
+    from training.mining import mine_negatives
+
+    (synthetic_beir / "qrels" / "train.tsv").write_text((synthetic_beir / "qrels" / "test.tsv").read_text())
+    tuples, _ = write_tuples(tmp_path)
+    teacher = tmp_path / "teacher"
+    train_cross_encoder(str(tiny_encoder), TrainingInput(tuples), teacher, loss="lce", settings=settings(),
+                        progress=False)
+    corpus = Corpus(synthetic_beir / "corpus.jsonl")
+    triples, scores = tmp_path / "mined.tsv", tmp_path / "mined.scores.tsv"
+    stats = mine_negatives(corpus, synthetic_beir / "queries.jsonl", synthetic_beir / "qrels" / "train.tsv",
+                           cached_retriever(corpus, "dense", str(tiny_encoder), progress=False), window=(1, 30),
+                           negatives=2, teacher=f"cross-encoder:{teacher}", out=triples, scores_out=scores,
+                           progress=False)
+    assert stats.triples == 20 and len(scores.read_text().splitlines()) == 20
+    data = TrainingInput(triples, queries=synthetic_beir / "queries.jsonl", corpus=synthetic_beir / "corpus.jsonl",
+                         teacher=scores)
+    result = train_bi_encoder(str(tiny_encoder), data, tmp_path / "student", loss="margin-mse", settings=settings(),
+                              progress=False)
+    assert result.steps == 3 and np.isfinite(result.final_loss)
+    description = json.loads((tmp_path / "student" / "rankwise_training.json").read_text())
+    assert description["input"]["kind"] == "ids" and description["input"]["teacher"]
