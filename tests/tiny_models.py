@@ -120,5 +120,5 @@ def build_tiny_cross_encoder(directory: Path, seed: int = 0) -> Path:
     """A one-label cross-encoder (tiny BERT + new head) made with :func:`rerank.init_cross_encoder`."""
     from rerank.cross_encoder import init_cross_encoder
 
-    hf = build_tiny_bert(directory.parent / f"{directory.name}-hf", seed, dropout)
+    hf = build_tiny_bert(directory.parent / f"{directory.name}-hf", seed)
     return init_cross_encoder(str(hf), directory, seed=seed, max_length=64)
