@@ -91,7 +91,7 @@ def main() -> None:
     print(f"command: {result['command']}\nmachine: {machine_line(result['machine'])}")
     print(f"{len(pairs)} (query, BM25 document) pairs of {args.dataset} test; batch {args.batch_size}; "
           f"max_length {args.max_length}; {args.rounds} alternating rounds; other processes max {max(others):.0%} CPU")
-    print(f"| variant | pairs/s (median) | ratio |\n|---|---:|---:|")
+    print("| variant | pairs/s (median) | ratio |\n|---|---:|---:|")
     for name in names:
         print(f"| {name} | {median(rates[name]):.1f} | {median(rates[name]) / median(rates[BASELINE]):.3f} |")
     print(f"rankwise / CrossEncoder.predict = {ratio:.3f} ({'meets' if ratio >= 1.0 else 'BELOW'} target >= 1.0); "

@@ -11,7 +11,6 @@ import pytest
 
 from rankwise.cli import main
 from retrieval.run import Run
-from tests.conftest import write_beir
 
 ROOT = Path(__file__).resolve().parent.parent
 
