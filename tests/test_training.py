@@ -148,10 +148,11 @@ def test_bad_input_fails_before_training(tmp_path, tiny_encoder):
                             settings=settings(curriculum="bm25"), progress=False)
 
 
-def test_teacher_curriculum_trains_cross_encoder(tmp_path, tiny_encoder):
+@pytest.mark.parametrize("loss", ["margin-mse", "lce", "bce"])
+def test_teacher_curriculum_trains_cross_encoder(tmp_path, tiny_encoder, loss):
     tuples, scores = write_tuples(tmp_path)
     result = train_cross_encoder(str(tiny_encoder), TrainingInput(tuples, teacher=scores), tmp_path / "ce",
-                                 loss="margin-mse", settings=settings(curriculum="teacher"), progress=False)
+                                 loss=loss, settings=settings(curriculum="teacher"), progress=False)
     assert result.steps == 3 and np.isfinite(result.final_loss)
 
 

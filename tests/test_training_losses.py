@@ -251,8 +251,18 @@ def test_curriculum_weights_per_sample_bce():
     assert got == pytest.approx((1.0 * l_a + 0.5 * l_b) / 2, rel=1e-6)
 
 
+def test_curriculum_weights_per_query_lce():
+    from training.cross_encoder import _loss
+
+    schedule = CurriculumSchedule(fraction=1.0, progress=0.0)
+    loss = CurriculumLoss(_loss(FakeCrossEncoder(TABLE), "lce"), schedule)
+    got = loss([["q1", "q2"], ["a", "d"], ["b", "e"]], torch.tensor([0.0, 1.0])).item()  # q2 is hard: weight 0
+    s = np.array([TABLE["q1", "a"], TABLE["q1", "b"]])
+    assert got == pytest.approx(-(s[0] - np.log(np.exp(s).sum())) / 2, rel=1e-6)
+
+
 def test_curriculum_refuses_a_loss_without_per_sample_values():
     from sentence_transformers.cross_encoder import losses
 
     with pytest.raises(ValueError, match="per-sample"):
-        CurriculumLoss(losses.ListNetLoss(FakeCrossEncoder(TABLE)), CurriculumSchedule())
+        CurriculumLoss(losses.PListMLELoss(FakeCrossEncoder(TABLE)), CurriculumSchedule())

@@ -72,7 +72,7 @@ def cross_encoder_rows(samples: Iterable[TrainingSample], loss: str, k: int,
     """Rows for a cross-encoder loss.
 
     ``bce``: one (query, document, 0/1) row per document of the sample (+ the document's
-    difficulty). ``lce``: (query, positive, negative_1..k). ``margin-mse``: (query, positive,
+    difficulty). ``lce``: (query, positive, negative_1..k [, the mean pair difficulty]). ``margin-mse``: (query, positive,
     negative_1..k, teacher margins [+ difficulty]).
     ``listnet`` / ``plistmle``: (query, [positive, negatives], labels), the labels being the
     teacher's scores when the sample has them, else 1 for the positive and 0 for the negatives.
@@ -86,7 +86,10 @@ def cross_encoder_rows(samples: Iterable[TrainingSample], loss: str, k: int,
                 yield {"query": sample.query, "document": neg,
                        "label": _label([0.0], None if difficulty is None else difficulty.point(sample, j))}
         elif loss == "lce":
-            yield _document_columns(sample, k)
+            row = _document_columns(sample, k)
+            if difficulty is not None:
+                row["label"] = sum(difficulty.pair(sample, j) for j in range(k)) / k
+            yield row
         elif loss == "margin-mse":
             row = _document_columns(sample, k)
             s = _teacher(sample, k)

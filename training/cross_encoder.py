@@ -19,7 +19,7 @@ plistmle    position-aware ListMLE, the Plackett-Luce likelihood of the       n-
 
 A model without a sequence-classification head (e.g. the all-MiniLM-L6-v2 bi-encoder) starts
 with a new one-logit head. A curriculum (``settings.curriculum``) weights the per-sample losses of
-``bce`` and ``margin-mse`` (MacAvaney et al. 2020; :mod:`training.curriculum`).
+``bce``, ``lce`` and ``margin-mse`` (MacAvaney et al. 2020; :mod:`training.curriculum`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from training.runner import TrainResult, prepare_out, run_training, training_arg
 from training.settings import TrainSettings
 
 CROSS_ENCODER_LOSSES = ("bce", "lce", "margin-mse", "listnet", "plistmle")
-_CURRICULUM_LOSSES = ("bce", "margin-mse")
+_CURRICULUM_LOSSES = ("bce", "lce", "margin-mse")
 
 
 def train_cross_encoder(
@@ -65,7 +65,7 @@ def train_cross_encoder(
         raise InputError(f"unknown cross-encoder loss {loss!r}; choose from {', '.join(CROSS_ENCODER_LOSSES)}",
                          field="loss")
     if settings.curriculum != "none" and loss not in _CURRICULUM_LOSSES:
-        raise InputError(f"a curriculum weights per-sample losses: use it with bce or margin-mse, not {loss}",
+        raise InputError(f"a curriculum weights per-sample losses: use it with bce, lce or margin-mse, not {loss}",
                          field="curriculum")
     if loss == "margin-mse" and data.teacher is None:
         raise InputError("margin-mse distills a teacher: give its scores (--teacher-scores)", field="teacher_scores")

@@ -11,7 +11,7 @@ at step ``t`` of ``T``: an easy sample (``d = 0``) always counts fully, a hard o
 starts at weight 0, and from ``fraction`` of training on every sample weighs 1 (the paper's
 linear anneal to uniform). The wrapped loss must be one whose per-sample values can be read:
 the wrapper switches its criterion to ``reduction="none"`` (sentence-transformers' BCE and
-Margin-MSE losses, for cross-encoders and bi-encoders). The difficulty travels as the last
+Margin-MSE losses, for cross-encoders and bi-encoders, and LCE's cross-entropy). The difficulty travels as the last
 column of the ``label`` tensor, so the data pipeline needs no extra input column.
 """
 
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 # attribute names of the per-sample criterion inside sentence-transformers' losses
-_CRITERIA = ("bce_with_logits_loss", "loss_fct")
+_CRITERIA = ("bce_with_logits_loss", "loss_fct", "cross_entropy_loss")
 
 
 @dataclass
@@ -51,7 +51,7 @@ class CurriculumLoss(nn.Module):
         criterion = next((getattr(loss, a) for a in _CRITERIA if isinstance(getattr(loss, a, None), nn.Module)), None)
         if criterion is None or not hasattr(criterion, "reduction"):
             raise ValueError(f"{type(loss).__name__} has no per-sample criterion: curriculum weighting needs "
-                             "a BCE or Margin-MSE loss")
+                             "a BCE, LCE or Margin-MSE loss")
         criterion.reduction = "none"
         self.loss = loss
         self.model = loss.model
@@ -60,10 +60,13 @@ class CurriculumLoss(nn.Module):
     def forward(self, inputs: Any, labels: Tensor | list[Tensor], **kwargs: Any) -> Tensor:
         if isinstance(labels, list):
             labels = torch.stack(labels)
-        difficulty = labels[:, -1].float()
-        inner = labels[:, :-1]
-        if inner.shape[1] == 1:
-            inner = inner[:, 0]
+        if labels.dim() == 1:  # the difficulty alone: the wrapped loss takes no label (LCE)
+            difficulty, inner = labels.float(), labels
+        else:
+            difficulty = labels[:, -1].float()
+            inner = labels[:, :-1]
+            if inner.shape[1] == 1:
+                inner = inner[:, 0]
         per_sample = self.loss(inputs, inner, **kwargs)
         per_sample = per_sample.reshape(difficulty.shape[0], -1).mean(dim=1)
         return (self.schedule.weights(difficulty).to(per_sample.device) * per_sample).mean()
