@@ -237,3 +237,37 @@ def test_cross_architecture_distillation_end_to_end(tmp_path, synthetic_beir, ti
     assert result.steps == 3 and np.isfinite(result.final_loss)
     description = json.loads((tmp_path / "student" / "rankwise_training.json").read_text())
     assert description["input"]["kind"] == "ids" and description["input"]["teacher"]
+
+
+def test_bm25_difficulty_follows_reciprocal_ranks():
+    from training.curriculum import BM25Difficulty
+    from training.data import TrainingSample
+
+    ranks = {"easy q": {"p": 1, "n1": 50, "n2": 2}, "hard q": {"p": 40, "n1": 1}}
+    d = BM25Difficulty(lambda q: ranks[q], depth=100)
+    easy = TrainingSample("easy q", "P", ("N1", "N2"), "q1", "p", ("n1", "n2"))
+    hard = TrainingSample("hard q", "P", ("N1", "N2"), "q2", "p", ("n1", "n9"))
+    assert d.point(easy, -1) == 0.0 and d.point(easy, 0) == pytest.approx(1 / 50)
+    assert d.point(hard, -1) == pytest.approx(1 - 1 / 40) and d.point(hard, 0) == 1.0
+    assert d.point(hard, 1) == pytest.approx(1 / 101)  # not retrieved: rank depth + 1
+    assert d.pair(easy, 0) < d.pair(easy, 1) < d.pair(hard, 0)
+    with pytest.raises(InputError, match="document ids"):
+        d.point(TrainingSample("easy q", "P", ("N",)), -1)
+
+
+def test_bm25_curriculum_on_mined_id_triples(tmp_path, synthetic_beir, tiny_encoder):
+    from retrieval.cached import cached_retriever
+    from retrieval.formats import Corpus
+    from training.mining import mine_negatives
+
+    (synthetic_beir / "qrels" / "train.tsv").write_text((synthetic_beir / "qrels" / "test.tsv").read_text())
+    corpus = Corpus(synthetic_beir / "corpus.jsonl")
+    triples = tmp_path / "mined.tsv"
+    mine_negatives(corpus, synthetic_beir / "queries.jsonl", synthetic_beir / "qrels" / "train.tsv",
+                   cached_retriever(corpus, "dense", str(tiny_encoder), progress=False), window=(1, 30), negatives=2,
+                   out=triples, progress=False)
+    data = TrainingInput(triples, queries=synthetic_beir / "queries.jsonl", corpus=synthetic_beir / "corpus.jsonl",
+                         group_by_query=True)
+    result = train_cross_encoder(str(tiny_encoder), data, tmp_path / "ce", loss="bce",
+                                 settings=settings(curriculum="bm25"), progress=False)
+    assert result.steps == 3 and np.isfinite(result.final_loss)
