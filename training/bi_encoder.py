@@ -37,7 +37,7 @@ from retrieval.models import resolve_model
 from training.columns import bi_encoder_rows, to_dataset
 from training.curriculum import difficulty_for
 from training.data import TrainingInput
-from training.runner import TrainResult, prepare_out, run_training, training_arguments
+from training.runner import TrainResult, prepare_out, run_identity, run_training, training_arguments
 from training.settings import TrainSettings
 
 BI_ENCODER_LOSSES = ("contrastive", "star", "adore", "margin-mse", "kl")
@@ -95,10 +95,7 @@ def train_bi_encoder(
     if loss in _NEEDS_TEACHER and data.teacher is None:
         raise InputError(f"{loss} distills a teacher: give its scores (--teacher-scores)", field="teacher_scores")
     summary = data.check()
-    k = summary["negatives"]["min"] if negatives is None else negatives
-    if k > summary["negatives"]["min"]:
-        raise InputError(f"--negatives {k}, but some samples have only {summary['negatives']['min']}",
-                         path=data.triples, field="negatives")
+    k = data.negatives_to_use(summary, negatives)
     if loss in _NEEDS_NEGATIVES and k < 1:
         raise InputError(f"{loss} needs hard negatives: triples or n-tuples, not pairs", path=data.triples)
     out = Path(out)
@@ -112,8 +109,7 @@ def train_bi_encoder(
                    "input": summary}
     if loss == "adore":
         description.update(adore_depth=adore_depth, adore_metric=adore_metric, index=str(index) if index else None)
-    identity = settings.identity(**{k_: v for k_, v in description.items() if k_ not in ("settings", "input")},
-                                 signature=data.signature())
+    identity = run_identity(settings, description, data.signature())
     prepare_out(out, identity, description, force=force)
     args = training_arguments(SentenceTransformerTrainingArguments, settings, out, progress=progress,
                               batch_sampler=BatchSamplers.NO_DUPLICATES if loss in _IN_BATCH
@@ -130,11 +126,9 @@ def train_bi_encoder(
                                  out / "checkpoints" / "dataset", identity)
             loss_fn = _loss(st, loss, scale, cosine)
             if difficulty is not None:
-                from training.losses.curriculum import CurriculumLoss, CurriculumSchedule, curriculum_callback
+                from training.losses.curriculum import with_curriculum
 
-                schedule = CurriculumSchedule(settings.curriculum_fraction)
-                loss_fn = CurriculumLoss(loss_fn, schedule)
-                extra_callbacks.append(curriculum_callback(schedule))
+                loss_fn = with_curriculum(loss_fn, settings.curriculum_fraction, extra_callbacks)
     trainer = SentenceTransformerTrainer(model=st, args=args, train_dataset=dataset, loss=loss_fn,
                                          callbacks=extra_callbacks)
 

@@ -33,7 +33,7 @@ from retrieval.models import resolve_model
 from training.columns import cross_encoder_rows, to_dataset
 from training.curriculum import difficulty_for
 from training.data import TrainingInput
-from training.runner import TrainResult, prepare_out, run_training, training_arguments
+from training.runner import TrainResult, prepare_out, run_identity, run_training, training_arguments
 from training.settings import TrainSettings
 
 CROSS_ENCODER_LOSSES = ("bce", "lce", "margin-mse", "listnet", "plistmle")
@@ -70,10 +70,7 @@ def train_cross_encoder(
     if loss == "margin-mse" and data.teacher is None:
         raise InputError("margin-mse distills a teacher: give its scores (--teacher-scores)", field="teacher_scores")
     summary = data.check()
-    k = summary["negatives"]["min"] if negatives is None else negatives
-    if k > summary["negatives"]["min"]:
-        raise InputError(f"--negatives {k}, but some samples have only {summary['negatives']['min']}",
-                         path=data.triples, field="negatives")
+    k = data.negatives_to_use(summary, negatives)
     if k < 1:
         raise InputError("cross-encoder training needs negatives: triples or n-tuples, not pairs", path=data.triples)
     out = Path(out)
@@ -84,8 +81,7 @@ def train_cross_encoder(
     description = {"kind": "cross-encoder", "model": model, "loss": loss, "negatives": k,
                    "settings": settings.to_dict(), "data": {k_: str(v) for k_, v in vars(data).items()},
                    "input": summary}
-    identity = settings.identity(**{k_: v for k_, v in description.items() if k_ not in ("settings", "input")},
-                                 signature=data.signature())
+    identity = run_identity(settings, description, data.signature())
     prepare_out(out, identity, description, force=force)
     args = training_arguments(CrossEncoderTrainingArguments, settings, out, progress=progress)
     extra_callbacks = list(callbacks)
@@ -95,11 +91,9 @@ def train_cross_encoder(
                              out / "checkpoints" / "dataset", identity)
     loss_fn = _loss(ce, loss, teacher_labels=data.teacher is not None)
     if difficulty is not None:
-        from training.losses.curriculum import CurriculumLoss, CurriculumSchedule, curriculum_callback
+        from training.losses.curriculum import with_curriculum
 
-        schedule = CurriculumSchedule(settings.curriculum_fraction)
-        loss_fn = CurriculumLoss(loss_fn, schedule)
-        extra_callbacks.append(curriculum_callback(schedule))
+        loss_fn = with_curriculum(loss_fn, settings.curriculum_fraction, extra_callbacks)
     trainer = CrossEncoderTrainer(model=ce, args=args, train_dataset=dataset, loss=loss_fn, callbacks=extra_callbacks)
     return run_training(trainer, out, save_model=lambda path: ce.save(str(path)), description=description)
 

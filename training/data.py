@@ -338,6 +338,15 @@ class TrainingInput:
         return check_training_input(self.triples, queries=self.queries, corpus=self.corpus, teacher=self.teacher,
                                     group_by_query=self.group_by_query, split=self.split)
 
+    def negatives_to_use(self, summary: dict, requested: int | None) -> int:
+        """Negatives per sample for training: ``requested``, or the fewest any sample has (from :meth:`check`)."""
+        fewest = summary["negatives"]["min"]
+        k = fewest if requested is None else requested
+        if k > fewest:
+            raise InputError(f"--negatives {k}, but some samples have only {fewest}", path=self.triples,
+                             field="negatives")
+        return k
+
     def signature(self) -> dict:
         """Paths with sizes and modification times: what tells a resumed run its inputs did not change."""
         files = {}

@@ -74,6 +74,12 @@ def training_arguments(cls: type, settings: TrainSettings, out: Path, *, progres
     return cls(**kwargs)
 
 
+def run_identity(settings: TrainSettings, description: dict[str, Any], signature: dict[str, Any]) -> str:
+    """The hash a resumed run must match: settings, the run's description (not its input summary) and input files."""
+    return settings.identity(**{k: v for k, v in description.items() if k not in ("settings", "input")},
+                             signature=signature)
+
+
 def prepare_out(out: Path, identity: str, description: dict[str, Any], *, force: bool = False) -> None:
     """Create ``OUT/checkpoints`` with ``run.json``; refuse checkpoints of a different run unless ``force``."""
     checkpoints = out / "checkpoints"

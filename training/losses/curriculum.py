@@ -90,4 +90,11 @@ def curriculum_callback(schedule: CurriculumSchedule) -> Any:
     return _Progress()
 
 
-__all__ = ["CurriculumLoss", "CurriculumSchedule", "curriculum_callback"]
+__all__ = ["CurriculumLoss", "CurriculumSchedule", "curriculum_callback", "with_curriculum"]
+
+
+def with_curriculum(loss: nn.Module, fraction: float, callbacks: list[Any]) -> CurriculumLoss:
+    """``loss`` wrapped in :class:`CurriculumLoss`; the callback that advances its schedule is appended to ``callbacks``."""
+    schedule = CurriculumSchedule(fraction)
+    callbacks.append(curriculum_callback(schedule))
+    return CurriculumLoss(loss, schedule)
