@@ -124,6 +124,18 @@ def test_a_run_with_other_settings_is_refused_unless_forced(tmp_path, tiny_encod
     assert result.resumed_from is None and result.steps == 3
 
 
+def test_a_run_stopped_before_its_first_checkpoint_starts_over_with_new_settings(tmp_path, tiny_encoder):
+    from training.runner import prepare_out
+
+    tuples, _ = write_tuples(tmp_path)
+    out = tmp_path / "ce"
+    prepare_out(out, "an-older-run", {"note": "stopped before any checkpoint"})
+    assert (out / "checkpoints" / "run.json").is_file()
+    result = train_cross_encoder(str(tiny_encoder), TrainingInput(tuples), out, settings=settings(), progress=False)
+    assert result.resumed_from is None and result.steps == 3
+    assert json.loads((out / "checkpoints" / "run.json").read_text())["identity"] != "an-older-run"
+
+
 def test_bad_input_fails_before_training(tmp_path, tiny_encoder):
     tuples, scores = write_tuples(tmp_path)
     bad = tmp_path / "bad.tsv"

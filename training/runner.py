@@ -81,16 +81,17 @@ def run_identity(settings: TrainSettings, description: dict[str, Any], signature
 
 
 def prepare_out(out: Path, identity: str, description: dict[str, Any], *, force: bool = False) -> None:
-    """Create ``OUT/checkpoints`` with ``run.json``; refuse checkpoints of a different run unless ``force``."""
+    """Create ``OUT/checkpoints`` with ``run.json``; refuse checkpoints of a different run unless ``force``
+    (a different run that never reached a checkpoint has nothing to lose and is started over)."""
     checkpoints = out / "checkpoints"
     run_file = checkpoints / RUN_FILE
     if run_file.is_file():
         previous = json.loads(run_file.read_text(encoding="utf-8"))
         if previous.get("identity") != identity:
-            if not force:
+            if not force and last_checkpoint(out) is not None:
                 raise InputError("holds checkpoints of a training run with other settings or inputs; "
                                  "use --force to start over", path=checkpoints)
-            shutil.rmtree(checkpoints)
+            shutil.rmtree(checkpoints)  # another run's files, and no checkpoint of it or one the user discards
     if _is_main_process():
         checkpoints.mkdir(parents=True, exist_ok=True)
         if not run_file.is_file():
