@@ -17,6 +17,8 @@ margin-mse Margin-MSE distillation from a teacher's score margins           trip
            (Hofstätter et al. 2020, MarginMSELoss)                          scores
 kl         KL divergence to the teacher's score distribution                n-tuples + teacher
            (DistillKLDivLoss)                                               scores
+pg-rank    Plackett-Luce policy gradient of nDCG@k over in-batch + mined    triples / n-tuples /
+           negatives (Gao et al. 2023, :class:`~training.losses.PGRankLoss`) BEIR pairs
 ========== ================================================================ =====================
 
 Student scores for the distillation losses are the model's similarity times ``scale`` (cosine
@@ -37,13 +39,13 @@ from retrieval.models import resolve_model
 from training.columns import bi_encoder_rows, to_dataset
 from training.curriculum import difficulty_for
 from training.data import TrainingInput
-from training.runner import TrainResult, prepare_out, run_identity, run_training, training_arguments
-from training.settings import TrainSettings
+from training.runner import TrainResult, prepare_out, run_identity, run_training, training_arguments, with_loss_logs
+from training.settings import PGRankSettings, TrainSettings
 
-BI_ENCODER_LOSSES = ("contrastive", "star", "adore", "margin-mse", "kl")
+BI_ENCODER_LOSSES = ("contrastive", "star", "adore", "margin-mse", "kl", "pg-rank")
 _NEEDS_NEGATIVES = ("star", "margin-mse", "kl")
 _NEEDS_TEACHER = ("margin-mse", "kl")
-_IN_BATCH = ("contrastive", "star")
+_IN_BATCH = ("contrastive", "star", "pg-rank")
 
 
 class ScaledSimilarity:
@@ -70,6 +72,7 @@ def train_bi_encoder(
     index: str | Path | None = None,
     adore_depth: int = 200,
     adore_metric: str = "mrr",
+    pg_rank: PGRankSettings | None = None,
     force: bool = False,
     progress: bool = True,
     callbacks: Sequence[Any] = (),
@@ -79,7 +82,8 @@ def train_bi_encoder(
     ``negatives``: hard negatives used per sample (default: the fewest any sample has). ``scale``:
     similarity multiplier of the in-batch and distillation losses (default 20 for cosine models, 1
     for dot product). ``index``: ADORE's fixed document index (default: the cached flat index of the
-    corpus built with ``model``). An interrupted run resumes from its last checkpoint in
+    corpus built with ``model``). ``pg_rank``: PG-Rank's samples, reward, temperature and baseline.
+    An interrupted run resumes from its last checkpoint in
     ``out/checkpoints``.
     """
     from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
@@ -109,6 +113,9 @@ def train_bi_encoder(
                    "input": summary}
     if loss == "adore":
         description.update(adore_depth=adore_depth, adore_metric=adore_metric, index=str(index) if index else None)
+    pg_rank = pg_rank or PGRankSettings()
+    if loss == "pg-rank":
+        description["pg_rank"] = vars(pg_rank)
     identity = run_identity(settings, description, data.signature())
     prepare_out(out, identity, description, force=force)
     args = training_arguments(SentenceTransformerTrainingArguments, settings, out, progress=progress,
@@ -124,12 +131,12 @@ def train_bi_encoder(
             difficulty = difficulty_for(settings, data)
             dataset = to_dataset(lambda: bi_encoder_rows(data.samples(), loss, k, difficulty),
                                  out / "checkpoints" / "dataset", identity)
-            loss_fn = _loss(st, loss, scale, cosine)
+            loss_fn = _loss(st, loss, scale, cosine, pg_rank)
             if difficulty is not None:
                 from training.losses.curriculum import with_curriculum
 
                 loss_fn = with_curriculum(loss_fn, settings.curriculum_fraction, extra_callbacks)
-    trainer = SentenceTransformerTrainer(model=st, args=args, train_dataset=dataset, loss=loss_fn,
+    trainer = with_loss_logs(SentenceTransformerTrainer)(model=st, args=args, train_dataset=dataset, loss=loss_fn,
                                          callbacks=extra_callbacks)
 
     def save(path: Path) -> None:
@@ -145,7 +152,7 @@ def _load(cls: type, model: str) -> Any:
         raise InputError(f"cannot load a model: {str(err).splitlines()[0]}", path=model) from None
 
 
-def _loss(st: Any, loss: str, scale: float, cosine: bool) -> Any:
+def _loss(st: Any, loss: str, scale: float, cosine: bool, pg_rank: PGRankSettings) -> Any:
     import torch
     from sentence_transformers import losses
 
@@ -156,6 +163,10 @@ def _loss(st: Any, loss: str, scale: float, cosine: bool) -> Any:
         from training.losses.star import STARLoss
 
         return STARLoss(st, scale=scale, gather_across_devices=distributed)
+    if loss == "pg-rank":
+        from training.losses.pg_rank import PGRankLoss
+
+        return PGRankLoss(st, pg_rank, scale=scale)
     if loss == "margin-mse":
         return losses.MarginMSELoss(st, similarity_fct=ScaledSimilarity(scale, cosine))
     return losses.DistillKLDivLoss(st, similarity_fct=ScaledSimilarity(scale, cosine))

@@ -1,4 +1,4 @@
-"""Cross-encoder training: pointwise BCE, Margin-MSE, listwise ListNet and Plackett-Luce ListMLE.
+"""Cross-encoder training: pointwise BCE, Margin-MSE, listwise ListNet, Plackett-Luce ListMLE and PG-Rank.
 
 sentence-transformers' ``CrossEncoderTrainer`` and its losses do the work:
 
@@ -15,6 +15,9 @@ listnet     ListNet: softmax cross-entropy between score and label lists      n-
             (Cao et al. 2007)
 plistmle    position-aware ListMLE, the Plackett-Luce likelihood of the       n-tuples [+ teacher]
             label order (Lan et al. 2014; Xia et al. 2008)
+listmle     ListMLE, the same likelihood unweighted (Xia et al. 2008)          n-tuples [+ teacher]
+pg-rank     Plackett-Luce policy gradient of nDCG@k over the query's          n-tuples [+ teacher]
+            documents (Gao et al. 2023, :class:`~training.losses.CrossEncoderPGRankLoss`)
 =========== ================================================================= =====================
 
 A model without a sequence-classification head (e.g. the all-MiniLM-L6-v2 bi-encoder) starts
@@ -33,10 +36,10 @@ from retrieval.models import resolve_model
 from training.columns import cross_encoder_rows, to_dataset
 from training.curriculum import difficulty_for
 from training.data import TrainingInput
-from training.runner import TrainResult, prepare_out, run_identity, run_training, training_arguments
-from training.settings import TrainSettings
+from training.runner import TrainResult, prepare_out, run_identity, run_training, training_arguments, with_loss_logs
+from training.settings import PGRankSettings, TrainSettings
 
-CROSS_ENCODER_LOSSES = ("bce", "lce", "margin-mse", "listnet", "plistmle")
+CROSS_ENCODER_LOSSES = ("bce", "lce", "margin-mse", "listnet", "plistmle", "listmle", "pg-rank")
 _CURRICULUM_LOSSES = ("bce", "lce", "margin-mse")
 
 
@@ -48,6 +51,7 @@ def train_cross_encoder(
     loss: str = "bce",
     negatives: int | None = None,
     settings: TrainSettings | None = None,
+    pg_rank: PGRankSettings | None = None,
     force: bool = False,
     progress: bool = True,
     callbacks: Sequence[Any] = (),
@@ -57,6 +61,7 @@ def train_cross_encoder(
     ``negatives``: negatives used per sample (default: the fewest any sample has). For listwise
     losses use n-tuples (``data.group_by_query`` merges mined triples); labels are the teacher's
     scores when ``data.teacher`` is given, else 1 for the positive and 0 for the negatives.
+    ``pg_rank``: PG-Rank's samples, reward, temperature and baseline (teacher scores are linear gains).
     """
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
 
@@ -81,6 +86,9 @@ def train_cross_encoder(
     description = {"kind": "cross-encoder", "model": model, "loss": loss, "negatives": k,
                    "settings": settings.to_dict(), "data": {k_: str(v) for k_, v in vars(data).items()},
                    "input": summary}
+    pg_rank = pg_rank or PGRankSettings()
+    if loss == "pg-rank":
+        description["pg_rank"] = vars(pg_rank)
     identity = run_identity(settings, description, data.signature())
     prepare_out(out, identity, description, force=force)
     args = training_arguments(CrossEncoderTrainingArguments, settings, out, progress=progress)
@@ -89,17 +97,17 @@ def train_cross_encoder(
         difficulty = difficulty_for(settings, data)
         dataset = to_dataset(lambda: cross_encoder_rows(data.samples(), loss, k, difficulty),
                              out / "checkpoints" / "dataset", identity)
-    loss_fn = _loss(ce, loss, teacher_labels=data.teacher is not None)
+    loss_fn = _loss(ce, loss, teacher_labels=data.teacher is not None, pg_rank=pg_rank)
     if difficulty is not None:
         from training.losses.curriculum import with_curriculum
 
         loss_fn = with_curriculum(loss_fn, settings.curriculum_fraction, extra_callbacks)
-    trainer = CrossEncoderTrainer(model=ce, args=args, train_dataset=dataset, loss=loss_fn, callbacks=extra_callbacks)
+    trainer = with_loss_logs(CrossEncoderTrainer)(model=ce, args=args, train_dataset=dataset, loss=loss_fn, callbacks=extra_callbacks)
     return run_training(trainer, out, save_model=lambda path: ce.save(str(path)), description=description)
 
 
-def _loss(ce: Any, loss: str, teacher_labels: bool = False) -> Any:
-    """The sentence-transformers loss; PListMLE sorts by the labels when they are a teacher's scores
+def _loss(ce: Any, loss: str, teacher_labels: bool = False, pg_rank: PGRankSettings | None = None) -> Any:
+    """The sentence-transformers loss; (P)ListMLE sorts by the labels when they are a teacher's scores
     (the gold order otherwise is the input order: the positive first)."""
     from sentence_transformers.cross_encoder import losses
 
@@ -113,4 +121,10 @@ def _loss(ce: Any, loss: str, teacher_labels: bool = False) -> Any:
         return losses.MarginMSELoss(ce)
     if loss == "listnet":
         return losses.ListNetLoss(ce)
+    if loss == "pg-rank":
+        from training.losses.pg_rank import CrossEncoderPGRankLoss
+
+        return CrossEncoderPGRankLoss(ce, pg_rank, gain="linear" if teacher_labels else "exp")
+    if loss == "listmle":
+        return losses.ListMLELoss(ce, respect_input_order=not teacher_labels)
     return losses.PListMLELoss(ce, respect_input_order=not teacher_labels)

@@ -74,6 +74,23 @@ def training_arguments(cls: type, settings: TrainSettings, out: Path, *, progres
     return cls(**kwargs)
 
 
+def with_loss_logs(trainer_class: type) -> type:
+    """``trainer_class`` whose log entries also hold its loss's statistics (``loss.pop_logs()``, e.g. PG-Rank's
+    mean reward and estimator variance) averaged since the previous entry."""
+    if trainer_class not in _LOGGED:
+        def log(self: Any, logs: dict[str, float], start_time: float | None = None) -> None:
+            pop = getattr(getattr(self, "loss", None), "pop_logs", None)
+            if "loss" in logs and pop is not None:
+                logs = {**logs, **pop()}
+            super(_LOGGED[trainer_class], self).log(logs, start_time)
+
+        _LOGGED[trainer_class] = type(trainer_class.__name__, (trainer_class,), {"log": log})
+    return _LOGGED[trainer_class]
+
+
+_LOGGED: dict[type, type] = {}
+
+
 def run_identity(settings: TrainSettings, description: dict[str, Any], signature: dict[str, Any]) -> str:
     """The hash a resumed run must match: settings, the run's description (not its input summary) and input files."""
     return settings.identity(**{k: v for k, v in description.items() if k not in ("settings", "input")},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,3 +60,37 @@ class TrainSettings:
         keep = {k: v for k, v in self.to_dict().items() if k not in ("save_steps", "save_total_limit", "logging_steps")}
         blob = json.dumps({"settings": keep, "inputs": inputs}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
+
+
+PG_BASELINES = ("loo", "none")
+
+
+@dataclass(frozen=True)
+class PGRankSettings:
+    """PG-Rank's knobs (:mod:`training.losses.pg_rank`): rankings sampled per query, the reward metric
+    (``ndcg@K`` or ``ndcg``), the Plackett-Luce temperature and the baseline (``loo`` or ``none``)."""
+
+    samples: int = 8
+    reward: str = "ndcg@10"
+    temperature: float = 1.0
+    baseline: str = "loo"
+
+    def __post_init__(self) -> None:
+        if self.baseline not in PG_BASELINES:
+            raise InputError(f"unknown baseline {self.baseline!r}; choose from {', '.join(PG_BASELINES)}",
+                             field="baseline")
+        least = 2 if self.baseline == "loo" else 1
+        if self.samples < least:
+            raise InputError(f"{self.samples} samples; the {self.baseline} baseline needs at least {least}",
+                             field="samples")
+        if not self.temperature > 0:
+            raise InputError(f"temperature must be positive, got {self.temperature}", field="temperature")
+        self.cutoff  # noqa: B018 -- validates the reward name
+
+    @property
+    def cutoff(self) -> int | None:
+        """The reward's cutoff: ``"ndcg@10"`` -> 10, ``"ndcg"`` -> None (the whole list)."""
+        match = re.fullmatch(r"ndcg(?:@(\d+))?", self.reward.strip().lower())
+        if not match or (match.group(1) is not None and int(match.group(1)) < 1):
+            raise InputError(f"unknown reward {self.reward!r}; use ndcg@K (e.g. ndcg@10) or ndcg", field="reward")
+        return int(match.group(1)) if match.group(1) else None
