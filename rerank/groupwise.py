@@ -179,24 +179,48 @@ class GroupwiseReranker(Reranker):
         listed = "\n".join(f"[{LABELS[s]}] {' '.join(d.split())}" for s, d in enumerate(docs))
         return USER.format(query=query, docs=listed, levels=self.levels)
 
+    def truncated(self, docs: Sequence[str]) -> list[str]:
+        """``docs`` cut to ``max_passage_tokens`` tokens each (counted in ``stats``)."""
+        self.stats.passages += len(docs)
+        cut = []
+        for d in docs:
+            text, was_cut = self.lm.truncate(d, self.max_passage_tokens)
+            self.stats.truncated += was_cut
+            cut.append(text)
+        return cut
+
+    def slot_prompts(self, query: str, group: Sequence[str]) -> list[str]:
+        """One prompt per document of a group (already truncated): the group context, then ``[X]:``."""
+        user = self._context(query, group)
+        return [self.lm.chat(user, system=SYSTEM, assistant_prefix=f"[{LABELS[s]}]{self._sep}")
+                for s in range(len(group))]
+
+    def group_tails(self, prompts: Sequence[str]) -> tuple[list[int], list[list[int]], list[tuple[int, int | None]]]:
+        """``(context ids, tails, reads)`` of a group's slot prompts for one shared-prefix pass.
+
+        The prompts are split at their longest common token prefix; each slot's tail is repeated
+        once per first digit of the two-digit answers, with that digit appended (its last two
+        positions are then read), and ``reads`` holds ``(slot, first digit or None)`` per tail.
+        """
+        ctx, slot_tails = self.lm.split_common_prefix(prompts)
+        tails, reads = [], []
+        for slot, tail in enumerate(slot_tails):
+            for f in self._firsts() or [None]:
+                tails.append(tail if f is None else tail + [self._ids[f]])
+                reads.append((slot, f))
+        return ctx, tails, reads
+
     def score(self, lists: Sequence[tuple[str, Sequence[str]]], progress: bool = False) -> list[list[float]]:
         prompts: list[str] = []
         slots: list[tuple[int, int, int]] = []  # (list, candidate, group number) per prompt
         groups = 0
         for li, (query, docs) in enumerate(lists):
             self.stats.lists += 1
-            self.stats.passages += len(docs)
-            cut = []
-            for d in docs:
-                text, was_cut = self.lm.truncate(d, self.max_passage_tokens)
-                self.stats.truncated += was_cut
-                cut.append(text)
+            cut = self.truncated(docs)
             for rnd in self.plan(len(docs), key=query):
                 for group in rnd:
-                    user = self._context(query, [cut[i] for i in group])
-                    for s, i in enumerate(group):
-                        prompts.append(self.lm.chat(user, system=SYSTEM, assistant_prefix=f"[{LABELS[s]}]{self._sep}"))
-                        slots.append((li, i, groups))
+                    prompts.extend(self.slot_prompts(query, [cut[i] for i in group]))
+                    slots.extend((li, i, groups) for i in group)
                     groups += 1
         self.stats.extra["groups"] = self.stats.extra.get("groups", 0) + groups
         out = [[0.0] * len(docs) for _, docs in lists]
@@ -252,15 +276,10 @@ class GroupwiseReranker(Reranker):
         reads: list[list[tuple[int, int | None]]] = []  # per group: (slot, first digit or None) per tail
         slot = 0
         for prompts in groups:
-            ctx, slot_tails = self.lm.split_common_prefix(prompts)
-            tails, read = [], []
-            for tail in slot_tails:
-                for f in firsts or [None]:
-                    tails.append(tail if f is None else tail + [self._ids[f]])
-                    read.append((slot, f))
-                slot += 1
+            ctx, tails, read = self.group_tails(prompts)
             items.append((ctx, tails))
-            reads.append(read)
+            reads.append([(slot + s, f) for s, f in read])
+            slot += len(prompts)
         first_logits = np.empty((slot, len(self._ids)), dtype=np.float64)
         p_second = {f: np.empty((slot, 10), dtype=np.float64) for f in firsts}
         for g, tail_logits in self.lm.iter_tail_logits(items, last=2 if firsts else 1, progress=progress):

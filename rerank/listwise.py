@@ -95,6 +95,29 @@ class ListwiseReranker(Reranker):
         user = "\n\n".join([INTRO.format(n=n, query=query), body, OUTRO.format(n=n, query=query, example=example)])
         return self.lm.chat(user, system=SYSTEM, assistant_prefix=PREFIX)
 
+    def window_prompt(self, query: str, docs: Sequence[str]) -> str:
+        """The prompt for one window of raw documents, each truncated as :meth:`score` truncates it."""
+        return self.prompt(query, [self._passage(d) for d in docs])
+
+    @property
+    def label_ids(self) -> list[int]:
+        """Token ids of the identifiers ``A``, ``B``, ...: FIRST reads the first answer token's logits at these."""
+        return list(self._label_ids)
+
+    def answer_ids(self, order: Sequence[int]) -> list[int]:
+        """Token ids of the answer ``C] > [A] > [B]`` (after the prompt's ``[``) ranking passages ``order``, then EOS.
+
+        Each identifier is its own single token (the one :meth:`label_ids` reads), so the first answer
+        token is exactly the one FIRST scores; this is the target a FIRST reranker is trained on.
+        """
+        tokenizer = self.lm.tokenizer
+        between = tokenizer.encode("] > [", add_special_tokens=False)
+        ids: list[int] = []
+        for rank, i in enumerate(order):
+            ids += ([] if rank == 0 else between) + [self._label_ids[i]]
+        ids += tokenizer.encode("]", add_special_tokens=False)
+        return ids + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+
     def _passage(self, text: str) -> str:
         text, cut = self.lm.truncate(" ".join(str(text).split()), self.max_passage_tokens)
         self.stats.truncated += cut
