@@ -21,6 +21,13 @@ _EXPORTS = {
     "train_cross_encoder": "training.cross_encoder",
     "BI_ENCODER_LOSSES": "training.bi_encoder",
     "CROSS_ENCODER_LOSSES": "training.cross_encoder",
+    "PGRankSettings": "training.settings",
+    "train_listwise": "training.listwise",
+    "train_groupwise": "training.groupwise",
+    "LISTWISE_LOSSES": "training.listwise",
+    "GROUPWISE_LOSSES": "training.groupwise",
+    "LoRASettings": "training.llm",
+    "RunInput": "training.candidates",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,5 @@
-"""``rankwise mine`` (hard-negative triples and teacher scores) and ``rankwise train bi-encoder|cross-encoder``."""
+"""``rankwise mine`` (hard-negative triples and teacher scores) and ``rankwise train
+bi-encoder|cross-encoder|listwise|groupwise``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -14,8 +15,9 @@ from retrieval.errors import InputError
 from retrieval.models import DEFAULT_ENCODER
 
 if TYPE_CHECKING:
+    from training.candidates import CandidateSource
     from training.runner import TrainResult
-    from training.settings import TrainSettings
+    from training.settings import PGRankSettings, TrainSettings
 
 
 def _beir_defaults(corpus: Path, queries: Path | None, qrels: Path | None) -> tuple[Path, Path]:
@@ -96,6 +98,32 @@ train_app = typer.Typer(help="Train bi-encoders and rerankers on triples, n-tupl
 Triples = Annotated[Path, typer.Option(help="text triples/n-tuples TSV, id triples (with --queries and --corpus) "
                                             "or a BEIR folder (its qrels pairs)")]
 Out = Annotated[Path, typer.Option("--out", help="folder for the trained model (checkpoints in OUT/checkpoints)")]
+# options every trainer shares (TrainSettings)
+Epochs = Annotated[float, typer.Option()]
+MaxSteps = Annotated[int, typer.Option(help="stop after N steps (overrides --epochs)")]
+BatchSize = Annotated[int, typer.Option(help="per-process batch size")]
+LearningRate = Annotated[float, typer.Option()]
+WarmupRatio = Annotated[float, typer.Option()]
+Seed = Annotated[int, typer.Option()]
+SaveSteps = Annotated[int, typer.Option(help="checkpoint every N steps")]
+LoggingSteps = Annotated[int, typer.Option()]
+CurriculumFraction = Annotated[float, typer.Option(help="weights are uniform from this fraction on")]
+GradientAccumulation = Annotated[int, typer.Option()]
+Force = Annotated[bool, typer.Option("--force", help="discard checkpoints of a run with other settings")]
+JsonOutput = Annotated[bool, typer.Option("--json", help="print the summary as JSON to stdout")]
+Queries = Annotated[Optional[Path], typer.Option(help="queries file (id triples, --runs)")]
+TeacherScores = Annotated[Optional[Path], typer.Option(help="teacher scores, Margin-MSE format")]
+GroupByQuery = Annotated[bool, typer.Option("--group-by-query", help="merge consecutive triples of a query and "
+                                                                    "positive into n-tuples")]
+# PG-Rank (training.losses.pg_rank)
+Samples = Annotated[int, typer.Option(help="pg-rank: rankings sampled per query")]
+Reward = Annotated[str, typer.Option(help="pg-rank: reward metric, ndcg@K or ndcg")]
+Temperature = Annotated[float, typer.Option(help="pg-rank: Plackett-Luce temperature")]
+Baseline = Annotated[str, typer.Option(help="pg-rank: loo (leave-one-out) or none")]
+# LLM rerankers (training.llm)
+Lora = Annotated[bool, typer.Option("--lora/--no-lora", help="LoRA adapters (merged when saved) or full fine-tuning")]
+LoraR = Annotated[int, typer.Option(help="LoRA rank")]
+MaxPassageTokens = Annotated[int, typer.Option(help="tokens kept per passage (as the reranker at inference)")]
 
 
 def _settings(epochs: float, max_steps: int, batch_size: int, lr: float, warmup_ratio: float, seed: int,
@@ -107,6 +135,30 @@ def _settings(epochs: float, max_steps: int, batch_size: int, lr: float, warmup_
                          seed=seed, max_length=max_length, save_steps=save_steps, logging_steps=logging_steps,
                          curriculum=curriculum, curriculum_fraction=curriculum_fraction,
                          gradient_accumulation_steps=gradient_accumulation)
+
+
+def _pg_rank(samples: int, reward: str, temperature: float, baseline: str) -> "PGRankSettings":
+    from training.settings import PGRankSettings
+
+    return PGRankSettings(samples=samples, reward=reward, temperature=temperature, baseline=baseline)
+
+
+def _candidates(triples: Path | None, runs: Path | None, qrels: Path | None, queries: Path | None,
+                corpus: Path | None, teacher: Path | None, group_by_query: bool, depth: int) -> "CandidateSource":
+    """The LLM trainers' input: triples (as the other trainers read them) or a run with qrels."""
+    from training.candidates import RunInput
+    from training.data import TrainingInput
+
+    if (triples is None) == (runs is None):
+        raise InputError("give either --triples or --runs (a TREC run, with --qrels, --queries and --corpus)",
+                         field="triples")
+    if triples is not None:
+        return TrainingInput(triples, queries=queries, corpus=corpus, teacher=teacher, group_by_query=group_by_query)
+    if corpus is None:
+        raise InputError("--runs needs --corpus (a BEIR folder, or a corpus file with --queries and --qrels)",
+                         field="corpus")
+    queries, qrels = _beir_defaults(corpus, queries, qrels)
+    return RunInput(runs, qrels, queries, corpus, depth=depth)
 
 
 def _report(result: "TrainResult", json_output: bool) -> None:
@@ -130,31 +182,34 @@ def train_bi_encoder_cmd(
     model: Annotated[str, typer.Option(help="starting model: sentence-transformers name or path")],
     triples: Triples,
     out: Out,
-    loss: Annotated[str, typer.Option(help="contrastive, star, adore, margin-mse or kl")] = "contrastive",
+    loss: Annotated[str, typer.Option(help="contrastive, star, adore, margin-mse, kl or pg-rank")] = "contrastive",
     queries: Annotated[Optional[Path], typer.Option(help="queries file (id triples)")] = None,
     corpus: Annotated[Optional[Path], typer.Option(help="corpus (id triples; ADORE's index; bm25 curriculum)")] = None,
-    teacher_scores: Annotated[Optional[Path], typer.Option(help="teacher scores, Margin-MSE format")] = None,
-    group_by_query: Annotated[bool, typer.Option("--group-by-query", help="merge consecutive triples of a query "
-                                                                          "and positive into n-tuples")] = False,
+    teacher_scores: TeacherScores = None,
+    group_by_query: GroupByQuery = False,
     negatives: Annotated[Optional[int], typer.Option(help="hard negatives per sample (default: all)")] = None,
     scale: Annotated[Optional[float], typer.Option(help="similarity scale (default 20 cosine, 1 dot)")] = None,
     index: Annotated[Optional[Path], typer.Option(help="ADORE: fixed dense index built by --model")] = None,
     adore_depth: Annotated[int, typer.Option(help="ADORE: documents re-retrieved per query and step")] = 200,
     adore_metric: Annotated[str, typer.Option(help="ADORE: mrr or ndcg pair weights")] = "mrr",
-    epochs: Annotated[float, typer.Option()] = 1.0,
-    max_steps: Annotated[int, typer.Option(help="stop after N steps (overrides --epochs)")] = -1,
-    batch_size: Annotated[int, typer.Option(help="per-process batch size")] = 32,
-    lr: Annotated[float, typer.Option()] = 2e-5,
-    warmup_ratio: Annotated[float, typer.Option()] = 0.1,
-    seed: Annotated[int, typer.Option()] = 0,
+    epochs: Epochs = 1.0,
+    max_steps: MaxSteps = -1,
+    batch_size: BatchSize = 32,
+    lr: LearningRate = 2e-5,
+    warmup_ratio: WarmupRatio = 0.1,
+    seed: Seed = 0,
     max_length: Annotated[Optional[int], typer.Option(help="max tokens per text")] = None,
-    save_steps: Annotated[int, typer.Option(help="checkpoint every N steps")] = 500,
-    logging_steps: Annotated[int, typer.Option()] = 10,
+    save_steps: SaveSteps = 500,
+    logging_steps: LoggingSteps = 10,
     curriculum: Annotated[str, typer.Option(help="none, bm25 or teacher (margin-mse)")] = "none",
-    curriculum_fraction: Annotated[float, typer.Option(help="weights are uniform from this fraction on")] = 0.5,
-    gradient_accumulation: Annotated[int, typer.Option()] = 1,
-    force: Annotated[bool, typer.Option("--force", help="discard checkpoints of a run with other settings")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="print the summary as JSON to stdout")] = False,
+    curriculum_fraction: CurriculumFraction = 0.5,
+    gradient_accumulation: GradientAccumulation = 1,
+    samples: Samples = 8,
+    reward: Reward = "ndcg@10",
+    temperature: Temperature = 1.0,
+    baseline: Baseline = "loo",
+    force: Force = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """Train a bi-encoder (resumes from OUT/checkpoints; data-parallel under torchrun)."""
     from training.bi_encoder import train_bi_encoder
@@ -166,7 +221,8 @@ def train_bi_encoder_cmd(
                          group_by_query=group_by_query)
     with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps --json clean
         result = train_bi_encoder(model, data, out, loss=loss, negatives=negatives, settings=settings, scale=scale,
-                                  index=index, adore_depth=adore_depth, adore_metric=adore_metric, force=force)
+                                  index=index, adore_depth=adore_depth, adore_metric=adore_metric, force=force,
+                                  pg_rank=_pg_rank(samples, reward, temperature, baseline))
     _report(result, json_output)
 
 
@@ -175,27 +231,30 @@ def train_cross_encoder_cmd(
     model: Annotated[str, typer.Option(help="starting model: a cross-encoder, or an encoder (new head)")],
     triples: Triples,
     out: Out,
-    loss: Annotated[str, typer.Option(help="bce, margin-mse, listnet or plistmle")] = "bce",
+    loss: Annotated[str, typer.Option(help="bce, lce, margin-mse, listnet, plistmle, listmle or pg-rank")] = "bce",
     queries: Annotated[Optional[Path], typer.Option(help="queries file (id triples)")] = None,
     corpus: Annotated[Optional[Path], typer.Option(help="corpus (id triples; bm25 curriculum)")] = None,
-    teacher_scores: Annotated[Optional[Path], typer.Option(help="teacher scores, Margin-MSE format")] = None,
-    group_by_query: Annotated[bool, typer.Option("--group-by-query", help="merge consecutive triples of a query "
-                                                                          "and positive into n-tuples")] = False,
+    teacher_scores: TeacherScores = None,
+    group_by_query: GroupByQuery = False,
     negatives: Annotated[Optional[int], typer.Option(help="negatives per sample (default: all)")] = None,
-    epochs: Annotated[float, typer.Option()] = 1.0,
-    max_steps: Annotated[int, typer.Option(help="stop after N steps (overrides --epochs)")] = -1,
-    batch_size: Annotated[int, typer.Option(help="per-process batch size")] = 32,
-    lr: Annotated[float, typer.Option()] = 2e-5,
-    warmup_ratio: Annotated[float, typer.Option()] = 0.1,
-    seed: Annotated[int, typer.Option()] = 0,
+    epochs: Epochs = 1.0,
+    max_steps: MaxSteps = -1,
+    batch_size: BatchSize = 32,
+    lr: LearningRate = 2e-5,
+    warmup_ratio: WarmupRatio = 0.1,
+    seed: Seed = 0,
     max_length: Annotated[Optional[int], typer.Option(help="max tokens per (query, document) pair")] = None,
-    save_steps: Annotated[int, typer.Option(help="checkpoint every N steps")] = 500,
-    logging_steps: Annotated[int, typer.Option()] = 10,
+    save_steps: SaveSteps = 500,
+    logging_steps: LoggingSteps = 10,
     curriculum: Annotated[str, typer.Option(help="none, bm25 or teacher (bce, margin-mse)")] = "none",
-    curriculum_fraction: Annotated[float, typer.Option(help="weights are uniform from this fraction on")] = 0.5,
-    gradient_accumulation: Annotated[int, typer.Option()] = 1,
-    force: Annotated[bool, typer.Option("--force", help="discard checkpoints of a run with other settings")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="print the summary as JSON to stdout")] = False,
+    curriculum_fraction: CurriculumFraction = 0.5,
+    gradient_accumulation: GradientAccumulation = 1,
+    samples: Samples = 8,
+    reward: Reward = "ndcg@10",
+    temperature: Temperature = 1.0,
+    baseline: Baseline = "loo",
+    force: Force = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """Train a cross-encoder reranker (resumes from OUT/checkpoints; data-parallel under torchrun)."""
     from training.cross_encoder import train_cross_encoder
@@ -206,8 +265,113 @@ def train_cross_encoder_cmd(
     data = TrainingInput(triples, queries=queries, corpus=corpus, teacher=teacher_scores,
                          group_by_query=group_by_query)
     with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps --json clean
-        result = train_cross_encoder(model, data, out, loss=loss, negatives=negatives, settings=settings, force=force)
+        result = train_cross_encoder(model, data, out, loss=loss, negatives=negatives, settings=settings, force=force,
+                                     pg_rank=_pg_rank(samples, reward, temperature, baseline))
     _report(result, json_output)
+
+
+Model = Annotated[str, typer.Option(help="causal LM: name, folder or .gguf file")]
+OptionalTriples = Annotated[Optional[Path], typer.Option(help="text triples/n-tuples TSV or id triples (with "
+                                                              "--queries and --corpus)")]
+Runs = Annotated[Optional[Path], typer.Option(help="TREC run of the training queries (candidates, labels from --qrels)")]
+Qrels = Annotated[Optional[Path], typer.Option(help="qrels of --runs (default: the BEIR folder's qrels/train.tsv)")]
+Corpus = Annotated[Optional[Path], typer.Option(help="corpus or BEIR folder (id triples, --runs)")]
+Depth = Annotated[int, typer.Option(help="--runs: candidates per query (the top DEPTH)")]
+
+
+def _train_llm(train: Any, model: str, source: "CandidateSource", out: Path, settings: "TrainSettings", lora: bool,
+               lora_r: int, force: bool, json_output: bool, **options: Any) -> None:
+    from training.llm import LoRASettings
+
+    lora_settings = LoRASettings(enabled=lora, r=lora_r)
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps --json clean
+        result = train(model, source, out, settings=settings, lora=lora_settings, force=force, **options)
+    _report(result, json_output)
+
+
+@train_app.command("listwise")
+def train_listwise_cmd(
+    model: Model,
+    out: Out,
+    triples: OptionalTriples = None,
+    runs: Runs = None,
+    qrels: Qrels = None,
+    queries: Queries = None,
+    corpus: Corpus = None,
+    teacher_scores: TeacherScores = None,
+    group_by_query: GroupByQuery = False,
+    depth: Depth = 20,
+    loss: Annotated[str, typer.Option(help="first: LM loss on the gold ranking + weighted RankNet")] = "first",
+    window: Annotated[int, typer.Option(help="passages per training window")] = 20,
+    rank_weight: Annotated[float, typer.Option(help="lambda of L_LM + lambda * L_rank")] = 1.0,
+    max_passage_tokens: MaxPassageTokens = 100,
+    lora: Lora = True,
+    lora_r: LoraR = 16,
+    epochs: Epochs = 1.0,
+    max_steps: MaxSteps = -1,
+    batch_size: BatchSize = 2,
+    lr: LearningRate = 1e-4,
+    warmup_ratio: WarmupRatio = 0.1,
+    seed: Seed = 0,
+    save_steps: SaveSteps = 50,
+    logging_steps: LoggingSteps = 5,
+    gradient_accumulation: GradientAccumulation = 1,
+    force: Force = False,
+    json_output: JsonOutput = False,
+) -> None:
+    """Train a causal LM as a FIRST listwise reranker (resumes from OUT/checkpoints); loads as listwise:OUT."""
+    from training.listwise import train_listwise
+
+    settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, None, save_steps, logging_steps,
+                         "none", 0.5, gradient_accumulation)
+    source = _candidates(triples, runs, qrels, queries, corpus, teacher_scores, group_by_query, depth)
+    _train_llm(train_listwise, model, source, out, settings, lora, lora_r, force, json_output, loss=loss,
+               window=window, rank_weight=rank_weight, max_passage_tokens=max_passage_tokens)
+
+
+@train_app.command("groupwise")
+def train_groupwise_cmd(
+    model: Model,
+    out: Out,
+    triples: OptionalTriples = None,
+    runs: Runs = None,
+    qrels: Qrels = None,
+    queries: Queries = None,
+    corpus: Corpus = None,
+    teacher_scores: TeacherScores = None,
+    group_by_query: GroupByQuery = False,
+    depth: Depth = 20,
+    loss: Annotated[str, typer.Option(help="listnet or pg-rank")] = "listnet",
+    group_size: Annotated[int, typer.Option(help="documents per group (use the same at inference)")] = 5,
+    levels: Annotated[int, typer.Option(help="score scale 0..LEVELS (use the same at inference)")] = 10,
+    max_passage_tokens: MaxPassageTokens = 100,
+    samples: Samples = 8,
+    reward: Reward = "ndcg@10",
+    temperature: Temperature = 1.0,
+    baseline: Baseline = "loo",
+    lora: Lora = True,
+    lora_r: LoraR = 16,
+    epochs: Epochs = 1.0,
+    max_steps: MaxSteps = -1,
+    batch_size: BatchSize = 1,
+    lr: LearningRate = 1e-4,
+    warmup_ratio: WarmupRatio = 0.1,
+    seed: Seed = 0,
+    save_steps: SaveSteps = 50,
+    logging_steps: LoggingSteps = 5,
+    gradient_accumulation: GradientAccumulation = 1,
+    force: Force = False,
+    json_output: JsonOutput = False,
+) -> None:
+    """Train a causal LM as a groupwise reranker (resumes from OUT/checkpoints); loads as groupwise:OUT."""
+    from training.groupwise import train_groupwise
+
+    settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, None, save_steps, logging_steps,
+                         "none", 0.5, gradient_accumulation)
+    source = _candidates(triples, runs, qrels, queries, corpus, teacher_scores, group_by_query, depth)
+    _train_llm(train_groupwise, model, source, out, settings, lora, lora_r, force, json_output, loss=loss,
+               group_size=group_size, levels=levels, max_passage_tokens=max_passage_tokens,
+               pg_rank=_pg_rank(samples, reward, temperature, baseline))
 
 
 def register(app: typer.Typer) -> None:

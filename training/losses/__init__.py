@@ -1,14 +1,20 @@
 """Losses sentence-transformers does not have, one family per file.
 
 Contrastive (in-batch + hard negatives), Margin-MSE, KL distillation, BCE, ListNet and
-Plackett-Luce ListMLE come from sentence-transformers itself (see :mod:`training.recipes`);
-these modules add what it lacks: STAR (:mod:`.star`), ADORE (:mod:`.adore`), LCE (:mod:`.lce`) and per-sample
-curriculum weighting (:mod:`.curriculum`).
+Plackett-Luce (P)ListMLE for cross-encoders come from sentence-transformers itself; these modules
+add what it lacks: STAR (:mod:`.star`), ADORE (:mod:`.adore`), LCE (:mod:`.lce`), per-sample
+curriculum weighting (:mod:`.curriculum`), the Plackett-Luce policy gradient of PG-Rank
+(:mod:`.pg_rank`), FIRST's combined listwise objective (:mod:`.first`) and ListNet on score
+tensors for the groupwise LLM reranker (:mod:`.listnet`).
 """
 
 from training.losses.adore import ADORELoss
 from training.losses.curriculum import CurriculumLoss, CurriculumSchedule
+from training.losses.first import first_loss, first_rank_loss
 from training.losses.lce import LCELoss
+from training.losses.listnet import listnet_loss
+from training.losses.pg_rank import CrossEncoderPGRankLoss, PGRankLoss, pg_rank_objective
 from training.losses.star import STARLoss
 
-__all__ = ["ADORELoss", "CurriculumLoss", "CurriculumSchedule", "LCELoss", "STARLoss"]
+__all__ = ["ADORELoss", "CrossEncoderPGRankLoss", "CurriculumLoss", "CurriculumSchedule", "LCELoss", "PGRankLoss",
+           "STARLoss", "first_loss", "first_rank_loss", "listnet_loss", "pg_rank_objective"]
