@@ -58,8 +58,9 @@ def plain_run(model: str, triples: Path, loss: str, batch: int, steps: int, max_
 def rankwise_run(model: str, triples: Path, loss: str, batch: int, steps: int, max_length: int, out: Path) -> float:
     from training import TrainingInput, TrainSettings, train_bi_encoder
 
+    # no checkpoint inside the timed steps: the plain trainer saves none either (save_strategy="no")
     settings = TrainSettings(max_steps=steps, batch_size=batch, lr=2e-5, max_length=max_length,
-                             save_steps=max(steps, 1), logging_steps=10)
+                             save_steps=steps + 1, logging_steps=10)
     result = train_bi_encoder(model, TrainingInput(triples), out, loss=loss, settings=settings, progress=False)
     return result.samples_per_second
 
