@@ -18,7 +18,6 @@ from training.data import TrainingInput
 from training.llm import LoRASettings
 from training.losses.first import first_loss, first_rank_loss
 from training.losses.listnet import listnet_loss
-from training.settings import PGRankSettings
 
 
 def softplus(x: float) -> float:

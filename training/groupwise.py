@@ -37,7 +37,7 @@ from training.candidates import CandidateSource, RunInput
 from training.llm import LoRASettings, model_device, train_llm_reranker
 from training.losses.listnet import listnet_loss
 from training.losses.pg_rank import pg_rank_objective
-from training.losses.stats import LoggedStats
+from training.losses.stats import LoggedStats, WithLoggedStats
 from training.runner import TrainResult
 from training.settings import PGRankSettings, TrainSettings
 
@@ -64,7 +64,7 @@ def expected_score(first_logits: torch.Tensor, p_second: dict[int, torch.Tensor]
     return expected
 
 
-class GroupwiseObjective:
+class GroupwiseObjective(WithLoggedStats):
     """ListNet or PG-Rank on the groupwise scores of a batch of candidate lists."""
 
     def __init__(self, lm: CausalLM, *, loss: str = "listnet", group_size: int = 5, levels: int = 10,
@@ -128,9 +128,6 @@ class GroupwiseObjective:
             self.logged.record(groups=len(groups), pg_reward=stats["reward"], pg_variance=stats["variance"])
         self.logged.record(mean_score=scores.detach().mean())
         return loss
-
-    def pop_logs(self) -> dict[str, float]:
-        return self.logged.pop()
 
 
 def train_groupwise(

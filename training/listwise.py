@@ -33,14 +33,14 @@ from retrieval.errors import InputError
 from training.candidates import CandidateSource
 from training.llm import LoRASettings, left_padded, model_device, train_llm_reranker
 from training.losses.first import first_loss, first_rank_loss
-from training.losses.stats import LoggedStats
+from training.losses.stats import LoggedStats, WithLoggedStats
 from training.runner import TrainResult
 from training.settings import TrainSettings
 
 LISTWISE_LOSSES = ("first",)
 
 
-class FIRSTObjective:
+class FIRSTObjective(WithLoggedStats):
     """FIRST's combined loss over a batch of candidate lists (rows ``{"query", "docs", "labels"}``)."""
 
     def __init__(self, lm: CausalLM, *, window: int = 20, rank_weight: float = 1.0, max_passage_tokens: int = 100,
@@ -86,9 +86,6 @@ class FIRSTObjective:
         rank_loss = first_rank_loss(torch.stack(first), labels, valid)
         self.logged.record(lm_loss=lm_loss.detach(), rank_loss=rank_loss.detach())
         return first_loss(lm_loss, rank_loss, self.rank_weight)
-
-    def pop_logs(self) -> dict[str, float]:
-        return self.logged.pop()
 
 
 def train_listwise(

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from retrieval.errors import InputError
-from training.losses.stats import LoggedStats
+from training.losses.stats import LoggedStats, WithLoggedStats
 from training.settings import PGRankSettings
 
 GAINS = ("exp", "linear")
@@ -124,7 +124,7 @@ def _variance(scores: Tensor, rankings: Tensor, adv: Tensor, temperature: float)
     return (terms.var(dim=1).sum(-1) / s).mean().detach()
 
 
-class _PGRank(nn.Module):
+class _PGRank(WithLoggedStats, nn.Module):
     """Settings and the logged statistics shared by the bi-encoder and cross-encoder losses."""
 
     def __init__(self, model: Any, settings: PGRankSettings | None = None) -> None:
@@ -137,10 +137,6 @@ class _PGRank(nn.Module):
         loss, stats = pg_rank_objective(scores, labels, settings=self.settings, gain=gain)
         self.logged.record(**{f"pg_{key}": value for key, value in stats.items()})
         return loss
-
-    def pop_logs(self) -> dict[str, float]:
-        """Mean reward and estimator variance since the last call (read by the trainer's ``log``)."""
-        return self.logged.pop()
 
     def get_config_dict(self) -> dict[str, Any]:
         return dict(vars(self.settings))

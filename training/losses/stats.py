@@ -27,3 +27,13 @@ class LoggedStats:
         out = {name: round(total / self._counts[name], 6) for name, total in self._sums.items()}
         self._sums, self._counts = {}, {}
         return out
+
+
+class WithLoggedStats:
+    """A loss that records into ``self.logged``; ``pop_logs`` is what the trainer's ``log`` reads."""
+
+    logged: LoggedStats
+
+    def pop_logs(self) -> dict[str, float]:
+        """The means recorded since the previous log entry."""
+        return self.logged.pop()
