@@ -24,7 +24,9 @@ def beir(
     alpha: Annotated[float, typer.Option(help="interpolation weight of BM25")] = 0.5,
     measures: Annotated[str, typer.Option(help="comma-separated ir-measures names")] = ",".join(DEFAULT_MEASURES),
     batch_size: Annotated[int, typer.Option(help="encoder batch size")] = 64,
-    backend: Annotated[str, typer.Option(help="encoder backend")] = "torch",
+    backend: Annotated[str, typer.Option(help="torch or onnx: the encoder's backend (and the reranker's, unless "
+                                                  "its spec names one)")] = "torch",
+    int8: Annotated[bool, typer.Option("--int8", help="int8 ONNX graphs (with --backend onnx)")] = False,
     reranker: Annotated[Optional[str], typer.Option(help="rerank with PARADIGM:MODEL[,key=value...]")] = None,
     depth: Annotated[int, typer.Option(help="documents reranked per query")] = 100,
 ) -> None:
@@ -36,7 +38,7 @@ def beir(
 
     settings = PipelineSettings(retriever=retriever, model=model, split=split, k=k, index_type=index_type,
                                 fusion=fusion, alpha=alpha, batch_size=batch_size, backend=backend,
-                                reranker=reranker, depth=depth,
+                                int8=int8, reranker=reranker, depth=depth,
                                 measures=tuple(m.strip() for m in measures.split(",") if m.strip()))
     names = [d.strip() for d in datasets.split(",") if d.strip()]
     results = run_beir(names, settings, out=out)

@@ -39,6 +39,7 @@ class PipelineSettings:
     fusion_depth: int = 1000
     batch_size: int = 64
     backend: str = "torch"
+    int8: bool = False
     measures: tuple[str, ...] = DEFAULT_MEASURES
     reranker: str | None = None
     depth: int = 100
@@ -99,7 +100,8 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
     if settings.retriever in ("dense", "hybrid"):
         from retrieval.encoder import Encoder
 
-        model = Encoder(settings.model, backend=settings.backend, batch_size=settings.batch_size)  # not timed
+        model = Encoder(settings.model, backend=settings.backend, int8=settings.int8,
+                        batch_size=settings.batch_size)  # not timed
     for kind in ("bm25", "dense"):
         if settings.retriever not in (kind, "hybrid"):
             continue
@@ -124,7 +126,8 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
         from rerank.spec import load_reranker
 
         components["first-stage"] = evaluate(run, qrels, settings.measures)
-        reranker = load_reranker(settings.reranker, batch_size=None)
+        # --backend / --int8 also reach the reranker unless its spec names its own
+        reranker = load_reranker(settings.reranker, batch_size=None, backend=settings.backend, int8=settings.int8)
         t = time.perf_counter()
         run = reranker.rerank_run(run, queries, dataset.corpus, depth=settings.depth, progress=progress)
         timings["rerank_s"] = time.perf_counter() - t

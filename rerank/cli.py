@@ -16,6 +16,8 @@ def rerank(
     out: Annotated[Path, typer.Option("--out", help="TREC run file to write")],
     depth: Annotated[int, typer.Option(help="documents reranked per query")] = 100,
     batch_size: Annotated[Optional[int], typer.Option(help="model batch size")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="torch or onnx (unless the spec names one)")] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="int8 ONNX graph (with --backend onnx)")] = False,
 ) -> None:
     """Rerank the top --depth documents of each query of a run."""
     from rerank.spec import load_reranker, parse_spec
@@ -26,7 +28,7 @@ def rerank(
     run = Run.read(run_file)
     texts = read_queries(queries)
     docs = Corpus(corpus)
-    reranker = load_reranker(spec, batch_size=batch_size)
+    reranker = load_reranker(spec, batch_size=batch_size, backend=backend, int8=int8 or None)
     reranked = reranker.rerank_run(run, texts, docs, depth=depth)
     reranked.write(out, tag=f"rankwise-{spec.paradigm}")
     s = reranker.stats

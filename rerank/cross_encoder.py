@@ -4,6 +4,9 @@ Pairs from all queries are scored together, in batches of pairs sorted by token 
 padding than ``CrossEncoder.predict``'s character-length sort), under ``torch.inference_mode``.
 Scores are the raw logit (one label) or the relevant-minus-irrelevant logit (two labels); both are
 monotone in the model's relevance probability. (Nogueira & Cho, 2019, "Passage Re-ranking with BERT".)
+
+``backend="onnx"`` scores the same batches with ONNX Runtime (:mod:`retrieval.backend`; the score is
+computed inside the graph), ``int8=True`` with the dynamically quantized graph.
 """
 
 from __future__ import annotations
@@ -12,25 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rerank.base import Reranker
+from retrieval.backend import BACKENDS
+from retrieval.backend.sources import check_classification_head
 from retrieval.errors import InputError
 from retrieval.models import resolve_model
 
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
-BACKENDS = ("torch",)
-
-
-def _check_head(path: str) -> None:
-    """Refuse a checkpoint without a sequence-classification head (it would get a random one)."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot load a cross-encoder: {str(err).splitlines()[0]}", path=path) from None
-    archs = config.architectures or []
-    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
-        raise InputError(f"has no sequence-classification head (architectures: {', '.join(archs)}); "
-                         f"make one with `rerank.init_cross_encoder` and train it", path=path, field="architectures")
 
 
 def init_cross_encoder(base: str, out: str | Path, *, seed: int = 0, max_length: int = 512) -> Path:
@@ -54,16 +44,26 @@ class CrossEncoderReranker(Reranker):
     name = "cross-encoder"
 
     def __init__(self, model: str = DEFAULT_CROSS_ENCODER, *, batch_size: int = 32, max_length: int | None = None,
-                 backend: str = "torch", device: str | None = None) -> None:
+                 backend: str = "torch", device: str | None = None, int8: bool = False) -> None:
         super().__init__()
         if backend not in BACKENDS:
             raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}", field="backend")
+        if int8 and backend != "onnx":
+            raise InputError("int8 needs backend='onnx'", field="int8")
+        self.model_name = model
+        self.path = resolve_model(model)
+        self.backend, self.int8 = backend, bool(int8)
+        self.batch_size = batch_size
+        if backend == "onnx":
+            self._init_onnx(device, max_length)
+        else:
+            self._init_torch(device, max_length)
+
+    def _init_torch(self, device: str | None, max_length: int | None) -> None:
         import torch
         from sentence_transformers import CrossEncoder
 
-        self.model_name = model
-        self.path = resolve_model(model)
-        _check_head(self.path)
+        check_classification_head(self.path)
         try:
             self.model = CrossEncoder(self.path, device=device, max_length=max_length)
         except (OSError, ValueError) as err:
@@ -71,41 +71,63 @@ class CrossEncoderReranker(Reranker):
         if self.model.device.type == "cuda":
             self.model.half()
         self.model.eval()
-        self.batch_size = batch_size
+        self.tokenizer = self.model.tokenizer
         self._torch = torch
+
+    def _init_onnx(self, device: str | None, max_length: int | None) -> None:
+        from transformers import AutoTokenizer
+
+        from retrieval.backend.cache import exported
+        from retrieval.backend.session import OnnxSession
+
+        export = exported(self.model_name, "cross-encoder", int8=self.int8)
+        self.model = None
+        self.export = export
+        self.session = OnnxSession(export.file(self.int8), device=device, int8=self.int8)
+        self.tokenizer = AutoTokenizer.from_pretrained(export.folder)
+        self._max_length = max_length or export.settings["max_length"]  # the graph's axes are dynamic
 
     @property
     def max_length(self) -> int:
-        return int(self.model.max_length)
+        return int(self.model.max_length) if self.model is not None else int(self._max_length)
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]], progress: bool = False) -> list[float]:
         """One score per ``(query, document)`` pair."""
         from tqdm.auto import tqdm
 
-        torch = self._torch
         pairs = list(pairs)
         if not pairs:
             return []
-        tokenizer = self.model.tokenizer
+        tokenizer = self.tokenizer
         lengths = [len(x) for x in tokenizer([q for q, _ in pairs], [d for _, d in pairs], truncation=False,
                                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]]
         self.stats.truncated += sum(1 for n in lengths if n > self.max_length)
         self.stats.passages += len(pairs)
         order = sorted(range(len(pairs)), key=lambda i: -lengths[i])
         scores = [0.0] * len(pairs)
-        with torch.inference_mode(), tqdm(total=len(pairs), desc="cross-encoder", unit="pair",
-                                          disable=not progress, leave=False) as bar:
+        forward = self._forward_onnx if self.backend == "onnx" else self._forward_torch
+        with tqdm(total=len(pairs), desc="cross-encoder", unit="pair", disable=not progress, leave=False) as bar:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start:start + self.batch_size]
-                features = self.model.preprocess([pairs[i] for i in idx])
-                features = {k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in features.items()}
-                logits = self.model(features)["scores"].float()
-                values = logits.reshape(len(idx)) if logits.numel() == len(idx) else logits[:, -1] - logits[:, 0]
-                for i, v in zip(idx, values.cpu().tolist()):
+                for i, v in zip(idx, forward([pairs[i] for i in idx])):
                     scores[i] = v
                 self.stats.forward_passes += 1
                 bar.update(len(idx))
         return scores
+
+    def _forward_torch(self, pairs: list[tuple[str, str]]) -> list[float]:
+        from retrieval.backend.graphs import pair_scores
+
+        with self._torch.inference_mode():
+            features = self.model.preprocess(pairs)
+            features = {k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in features.items()}
+            return pair_scores(self.model(features)["scores"].float()).reshape(len(pairs)).cpu().tolist()
+
+    def _forward_onnx(self, pairs: list[tuple[str, str]]) -> list[float]:
+        from retrieval.backend.features import text_features
+
+        features = text_features(self.tokenizer, [q for q, _ in pairs], self.max_length, [d for _, d in pairs])
+        return self.session(features).reshape(len(pairs)).tolist()
 
     def score(self, lists: Sequence[tuple[str, Sequence[str]]], progress: bool = False) -> list[list[float]]:
         pairs = [(q, d) for q, docs in lists for d in docs]

@@ -9,10 +9,13 @@ paradigm           class                                options (key=value)
 ``groupwise``      :class:`GroupwiseReranker`           group_size, rounds, levels, max_passage_tokens, batch_size, seed
 =================  ===================================  ==========================================
 
+Every paradigm also takes ``backend`` (``torch`` or ``onnx``) and ``int8`` (``true``/``false``, onnx
+only): the LLM paradigms get a :class:`rerank.llm.CausalLM` loaded with that backend.
+
 MODEL is a hub name, a local folder, or a ``.gguf`` file (or a folder holding one). Examples:
 ``cross-encoder:cross-encoder/ms-marco-MiniLM-L-6-v2``,
 ``listwise:HuggingFaceTB/SmolLM2-135M-Instruct,window=20,stride=10``,
-``pointwise-llm:./SmolLM2-135M-Instruct,mode=erank``.
+``pointwise-llm:./SmolLM2-135M-Instruct,mode=erank``, ``cross-encoder:./my-ce,backend=onnx,int8=true``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Any
 from rerank.base import Reranker
 from retrieval.errors import InputError
 
+BACKEND_OPTIONS = ("backend", "int8")
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 PARADIGMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "cross-encoder": ("rerank.cross_encoder", "CrossEncoderReranker", ("batch_size", "max_length")),
     "pointwise-llm": ("rerank.pointwise", "LLMPointwiseReranker",
@@ -47,7 +52,11 @@ class RerankerSpec:
         return ",".join([f"{self.paradigm}:{self.model}"] + [f"{k}={v}" for k, v in self.options.items()])
 
 
-def _value(text: str) -> Any:
+def _value(text: str, key: str = "") -> Any:
+    if key == "int8":
+        if text.lower() not in _BOOLS:
+            raise InputError(f"int8={text!r} is not true or false", field="reranker")
+        return _BOOLS[text.lower()]
     for cast in (int, float):
         try:
             return cast(text)
@@ -65,7 +74,7 @@ def parse_spec(spec: str) -> RerankerSpec:
     model, *pairs = rest.split(",")
     if not model:
         raise InputError(f"reranker spec {spec!r} names no model", field="reranker")
-    allowed = PARADIGMS[paradigm][2]
+    allowed = PARADIGMS[paradigm][2] + BACKEND_OPTIONS
     options: dict[str, Any] = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
@@ -73,7 +82,7 @@ def parse_spec(spec: str) -> RerankerSpec:
         if not eq or key not in allowed:
             raise InputError(f"option {pair!r} of {paradigm} is not one of {', '.join(k + '=' for k in allowed)}",
                              field="reranker")
-        options[key] = _value(value.strip())
+        options[key] = _value(value.strip(), key)
     return RerankerSpec(paradigm, model, options)
 
 
@@ -81,10 +90,19 @@ def load_reranker(spec: str | RerankerSpec, **overrides: Any) -> Reranker:
     """Build the reranker a spec names (``overrides`` fill options the spec leaves out)."""
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
     module, cls, allowed = PARADIGMS[parsed.paradigm]
+    allowed += BACKEND_OPTIONS
     options = {k: v for k, v in overrides.items() if k in allowed and v is not None}
     options.update(parsed.options)
     reranker_class = getattr(importlib.import_module(module), cls)
+    model: Any = parsed.model
     try:
-        return reranker_class(parsed.model, **options)
+        if parsed.paradigm != "cross-encoder":  # the LLM rerankers take a loaded CausalLM for a backend
+            backend, int8 = options.pop("backend", "torch"), options.pop("int8", False)
+            if backend != "torch" or int8:
+                from rerank.llm import CausalLM
+
+                model = CausalLM(parsed.model, backend=backend, int8=int8,
+                                 **({"batch_size": options["batch_size"]} if "batch_size" in options else {}))
+        return reranker_class(model, **options)
     except TypeError as err:
         raise InputError(f"bad option for {parsed.paradigm}: {err}", field="reranker") from None

@@ -1,7 +1,9 @@
 """Indexes kept in rankwise's cache, keyed by the corpus: one piece of code for evaluation and mining.
 
 An index of a corpus lives under ``cache_root()/indexes/<name>-<corpus sha256[:16]>/``: ``bm25/``
-for BM25 and ``dense-<encoder fingerprint[:16]>-<index type>/`` for a dense index. ``name`` is the
+for BM25 and ``dense-<encoder index key>-<index type>/`` for a dense index (the key is the fingerprint's
+first 16 characters, plus ``-onnx`` or ``-onnx-int8`` for the ONNX backend: an index encoded by one
+backend is not silently reused for another, and int8 vectors never share a torch index). ``name`` is the
 dataset's name (by default the corpus's folder, or its file name without suffixes). A cached index
 is reused when its manifest matches the corpus (and, for dense indexes, the encoder and config);
 otherwise it is built (or a killed build resumed) in place.
@@ -60,7 +62,8 @@ def dense_index(corpus: Corpus, encoder: Encoder, config: IndexConfig | None = N
     from retrieval.index import build_dense_index
 
     config = config or IndexConfig()
-    folder = index_root(corpus, name) / f"dense-{encoder.fingerprint[:16]}-{config.type}"
+    key = getattr(encoder, "index_key", encoder.fingerprint[:16])
+    folder = index_root(corpus, name) / f"dense-{key}-{config.type}"
     build_dense_index(corpus, encoder, folder, config, force=True, progress=progress)
     return folder
 
@@ -73,6 +76,7 @@ def cached_retriever(
     name: str | None = None,
     index_type: str = "flat",
     backend: str = "torch",
+    int8: bool = False,
     batch_size: int = 64,
     fusion: str = "rrf",
     alpha: float = 0.5,
@@ -96,13 +100,14 @@ def cached_retriever(
         from retrieval.encoder import Encoder
 
         encoder = model if isinstance(model, Encoder) else Encoder(model or DEFAULT_ENCODER, backend=backend,
-                                                                    batch_size=batch_size)
+                                                                    int8=int8, batch_size=batch_size)
         folder = dense_index(corpus, encoder, IndexConfig(type=index_type), name=name, progress=progress)
         return DenseRetriever(folder, encoder)
     from retrieval.hybrid import FUSIONS, HybridRetriever
 
     if fusion not in FUSIONS:  # before any indexing
         raise InputError(f"unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}", field="fusion")
-    common = dict(name=name, index_type=index_type, backend=backend, batch_size=batch_size, progress=progress)
+    common = dict(name=name, index_type=index_type, backend=backend, int8=int8, batch_size=batch_size,
+                  progress=progress)
     return HybridRetriever(cached_retriever(corpus, "bm25", **common), cached_retriever(corpus, "dense", model, **common),
                            fusion=fusion, alpha=alpha, depth=fusion_depth)

@@ -1,4 +1,4 @@
-"""``rankwise index`` and ``rankwise search``: the first-stage commands."""
+"""``rankwise index``, ``rankwise search`` and ``rankwise export``: the first-stage commands and ONNX export."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def index(
     merge: Annotated[bool, typer.Option("--merge", help="join shard folders into one index")] = False,
     chunk_size: Annotated[int, typer.Option(help="documents per resumable chunk")] = 8192,
     batch_size: Annotated[int, typer.Option(help="encoder batch size")] = 64,
-    backend: Annotated[str, typer.Option(help="encoder backend")] = "torch",
+    backend: Annotated[str, typer.Option(help="encoder backend: torch or onnx")] = "torch",
+    int8: Annotated[bool, typer.Option("--int8", help="int8 ONNX encoder (with --backend onnx)")] = False,
     nlist: Annotated[Optional[int], typer.Option(help="IVF lists (default ~4*sqrt(N))")] = None,
     pq_m: Annotated[Optional[int], typer.Option(help="IVF-PQ sub-quantizers (default dim/8)")] = None,
     threads: Annotated[int, typer.Option(help="indexing threads (bm25)")] = 2,
@@ -50,7 +51,7 @@ def index(
             from retrieval.encoder import Encoder
 
             config = IndexConfig(type=index_type, nlist=nlist, pq_m=pq_m)
-            encoder = Encoder(model, backend=backend, batch_size=batch_size)
+            encoder = Encoder(model, backend=backend, int8=int8, batch_size=batch_size)
             manifest = build_dense_index(corpus, encoder, out, config, chunk_size=chunk_size,
                                          shard=parse_shard(shard), force=force)
         else:
@@ -78,7 +79,34 @@ def search(
     typer.echo(f"{out}: {len(run)} queries", err=True)
 
 
+def export(
+    model: Annotated[str, typer.Argument(help="model name or path (a .gguf file for causal LMs too)")],
+    out_dir: Annotated[Path, typer.Argument(help="folder to write model.onnx, the tokenizer and manifest.json to")],
+    kind: Annotated[str, typer.Option(help="encoder, cross-encoder or causal-lm")] = "encoder",
+    int8: Annotated[bool, typer.Option("--int8", help="also write the dynamically quantized model.int8.onnx")] = False,
+    optimize: Annotated[bool, typer.Option("--optimize", help="save ONNX Runtime's optimized graph (CPU provider)")]
+    = False,
+    max_length: Annotated[Optional[int], typer.Option(help="encoder: max tokens (default: the model's)")] = None,
+    reduce_range: Annotated[bool, typer.Option("--reduce-range", help="7-bit int8 weights (for CPUs without VNNI "
+                                                                       "whose int8 kernels saturate)")] = False,
+) -> None:
+    """Export a model to ONNX, check parity with torch, and write a manifest (checksums, parity)."""
+    from retrieval.backend.cache import export_model
+
+    exported = export_model(model, kind, out_dir, int8=int8, optimize=optimize, max_length=max_length,
+                            reduce_range=reduce_range)
+    for variant, record in exported.manifest["parity"].items():
+        extra = f", min cosine {record['min_cosine']:.4f}" if "min_cosine" in record else ""
+        typer.echo(f"{variant}: max abs diff {record['max_abs_diff']:.2e}, ranking agreement "
+                   f"{record['ranking_agreement']:.3f}{extra}", err=True)
+    files = exported.manifest["files"]
+    sizes = ", ".join(f"{name} {record['bytes'] / 2**20:.1f} MiB" for name, record in files.items()
+                      if name.endswith(".onnx"))
+    typer.echo(f"{out_dir}: {kind} export ({sizes})", err=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the ``rankwise`` app."""
     app.command("index")(index)
     app.command("search")(search)
+    app.command("export")(export)

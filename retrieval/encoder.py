@@ -4,6 +4,12 @@ Batches are formed from texts sorted by token length (less padding than sorting 
 which is what ``SentenceTransformer.encode`` does), run under ``torch.inference_mode`` and in fp16
 on GPU. Queries and documents get the model's own ``query`` / ``document`` prompts when it defines
 them (as in E5 or BGE models).
+
+``backend="onnx"`` runs the same batches through ONNX Runtime (:mod:`retrieval.backend`): the model
+is exported once (cached per model fingerprint, parity-checked against torch), pooling and
+normalization run inside the graph, and ``int8=True`` uses the dynamically quantized graph. An fp32
+ONNX encoder has the torch encoder's fingerprint (its vectors match within 1e-4, so either can
+search the other's index); an int8 encoder has a fingerprint of its own.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ import numpy as np
 from retrieval.errors import InputError
 from retrieval.models import DEFAULT_ENCODER, resolve_model
 
-BACKENDS = ("torch",)
-_DOC_PROMPTS = ("document", "passage", "corpus")
+BACKENDS = ("torch", "onnx")
+DOC_PROMPTS = ("document", "passage", "corpus")
 
 
 class Encoder:
@@ -38,16 +44,26 @@ class Encoder:
         device: str | None = None,
         batch_size: int = 64,
         max_length: int | None = None,
+        int8: bool = False,
     ) -> None:
         if backend not in BACKENDS:
             raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}", field="backend")
-        import torch
-        from sentence_transformers import SentenceTransformer
-
+        if int8 and backend != "onnx":
+            raise InputError("int8 needs backend='onnx'", field="int8")
         self.name = model
         self.path = resolve_model(model)
         self.backend = backend
+        self.int8 = bool(int8)
         self.batch_size = batch_size
+        if backend == "onnx":
+            self._init_onnx(device, max_length)
+        else:
+            self._init_torch(device, max_length)
+
+    def _init_torch(self, device: str | None, max_length: int | None) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
         try:
             self.model = SentenceTransformer(self.path, device=device)
         except OSError as err:
@@ -57,21 +73,46 @@ class Encoder:
         self.similarity = self.model.similarity_fn_name or "cosine"
         if self.similarity not in ("cosine", "dot", "euclidean"):
             raise InputError(f"similarity {self.similarity!r} has no FAISS metric", path=self.path, field="similarity_fn_name")
-        self._fingerprint = _model_fingerprint(self.model)
+        self._fingerprint = model_fingerprint(self.model)
         if self.model.device.type == "cuda":
             self.model.half()
         self.model.eval()
         self._torch = torch
+        self.tokenizer = getattr(self.model, "tokenizer", None)
         prompts = self.model.prompts or {}
         self.query_prompt = prompts.get("query")
-        self.doc_prompt = next((prompts[p] for p in _DOC_PROMPTS if p in prompts), None)
+        self.doc_prompt = next((prompts[p] for p in DOC_PROMPTS if p in prompts), None)
+        dim = self.model.get_embedding_dimension()
+        assert dim is not None
+        self._dim, self._max_length = int(dim), self.model.max_seq_length
+
+    def _init_onnx(self, device: str | None, max_length: int | None) -> None:
+        from transformers import AutoTokenizer
+
+        from retrieval.backend.cache import exported
+        from retrieval.backend.session import OnnxSession
+
+        export = exported(self.name, "encoder", int8=self.int8, max_length=max_length)
+        settings = export.settings
+        if max_length is not None and max_length != settings["max_length"]:
+            raise InputError(f"exported with max_length={settings['max_length']}, not {max_length}; export again",
+                             path=export.folder, field="max_length")
+        self.model = None
+        self.export = export
+        self.session = OnnxSession(export.file(self.int8), device=device, int8=self.int8)
+        self.tokenizer = AutoTokenizer.from_pretrained(export.folder)
+        self.similarity = settings["similarity"]
+        self.query_prompt, self.doc_prompt = settings["query_prompt"], settings["doc_prompt"]
+        self._dim, self._max_length = int(settings["dim"]), settings["max_length"]
+        self._fingerprint = settings["torch_fingerprint"]
+        if self.int8:  # other vectors: never the torch encoder's fingerprint
+            int8_sha = export.manifest["files"][export.file(True).name]["sha256"]
+            self._fingerprint = hashlib.sha256(f"{self._fingerprint}:onnx-int8:{int8_sha}".encode()).hexdigest()
 
     @property
     def dim(self) -> int:
         """Embedding dimension."""
-        dim = self.model.get_embedding_dimension()
-        assert dim is not None
-        return int(dim)
+        return self._dim
 
     @property
     def fingerprint(self) -> str:
@@ -80,7 +121,14 @@ class Encoder:
 
     @property
     def max_length(self) -> int | None:
-        return self.model.max_seq_length
+        return self.model.max_seq_length if self.model is not None else self._max_length
+
+    @property
+    def index_key(self) -> str:
+        """The fingerprint's short form plus the backend: what names a cached index of this encoder's vectors."""
+        if self.backend == "torch":
+            return self.fingerprint[:16]
+        return f"{self.fingerprint[:16]}-onnx{'-int8' if self.int8 else ''}"
 
     def describe(self) -> dict[str, Any]:
         """What an index manifest records about the encoder that built it."""
@@ -90,6 +138,8 @@ class Encoder:
             "dim": self.dim,
             "similarity": self.similarity,
             "max_length": self.max_length,
+            "backend": self.backend,
+            "int8": self.int8,
         }
 
     def encode_queries(self, texts: Sequence[str], progress: Any = False) -> np.ndarray:
@@ -101,7 +151,7 @@ class Encoder:
         return self._encode(texts, self.doc_prompt, progress, task="document")
 
     def _token_lengths(self, texts: Sequence[str], prompt: str | None) -> np.ndarray:
-        tokenizer = getattr(self.model, "tokenizer", None)
+        tokenizer = self.tokenizer
         if tokenizer is None or not callable(tokenizer):
             return np.array([len(t) for t in texts])
         prefixed = [prompt + t for t in texts] if prompt else list(texts)
@@ -124,23 +174,33 @@ class Encoder:
         order = np.argsort(-self._token_lengths(texts, prompt), kind="stable")
         bar = progress if hasattr(progress, "update") else tqdm(total=len(texts), desc="encoding", unit="text",
                                                                   disable=not progress, leave=False)
-        torch = self._torch
-        with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                features = self.model.preprocess([texts[i] for i in idx], prompt=prompt, task=task)
-                features = {k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in features.items()}
-                emb = self.model(features, task=task)["sentence_embedding"].float()
-                if self.similarity == "cosine":
-                    emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-                out[idx] = emb.cpu().numpy()
-                bar.update(len(idx))
+        forward = self._forward_onnx if self.backend == "onnx" else self._forward_torch
+        for start in range(0, len(texts), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            out[idx] = forward([texts[i] for i in idx], prompt, task)
+            bar.update(len(idx))
         if bar is not progress:
             bar.close()
         return out
 
+    def _forward_torch(self, texts: list[str], prompt: str | None, task: str) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            features = self.model.preprocess(texts, prompt=prompt, task=task)
+            features = {k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in features.items()}
+            emb = self.model(features, task=task)["sentence_embedding"].float()
+            if self.similarity == "cosine":
+                emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+            return emb.cpu().numpy()
 
-def _model_fingerprint(model: Any) -> str:
+    def _forward_onnx(self, texts: list[str], prompt: str | None, task: str) -> np.ndarray:
+        from retrieval.backend.features import text_features
+
+        prefixed = [prompt + t for t in texts] if prompt else texts
+        return self.session(text_features(self.tokenizer, prefixed, self._max_length))
+
+
+def model_fingerprint(model: Any) -> str:
     """Hash every weight tensor (name, dtype, bytes), the tokenizer and the module set-up."""
     import torch
 

@@ -1,0 +1,207 @@
+"""Building an export folder: load the torch model, export, quantize, optimize, check parity.
+
+One function per kind prepares ``(graph module, example inputs, dynamic axes, settings, probe
+runner)``; :func:`build` does the rest the same way for all three. The folder gets ``model.onnx``
+(fp32), ``model.int8.onnx`` when asked, the tokenizer files and the settings the runtime needs;
+:mod:`retrieval.backend.cache` writes the manifest last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrieval.backend.export import export_graph
+from retrieval.backend.features import prompt_features, text_features
+from retrieval.backend.parity import PROBE_QUERIES, PROBE_TEXTS, compare, require
+from retrieval.backend.session import OnnxSession
+from retrieval.errors import InputError
+
+FP32_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+LM_INPUTS = ("input_ids", "allowed", "position_ids", "positions", "token_ids")
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What one kind hands to :func:`build`."""
+
+    graph: Any
+    tokenizer: Any
+    inputs: dict[str, Any]  # example inputs (torch tensors)
+    dynamic: dict[str, tuple[int, ...]]
+    output: str
+    settings: dict[str, Any]
+    probe: dict[str, np.ndarray]  # the parity inputs
+    reference: np.ndarray  # what torch gives on them
+    vectors: bool  # outputs are embeddings (cosine parity for int8)
+    scores: Callable[[np.ndarray], np.ndarray]  # outputs -> score rows for ranking agreement
+    what: str
+
+
+def _torch_inputs(features: dict[str, np.ndarray]) -> dict[str, Any]:
+    import torch
+
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in features.items()}
+
+
+def _check_tokenization(st_features: dict[str, Any], ours: dict[str, np.ndarray], what: str) -> None:
+    for name in ("input_ids", "attention_mask"):
+        if not np.array_equal(np.asarray(st_features[name]), ours[name]):
+            raise InputError(f"cannot export {what}: its sentence-transformers preprocessing is not plain "
+                             f"tokenization ({name} differ), which the ONNX backend reproduces", field="model")
+
+
+def prepare_encoder(model: str, max_length: int | None) -> Prepared:
+    """A sentence-transformers bi-encoder: pooling and normalization inside the graph."""
+    import torch
+
+    from retrieval.backend.graphs import EncoderGraph
+    from retrieval.backend.sources import load_encoder
+    from retrieval.encoder import DOC_PROMPTS, model_fingerprint
+
+    st = load_encoder(model, max_length)
+    fingerprint = model_fingerprint(st)  # before any tokenization: a call changes the tokenizer's padding state
+    modules = [type(m).__name__ for m in st]
+    what = f"encoder {model!r}"
+    first = st[0]
+    if not hasattr(first, "auto_model") or getattr(st, "tokenizer", None) is None or "Router" in modules:
+        raise InputError(f"cannot export {what}: part {modules[0]!r} (modules {', '.join(modules)}): only a "
+                         f"Hugging Face transformer followed by pooling/dense/normalize modules exports", field="model")
+    prompts = st.prompts or {}
+    if prompts and any(getattr(m, "include_prompt", True) is False for m in st):
+        raise InputError(f"cannot export {what}: part 'Pooling' excludes prompt tokens, which needs "
+                         f"sentence-transformers' own preprocessing", field="model")
+    similarity = st.similarity_fn_name or "cosine"
+    graph = EncoderGraph(st, normalize=similarity == "cosine").eval()
+    tokenizer = st.tokenizer
+    limit = st.max_seq_length
+    probe = text_features(tokenizer, PROBE_TEXTS, limit)
+    _check_tokenization(st.preprocess(PROBE_TEXTS), probe, what)
+    with torch.inference_mode():
+        reference = graph(**_torch_inputs(probe)).numpy()
+    n_q = len(PROBE_QUERIES)
+    settings = {
+        "dim": int(st.get_embedding_dimension()), "similarity": similarity, "max_length": limit,
+        "query_prompt": prompts.get("query"),
+        "doc_prompt": next((prompts[p] for p in DOC_PROMPTS if p in prompts), None),
+        "torch_fingerprint": fingerprint, "modules": modules,
+    }
+    return Prepared(graph, tokenizer, _torch_inputs(text_features(tokenizer, PROBE_TEXTS[:2], limit)),
+                    {k: (0, 1) for k in probe}, "sentence_embedding_out", settings, probe, reference, True,
+                    lambda out: out[:n_q] @ out[n_q:].T, what)
+
+
+def prepare_cross_encoder(model: str, max_length: int | None) -> Prepared:
+    """A sentence-transformers ``CrossEncoder``: the pair score inside the graph."""
+    import torch
+
+    from retrieval.backend.graphs import CrossEncoderGraph
+    from retrieval.backend.sources import load_cross_encoder
+
+    ce = load_cross_encoder(model, max_length)
+    what = f"cross-encoder {model!r}"
+    graph = CrossEncoderGraph(ce).eval()
+    tokenizer = ce.tokenizer
+    limit = int(ce.max_length) if ce.max_length else None
+    docs = PROBE_TEXTS[len(PROBE_QUERIES):]
+    pairs = [(q, d) for q in PROBE_QUERIES for d in docs]
+    probe = text_features(tokenizer, [q for q, _ in pairs], limit, [d for _, d in pairs])
+    _check_tokenization(ce.preprocess(pairs), probe, what)
+    with torch.inference_mode():
+        reference = graph(**_torch_inputs(probe)).numpy()
+    labels = int(getattr(ce, "num_labels", 1) or 1)
+    settings = {"max_length": limit, "num_labels": labels}
+    example = _torch_inputs(text_features(tokenizer, PROBE_QUERIES[:2], limit, docs[:2]))
+    return Prepared(graph, tokenizer, example, {k: (0, 1) for k in probe}, "score_out", settings, probe, reference,
+                    False, lambda out: out.reshape(len(PROBE_QUERIES), len(docs)), what)
+
+
+def prepare_causal_lm(model: str, max_length: int | None) -> Prepared:
+    """A causal LM: logits gathered at given positions and token ids."""
+    import torch
+
+    from retrieval.backend.graphs import CausalLMGraph
+    from retrieval.backend.sources import load_causal_lm
+
+    lm, tokenizer = load_causal_lm(model)
+    what = f"causal LM {model!r}"
+    try:
+        graph = CausalLMGraph(lm).eval()
+    except ValueError as err:
+        raise InputError(f"cannot export {what}: part 'lm_head': {err}", field="model") from None
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise InputError(f"cannot export {what}: part 'tokenizer' has neither a pad nor an eos token", field="model")
+    vocab = int(lm.get_output_embeddings().weight.shape[0])
+    sequences = [tokenizer.encode(t, add_special_tokens=False)[:256] or [pad] for t in PROBE_TEXTS]
+    probe = prompt_features(sequences, pad)
+    probe["token_ids"] = np.arange(vocab, dtype=np.int64)
+    ids, mask = probe["input_ids"], (probe["allowed"][:, -1, :]).astype(np.int64)
+    with torch.inference_mode():
+        logits = lm(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                    position_ids=torch.from_numpy(probe["position_ids"]), logits_to_keep=1).logits[:, -1, :]
+    reference = logits.float().numpy()[:, None, :]
+    example = prompt_features(sequences[:2], pad)
+    example["token_ids"] = np.arange(8, dtype=np.int64)
+    eos = lm.generation_config.eos_token_id if lm.generation_config is not None else None
+    eos = [eos] if isinstance(eos, int) else list(eos or ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []))
+    settings = {"vocab_size": vocab, "pad_token_id": int(pad), "eos_token_ids": [int(e) for e in eos],
+                "max_length": max_length}
+    dynamic = {"input_ids": (0, 1), "allowed": (0, 1, 2), "position_ids": (0, 1), "positions": (0, 1),
+               "token_ids": (0,)}
+    return Prepared(graph, tokenizer, _torch_inputs(example), dynamic, "selected_logits", settings, probe, reference,
+                    False, lambda out: out[:, 0, :64], what)
+
+
+PREPARE = {"encoder": prepare_encoder, "cross-encoder": prepare_cross_encoder, "causal-lm": prepare_causal_lm}
+
+
+def build(model: str, kind: str, folder: Path, *, int8: bool = False, optimize: bool = False,
+          max_length: int | None = None, reduce_range: bool = False) -> dict[str, Any]:
+    """Export ``model`` into ``folder``; returns ``{"settings", "parity", "files"}`` for the manifest.
+
+    Parity failures raise :class:`InputError` before anything is recorded, so a folder whose graph
+    does not reproduce the model never gets a manifest and is never loaded.
+    """
+    from retrieval.backend.optimize import optimize_graph
+    from retrieval.backend.quantize import quantize_int8
+
+    prepared = PREPARE[kind](model, max_length)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [FP32_FILE] + ([INT8_FILE] if int8 else [])
+    export_graph(prepared.graph, prepared.inputs, prepared.dynamic, prepared.output, folder / FP32_FILE,
+                 prepared.what)
+    if int8:
+        quantize_int8(folder / FP32_FILE, folder / INT8_FILE, reduce_range=reduce_range)
+    if optimize:
+        for name in files:
+            optimize_graph(folder / name, folder / name)
+    parity = {}
+    for name in files:
+        session = OnnxSession(folder / name, device="cpu", int8=name == INT8_FILE)
+        got = session(prepared.probe)
+        record = compare(prepared.reference, got, int8=name == INT8_FILE, vectors=prepared.vectors,
+                         scores=(prepared.scores(prepared.reference), prepared.scores(got)))
+        require(record, prepared.what)
+        parity[record["variant"]] = record
+    files += save_tokenizer(prepared.tokenizer, folder)
+    return {"settings": prepared.settings, "parity": parity, "files": files, "optimized": optimize,
+            "reduce_range": reduce_range}
+
+
+def save_tokenizer(tokenizer: Any, folder: Path) -> list[str]:
+    """Save the tokenizer beside the graph (each file moved in by rename); returns the file names."""
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".tokenizer-") as tmp:
+        tokenizer.save_pretrained(tmp)
+        names = sorted(p.name for p in Path(tmp).iterdir() if p.is_file())
+        for name in names:
+            shutil.move(str(Path(tmp) / name), folder / name)
+    return names

@@ -1,0 +1,205 @@
+"""Exports cached per model under ``cache_root()/onnx/<kind>/``, checked before they are loaded.
+
+A folder holds ``model.onnx`` (and ``model.int8.onnx``), the tokenizer and a ``manifest.json``
+written last: format, kind, the model's source fingerprint (SHA-256 over its files), the settings
+the runtime needs, the parity records and every file's SHA-256 and size. On load:
+
+- the model's files changed since the export (fingerprint differs): stale, rebuilt in place;
+- a file differs from its checksum, or ``onnx.checker`` rejects it: corrupt, never loaded --
+  rebuilt when the folder is rankwise's cache, refused (:class:`CorruptExport`) when the user
+  named the folder;
+- int8 asked for and missing: quantized from the fp32 graph and added.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from retrieval.backend import KINDS
+from retrieval.backend.build import FP32_FILE, INT8_FILE
+from retrieval.errors import InputError
+from retrieval.files import file_record, sha256_file, write_json
+from retrieval.paths import cache_root
+
+FORMAT = "rankwise-onnx"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+log = logging.getLogger(__name__)
+
+
+class CorruptExport(InputError):
+    """An export folder whose files do not match its manifest or fail ``onnx.checker``."""
+
+
+@dataclass(frozen=True)
+class Export:
+    """A checked export folder: ``file(int8)`` is safe to load."""
+
+    folder: Path
+    manifest: dict[str, Any]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.manifest["settings"]
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    def file(self, int8: bool = False) -> Path:
+        return self.folder / (INT8_FILE if int8 else FP32_FILE)
+
+
+def is_export(path: str | Path) -> bool:
+    """Whether ``path`` is a folder written by :func:`export_model` / ``rankwise export``."""
+    manifest = Path(path) / MANIFEST
+    if not manifest.is_file():
+        return False
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def cache_folder(model: str, kind: str, options: dict[str, Any]) -> Path:
+    """``cache_root()/onnx/<kind>/<model's last path part>-<hash of its resolved location and options>``."""
+    from retrieval.backend.sources import local_folder
+
+    where = str(local_folder(model).resolve())
+    key = hashlib.sha256(json.dumps({"model": model, "where": where, **options}, sort_keys=True).encode()).hexdigest()
+    label = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.rstrip("/").split("/")[-1]) or "model"
+    return cache_root() / "onnx" / kind / f"{label}-{key[:12]}"
+
+
+def read_export(folder: str | Path, *, int8: bool = False, kind: str | None = None) -> Export:
+    """Read and check an export folder: manifest, kind, and the file to load (checksum and ``onnx.checker``)."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise InputError("no manifest.json: not an ONNX export, or an unfinished one (re-run `rankwise export`)",
+                         path=folder)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CorruptExport(f"unreadable manifest: {err}", path=path) from None
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"not a rankwise ONNX export of format version {FORMAT_VERSION}", path=path, field="format")
+    if kind is not None and manifest.get("kind") != kind:
+        raise InputError(f"holds a {manifest.get('kind')} export where a {kind} is needed", path=path, field="kind")
+    export = Export(folder, manifest)
+    name = export.file(int8).name
+    if name not in manifest.get("files", {}):
+        raise InputError(f"has no {'int8' if int8 else 'fp32'} graph (export it with{'' if int8 else 'out'} --int8)",
+                         path=folder, field="files")
+    verify(export, [n for n in manifest["files"] if n not in (FP32_FILE, INT8_FILE)] + [name])
+    return export
+
+
+def verify(export: Export, names: list[str]) -> None:
+    """Refuse files that are missing, differ from their checksum, or (ONNX files) fail ``onnx.checker``."""
+    import onnx
+
+    for name in names:
+        file, record = export.folder / name, export.manifest["files"][name]
+        if not file.is_file():
+            raise CorruptExport("missing file listed in manifest.json", path=file)
+        if file.stat().st_size != record["bytes"] or sha256_file(file) != record["sha256"]:
+            raise CorruptExport("checksum does not match manifest.json (file changed or corrupt); not loaded",
+                                path=file)
+        if file.suffix == ".onnx":
+            try:
+                onnx.checker.check_model(str(file))
+            except Exception as err:  # noqa: BLE001 - ValidationError, protobuf DecodeError, ...
+                raise CorruptExport(f"onnx.checker rejects the graph: {str(err).splitlines()[0]}", path=file) from None
+
+
+def export_model(model: str, kind: str, out: str | Path, *, int8: bool = False, optimize: bool = False,
+                 max_length: int | None = None, reduce_range: bool = False,
+                 fingerprint: str | None = None) -> Export:
+    """Export ``model`` (name or path) as ``kind`` into ``out``, check parity, and write the manifest last."""
+    from retrieval.backend.build import build
+    from retrieval.backend.sources import source_fingerprint
+
+    if kind not in KINDS:
+        raise InputError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}", field="kind")
+    out = Path(out)
+    (out / MANIFEST).unlink(missing_ok=True)  # incomplete until the new manifest is written
+    fingerprint = fingerprint or source_fingerprint(model)
+    built = build(model, kind, out, int8=int8, optimize=optimize, max_length=max_length, reduce_range=reduce_range)
+    return _write_manifest(out, {"model": model, "kind": kind, "source_fingerprint": fingerprint,
+                                 "options": {"max_length": max_length, "optimize": optimize}, **built})
+
+
+def _write_manifest(folder: Path, fields: dict[str, Any]) -> Export:
+    import onnx
+    import onnxruntime
+    import torch
+
+    from retrieval.backend.export import OPSET
+
+    names = sorted(set(fields.pop("files")))
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                "versions": {"torch": torch.__version__, "onnx": onnx.__version__,
+                             "onnxruntime": onnxruntime.__version__, "opset": OPSET},
+                **fields, "files": {n: file_record(folder / n) for n in names}}
+    write_json(folder / MANIFEST, manifest)
+    return Export(folder, manifest)
+
+
+def add_int8(export: Export, *, reduce_range: bool = False) -> Export:
+    """Quantize an export's fp32 graph to int8, check it, and add it to the manifest."""
+    from retrieval.backend.build import PREPARE
+    from retrieval.backend.parity import compare, require
+    from retrieval.backend.quantize import quantize_int8
+    from retrieval.backend.session import OnnxSession
+
+    if export.manifest.get("optimized"):
+        raise InputError("the fp32 graph was optimized for the CPU provider and cannot be quantized; export "
+                         "again with --int8", path=export.folder)
+    prepared = PREPARE[export.kind](export.manifest["model"], export.manifest["options"].get("max_length"))
+    quantize_int8(export.file(False), export.file(True), reduce_range=reduce_range)
+    got = OnnxSession(export.file(True), device="cpu", int8=True)(prepared.probe)
+    record = compare(prepared.reference, got, int8=True, vectors=prepared.vectors,
+                     scores=(prepared.scores(prepared.reference), prepared.scores(got)))
+    require(record, prepared.what)
+    fields = {k: v for k, v in export.manifest.items() if k not in ("format", "format_version", "created", "versions")}
+    fields["parity"] = {**fields["parity"], "int8": record}
+    fields["reduce_range"] = reduce_range
+    fields["files"] = list(fields["files"]) + [INT8_FILE]
+    return _write_manifest(export.folder, fields)
+
+
+def exported(model: str, kind: str, *, int8: bool = False, max_length: int | None = None) -> Export:
+    """A checked export of ``model``: the folder itself when ``model`` is one, else rankwise's cache.
+
+    The cache is keyed by the model's location and ``max_length``; a stale (model changed) or
+    corrupt cached export is rebuilt, a missing int8 graph added. Building loads the torch model
+    once; a cache hit does not load torch weights at all.
+    """
+    if is_export(model):
+        return read_export(model, int8=int8, kind=kind)
+    from retrieval.backend.sources import source_fingerprint
+
+    folder = cache_folder(model, kind, {"max_length": max_length})
+    fingerprint = source_fingerprint(model)
+    if (folder / MANIFEST).is_file():
+        try:
+            export = read_export(folder, kind=kind)
+            if export.manifest.get("source_fingerprint") != fingerprint:
+                log.warning("%s changed since its ONNX export; exporting again", model)
+            elif int8 and INT8_FILE not in export.manifest["files"]:
+                return add_int8(export)
+            else:
+                return read_export(folder, int8=int8, kind=kind) if int8 else export
+        except CorruptExport as err:
+            log.warning("cached ONNX export is corrupt (%s); exporting again", err)
+    log.info("exporting %s (%s) to ONNX under %s", model, kind, folder)
+    return export_model(model, kind, folder, int8=int8, max_length=max_length, fingerprint=fingerprint)

@@ -1,0 +1,56 @@
+"""``torch.onnx`` export (the dynamo exporter) with dynamic batch and sequence axes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from retrieval.errors import InputError
+from retrieval.files import atomic_path
+
+OPSET = 20
+_EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit: bigger models keep weights in a side file
+
+
+def export_graph(module: torch.nn.Module, inputs: dict[str, torch.Tensor], dynamic: dict[str, tuple[int, ...]],
+                 output: str, out: Path, what: str) -> Path:
+    """Export ``module(**inputs)`` to ``out`` (written atomically); ``dynamic`` names each input's dynamic axes.
+
+    ``what`` names the model and the part for the error message when export fails (an unsupported
+    op, a data-dependent shape, ...).
+    """
+    shapes = {name: {axis: torch.export.Dim.DYNAMIC for axis in dynamic.get(name, ())} for name in inputs}
+    size = sum(p.numel() * p.element_size() for p in module.parameters())
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:  # "torchvision is not installed", every initializer merged, ...
+        lg.setLevel(logging.ERROR)
+    chatter = io.StringIO()  # the exporter's progress lines; shown only when it fails
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), torch.inference_mode(False), \
+                torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module.eval(), (), kwargs=inputs, input_names=list(inputs),
+                                        output_names=[output], dynamic_shapes=shapes, dynamo=True, optimize=True,
+                                        opset_version=OPSET, verbose=False)
+    except Exception as err:  # noqa: BLE001 - the exporter raises many types; name the model, part, cause
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        sys.stderr.write(chatter.getvalue())
+        raise InputError(f"cannot export {what} to ONNX: {type(err).__name__}: {first}", field="model") from None
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+    if program is None:
+        raise InputError(f"cannot export {what} to ONNX: the exporter returned nothing", field="model")
+    if size > _EXTERNAL_DATA_BYTES:
+        program.save(str(out), external_data=True)  # model.onnx + model.onnx.data
+    else:
+        with atomic_path(out) as tmp:
+            program.save(str(tmp), external_data=False)
+    return out

@@ -1,0 +1,76 @@
+"""``InferenceSession``: the CUDA provider in fp16 when ONNX Runtime sees a GPU, the CPU provider otherwise.
+
+Threads: ``$RANKWISE_ONNX_THREADS``, else the cores this process may use (one inter-op thread:
+the graphs are sequential). int8 graphs always run on the CPU provider (its int8 kernels are the
+point of quantizing; the CUDA provider lacks most of them).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.errors import InputError
+
+_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+
+
+def default_threads() -> int:
+    """``$RANKWISE_ONNX_THREADS`` or the number of cores this process may run on."""
+    env = os.environ.get("RANKWISE_ONNX_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def cuda_available() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+class OnnxSession:
+    """One ONNX file ready to run: ``session(feed) -> first output`` (inputs the graph lacks are dropped)."""
+
+    def __init__(self, path: str | Path, *, device: str | None = None, threads: int | None = None,
+                 int8: bool = False) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        use_cuda = device != "cpu" and not int8 and cuda_available()
+        if device == "cuda" and not use_cuda:
+            raise InputError("the CUDA provider is not available (or the model is int8, which runs on the CPU)",
+                             field="device")
+        self.path = Path(path)
+        self.provider = "CUDAExecutionProvider" if use_cuda else "CPUExecutionProvider"
+        source: str | bytes = str(path)
+        if use_cuda:
+            source = _fp16(self.path)
+        try:
+            self.session = ort.InferenceSession(source, options, providers=[self.provider])
+        except Exception as err:  # noqa: BLE001 - ONNX Runtime raises its own types: name the file
+            raise InputError(f"ONNX Runtime cannot load the model: {str(err).splitlines()[0]}", path=path) from None
+        self.inputs = {i.name: _INT_TYPES.get(i.type, np.float32) for i in self.session.get_inputs()}
+        self.output = self.session.get_outputs()[0].name
+
+    def __call__(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        ready = {name: np.ascontiguousarray(feed[name], dtype=dtype) for name, dtype in self.inputs.items()}
+        return np.asarray(self.session.run([self.output], ready)[0], dtype=np.float32)
+
+
+def _fp16(path: Path) -> bytes:
+    """The model with float16 weights and float32 inputs/outputs, for the CUDA provider."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    return model.SerializeToString()
