@@ -52,6 +52,12 @@ class LoRASettings:
 def load_trainable(model: str) -> CausalLM:
     """``model`` loaded as the rerankers load it, in float32 on the CPU (the Trainer places it) and train mode."""
     lm = CausalLM(model, device="cpu")
+    if getattr(lm.model, "hf_quantizer", None) is not None and str(lm.model.hf_quantizer.quantization_config
+                                                                     .quant_method).lower().endswith("gguf"):
+        # a GGUF file is dequantized to float32 on load: plain weights, trained and saved as such
+        lm.model.hf_quantizer = None
+        lm.model.is_quantized = False
+        vars(lm.model.config).pop("quantization_config", None)
     lm.model.float().train()
     return lm
 
