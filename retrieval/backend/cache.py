@@ -5,9 +5,11 @@ written last: format, kind, the model's source fingerprint (SHA-256 over its fil
 the runtime needs, the parity records and every file's SHA-256 and size. On load:
 
 - the model's files changed since the export (fingerprint differs): stale, rebuilt in place;
-- a file differs from its checksum, or ``onnx.checker`` rejects it: corrupt, never loaded --
-  rebuilt when the folder is rankwise's cache, refused (:class:`CorruptExport`) when the user
-  named the folder;
+- a file differs from its checksum: corrupt, never loaded -- rebuilt when the folder is rankwise's
+  cache, refused (:class:`CorruptExport`) when the user named the folder. ``onnx.checker`` runs on
+  every graph before its checksum is recorded, so a file that still matches its checksum is the
+  checked one (running the checker again at every load would hold a second copy of the weights in
+  memory);
 - int8 asked for and missing: quantized from the fp32 graph and added.
 """
 
@@ -103,9 +105,7 @@ def read_export(folder: str | Path, *, int8: bool = False, kind: str | None = No
 
 
 def verify(export: Export, names: list[str]) -> None:
-    """Refuse files that are missing, differ from their checksum, or (ONNX files) fail ``onnx.checker``."""
-    import onnx
-
+    """Refuse files that are missing or differ from their checksum (the graph ``onnx.checker`` passed)."""
     for name in names:
         file, record = export.folder / name, export.manifest["files"][name]
         if not file.is_file():
@@ -113,11 +113,16 @@ def verify(export: Export, names: list[str]) -> None:
         if file.stat().st_size != record["bytes"] or sha256_file(file) != record["sha256"]:
             raise CorruptExport("checksum does not match manifest.json (file changed or corrupt); not loaded",
                                 path=file)
-        if file.suffix == ".onnx":
-            try:
-                onnx.checker.check_model(str(file))
-            except Exception as err:  # noqa: BLE001 - ValidationError, protobuf DecodeError, ...
-                raise CorruptExport(f"onnx.checker rejects the graph: {str(err).splitlines()[0]}", path=file) from None
+
+
+def check_graph(file: Path) -> None:
+    """``onnx.checker`` on a graph file; a graph it rejects is an error naming the file."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(file))
+    except Exception as err:  # noqa: BLE001 - ValidationError, protobuf DecodeError, ...
+        raise CorruptExport(f"onnx.checker rejects the graph: {str(err).splitlines()[0]}", path=file) from None
 
 
 def export_model(model: str, kind: str, out: str | Path, *, int8: bool = False, optimize: bool = False,
@@ -145,6 +150,9 @@ def _write_manifest(folder: Path, fields: dict[str, Any]) -> Export:
     from retrieval.backend.export import OPSET
 
     names = sorted(set(fields.pop("files")))
+    for name in names:
+        if name.endswith(".onnx"):
+            check_graph(folder / name)
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
                 "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                 "versions": {"torch": torch.__version__, "onnx": onnx.__version__,

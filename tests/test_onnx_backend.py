@@ -1,0 +1,159 @@
+"""ONNX backend: export and parity for encoders and cross-encoders, int8, the cache, corrupt files, the CLI."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from retrieval.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def encoder_export(tiny_encoder, tmp_path_factory):
+    from retrieval.backend.cache import export_model
+
+    return export_model(str(tiny_encoder), "encoder", tmp_path_factory.mktemp("onnx") / "encoder", int8=True).folder
+
+
+@pytest.fixture(scope="module")
+def texts():
+    from tests.tiny_models import corpus_texts
+
+    return corpus_texts()[:48]
+
+
+def test_encoder_fp32_matches_torch(tiny_encoder, encoder_export, texts):
+    from retrieval.encoder import Encoder
+
+    torch_enc = Encoder(str(tiny_encoder), batch_size=16)
+    onnx_enc = Encoder(str(encoder_export), backend="onnx", batch_size=16)
+    assert np.abs(torch_enc.encode_docs(texts) - onnx_enc.encode_docs(texts)).max() <= 1e-4
+    assert np.abs(torch_enc.encode_queries(texts[:5]) - onnx_enc.encode_queries(texts[:5])).max() <= 1e-4
+    assert onnx_enc.fingerprint == torch_enc.fingerprint  # same vectors: either can search the other's index
+    assert onnx_enc.index_key != torch_enc.index_key  # but cached builds are kept apart
+    assert onnx_enc.export.manifest["parity"]["fp32"]["passed"]
+
+
+def test_encoder_int8_cosine_and_its_own_fingerprint(tiny_encoder, encoder_export, texts):
+    from retrieval.encoder import Encoder
+
+    torch_enc = Encoder(str(tiny_encoder), batch_size=16)
+    int8 = Encoder(str(encoder_export), backend="onnx", int8=True, batch_size=16)
+    cos = (torch_enc.encode_docs(texts) * int8.encode_docs(texts)).sum(1)
+    assert cos.min() >= 0.99
+    assert int8.fingerprint != torch_enc.fingerprint
+    record = int8.export.manifest["parity"]["int8"]
+    assert record["mean_cosine"] >= 0.99 and 0.0 <= record["ranking_agreement"] <= 1.0
+    files = int8.export.manifest["files"]
+    assert files["model.int8.onnx"]["bytes"] < files["model.onnx"]["bytes"]
+
+
+def test_int8_index_never_reuses_a_torch_index(tiny_encoder, encoder_export, synthetic_beir):
+    from retrieval import cached
+    from retrieval.dense import DenseRetriever
+    from retrieval.encoder import Encoder
+    from retrieval.formats import Corpus
+
+    corpus = Corpus(synthetic_beir)
+    torch_enc = Encoder(str(tiny_encoder), batch_size=64)
+    int8 = Encoder(str(encoder_export), backend="onnx", int8=True, batch_size=64)
+    torch_index = cached.dense_index(corpus, torch_enc, progress=False)
+    int8_index = cached.dense_index(corpus, int8, progress=False)
+    assert torch_index != int8_index
+    with pytest.raises(InputError, match="fingerprint"):
+        DenseRetriever(torch_index, int8)
+    DenseRetriever(torch_index, Encoder(str(encoder_export), backend="onnx"))  # fp32 onnx may search it
+
+
+def _corrupt(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_cache_reuse_corrupt_rebuild_and_stale_rebuild(tiny_encoder, other_tiny_encoder, tmp_path, texts):
+    from retrieval.encoder import Encoder
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_encoder, model)
+    first = Encoder(str(model), backend="onnx")
+    stamp = first.export.file().stat().st_mtime_ns
+    again = Encoder(str(model), backend="onnx")  # reused: no export
+    assert again.export.folder == first.export.folder and again.export.file().stat().st_mtime_ns == stamp
+    _corrupt(first.export.file())  # a corrupt cached graph is never loaded: exported again
+    rebuilt = Encoder(str(model), backend="onnx")
+    assert rebuilt.export.file().stat().st_mtime_ns != stamp
+    assert np.abs(rebuilt.encode_docs(texts[:8]) - Encoder(str(model)).encode_docs(texts[:8])).max() <= 1e-4
+    shutil.rmtree(model)
+    shutil.copytree(other_tiny_encoder, model)  # same path, other weights: the export is stale
+    changed = Encoder(str(model), backend="onnx")
+    assert changed.export.folder == first.export.folder
+    assert changed.export.manifest["source_fingerprint"] != first.export.manifest["source_fingerprint"]
+    assert np.abs(changed.encode_docs(texts[:8]) - Encoder(str(model)).encode_docs(texts[:8])).max() <= 1e-4
+
+
+def test_corrupt_export_is_refused(encoder_export, tmp_path):
+    from retrieval.backend.cache import CorruptExport
+    from retrieval.encoder import Encoder
+
+    broken = tmp_path / "broken"
+    shutil.copytree(encoder_export, broken)
+    _corrupt(broken / "model.onnx")
+    with pytest.raises(CorruptExport, match="checksum"):
+        Encoder(str(broken), backend="onnx")
+
+
+@pytest.fixture(scope="module")
+def cross_encoder_export(tiny_cross_encoder, tmp_path_factory):
+    """Exported by the command line, int8 included."""
+    from rankwise.cli import main
+
+    out = tmp_path_factory.mktemp("onnx") / "cross-encoder"
+    main(["export", str(tiny_cross_encoder), str(out), "--kind", "cross-encoder", "--int8"])
+    return out
+
+
+def test_cross_encoder_parity_and_int8(tiny_cross_encoder, cross_encoder_export):
+    from rerank.cross_encoder import CrossEncoderReranker
+    from tests.tiny_models import corpus_texts
+
+    docs = corpus_texts()[100:140]
+    pairs = [(d[:30], d) for i, d in enumerate(docs)]
+    torch_scores = np.array(CrossEncoderReranker(str(tiny_cross_encoder), batch_size=8).score_pairs(pairs))
+    onnx_ce = CrossEncoderReranker(str(cross_encoder_export), batch_size=8, backend="onnx")
+    assert np.abs(torch_scores - np.array(onnx_ce.score_pairs(pairs))).max() <= 1e-4
+    int8 = CrossEncoderReranker(str(cross_encoder_export), batch_size=8, backend="onnx", int8=True)
+    assert len(int8.score_pairs(pairs)) == len(pairs)
+    assert "ranking_agreement" in int8.export.manifest["parity"]["int8"]
+
+
+def test_cli_export_and_bad_model(cross_encoder_export, tiny_cross_encoder, tiny_causal_lm, tmp_path, capsys):
+    from rankwise.cli import main
+
+    for name in ("model.onnx", "model.int8.onnx", "manifest.json", "tokenizer.json"):
+        assert (cross_encoder_export / name).is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(tiny_causal_lm), str(tmp_path / "bad"), "--kind", "cross-encoder"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert str(tiny_causal_lm) in err and "sequence-classification head" in err
+    with pytest.raises(SystemExit):
+        main(["export", str(tiny_cross_encoder), str(tmp_path / "bad"), "--kind", "decoder"])
+
+
+def test_spec_backend_options():
+    from rerank.spec import parse_spec
+
+    spec = parse_spec("cross-encoder:some/model,backend=onnx,int8=true")
+    assert spec.options == {"backend": "onnx", "int8": True}
+    with pytest.raises(InputError, match="int8"):
+        parse_spec("listwise:m,int8=maybe")
+
+
+def test_int8_needs_onnx(tiny_encoder):
+    from retrieval.encoder import Encoder
+
+    with pytest.raises(InputError, match="int8"):
+        Encoder(str(tiny_encoder), int8=True)

@@ -1,0 +1,91 @@
+"""ONNX backend for causal LMs: every CausalLM method, and each LLM reranker paradigm agreeing with torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+PROMPTS = ["query heart [A] yes", "no [B] > [C] 1 2 3 query document search index", "x"]
+
+
+@pytest.fixture(scope="module")
+def lm_export(tiny_causal_lm, tmp_path_factory):
+    from retrieval.backend.cache import export_model
+
+    return export_model(str(tiny_causal_lm), "causal-lm", tmp_path_factory.mktemp("onnx") / "lm").folder
+
+
+@pytest.fixture(scope="module")
+def lms(tiny_causal_lm, lm_export):
+    from rerank.llm import CausalLM
+
+    return CausalLM(str(tiny_causal_lm), device="cpu"), CausalLM(str(lm_export), backend="onnx")
+
+
+@pytest.fixture(scope="module")
+def lists():
+    from tests.tiny_models import corpus_texts
+
+    docs = corpus_texts()
+    return [(docs[0][:40], docs[1:8]), (docs[50][:30], docs[51:56])]
+
+
+def test_export_parity_and_graph_inputs(lm_export):
+    from retrieval.backend.cache import read_export
+
+    export = read_export(lm_export, kind="causal-lm")
+    assert export.manifest["parity"]["fp32"]["max_abs_diff"] <= 1e-4
+    import onnx
+
+    graph = onnx.load(str(export.file()), load_external_data=False).graph
+    assert [i.name for i in graph.input] == ["input_ids", "allowed", "position_ids", "positions", "token_ids"]
+
+
+def test_next_token_logits(lms):
+    torch_lm, onnx_lm = lms
+    ids = torch_lm.single_token_ids(["A", "B", "yes"])
+    assert np.abs(torch_lm.next_token_logits(PROMPTS, ids) - onnx_lm.next_token_logits(PROMPTS, ids)).max() <= 1e-4
+    assert np.abs(torch_lm.next_token_logits(PROMPTS) - onnx_lm.next_token_logits(PROMPTS)).max() <= 1e-4
+
+
+def test_iter_tail_logits(lms):
+    torch_lm, onnx_lm = lms
+    ctx, tails = torch_lm.split_common_prefix(["the query [A]: 1", "the query [B]: 23", "the query [C]: 4 5"])
+    groups = [(ctx, tails), (ctx[:3], tails[:2])]
+    ref = dict(torch_lm.iter_tail_logits(groups, last=2))
+    got = dict(onnx_lm.iter_tail_logits(groups, last=2))
+    assert ref.keys() == got.keys()
+    for g, rows in ref.items():
+        assert max(np.abs(a - b).max() for a, b in zip(rows, got[g])) <= 1e-4
+
+
+def test_generate(lms):
+    torch_lm, onnx_lm = lms
+    assert onnx_lm.generate(PROMPTS, max_new_tokens=6) == torch_lm.generate(PROMPTS, max_new_tokens=6)
+
+
+@pytest.mark.parametrize("paradigm, options", [
+    ("pointwise", {"mode": "yesno"}),
+    ("pointwise", {"mode": "erank", "levels": 10}),
+    ("listwise", {"mode": "first", "window": 4, "stride": 2}),
+    ("listwise", {"mode": "generate", "window": 3, "stride": 2}),
+    ("groupwise", {"group_size": 3, "rounds": 1, "levels": 10}),
+])
+def test_reranker_on_onnx_agrees_with_torch(lms, lists, paradigm, options):
+    from rerank.groupwise import GroupwiseReranker
+    from rerank.listwise import ListwiseReranker
+    from rerank.pointwise import LLMPointwiseReranker
+
+    cls = {"pointwise": LLMPointwiseReranker, "listwise": ListwiseReranker, "groupwise": GroupwiseReranker}[paradigm]
+    torch_lm, onnx_lm = lms
+    ref = cls(torch_lm, **options).score(lists)
+    got = cls(onnx_lm, **options).score(lists)
+    for r, g in zip(ref, got):
+        assert np.abs(np.array(r) - np.array(g)).max() <= 1e-3
+
+
+def test_spec_loads_an_onnx_llm(lm_export):
+    from rerank.spec import load_reranker
+
+    reranker = load_reranker(f"pointwise-llm:{lm_export},backend=onnx,batch_size=2")
+    assert reranker.lm.backend == "onnx" and reranker.lm.batch_size == 2
