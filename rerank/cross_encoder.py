@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rerank.base import Reranker
-from retrieval.backend import BACKENDS
+from retrieval.backend import check_backend
 from retrieval.backend.sources import check_classification_head
 from retrieval.errors import InputError
 from retrieval.models import resolve_model
@@ -46,10 +46,7 @@ class CrossEncoderReranker(Reranker):
     def __init__(self, model: str = DEFAULT_CROSS_ENCODER, *, batch_size: int = 32, max_length: int | None = None,
                  backend: str = "torch", device: str | None = None, int8: bool = False) -> None:
         super().__init__()
-        if backend not in BACKENDS:
-            raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}", field="backend")
-        if int8 and backend != "onnx":
-            raise InputError("int8 needs backend='onnx'", field="int8")
+        check_backend(backend, int8)
         self.model_name = model
         self.path = resolve_model(model)
         self.backend, self.int8 = backend, bool(int8)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.backend import BACKENDS
+from retrieval.backend import check_backend
 from retrieval.backend.sources import gguf_location
 from retrieval.errors import InputError
 from retrieval.models import resolve_model
@@ -37,10 +37,7 @@ class CausalLM:
 
     def __init__(self, model: str, *, backend: str = "torch", device: str | None = None, batch_size: int = 4,
                  max_length: int = 4096, int8: bool = False) -> None:
-        if backend not in BACKENDS:
-            raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}", field="backend")
-        if int8 and backend != "onnx":
-            raise InputError("int8 needs backend='onnx'", field="int8")
+        check_backend(backend, int8)
         self.name = model
         self.path, self.gguf_file = gguf_location(resolve_model(model))
         self.batch_size = batch_size

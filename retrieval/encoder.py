@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.backend import BACKENDS, check_backend
 from retrieval.errors import InputError
 from retrieval.models import DEFAULT_ENCODER, resolve_model
 
-BACKENDS = ("torch", "onnx")
+__all__ = ["BACKENDS", "DOC_PROMPTS", "Encoder", "model_fingerprint"]
 DOC_PROMPTS = ("document", "passage", "corpus")
 
 
@@ -46,10 +47,7 @@ class Encoder:
         max_length: int | None = None,
         int8: bool = False,
     ) -> None:
-        if backend not in BACKENDS:
-            raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}", field="backend")
-        if int8 and backend != "onnx":
-            raise InputError("int8 needs backend='onnx'", field="int8")
+        check_backend(backend, int8)
         self.name = model
         self.path = resolve_model(model)
         self.backend = backend

@@ -20,3 +20,13 @@ from __future__ import annotations
 
 KINDS = ("encoder", "cross-encoder", "causal-lm")
 BACKENDS = ("torch", "onnx")
+
+
+def check_backend(backend: str, int8: bool) -> None:
+    """Refuse an unknown backend, or int8 without ONNX (an :class:`~retrieval.errors.InputError`)."""
+    from retrieval.errors import InputError
+
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}", field="backend")
+    if int8 and backend != "onnx":
+        raise InputError("int8 needs backend='onnx'", field="int8")
