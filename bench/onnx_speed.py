@@ -220,7 +220,7 @@ def bench_listwise(args: argparse.Namespace, result: dict) -> None:
     query = next(iter(data.queries("test").values()))
     passages = [doc.full_text for _, doc in zip(range(args.window), data.corpus)]
     lms = {"torch": CausalLM(args.llm, device="cpu", batch_size=1), "onnx fp32": CausalLM(args.llm, backend="onnx")}
-    reranker = ListwiseReranker(lms["torch"], window=args.window)
+    reranker = ListwiseReranker(lms["torch"], window=args.window, stride=min(10, args.window))
     prompt = reranker.prompt(query, [reranker._passage(p) for p in passages])
     ids = reranker._label_ids
     tokens = lms["torch"].n_tokens(prompt)
