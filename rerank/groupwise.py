@@ -32,7 +32,7 @@ How a score is read here (zero-shot, from next-token logits, as ERank reads a po
 * ``share_prefix=False``: the G slot prompts (and their "1"-extended copies) go as separate
   prompts to :meth:`CausalLM.next_token_logits`, all groups of all rounds and queries in one call
   (it sorts by length and batches); ``stats.forward_passes`` counts those prompts. It is the
-  reference the shared pass is tested against, and the path for a backend without custom masks.
+  reference the shared pass is tested against (on torch and on ONNX Runtime alike).
 
   Teacher-forcing one full ``[A]: s\n[B]: s ...`` answer instead would condition each score on
   placeholder scores of the earlier slots; the masked tails avoid that.
@@ -114,7 +114,7 @@ class GroupwiseReranker(Reranker):
         self.group_size, self.rounds, self.levels = group_size, rounds, levels
         self.max_passage_tokens, self.seed, self.calibration = max_passage_tokens, seed, calibration
         self.lm = model if isinstance(model, CausalLM) else CausalLM(model, batch_size=batch_size)
-        self.share_prefix = bool(share_prefix) and self.lm.backend == "torch"
+        self.share_prefix = bool(share_prefix)
         self._bare = self.lm.single_token_ids([str(d) for d in range(10)])
         self._sep, self._ids, self._whole = self._score_tokens()
 

@@ -69,7 +69,8 @@ def test_generate(lms):
     ("pointwise", {"mode": "erank", "levels": 10}),
     ("listwise", {"mode": "first", "window": 4, "stride": 2}),
     ("listwise", {"mode": "generate", "window": 3, "stride": 2}),
-    ("groupwise", {"group_size": 3, "rounds": 1, "levels": 10}),
+    ("groupwise", {"group_size": 3, "rounds": 1, "levels": 10}),  # the shared-prefix pass (4-D masks)
+    ("groupwise", {"group_size": 3, "rounds": 1, "levels": 10, "share_prefix": False}),
 ])
 def test_reranker_on_onnx_agrees_with_torch(lms, lists, paradigm, options):
     from rerank.groupwise import GroupwiseReranker
