@@ -50,6 +50,35 @@ def test_encoder_int8_cosine_and_its_own_fingerprint(tiny_encoder, encoder_expor
     assert files["model.int8.onnx"]["bytes"] < files["model.onnx"]["bytes"]
 
 
+def test_a_bert_encoder_is_fused_and_quantized_to_qattention(encoder_export):
+    import onnx
+
+    from retrieval.backend.cache import read_export
+
+    export = read_export(encoder_export, int8=True)
+    assert export.manifest["fused"].get("Attention") == 2  # one per layer of the tiny BERT
+    fp32_ops = {n.op_type for n in onnx.load(str(export.file(False))).graph.node}
+    int8_ops = {n.op_type for n in onnx.load(str(export.file(True))).graph.node}
+    assert {"Attention", "SkipLayerNormalization"} <= fp32_ops
+    assert "QAttention" in int8_ops and "Attention" not in int8_ops
+
+
+def test_a_failed_fusion_falls_back_to_the_plain_graph(tiny_encoder, tmp_path, monkeypatch, texts):
+    from retrieval.backend import optimize
+    from retrieval.backend.cache import export_model
+    from retrieval.encoder import Encoder
+
+    def broken(*args, **kwargs):
+        raise ValueError("no attention fused")
+
+    monkeypatch.setattr(optimize, "fuse_transformer", broken)
+    export = export_model(str(tiny_encoder), "encoder", tmp_path / "plain")
+    assert export.manifest["fused"] == {}
+    onnx_enc = Encoder(str(tmp_path / "plain"), backend="onnx", batch_size=16)
+    assert np.abs(Encoder(str(tiny_encoder), batch_size=16).encode_docs(texts[:20])
+                  - onnx_enc.encode_docs(texts[:20])).max() <= 1e-4
+
+
 def test_int8_index_never_reuses_a_torch_index(tiny_encoder, encoder_export, synthetic_beir):
     from retrieval import cached
     from retrieval.dense import DenseRetriever

@@ -44,6 +44,7 @@ class Prepared:
     vectors: bool  # outputs are embeddings (cosine parity for int8)
     scores: Callable[[np.ndarray], np.ndarray]  # outputs -> score rows for ranking agreement
     what: str
+    hf_model: Any = None  # the Hugging Face transformer inside, when ONNX Runtime can fuse its layers
 
 
 def _torch_inputs(features: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -96,7 +97,7 @@ def prepare_encoder(model: str, max_length: int | None) -> Prepared:
     }
     return Prepared(graph, tokenizer, _torch_inputs(text_features(tokenizer, PROBE_TEXTS[:2], limit)),
                     {k: (0, 1) for k in probe}, "sentence_embedding_out", settings, probe, reference, True,
-                    lambda out: out[:n_q] @ out[n_q:].T, what)
+                    lambda out: out[:n_q] @ out[n_q:].T, what, getattr(first, "auto_model", None))
 
 
 def prepare_cross_encoder(model: str, max_length: int | None) -> Prepared:
@@ -121,7 +122,7 @@ def prepare_cross_encoder(model: str, max_length: int | None) -> Prepared:
     settings = {"max_length": limit, "num_labels": labels}
     example = _torch_inputs(text_features(tokenizer, PROBE_QUERIES[:2], limit, docs[:2]))
     return Prepared(graph, tokenizer, example, {k: (0, 1) for k in probe}, "score_out", settings, probe, reference,
-                    False, lambda out: out.reshape(len(PROBE_QUERIES), len(docs)), what)
+                    False, lambda out: out.reshape(len(PROBE_QUERIES), len(docs)), what, getattr(ce, "model", None))
 
 
 def prepare_causal_lm(model: str, max_length: int | None) -> Prepared:
@@ -177,8 +178,7 @@ def build(model: str, kind: str, folder: Path, *, int8: bool = False, optimize: 
     prepared = PREPARE[kind](model, max_length)
     folder.mkdir(parents=True, exist_ok=True)
     files = [FP32_FILE] + ([INT8_FILE] if int8 else [])
-    export_graph(prepared.graph, prepared.inputs, prepared.dynamic, prepared.output, folder / FP32_FILE,
-                 prepared.what)
+    fused = export_fp32(prepared, folder / FP32_FILE)
     if int8:
         quantize_int8(folder / FP32_FILE, folder / INT8_FILE, reduce_range=reduce_range)
     if optimize:
@@ -194,7 +194,52 @@ def build(model: str, kind: str, folder: Path, *, int8: bool = False, optimize: 
         parity[record["variant"]] = record
     files += save_tokenizer(prepared.tokenizer, folder)
     return {"settings": prepared.settings, "parity": parity, "files": files, "optimized": optimize,
-            "reduce_range": reduce_range}
+            "reduce_range": reduce_range, "fused": fused}
+
+
+def export_fp32(prepared: Prepared, out: Path) -> dict[str, int]:
+    """Export the fp32 graph to ``out``; returns the fused operator counts (empty when not fused).
+
+    A BERT-family transformer is exported by the TorchScript exporter with eager attention and fused
+    by ONNX Runtime's transformer optimizer (the fused graph encodes about 1.2x faster than the
+    plain one on a 2-core AVX2 CPU and quantizes to QAttention). Any model -- or a fusion that fails
+    or does not reproduce torch within the fp32 tolerance -- gets the dynamo exporter's plain graph.
+    """
+    import logging
+
+    from retrieval.backend.optimize import fusable, fuse_transformer
+
+    fusion = fusable(getattr(prepared.hf_model, "config", None))
+    if fusion is not None:
+        try:
+            with _eager_attention(prepared.hf_model):
+                export_graph(prepared.graph, prepared.inputs, prepared.dynamic, prepared.output, out, prepared.what,
+                             legacy=True)
+            counts = fuse_transformer(out, out, fusion)
+            got = OnnxSession(out, device="cpu")(prepared.probe)
+            record = compare(prepared.reference, got, int8=False, vectors=prepared.vectors,
+                             scores=(prepared.scores(prepared.reference), prepared.scores(got)))
+            require(record, prepared.what)
+            return counts
+        except (InputError, ValueError) as err:
+            logging.getLogger(__name__).warning("%s: fused export failed (%s); exporting the plain graph",
+                                                prepared.what, err)
+    export_graph(prepared.graph, prepared.inputs, prepared.dynamic, prepared.output, out, prepared.what)
+    return {}
+
+
+class _eager_attention:
+    """Switch a Hugging Face model to eager attention for the export (the pattern ONNX Runtime fuses)."""
+
+    def __init__(self, model: Any) -> None:
+        self.config = model.config
+
+    def __enter__(self) -> None:
+        self.before = getattr(self.config, "_attn_implementation", None)
+        self.config._attn_implementation = "eager"
+
+    def __exit__(self, *exc: object) -> None:
+        self.config._attn_implementation = self.before
 
 
 def save_tokenizer(tokenizer: Any, folder: Path) -> list[str]:

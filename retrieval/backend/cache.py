@@ -30,7 +30,7 @@ from retrieval.files import file_record, sha256_file, write_json
 from retrieval.paths import cache_root
 
 FORMAT = "rankwise-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: BERT-family graphs fused by ONNX Runtime's transformer optimizer
 MANIFEST = "manifest.json"
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 class CorruptExport(InputError):
     """An export folder whose files do not match its manifest or fail ``onnx.checker``."""
+
+
+class OutdatedExport(InputError):
+    """An export made by another format version of rankwise (rebuilt in the cache, refused elsewhere)."""
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,11 @@ def read_export(folder: str | Path, *, int8: bool = False, kind: str | None = No
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
         raise CorruptExport(f"unreadable manifest: {err}", path=path) from None
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        raise InputError(f"not a rankwise ONNX export of format version {FORMAT_VERSION}", path=path, field="format")
+    if manifest.get("format") != FORMAT:
+        raise InputError("not a rankwise ONNX export", path=path, field="format")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise OutdatedExport(f"an export of format version {manifest.get('format_version')}, not "
+                             f"{FORMAT_VERSION}: export it again", path=path, field="format_version")
     if kind is not None and manifest.get("kind") != kind:
         raise InputError(f"holds a {manifest.get('kind')} export where a {kind} is needed", path=path, field="kind")
     export = Export(folder, manifest)
@@ -209,5 +216,7 @@ def exported(model: str, kind: str, *, int8: bool = False, max_length: int | Non
                 return read_export(folder, int8=int8, kind=kind) if int8 else export
         except CorruptExport as err:
             log.warning("cached ONNX export is corrupt (%s); exporting again", err)
+        except OutdatedExport:
+            log.warning("cached ONNX export of %s is of an older format; exporting again", model)
     log.info("exporting %s (%s) to ONNX under %s", model, kind, folder)
     return export_model(model, kind, folder, int8=int8, max_length=max_length, fingerprint=fingerprint)

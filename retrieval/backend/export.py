@@ -1,4 +1,10 @@
-"""``torch.onnx`` export (the dynamo exporter) with dynamic batch and sequence axes."""
+"""``torch.onnx`` export with dynamic batch and sequence axes.
+
+The dynamo exporter serves every model. BERT-family encoders and cross-encoders also go through
+the TorchScript exporter (``legacy=True``) with eager attention: its graph is the one ONNX
+Runtime's transformer optimizer recognises (fused Attention, SkipLayerNormalization,
+EmbedLayerNormalization), see :func:`retrieval.backend.optimize.fuse_transformer`.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +21,19 @@ from retrieval.errors import InputError
 from retrieval.files import atomic_path
 
 OPSET = 20
+LEGACY_OPSET = 17  # what ONNX Runtime's transformer fusions are written against
 _EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit: bigger models keep weights in a side file
 
 
 def export_graph(module: torch.nn.Module, inputs: dict[str, torch.Tensor], dynamic: dict[str, tuple[int, ...]],
-                 output: str, out: Path, what: str) -> Path:
+                 output: str, out: Path, what: str, *, legacy: bool = False) -> Path:
     """Export ``module(**inputs)`` to ``out`` (written atomically); ``dynamic`` names each input's dynamic axes.
 
     ``what`` names the model and the part for the error message when export fails (an unsupported
-    op, a data-dependent shape, ...).
+    op, a data-dependent shape, ...). ``legacy`` uses the TorchScript exporter (see the module doc).
     """
+    if legacy:
+        return _export_legacy(module, inputs, dynamic, output, out, what)
     shapes = {name: {axis: torch.export.Dim.DYNAMIC for axis in dynamic.get(name, ())} for name in inputs}
     size = sum(p.numel() * p.element_size() for p in module.parameters())
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
@@ -53,4 +62,27 @@ def export_graph(module: torch.nn.Module, inputs: dict[str, torch.Tensor], dynam
     else:
         with atomic_path(out) as tmp:
             program.save(str(tmp), external_data=False)
+    return out
+
+
+_AXIS_NAMES = ("batch", "sequence", "key")
+
+
+def _export_legacy(module: torch.nn.Module, inputs: dict[str, torch.Tensor], dynamic: dict[str, tuple[int, ...]],
+                   output: str, out: Path, what: str) -> Path:
+    import inspect
+
+    order = [n for n in inspect.signature(module.forward).parameters if n in inputs]  # positional, in forward's order
+    inputs = {name: inputs[name] for name in order}
+    axes = {name: {axis: _AXIS_NAMES[axis] for axis in dynamic.get(name, ())} for name in inputs}
+    axes[output] = {0: "batch"}
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), atomic_path(out) as tmp:
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module.eval(), tuple(inputs.values()), str(tmp), input_names=list(inputs),
+                              output_names=[output], dynamic_axes=axes, opset_version=LEGACY_OPSET, dynamo=False)
+    except Exception as err:  # noqa: BLE001 - the exporter raises many types; name the model, part, cause
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"cannot export {what} to ONNX (TorchScript exporter): {type(err).__name__}: {first}",
+                         field="model") from None
     return out

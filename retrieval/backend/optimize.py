@@ -29,3 +29,42 @@ def optimize_graph(src: Path, dst: Path, level: str = "extended") -> Path:
         ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
         Path(options.optimized_model_filepath).replace(tmp)
     return dst
+
+
+# Hugging Face model types whose encoder layers ONNX Runtime's BERT fusions recognise.
+FUSABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert"}
+
+
+def fusable(config: object) -> tuple[str, int, int] | None:
+    """``(optimizer model type, heads, hidden size)`` for a config ONNX Runtime's transformer optimizer fuses."""
+    kind = FUSABLE.get(getattr(config, "model_type", ""))
+    heads, hidden = getattr(config, "num_attention_heads", None), getattr(config, "hidden_size", None)
+    return (kind, int(heads), int(hidden)) if kind and heads and hidden else None
+
+
+def fuse_transformer(src: Path, dst: Path, fusion: tuple[str, int, int]) -> dict[str, int]:
+    """Write ``src`` with ONNX Runtime's transformer fusions (Attention, SkipLayerNormalization,
+    EmbedLayerNormalization, BiasGelu) to ``dst`` atomically; returns the fused operator counts.
+
+    The fused operators are ONNX Runtime contrib ops with CPU and CUDA kernels, so the graph stays
+    portable across both providers. Raises ``ValueError`` when no attention was fused (the caller
+    keeps the plain graph then).
+    """
+    import logging
+
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    kind, heads, hidden = fusion
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # shape-inference chatter
+    try:
+        model = optimize_model(str(src), model_type=kind, num_heads=heads, hidden_size=hidden, use_gpu=False)
+    finally:
+        root.setLevel(level)
+    counts = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
+    if not counts.get("Attention"):
+        raise ValueError(f"no attention fused ({counts})")
+    with atomic_path(dst) as tmp:
+        model.save_model_to_file(str(tmp))
+    return counts
