@@ -33,6 +33,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np  # noqa: E402
+
 from _common import CpuShare, command_line, log, machine, machine_line, median, write_json  # noqa: E402
 
 ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -219,7 +221,8 @@ def bench_listwise(args: argparse.Namespace, result: dict) -> None:
     data = resolve_dataset("scifact", progress=False)
     query = next(iter(data.queries("test").values()))
     passages = [doc.full_text for _, doc in zip(range(args.window), data.corpus)]
-    lms = {"torch": CausalLM(args.llm, device="cpu", batch_size=1), "onnx fp32": CausalLM(args.llm, backend="onnx")}
+    lms = {"torch": CausalLM(args.llm, device="cpu", batch_size=1), "onnx fp32": CausalLM(args.llm, backend="onnx"),
+           "onnx int8": CausalLM(args.llm, backend="onnx", int8=True)}
     reranker = ListwiseReranker(lms["torch"], window=args.window, stride=min(10, args.window))
     prompt = reranker.prompt(query, [reranker._passage(p) for p in passages])
     ids = reranker._label_ids
@@ -227,13 +230,25 @@ def bench_listwise(args: argparse.Namespace, result: dict) -> None:
     rates = alternate({n: (lambda lm=lm: lm.next_token_logits([prompt], ids)) for n, lm in lms.items()},
                       args.windows, "windows/s", 1)
     latency = {n: 1 / v for n, v in rates.items()}
+    # FIRST ranks the window by these identifier logits: how far each backend's order is from torch's
+    logits = {n: lm.next_token_logits([prompt], ids)[0] for n, lm in lms.items()}
+    agreement = {n: _kendall_tau(logits["torch"], v) for n, v in logits.items()}
+    top1 = {n: bool(np.argmax(v) == np.argmax(logits["torch"])) for n, v in logits.items()}
     result["listwise"] = {"model": args.llm, "window": args.window, "prompt_tokens": tokens, "latency_s": latency,
-                          "speedup": {n: latency["torch"] / v for n, v in latency.items()}}
+                          "speedup": {n: latency["torch"] / v for n, v in latency.items()},
+                          "kendall_tau_vs_torch": agreement, "same_first_vs_torch": top1}
     print(f"\nListwise (FIRST) window of {args.window} passages, {tokens} prompt tokens, {args.llm}")
-    print("| variant | latency s | speed-up |\n|---|---:|---:|")
+    print("| variant | latency s | speed-up | Kendall tau of the window order vs torch | same first |")
+    print("|---|---:|---:|---:|---|")
     for name, value in latency.items():
-        print(f"| {name} | {value:.2f} | {latency['torch'] / value:.2f} |")
+        print(f"| {name} | {value:.2f} | {latency['torch'] / value:.2f} | {agreement[name]:.3f} | {top1[name]} |")
     print("target: onnx >= 1.5x torch")
+
+
+def _kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau between two score vectors (ties count as disagreement)."""
+    i, j = np.triu_indices(len(a), k=1)
+    return float(np.mean(np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])))
 
 
 def main() -> None:
