@@ -171,20 +171,15 @@ def _write_manifest(folder: Path, fields: dict[str, Any]) -> Export:
 
 def add_int8(export: Export, *, reduce_range: bool = False) -> Export:
     """Quantize an export's fp32 graph to int8, check it, and add it to the manifest."""
-    from retrieval.backend.build import PREPARE
-    from retrieval.backend.parity import compare, require
+    from retrieval.backend.build import PREPARE, check_parity
     from retrieval.backend.quantize import quantize_int8
-    from retrieval.backend.session import OnnxSession
 
     if export.manifest.get("optimized"):
         raise InputError("the fp32 graph was optimized for the CPU provider and cannot be quantized; export "
                          "again with --int8", path=export.folder)
     prepared = PREPARE[export.kind](export.manifest["model"], export.manifest["options"].get("max_length"))
     quantize_int8(export.file(False), export.file(True), reduce_range=reduce_range)
-    got = OnnxSession(export.file(True), device="cpu", int8=True)(prepared.probe)
-    record = compare(prepared.reference, got, int8=True, vectors=prepared.vectors,
-                     scores=(prepared.scores(prepared.reference), prepared.scores(got)))
-    require(record, prepared.what)
+    record = check_parity(prepared, export.file(True), int8=True)
     fields = {k: v for k, v in export.manifest.items() if k not in ("format", "format_version", "created", "versions")}
     fields["parity"] = {**fields["parity"], "int8": record}
     fields["reduce_range"] = reduce_range
