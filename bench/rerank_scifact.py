@@ -35,6 +35,8 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=20)
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="the LLM's inference backend")
+    p.add_argument("--int8", action="store_true", help="with --backend onnx: the int8 graph")
     p.add_argument("--json-out")
     args = p.parse_args()
 
@@ -56,7 +58,7 @@ def main() -> None:
     t = time.perf_counter()
     first = BM25Retriever(bm25_index(data)).search(queries, k=args.depth, progress=False)
     bm25_s = time.perf_counter() - t
-    lm = CausalLM(args.model, batch_size=args.batch_size)
+    lm = CausalLM(args.model, batch_size=args.batch_size, backend=args.backend, int8=args.int8)
     builders = {
         "pointwise-yesno": lambda: LLMPointwiseReranker(lm, mode="yesno", max_passage_tokens=100, batch_size=args.batch_size),
         "pointwise-erank": lambda: LLMPointwiseReranker(lm, mode="erank", max_passage_tokens=100, batch_size=args.batch_size),
@@ -75,11 +77,11 @@ def main() -> None:
                       "passages": reranker.stats.passages}
         log(f"{name}: {rows[name]}")
     result = {"command": command_line(), "machine": machine(), "queries": len(queries), "depth": args.depth,
-              "model": args.model, "systems": rows}
+              "model": args.model, "backend": args.backend + (" int8" if args.int8 else ""), "systems": rows}
     if "listwise-first" in rows and "listwise-generate" in rows:
         result["first_speedup_vs_generate"] = rows["listwise-generate"]["wall_s"] / rows["listwise-first"]["wall_s"]
     print(f"command: {result['command']}\nmachine: {machine_line(result['machine'])}")
-    print(f"{args.dataset} test, first {len(queries)} judged queries, BM25 top-{args.depth}, model {args.model}")
+    print(f"{args.dataset} test, first {len(queries)} judged queries, BM25 top-{args.depth}, model {args.model}, backend {result['backend']}")
     print(f"{'system':20} {'nDCG@10':>8} {'wall s':>8} {'s/query':>8} {'passes':>7}")
     for name, r in rows.items():
         print(f"{name:20} {r['nDCG@10']:8.4f} {r['wall_s']:8.1f} {r.get('s_per_query', 0):8.2f} "

@@ -39,7 +39,46 @@ def test_export_parity_and_graph_inputs(lm_export):
 
     graph = onnx.load(str(export.file()), load_external_data=False).graph
     assert [i.name for i in graph.input] == ["input_ids", "allowed", "position_ids", "positions", "token_ids"]
+    # attention fused as ONNX Runtime's GroupQueryAttention (4 query heads over 2 key/value heads), one per layer
+    assert export.manifest["fused"] == {"GroupQueryAttention": 2}
+    assert [n.op_type for n in graph.node].count("GroupQueryAttention") == 2
+    assert "Softmax" not in {n.op_type for n in graph.node}
 
+
+
+def test_attention_the_fused_operator_lacks_falls_back_to_the_plain_graph(tiny_causal_lm, tmp_path, monkeypatch):
+    import onnx
+
+    from retrieval.backend import attention
+    from retrieval.backend.cache import export_model, read_export
+
+    def sliding(*args, **kwargs):
+        raise attention.Unsupported("attention with sliding_window")
+
+    monkeypatch.setattr(attention, "attention_forward", sliding)
+    export = read_export(export_model(str(tiny_causal_lm), "causal-lm", tmp_path / "lm").folder, kind="causal-lm")
+    assert export.manifest["fused"] == {}
+    assert export.manifest["parity"]["fp32"]["max_abs_diff"] <= 1e-4
+    ops = {n.op_type for n in onnx.load(str(export.file()), load_external_data=False).graph.node}
+    assert "GroupQueryAttention" not in ops and "Softmax" in ops
+
+
+def test_fused_attention_refuses_what_the_operator_lacks():
+    import torch
+
+    from retrieval.backend.attention import Unsupported, attention_forward
+
+    q, kv = torch.randn(1, 4, 3, 8), torch.randn(1, 2, 3, 8)
+    mask = torch.zeros(1, 1, 3, 3)
+    with pytest.raises(Unsupported, match="sliding_window"):
+        attention_forward(None, q, kv, kv, mask, sliding_window=2)
+    with pytest.raises(Unsupported, match="3 query heads over 2"):
+        attention_forward(None, q[:, :3], kv, kv, mask)
+    # causal attention with the mask as additive bias, grouped heads read without repeating them
+    causal = torch.zeros(3, 3).masked_fill(~torch.ones(3, 3, dtype=torch.bool).tril(), float("-inf"))
+    out, _ = attention_forward(None, q, kv, kv, causal[None, None], scaling=0.5)
+    expected = torch.softmax(q @ kv.repeat_interleave(2, 1).transpose(-1, -2) * 0.5 + causal, -1) @ kv.repeat_interleave(2, 1)
+    assert torch.allclose(out, expected.transpose(1, 2), atol=1e-5)
 
 def test_next_token_logits(lms):
     torch_lm, onnx_lm = lms

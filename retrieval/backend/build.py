@@ -45,6 +45,7 @@ class Prepared:
     scores: Callable[[np.ndarray], np.ndarray]  # outputs -> score rows for ranking agreement
     what: str
     hf_model: Any = None  # the Hugging Face transformer inside, when ONNX Runtime can fuse its layers
+    causal_lm: Any = None  # the Hugging Face causal LM inside, whose attention is exported fused
 
 
 def _torch_inputs(features: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -159,7 +160,7 @@ def prepare_causal_lm(model: str, max_length: int | None) -> Prepared:
     dynamic = {"input_ids": (0, 1), "allowed": (0, 1, 2), "position_ids": (0, 1), "positions": (0, 1),
                "token_ids": (0,)}
     return Prepared(graph, tokenizer, _torch_inputs(example), dynamic, "selected_logits", settings, probe, reference,
-                    False, lambda out: out[:, 0, :64], what)
+                    False, lambda out: out[:, 0, :64], what, causal_lm=lm)
 
 
 PREPARE = {"encoder": prepare_encoder, "cross-encoder": prepare_cross_encoder, "causal-lm": prepare_causal_lm}
@@ -207,42 +208,40 @@ def export_fp32(prepared: Prepared, out: Path) -> tuple[dict[str, int], dict[str
     """Export the fp32 graph to ``out``; returns the fused operator counts (empty when not fused) and,
     for a fused graph, its parity record (checked here to decide the fallback).
 
-    A BERT-family transformer is exported by the TorchScript exporter with eager attention and fused
-    by ONNX Runtime's transformer optimizer (the fused graph encodes about 1.2x faster than the
-    plain one on a 2-core AVX2 CPU and quantizes to QAttention). Any model -- or a fusion that fails
-    or does not reproduce torch within the fp32 tolerance -- gets the dynamo exporter's plain graph.
+    - A BERT-family transformer is exported by the TorchScript exporter with eager attention and
+      fused by ONNX Runtime's transformer optimizer (the fused graph encodes about 1.2x faster than
+      the plain one on a 2-core AVX2 CPU and quantizes to QAttention).
+    - A causal LM's attention is exported as ``GroupQueryAttention`` (:mod:`retrieval.backend.attention`).
+
+    Any other model -- or a fusion that fails or does not reproduce torch within the fp32 tolerance --
+    gets the dynamo exporter's plain graph.
     """
     import logging
 
-    from retrieval.backend.optimize import fusable, fuse_transformer
+    from retrieval.backend.attention import IMPLEMENTATION, OP_TYPE, attention_implementation, translations
+    from retrieval.backend.optimize import count_ops, fusable, fuse_transformer
 
     fusion = fusable(getattr(prepared.hf_model, "config", None))
-    if fusion is not None:
-        try:
-            with _eager_attention(prepared.hf_model):
+    try:
+        if fusion is not None:
+            with attention_implementation(prepared.hf_model, "eager"):
                 export_graph(prepared.graph, prepared.inputs, prepared.dynamic, prepared.output, out, prepared.what,
                              legacy=True)
             counts = fuse_transformer(out, out, fusion)
             return counts, check_parity(prepared, out, int8=False)
-        except (InputError, ValueError) as err:
-            logging.getLogger(__name__).warning("%s: fused export failed (%s); exporting the plain graph",
-                                                prepared.what, err)
+        if prepared.causal_lm is not None:
+            with attention_implementation(prepared.causal_lm, IMPLEMENTATION):
+                export_graph(prepared.graph, prepared.inputs, prepared.dynamic, prepared.output, out, prepared.what,
+                             translations=translations())
+            counts = count_ops(out, (OP_TYPE,))
+            if not counts:
+                raise ValueError(f"no {OP_TYPE} in the exported graph")
+            return counts, check_parity(prepared, out, int8=False)
+    except (InputError, ValueError) as err:
+        logging.getLogger(__name__).warning("%s: fused export failed (%s); exporting the plain graph",
+                                            prepared.what, err)
     export_graph(prepared.graph, prepared.inputs, prepared.dynamic, prepared.output, out, prepared.what)
     return {}, None
-
-
-class _eager_attention:
-    """Switch a Hugging Face model to eager attention for the export (the pattern ONNX Runtime fuses)."""
-
-    def __init__(self, model: Any) -> None:
-        self.config = model.config
-
-    def __enter__(self) -> None:
-        self.before = getattr(self.config, "_attn_implementation", None)
-        self.config._attn_implementation = "eager"
-
-    def __exit__(self, *exc: object) -> None:
-        self.config._attn_implementation = self.before
 
 
 def save_tokenizer(tokenizer: Any, folder: Path) -> list[str]:

@@ -30,7 +30,7 @@ from retrieval.files import file_record, sha256_file, write_json
 from retrieval.paths import cache_root
 
 FORMAT = "rankwise-onnx"
-FORMAT_VERSION = 2  # 2: BERT-family graphs fused by ONNX Runtime's transformer optimizer
+FORMAT_VERSION = 3  # 2: BERT-family graphs fused by ONNX Runtime's transformer optimizer; 3: causal-LM attention as GroupQueryAttention
 MANIFEST = "manifest.json"
 
 log = logging.getLogger(__name__)

@@ -14,6 +14,7 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,11 +27,13 @@ _EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit: bigger models kee
 
 
 def export_graph(module: torch.nn.Module, inputs: dict[str, torch.Tensor], dynamic: dict[str, tuple[int, ...]],
-                 output: str, out: Path, what: str, *, legacy: bool = False) -> Path:
+                 output: str, out: Path, what: str, *, legacy: bool = False,
+                 translations: dict[Any, Any] | None = None) -> Path:
     """Export ``module(**inputs)`` to ``out`` (written atomically); ``dynamic`` names each input's dynamic axes.
 
     ``what`` names the model and the part for the error message when export fails (an unsupported
-    op, a data-dependent shape, ...). ``legacy`` uses the TorchScript exporter (see the module doc).
+    op, a data-dependent shape, ...). ``legacy`` uses the TorchScript exporter (see the module doc);
+    ``translations`` maps custom torch ops to their ONNX functions (dynamo exporter only).
     """
     if legacy:
         return _export_legacy(module, inputs, dynamic, output, out, what)
@@ -47,7 +50,8 @@ def export_graph(module: torch.nn.Module, inputs: dict[str, torch.Tensor], dynam
             warnings.simplefilter("ignore")
             program = torch.onnx.export(module.eval(), (), kwargs=inputs, input_names=list(inputs),
                                         output_names=[output], dynamic_shapes=shapes, dynamo=True, optimize=True,
-                                        opset_version=OPSET, verbose=False)
+                                        opset_version=OPSET, verbose=False,
+                                        custom_translation_table=translations)
     except Exception as err:  # noqa: BLE001 - the exporter raises many types; name the model, part, cause
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         sys.stderr.write(chatter.getvalue())

@@ -68,3 +68,12 @@ def fuse_transformer(src: Path, dst: Path, fusion: tuple[str, int, int]) -> dict
     with atomic_path(dst) as tmp:
         model.save_model_to_file(str(tmp))
     return counts
+
+
+def count_ops(path: Path, op_types: tuple[str, ...]) -> dict[str, int]:
+    """How many nodes of each of ``op_types`` the graph in ``path`` has (those present)."""
+    import onnx
+
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    counts = {op: sum(n.op_type == op for n in nodes) for op in op_types}
+    return {op: n for op, n in counts.items() if n}
