@@ -83,9 +83,10 @@ def test_first_window_is_the_listwise_prompt_and_its_gold_answer(lm):
     from rerank.permutation import read_permutation
     from training.listwise import FIRSTObjective
 
-    objective = FIRSTObjective(lm, window=4, seed=0)
+    assert FIRSTObjective(lm, window=4).shown(ROW) == (ROW["docs"], ROW["labels"])  # retrieved order by default
+    objective = FIRSTObjective(lm, window=4, seed=0, order="shuffled")
     prompt, answer, labels = objective.window(ROW)
-    docs, shuffled_labels = objective.shuffled(ROW)
+    docs, shuffled_labels = objective.shown(ROW)
     assert labels == shuffled_labels and sorted(docs) == sorted(ROW["docs"]) and docs != ROW["docs"]
     reranker = ListwiseReranker(lm, window=4, stride=2)
     text = reranker.window_prompt(ROW["query"], docs)  # the inference prompt of this window

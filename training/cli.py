@@ -304,6 +304,7 @@ def train_listwise_cmd(
     loss: Annotated[str, typer.Option(help="first: LM loss on the gold ranking + weighted RankNet")] = "first",
     window: Annotated[int, typer.Option(help="passages per training window")] = 20,
     rank_weight: Annotated[float, typer.Option(help="lambda of L_LM + lambda * L_rank")] = 1.0,
+    order: Annotated[str, typer.Option(help="window order: retrieved (as at inference) or shuffled")] = "retrieved",
     max_passage_tokens: MaxPassageTokens = 100,
     lora: Lora = True,
     lora_r: LoraR = 16,
@@ -326,7 +327,7 @@ def train_listwise_cmd(
                          "none", 0.5, gradient_accumulation)
     source = _candidates(triples, runs, qrels, queries, corpus, teacher_scores, group_by_query, depth)
     _train_llm(train_listwise, model, source, out, settings, lora, lora_r, force, json_output, loss=loss,
-               window=window, rank_weight=rank_weight, max_passage_tokens=max_passage_tokens)
+               window=window, rank_weight=rank_weight, max_passage_tokens=max_passage_tokens, order=order)
 
 
 @train_app.command("groupwise")

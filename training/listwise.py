@@ -1,9 +1,12 @@
 """FIRST training of the listwise LLM reranker (Reddy et al., EMNLP 2024).
 
 Each training list (:mod:`training.candidates`: mined triples / n-tuples, or a run's top-k with
-qrels) becomes one window of at most ``window`` passages, shown in an order shuffled with a
-generator seeded by ``seed`` and the query (so the model cannot learn the retriever's order), in
-exactly the prompt :class:`rerank.listwise.ListwiseReranker` builds at inference
+qrels) becomes one window of at most ``window`` passages, shown in ``order``: ``"retrieved"`` (the
+list's own order, as the reranker's sliding windows show a first-stage run at inference, so the
+model may keep the retriever's prior) or ``"shuffled"`` (a shuffle seeded by ``seed`` and the query,
+so it cannot). On SciFact with 60 training windows, SmolLM2-135M trained on shuffled windows fitted
+the identifiers that happened to be relevant most often and ranked BM25 top-20 at nDCG@10 0.016
+(see BENCHMARKS.md); in retrieved order it keeps BM25's prior. The window is written in exactly the prompt :class:`rerank.listwise.ListwiseReranker` builds at inference
 (:meth:`~rerank.listwise.ListwiseReranker.window_prompt`, passages truncated the same way). The
 gold ranking sorts the window by label, ties kept in window order (FIRST's own tie rule at
 inference), and the target is its answer string ``C] > [A] > ...`` (continuing the prompt's ``[``;
@@ -38,26 +41,33 @@ from training.runner import TrainResult
 from training.settings import TrainSettings
 
 LISTWISE_LOSSES = ("first",)
+ORDERS = ("retrieved", "shuffled")
 
 
 class FIRSTObjective(WithLoggedStats):
     """FIRST's combined loss over a batch of candidate lists (rows ``{"query", "docs", "labels"}``)."""
 
     def __init__(self, lm: CausalLM, *, window: int = 20, rank_weight: float = 1.0, max_passage_tokens: int = 100,
-                 seed: int = 0) -> None:
+                 seed: int = 0, order: str = "retrieved") -> None:
+        if order not in ORDERS:
+            raise InputError(f"unknown window order {order!r}; choose from {', '.join(ORDERS)}", field="order")
+        self.order = order
         self.reranker = ListwiseReranker(lm, mode="first", window=window, stride=window,
                                          max_passage_tokens=max_passage_tokens)
         self.rank_weight, self.seed = rank_weight, seed
         self.logged = LoggedStats()
 
-    def shuffled(self, row: dict[str, Any]) -> tuple[list[str], list[float]]:
-        """The list's documents and labels in window order: a shuffle seeded by ``seed`` and the query."""
+    def shown(self, row: dict[str, Any]) -> tuple[list[str], list[float]]:
+        """The list's documents and labels in window order: the list's own, or a shuffle seeded by ``seed``
+        and the query."""
+        if self.order == "retrieved":
+            return list(row["docs"]), [float(x) for x in row["labels"]]
         shown = np.random.default_rng([self.seed, zlib.crc32(row["query"].encode("utf-8"))]).permutation(len(row["docs"]))
         return [row["docs"][i] for i in shown], [float(row["labels"][i]) for i in shown]
 
     def window(self, row: dict[str, Any]) -> tuple[list[int], list[int], list[float]]:
-        """``(prompt ids, answer ids, labels in window order)`` of one list: shuffled, gold-ranked."""
-        docs, labels = self.shuffled(row)
+        """``(prompt ids, answer ids, labels in window order)`` of one list, gold-ranked."""
+        docs, labels = self.shown(row)
         gold = sorted(range(len(docs)), key=lambda k: -labels[k])  # stable: ties keep the window order
         prompt = self.reranker.window_prompt(row["query"], docs)
         return self.reranker.lm.tokenizer.encode(prompt, add_special_tokens=False), self.reranker.answer_ids(gold), labels
@@ -97,6 +107,7 @@ def train_listwise(
     window: int = 20,
     rank_weight: float = 1.0,
     max_passage_tokens: int = 100,
+    order: str = "retrieved",
     lora: LoRASettings | None = None,
     settings: TrainSettings | None = None,
     force: bool = False,
@@ -106,7 +117,8 @@ def train_listwise(
     """Train a causal LM as a FIRST listwise reranker on ``source``; the model is saved in ``out``.
 
     ``window``: passages per training window (the first ``window`` candidates of each list);
-    ``rank_weight``: lambda of ``L_LM + lambda * L_rank``; ``lora``: LoRA settings (``enabled=False``:
+    ``rank_weight``: lambda of ``L_LM + lambda * L_rank``; ``order``: ``"retrieved"`` or ``"shuffled"``
+    windows (module doc); ``lora``: LoRA settings (``enabled=False``:
     full fine-tuning). The saved folder loads as ``listwise:OUT``. Resumes from ``out/checkpoints``.
     """
     if loss not in LISTWISE_LOSSES:
@@ -115,10 +127,13 @@ def train_listwise(
         raise InputError(f"a window needs at least 2 passages, got {window}", field="window")
     if rank_weight < 0:
         raise InputError(f"rank weight must be non-negative, got {rank_weight}", field="rank_weight")
+    if order not in ORDERS:
+        raise InputError(f"unknown window order {order!r}; choose from {', '.join(ORDERS)}", field="order")
     settings = settings or TrainSettings()
-    options = {"loss": loss, "window": window, "rank_weight": rank_weight, "max_passage_tokens": max_passage_tokens}
+    options = {"loss": loss, "window": window, "rank_weight": rank_weight, "max_passage_tokens": max_passage_tokens,
+               "order": order}
     return train_llm_reranker(
         "listwise", model, source, out, size=window, options=options, settings=settings,
         lora=lora or LoRASettings(), force=force, progress=progress, callbacks=callbacks,
         objective=lambda lm: FIRSTObjective(lm, window=window, rank_weight=rank_weight,
-                                            max_passage_tokens=max_passage_tokens, seed=settings.seed))
+                                            max_passage_tokens=max_passage_tokens, seed=settings.seed, order=order))
