@@ -4,9 +4,9 @@ Each training list (:mod:`training.candidates`: mined triples / n-tuples, or a r
 qrels) becomes one window of at most ``window`` passages, shown in ``order``: ``"retrieved"`` (the
 list's own order, as the reranker's sliding windows show a first-stage run at inference, so the
 model may keep the retriever's prior) or ``"shuffled"`` (a shuffle seeded by ``seed`` and the query,
-so it cannot). On SciFact with 60 training windows, SmolLM2-135M trained on shuffled windows fitted
-the identifiers that happened to be relevant most often and ranked BM25 top-20 at nDCG@10 0.016
-(see BENCHMARKS.md); in retrieved order it keeps BM25's prior. The window is written in exactly the prompt :class:`rerank.listwise.ListwiseReranker` builds at inference
+so it cannot). On SciFact with 60 training windows, SmolLM2-135M trained on shuffled windows came out
+preferring two late identifiers whatever the passages and ranked BM25 top-20 at nDCG@10 0.016 (see
+BENCHMARKS.md); in retrieved order it reached 0.722 against 0.707 untrained. The window is written in exactly the prompt :class:`rerank.listwise.ListwiseReranker` builds at inference
 (:meth:`~rerank.listwise.ListwiseReranker.window_prompt`, passages truncated the same way). The
 gold ranking sorts the window by label, ties kept in window order (FIRST's own tie rule at
 inference), and the target is its answer string ``C] > [A] > ...`` (continuing the prompt's ``[``;
