@@ -6,7 +6,8 @@ list's own order, as the reranker's sliding windows show a first-stage run at in
 model may keep the retriever's prior) or ``"shuffled"`` (a shuffle seeded by ``seed`` and the query,
 so it cannot). On SciFact with 60 training windows, SmolLM2-135M trained on shuffled windows came out
 preferring two late identifiers whatever the passages and ranked BM25 top-20 at nDCG@10 0.016 (see
-BENCHMARKS.md); in retrieved order it reached 0.722 against 0.707 untrained. The window is written in exactly the prompt :class:`rerank.listwise.ListwiseReranker` builds at inference
+BENCHMARKS.md); in retrieved order it reached 0.722 against 0.707 untrained. The window is written
+in exactly the prompt :class:`rerank.listwise.ListwiseReranker` builds at inference
 (:meth:`~rerank.listwise.ListwiseReranker.window_prompt`, passages truncated the same way). The
 gold ranking sorts the window by label, ties kept in window order (FIRST's own tie rule at
 inference), and the target is its answer string ``C] > [A] > ...`` (continuing the prompt's ``[``;
@@ -44,14 +45,19 @@ LISTWISE_LOSSES = ("first",)
 ORDERS = ("retrieved", "shuffled")
 
 
+def _checked_order(order: str) -> str:
+    """``order`` when it is one of :data:`ORDERS`; an :class:`InputError` otherwise."""
+    if order not in ORDERS:
+        raise InputError(f"unknown window order {order!r}; choose from {', '.join(ORDERS)}", field="order")
+    return order
+
+
 class FIRSTObjective(WithLoggedStats):
     """FIRST's combined loss over a batch of candidate lists (rows ``{"query", "docs", "labels"}``)."""
 
     def __init__(self, lm: CausalLM, *, window: int = 20, rank_weight: float = 1.0, max_passage_tokens: int = 100,
                  seed: int = 0, order: str = "retrieved") -> None:
-        if order not in ORDERS:
-            raise InputError(f"unknown window order {order!r}; choose from {', '.join(ORDERS)}", field="order")
-        self.order = order
+        self.order = _checked_order(order)
         self.reranker = ListwiseReranker(lm, mode="first", window=window, stride=window,
                                          max_passage_tokens=max_passage_tokens)
         self.rank_weight, self.seed = rank_weight, seed
@@ -127,8 +133,7 @@ def train_listwise(
         raise InputError(f"a window needs at least 2 passages, got {window}", field="window")
     if rank_weight < 0:
         raise InputError(f"rank weight must be non-negative, got {rank_weight}", field="rank_weight")
-    if order not in ORDERS:
-        raise InputError(f"unknown window order {order!r}; choose from {', '.join(ORDERS)}", field="order")
+    _checked_order(order)
     settings = settings or TrainSettings()
     options = {"loss": loss, "window": window, "rank_weight": rank_weight, "max_passage_tokens": max_passage_tokens,
                "order": order}
