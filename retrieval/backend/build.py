@@ -46,6 +46,8 @@ class Prepared:
     what: str
     hf_model: Any = None  # the Hugging Face transformer inside, when ONNX Runtime can fuse its layers
     causal_lm: Any = None  # the Hugging Face causal LM inside, whose attention is exported fused
+    keep_float: tuple[str, ...] = ()  # module-path suffixes whose MatMuls int8 leaves in float
+    int8_ops: tuple[str, ...] | None = None  # the op types int8 quantizes (None: quantize.OP_TYPES)
 
 
 def _torch_inputs(features: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -127,10 +129,13 @@ def prepare_cross_encoder(model: str, max_length: int | None) -> Prepared:
 
 
 def prepare_causal_lm(model: str, max_length: int | None) -> Prepared:
-    """A causal LM: logits gathered at given positions and token ids."""
+    """A causal LM: logits gathered at given positions and token ids; smoothed for int8 after the
+    reference logits are taken (:mod:`retrieval.backend.smooth`), so parity also checks the smoothing."""
     import torch
 
     from retrieval.backend.graphs import CausalLMGraph
+    from retrieval.backend.quantize import CAUSAL_LM_OP_TYPES
+    from retrieval.backend.smooth import FLOAT_MODULES, smooth_causal_lm
     from retrieval.backend.sources import load_causal_lm
 
     lm, tokenizer = load_causal_lm(model)
@@ -151,16 +156,47 @@ def prepare_causal_lm(model: str, max_length: int | None) -> Prepared:
         logits = lm(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
                     position_ids=torch.from_numpy(probe["position_ids"]), logits_to_keep=1).logits[:, -1, :]
     reference = logits.float().numpy()[:, None, :]
+    smoothing = smooth_causal_lm(lm, calibration_features(tokenizer))
     example = prompt_features(sequences[:2], pad)
     example["token_ids"] = np.arange(8, dtype=np.int64)
     eos = lm.generation_config.eos_token_id if lm.generation_config is not None else None
     eos = [eos] if isinstance(eos, int) else list(eos or ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []))
     settings = {"vocab_size": vocab, "pad_token_id": int(pad), "eos_token_ids": [int(e) for e in eos],
-                "max_length": max_length}
+                "max_length": max_length, "smoothquant": smoothing}
     dynamic = {"input_ids": (0, 1), "allowed": (0, 1, 2), "position_ids": (0, 1), "positions": (0, 1),
                "token_ids": (0,)}
     return Prepared(graph, tokenizer, _torch_inputs(example), dynamic, "selected_logits", settings, probe, reference,
-                    False, lambda out: out[:, 0, :64], what, causal_lm=lm)
+                    False, lambda out: out[:, 0, :64], what, causal_lm=lm,
+                    keep_float=FLOAT_MODULES if smoothing["layers"] else (), int8_ops=CAUSAL_LM_OP_TYPES)
+
+
+CALIBRATION_FILE = Path(__file__).parent / "data" / "calibration.jsonl"
+
+
+def calibration_features(tokenizer: Any, passages: int = 20) -> list[dict[str, Any]]:
+    """SmoothQuant's calibration input: FIRST-style listwise prompts, one per query of
+    ``data/calibration.jsonl`` (general-domain passages written for this purpose), each ranking
+    ``passages`` of its passages -- the shape and length (about 2,000 tokens) of what the LLM rerankers
+    send -- in the model's chat template when it has one."""
+    import json
+
+    rows = [json.loads(line) for line in CALIBRATION_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    queries = [r["query"] for r in rows if "query" in r]
+    texts = [r["passage"] for r in rows if "passage" in r]
+    features = []
+    for n, query in enumerate(queries):
+        chosen = [texts[(n * passages + i) % len(texts)] for i in range(passages)]
+        body = "\n".join(f"[{i + 1}] {t}" for i, t in enumerate(chosen))
+        user = (f"I will provide you with {passages} passages, each indicated by a numerical identifier []. "
+                f"Rank the passages based on their relevance to the search query: {query}\n\n{body}\n\n"
+                f"Search query: {query}\nRank the {passages} passages above. Answer with the identifiers.")
+        if getattr(tokenizer, "chat_template", None):
+            text = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                                 add_generation_prompt=True)
+        else:
+            text = user
+        features.append(dict(tokenizer(text, return_tensors="pt", add_special_tokens=False)))
+    return features
 
 
 PREPARE = {"encoder": prepare_encoder, "cross-encoder": prepare_cross_encoder, "causal-lm": prepare_causal_lm}
@@ -174,14 +210,13 @@ def build(model: str, kind: str, folder: Path, *, int8: bool = False, optimize: 
     does not reproduce the model never gets a manifest and is never loaded.
     """
     from retrieval.backend.optimize import optimize_graph
-    from retrieval.backend.quantize import quantize_int8
 
     prepared = PREPARE[kind](model, max_length)
     folder.mkdir(parents=True, exist_ok=True)
     files = [FP32_FILE] + ([INT8_FILE] if int8 else [])
     fused, checked = export_fp32(prepared, folder / FP32_FILE)
     if int8:
-        quantize_int8(folder / FP32_FILE, folder / INT8_FILE, reduce_range=reduce_range)
+        quantize(prepared, folder / FP32_FILE, folder / INT8_FILE, reduce_range=reduce_range)
     if optimize:
         for name in files:
             optimize_graph(folder / name, folder / name)
@@ -193,6 +228,14 @@ def build(model: str, kind: str, folder: Path, *, int8: bool = False, optimize: 
     files += save_tokenizer(prepared.tokenizer, folder)
     return {"settings": prepared.settings, "parity": parity, "files": files, "optimized": optimize,
             "reduce_range": reduce_range, "fused": fused}
+
+
+def quantize(prepared: Prepared, src: Path, dst: Path, *, reduce_range: bool = False) -> Path:
+    """The int8 graph of ``src`` as this kind wants it (:mod:`retrieval.backend.quantize`)."""
+    from retrieval.backend.quantize import OP_TYPES, quantize_int8
+
+    return quantize_int8(src, dst, reduce_range=reduce_range, op_types=prepared.int8_ops or OP_TYPES,
+                         keep_float=prepared.keep_float)
 
 
 def check_parity(prepared: Prepared, file: Path, *, int8: bool) -> dict[str, Any]:

@@ -30,7 +30,8 @@ from retrieval.files import file_record, sha256_file, write_json
 from retrieval.paths import cache_root
 
 FORMAT = "rankwise-onnx"
-FORMAT_VERSION = 3  # 2: BERT-family graphs fused by ONNX Runtime's transformer optimizer; 3: causal-LM attention as GroupQueryAttention
+FORMAT_VERSION = 4  # 2: BERT-family graphs fused by ONNX Runtime's transformer optimizer; 3: causal-LM attention as
+# GroupQueryAttention; 4: causal LMs smoothed (SmoothQuant), int8 quantizes their MatMuls except the MLP down projections
 MANIFEST = "manifest.json"
 
 log = logging.getLogger(__name__)
@@ -171,14 +172,13 @@ def _write_manifest(folder: Path, fields: dict[str, Any]) -> Export:
 
 def add_int8(export: Export, *, reduce_range: bool = False) -> Export:
     """Quantize an export's fp32 graph to int8, check it, and add it to the manifest."""
-    from retrieval.backend.build import PREPARE, check_parity
-    from retrieval.backend.quantize import quantize_int8
+    from retrieval.backend.build import PREPARE, check_parity, quantize
 
     if export.manifest.get("optimized"):
         raise InputError("the fp32 graph was optimized for the CPU provider and cannot be quantized; export "
                          "again with --int8", path=export.folder)
     prepared = PREPARE[export.kind](export.manifest["model"], export.manifest["options"].get("max_length"))
-    quantize_int8(export.file(False), export.file(True), reduce_range=reduce_range)
+    quantize(prepared, export.file(False), export.file(True), reduce_range=reduce_range)
     record = check_parity(prepared, export.file(True), int8=True)
     fields = {k: v for k, v in export.manifest.items() if k not in ("format", "format_version", "created", "versions")}
     fields["parity"] = {**fields["parity"], "int8": record}
