@@ -52,7 +52,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=512)
     p.add_argument("--llm", default=LLM)
     p.add_argument("--window", type=int, default=20, help="passages in the listwise window")
-    p.add_argument("--windows", type=int, default=3, help="timed listwise windows per backend")
+    p.add_argument("--windows", type=int, default=3, help="listwise windows (a different test query and passages each), each timed once per backend")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: encode, ce, llm")
     p.add_argument("--json-out")
     p.add_argument("--_encode", nargs=3, metavar=("VARIANT", "TEXTS", "RESULT"), help=argparse.SUPPRESS)
@@ -219,29 +219,42 @@ def bench_listwise(args: argparse.Namespace, result: dict) -> None:
     from rerank.llm import CausalLM
 
     data = resolve_dataset("scifact", progress=False)
-    query = next(iter(data.queries("test").values()))
-    passages = [doc.full_text for _, doc in zip(range(args.window), data.corpus)]
+    queries = list(data.queries("test").values())
+    docs = [doc.full_text for _, doc in zip(range(args.window * args.windows), data.corpus)]
     lms = {"torch": CausalLM(args.llm, device="cpu", batch_size=1), "onnx fp32": CausalLM(args.llm, backend="onnx"),
            "onnx int8": CausalLM(args.llm, backend="onnx", int8=True)}
     reranker = ListwiseReranker(lms["torch"], window=args.window, stride=min(10, args.window))
-    prompt = reranker.prompt(query, [reranker._passage(p) for p in passages])
-    ids = reranker._label_ids
-    tokens = lms["torch"].n_tokens(prompt)
-    rates = alternate({n: (lambda lm=lm: lm.next_token_logits([prompt], ids)) for n, lm in lms.items()},
-                      args.windows, "windows/s", 1)
-    latency = {n: 1 / v for n, v in rates.items()}
-    # FIRST ranks the window by these identifier logits: how far each backend's order is from torch's
-    logits = {n: lm.next_token_logits([prompt], ids)[0] for n, lm in lms.items()}
-    agreement = {n: _kendall_tau(logits["torch"], v) for n, v in logits.items()}
-    top1 = {n: bool(np.argmax(v) == np.argmax(logits["torch"])) for n, v in logits.items()}
-    result["listwise"] = {"model": args.llm, "window": args.window, "prompt_tokens": tokens, "latency_s": latency,
+    # window i: test query i over corpus documents [i * window, (i + 1) * window)
+    prompts = [reranker.window_prompt(queries[i], docs[i * args.window:(i + 1) * args.window])
+               for i in range(args.windows)]
+    ids = reranker.label_ids
+    tokens = [lms["torch"].n_tokens(p) for p in prompts]
+    for lm in lms.values():
+        lm.next_token_logits([prompts[0]], ids)  # warm-up
+    seconds: dict[str, list[float]] = {n: [] for n in lms}
+    logits: dict[str, list[np.ndarray]] = {n: [] for n in lms}
+    names = list(lms)
+    for w, prompt in enumerate(prompts):
+        for name in names[w % len(names):] + names[: w % len(names)]:  # each variant first in turn
+            start = time.perf_counter()
+            logits[name].append(lms[name].next_token_logits([prompt], ids)[0])
+            seconds[name].append(time.perf_counter() - start)
+            log(f"window {w + 1} {name:<10} {seconds[name][-1]:6.2f} s")
+    latency = {n: median(v) for n, v in seconds.items()}
+    # FIRST ranks each window by these identifier logits: how far each backend's order is from torch's
+    agreement = {n: float(np.mean([_kendall_tau(a, b) for a, b in zip(logits["torch"], v)])) for n, v in logits.items()}
+    top1 = {n: int(sum(np.argmax(a) == np.argmax(b) for a, b in zip(logits["torch"], v))) for n, v in logits.items()}
+    result["listwise"] = {"model": args.llm, "window": args.window, "windows": args.windows,
+                          "prompt_tokens": tokens, "latency_s": latency,
                           "speedup": {n: latency["torch"] / v for n, v in latency.items()},
                           "kendall_tau_vs_torch": agreement, "same_first_vs_torch": top1}
-    print(f"\nListwise (FIRST) window of {args.window} passages, {tokens} prompt tokens, {args.llm}")
-    print("| variant | latency s | speed-up | Kendall tau of the window order vs torch | same first |")
+    print(f"\nListwise (FIRST) windows of {args.window} passages, {args.windows} windows of "
+          f"{min(tokens)}-{max(tokens)} prompt tokens, {args.llm}")
+    print("| variant | median latency s | speed-up | mean Kendall tau of the window order vs torch | same first |")
     print("|---|---:|---:|---:|---|")
     for name, value in latency.items():
-        print(f"| {name} | {value:.2f} | {latency['torch'] / value:.2f} | {agreement[name]:.3f} | {top1[name]} |")
+        print(f"| {name} | {value:.2f} | {latency['torch'] / value:.2f} | {agreement[name]:.3f} "
+              f"| {top1[name]} of {args.windows} |")
     print("target: onnx >= 1.5x torch")
 
 
