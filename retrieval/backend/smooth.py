@@ -43,7 +43,9 @@ def smooth_causal_lm(lm: Any, features: Sequence[dict[str, Any]], *, alpha: floa
     pairs = _norm_pairs(layers) if layers is not None else []
     if not pairs:
         return {"alpha": alpha, "layers": 0, "skipped": "no pre-norm decoder layers with q/k/v and gate/up projections"}
-    saved = {k: v.detach().clone() for k, v in lm.state_dict().items()}
+    touched = {id(t): t for norm, linears in pairs
+               for t in (norm.weight, getattr(norm, "bias", None), *(m.weight for m in linears)) if t is not None}
+    saved = [(t, t.detach().clone()) for t in touched.values()]  # what smoothing changes, to restore
     maxima: dict[int, torch.Tensor] = {}
 
     def record(index: int):
@@ -72,7 +74,9 @@ def smooth_causal_lm(lm: Any, features: Sequence[dict[str, Any]], *, alpha: floa
         after = [_logits(lm, f) for f in features]
     worst = max(float((a - b).abs().max()) for a, b in zip(before, after))
     if worst > 1e-4:
-        lm.load_state_dict(saved)
+        with torch.no_grad():
+            for tensor, copy in saved:
+                tensor.copy_(copy)
         logging.getLogger(__name__).warning("smoothing changed the model's outputs (max abs diff %.3g); left alone", worst)
         return {"alpha": alpha, "layers": 0, "skipped": f"not exact on this architecture (max abs diff {worst:.3g})"}
     return {"alpha": alpha, "layers": len(pairs) // 2, "skipped": None}
