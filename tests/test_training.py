@@ -267,6 +267,28 @@ def test_bm25_difficulty_follows_reciprocal_ranks():
         d.point(TrainingSample("easy q", "P", ("N",)), -1)
 
 
+def test_run_difficulty_reads_ranks_from_a_trec_run(tmp_path):
+    from training.curriculum import RunDifficulty, difficulty_for
+    from training.data import TrainingSample
+    from training.settings import TrainSettings
+
+    run = tmp_path / "bm25.trec"
+    run.write_text("q1 Q0 p 1 9.0 bm25\nq1 Q0 n2 2 8.0 bm25\nq1 Q0 n1 3 7.5 bm25\nq2 Q0 n1 1 3.0 bm25\n")
+    settings = TrainSettings(curriculum="bm25", curriculum_run=str(run))
+    d = difficulty_for(settings, None)
+    assert isinstance(d, RunDifficulty) and d.depth == 3
+    sample = TrainingSample("text is not the key", "P", ("N1", "N2"), "q1", "p", ("n1", "n2"))
+    assert d.point(sample, -1) == 0.0 and d.point(sample, 0) == pytest.approx(1 / 3)
+    assert d.point(sample, 1) == pytest.approx(1 / 2)
+    assert d.point(TrainingSample("", "P", ("N",), "q2", "p", ("n1",)), -1) == pytest.approx(1 - 1 / 4)
+    with pytest.raises(InputError, match="'q7' is not in the curriculum run"):
+        d.point(TrainingSample("", "P", ("N",), "q7", "p", ("n1",), source=("t.tsv", 4)), -1)
+    with pytest.raises(InputError, match="keyed by query id"):
+        d.point(TrainingSample("", "P", ("N",), None, "p", ("n1",)), -1)
+    with pytest.raises(InputError, match="--curriculum bm25"):
+        difficulty_for(TrainSettings(curriculum="teacher", curriculum_run=str(run)), None)
+
+
 def test_bm25_curriculum_on_mined_id_triples(tmp_path, synthetic_beir, tiny_encoder):
     from retrieval.cached import cached_retriever
     from retrieval.formats import Corpus

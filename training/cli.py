@@ -128,12 +128,14 @@ MaxPassageTokens = Annotated[int, typer.Option(help="tokens kept per passage (as
 
 def _settings(epochs: float, max_steps: int, batch_size: int, lr: float, warmup_ratio: float, seed: int,
               max_length: int | None, save_steps: int, logging_steps: int, curriculum: str,
-              curriculum_fraction: float, gradient_accumulation: int) -> "TrainSettings":
+              curriculum_fraction: float, gradient_accumulation: int,
+              curriculum_run: Path | None = None) -> "TrainSettings":
     from training.settings import TrainSettings
 
     return TrainSettings(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio,
                          seed=seed, max_length=max_length, save_steps=save_steps, logging_steps=logging_steps,
                          curriculum=curriculum, curriculum_fraction=curriculum_fraction,
+                         curriculum_run=str(curriculum_run) if curriculum_run else None,
                          gradient_accumulation_steps=gradient_accumulation)
 
 
@@ -248,6 +250,8 @@ def train_cross_encoder_cmd(
     logging_steps: LoggingSteps = 10,
     curriculum: Annotated[str, typer.Option(help="none, bm25 or teacher (bce, margin-mse)")] = "none",
     curriculum_fraction: CurriculumFraction = 0.5,
+    curriculum_run: Annotated[Optional[Path], typer.Option(
+        help="bm25 curriculum: ranks from this TREC run of the training queries, not the corpus's BM25 index")] = None,
     gradient_accumulation: GradientAccumulation = 1,
     samples: Samples = 8,
     reward: Reward = "ndcg@10",
@@ -261,7 +265,7 @@ def train_cross_encoder_cmd(
     from training.data import TrainingInput
 
     settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, max_length, save_steps,
-                         logging_steps, curriculum, curriculum_fraction, gradient_accumulation)
+                         logging_steps, curriculum, curriculum_fraction, gradient_accumulation, curriculum_run)
     data = TrainingInput(triples, queries=queries, corpus=corpus, teacher=teacher_scores,
                          group_by_query=group_by_query)
     with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps --json clean

@@ -9,6 +9,8 @@ is in [0, 1]: 0 easy, 1 hard. Two heuristics:
   is easy when ``r`` is small (``d = 1 - 1/r``); a negative is hard when BM25 ranks it high
   (``d = 1/r``); a pair (positive, negative) averages the two. Documents BM25 does not retrieve
   in its top ``depth`` count as rank ``depth + 1``. Needs document ids (id triples or mined ones).
+  The ranks come from the cached BM25 index of the corpus, or from a BM25 run file of the training
+  queries (``curriculum_run``: e.g. MS MARCO's official BM25 top-1000, or a run made elsewhere).
 * ``teacher``: a teacher's scores (the Margin-MSE file): a pair is hard when the teacher's margin
   ``s(pos) - s(neg)`` is small, ``d = sigmoid(-(margin) / temperature)``; a single document is hard
   when the teacher disagrees with its label (``sigmoid(-s)`` for a positive, ``sigmoid(s)`` for a negative).
@@ -68,19 +70,40 @@ class BM25Difficulty(Difficulty):
         self.depth = depth
         self._ranks: dict[str, dict[str, int]] = {}
 
+    def _query_ranks(self, sample: TrainingSample) -> dict[str, int]:
+        if sample.query not in self._ranks:
+            self._ranks[sample.query] = self.search(sample.query)
+        return self._ranks[sample.query]
+
     def _rank(self, sample: TrainingSample, doc_id: str | None) -> int:
         if doc_id is None:
             raise InputError("the bm25 curriculum needs document ids (id triples with --queries and --corpus)",
                              path=sample.source[0], line=sample.source[1])
-        if sample.query not in self._ranks:
-            self._ranks[sample.query] = self.search(sample.query)
-        return self._ranks[sample.query].get(doc_id, self.depth + 1)
+        return self._query_ranks(sample).get(doc_id, self.depth + 1)
 
     def point(self, sample: TrainingSample, j: int) -> float:
         if j < 0:
             return 1.0 - 1.0 / self._rank(sample, sample.positive_id)
         ids = sample.negative_ids or ()
         return 1.0 / self._rank(sample, ids[j] if j < len(ids) else None)
+
+
+class RunDifficulty(BM25Difficulty):
+    """Reciprocal-rank difficulty read from a ranking already made (a TREC run keyed by query id)."""
+
+    def __init__(self, run: Any, path: str) -> None:
+        super().__init__(lambda _query: {}, depth=max(len(docs) for docs in run.values()))
+        self._ranks = {q: {doc: rank for rank, (doc, _) in enumerate(docs, start=1)} for q, docs in run.items()}
+        self.path = path
+
+    def _query_ranks(self, sample: TrainingSample) -> dict[str, int]:
+        if sample.query_id is None:
+            raise InputError("a curriculum run is keyed by query id: train on id triples or a BEIR folder",
+                             path=sample.source[0], line=sample.source[1], field="query_id")
+        if sample.query_id not in self._ranks:
+            raise InputError(f"query {sample.query_id!r} is not in the curriculum run {self.path}",
+                             path=sample.source[0], line=sample.source[1], field="query_id")
+        return self._ranks[sample.query_id]
 
 
 def bm25_difficulty(corpus: Any, *, depth: int = 1000, progress: bool = False) -> BM25Difficulty:
@@ -101,6 +124,12 @@ def difficulty_for(settings: Any, data: Any) -> Difficulty | None:
     """The heuristic ``settings.curriculum`` names for ``data`` (a :class:`training.data.TrainingInput`); None when off."""
     if settings.curriculum == "none":
         return None
+    if getattr(settings, "curriculum_run", None):
+        if settings.curriculum != "bm25":
+            raise InputError("a curriculum run gives BM25 ranks: use it with --curriculum bm25", field="curriculum_run")
+        from retrieval.run import Run
+
+        return RunDifficulty(Run.read(settings.curriculum_run), str(settings.curriculum_run))
     if settings.curriculum == "teacher":
         if data.teacher is None:
             raise InputError("the teacher curriculum needs teacher scores (--teacher-scores)", field="curriculum")

@@ -20,7 +20,8 @@ class TrainSettings:
     ``epochs`` or ``max_steps`` (``max_steps > 0`` wins) set the budget; checkpoints every
     ``save_steps`` steps (keeping ``save_total_limit``) let an interrupted run continue where it
     stopped. ``curriculum`` picks the difficulty heuristic of :mod:`training.curriculum`
-    (``none`` = off), annealed to uniform weights by ``curriculum_fraction`` of training.
+    (``none`` = off), annealed to uniform weights by ``curriculum_fraction`` of training;
+    ``curriculum_run`` (a TREC run of the training queries) gives the ``bm25`` heuristic its ranks.
     """
 
     epochs: float = 1.0
@@ -36,6 +37,7 @@ class TrainSettings:
     logging_steps: int = 10
     curriculum: str = "none"
     curriculum_fraction: float = 0.5
+    curriculum_run: str | None = None
     gradient_accumulation_steps: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
