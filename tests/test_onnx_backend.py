@@ -27,8 +27,8 @@ def texts():
 def test_encoder_fp32_matches_torch(tiny_encoder, encoder_export, texts):
     from retrieval.encoder import Encoder
 
-    torch_enc = Encoder(str(tiny_encoder), batch_size=16)
-    onnx_enc = Encoder(str(encoder_export), backend="onnx", batch_size=16)
+    torch_enc = Encoder(str(tiny_encoder), device="cpu", batch_size=16)
+    onnx_enc = Encoder(str(encoder_export), device="cpu", backend="onnx", batch_size=16)
     assert np.abs(torch_enc.encode_docs(texts) - onnx_enc.encode_docs(texts)).max() <= 1e-4
     assert np.abs(torch_enc.encode_queries(texts[:5]) - onnx_enc.encode_queries(texts[:5])).max() <= 1e-4
     assert onnx_enc.fingerprint == torch_enc.fingerprint  # same vectors: either can search the other's index
@@ -39,8 +39,8 @@ def test_encoder_fp32_matches_torch(tiny_encoder, encoder_export, texts):
 def test_encoder_int8_cosine_and_its_own_fingerprint(tiny_encoder, encoder_export, texts):
     from retrieval.encoder import Encoder
 
-    torch_enc = Encoder(str(tiny_encoder), batch_size=16)
-    int8 = Encoder(str(encoder_export), backend="onnx", int8=True, batch_size=16)
+    torch_enc = Encoder(str(tiny_encoder), device="cpu", batch_size=16)
+    int8 = Encoder(str(encoder_export), device="cpu", backend="onnx", int8=True, batch_size=16)
     cos = (torch_enc.encode_docs(texts) * int8.encode_docs(texts)).sum(1)
     assert cos.min() >= 0.99
     assert int8.fingerprint != torch_enc.fingerprint
@@ -74,8 +74,8 @@ def test_a_failed_fusion_falls_back_to_the_plain_graph(tiny_encoder, tmp_path, m
     monkeypatch.setattr(optimize, "fuse_transformer", broken)
     export = export_model(str(tiny_encoder), "encoder", tmp_path / "plain")
     assert export.manifest["fused"] == {}
-    onnx_enc = Encoder(str(tmp_path / "plain"), backend="onnx", batch_size=16)
-    assert np.abs(Encoder(str(tiny_encoder), batch_size=16).encode_docs(texts[:20])
+    onnx_enc = Encoder(str(tmp_path / "plain"), device="cpu", backend="onnx", batch_size=16)
+    assert np.abs(Encoder(str(tiny_encoder), device="cpu", batch_size=16).encode_docs(texts[:20])
                   - onnx_enc.encode_docs(texts[:20])).max() <= 1e-4
 
 
@@ -86,14 +86,14 @@ def test_int8_index_never_reuses_a_torch_index(tiny_encoder, encoder_export, syn
     from retrieval.formats import Corpus
 
     corpus = Corpus(synthetic_beir)
-    torch_enc = Encoder(str(tiny_encoder), batch_size=64)
-    int8 = Encoder(str(encoder_export), backend="onnx", int8=True, batch_size=64)
+    torch_enc = Encoder(str(tiny_encoder), device="cpu", batch_size=64)
+    int8 = Encoder(str(encoder_export), device="cpu", backend="onnx", int8=True, batch_size=64)
     torch_index = cached.dense_index(corpus, torch_enc, progress=False)
     int8_index = cached.dense_index(corpus, int8, progress=False)
     assert torch_index != int8_index
     with pytest.raises(InputError, match="fingerprint"):
         DenseRetriever(torch_index, int8)
-    DenseRetriever(torch_index, Encoder(str(encoder_export), backend="onnx"))  # fp32 onnx may search it
+    DenseRetriever(torch_index, Encoder(str(encoder_export), device="cpu", backend="onnx"))  # fp32 onnx may search it
 
 
 def _corrupt(path):
@@ -107,20 +107,20 @@ def test_cache_reuse_corrupt_rebuild_and_stale_rebuild(tiny_encoder, other_tiny_
 
     model = tmp_path / "model"
     shutil.copytree(tiny_encoder, model)
-    first = Encoder(str(model), backend="onnx")
+    first = Encoder(str(model), device="cpu", backend="onnx")
     stamp = first.export.file().stat().st_mtime_ns
-    again = Encoder(str(model), backend="onnx")  # reused: no export
+    again = Encoder(str(model), device="cpu", backend="onnx")  # reused: no export
     assert again.export.folder == first.export.folder and again.export.file().stat().st_mtime_ns == stamp
     _corrupt(first.export.file())  # a corrupt cached graph is never loaded: exported again
-    rebuilt = Encoder(str(model), backend="onnx")
+    rebuilt = Encoder(str(model), device="cpu", backend="onnx")
     assert rebuilt.export.file().stat().st_mtime_ns != stamp
-    assert np.abs(rebuilt.encode_docs(texts[:8]) - Encoder(str(model)).encode_docs(texts[:8])).max() <= 1e-4
+    assert np.abs(rebuilt.encode_docs(texts[:8]) - Encoder(str(model), device="cpu").encode_docs(texts[:8])).max() <= 1e-4
     shutil.rmtree(model)
     shutil.copytree(other_tiny_encoder, model)  # same path, other weights: the export is stale
-    changed = Encoder(str(model), backend="onnx")
+    changed = Encoder(str(model), device="cpu", backend="onnx")
     assert changed.export.folder == first.export.folder
     assert changed.export.manifest["source_fingerprint"] != first.export.manifest["source_fingerprint"]
-    assert np.abs(changed.encode_docs(texts[:8]) - Encoder(str(model)).encode_docs(texts[:8])).max() <= 1e-4
+    assert np.abs(changed.encode_docs(texts[:8]) - Encoder(str(model), device="cpu").encode_docs(texts[:8])).max() <= 1e-4
 
 
 def test_corrupt_export_is_refused(encoder_export, tmp_path):
@@ -131,7 +131,7 @@ def test_corrupt_export_is_refused(encoder_export, tmp_path):
     shutil.copytree(encoder_export, broken)
     _corrupt(broken / "model.onnx")
     with pytest.raises(CorruptExport, match="checksum"):
-        Encoder(str(broken), backend="onnx")
+        Encoder(str(broken), device="cpu", backend="onnx")
 
 
 @pytest.fixture(scope="module")
@@ -150,10 +150,10 @@ def test_cross_encoder_parity_and_int8(tiny_cross_encoder, cross_encoder_export)
 
     docs = corpus_texts()[100:140]
     pairs = [(d[:30], d) for i, d in enumerate(docs)]
-    torch_scores = np.array(CrossEncoderReranker(str(tiny_cross_encoder), batch_size=8).score_pairs(pairs))
-    onnx_ce = CrossEncoderReranker(str(cross_encoder_export), batch_size=8, backend="onnx")
+    torch_scores = np.array(CrossEncoderReranker(str(tiny_cross_encoder), device="cpu", batch_size=8).score_pairs(pairs))
+    onnx_ce = CrossEncoderReranker(str(cross_encoder_export), device="cpu", batch_size=8, backend="onnx")
     assert np.abs(torch_scores - np.array(onnx_ce.score_pairs(pairs))).max() <= 1e-4
-    int8 = CrossEncoderReranker(str(cross_encoder_export), batch_size=8, backend="onnx", int8=True)
+    int8 = CrossEncoderReranker(str(cross_encoder_export), device="cpu", batch_size=8, backend="onnx", int8=True)
     assert len(int8.score_pairs(pairs)) == len(pairs)
     assert "ranking_agreement" in int8.export.manifest["parity"]["int8"]
 
@@ -185,4 +185,29 @@ def test_int8_needs_onnx(tiny_encoder):
     from retrieval.encoder import Encoder
 
     with pytest.raises(InputError, match="int8"):
-        Encoder(str(tiny_encoder), int8=True)
+        Encoder(str(tiny_encoder), device="cpu", int8=True)
+
+
+def test_a_cuda_provider_that_cannot_start_is_an_error_not_a_silent_cpu_run(encoder_export, monkeypatch):
+    """ONNX Runtime falls back to the CPU when the CUDA provider cannot start; the session says so instead."""
+    from retrieval.backend import session
+
+    monkeypatch.setattr(session, "cuda_available", lambda: True)
+    monkeypatch.setattr(session, "_fp16", lambda path: str(path))  # no GPU here: keep the fp32 graph
+    if "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers():
+        pytest.skip("this ONNX Runtime has a working CUDA provider")
+    with pytest.raises(InputError, match="could not start the CUDAExecutionProvider"):
+        session.OnnxSession(next(encoder_export.glob("**/model.onnx")), device="cuda")
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers(),
+                    reason="needs onnxruntime-gpu and a GPU (run on the lent device machine)")
+def test_cuda_provider_fp16_matches_torch(tiny_encoder, encoder_export, texts):
+    from retrieval.encoder import Encoder
+
+    torch_enc = Encoder(str(tiny_encoder), device="cpu", batch_size=16)
+    cuda_enc = Encoder(str(encoder_export), backend="onnx", device="cuda", batch_size=16)
+    assert cuda_enc.session.provider == "CUDAExecutionProvider"
+    ref, got = torch_enc.encode_docs(texts), cuda_enc.encode_docs(texts)
+    assert np.abs(ref - got).max() <= 2e-3  # fp16 weights and activations
+    assert (ref * got).sum(1).min() >= 0.9999

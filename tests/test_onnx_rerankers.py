@@ -19,7 +19,7 @@ def lm_export(tiny_causal_lm, tmp_path_factory):
 def lms(tiny_causal_lm, lm_export):
     from rerank.llm import CausalLM
 
-    return CausalLM(str(tiny_causal_lm), device="cpu"), CausalLM(str(lm_export), backend="onnx")
+    return CausalLM(str(tiny_causal_lm), device="cpu"), CausalLM(str(lm_export), backend="onnx", device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -54,17 +54,33 @@ class OnnxSession:
         self.provider = "CUDAExecutionProvider" if use_cuda else "CPUExecutionProvider"
         source: str | bytes = str(path)
         if use_cuda:
+            _preload_cuda_libraries()
             source = _fp16(self.path)
         try:
             self.session = ort.InferenceSession(source, options, providers=[self.provider])
         except Exception as err:  # noqa: BLE001 - ONNX Runtime raises its own types: name the file
             raise InputError(f"ONNX Runtime cannot load the model: {str(err).splitlines()[0]}", path=path) from None
+        if self.session.get_providers()[0] != self.provider:  # ORT falls back to the CPU when CUDA cannot start
+            raise InputError(f"ONNX Runtime could not start the {self.provider} (CUDA or cuDNN libraries missing?); "
+                             "pass device='cpu' to run on the CPU", path=path, field="device")
         self.inputs = {i.name: _INT_TYPES.get(i.type, np.float32) for i in self.session.get_inputs()}
         self.output = self.session.get_outputs()[0].name
 
     def __call__(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         ready = {name: np.ascontiguousarray(feed[name], dtype=dtype) for name, dtype in self.inputs.items()}
         return np.asarray(self.session.run([self.output], ready)[0], dtype=np.float32)
+
+
+def _preload_cuda_libraries() -> None:
+    """Load the CUDA and cuDNN libraries of the nvidia-* wheels (torch's), as onnxruntime-gpu >= 1.21 can."""
+    import onnxruntime as ort
+
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception:  # noqa: BLE001 - best effort: the session start below says what is missing
+            pass
 
 
 def _fp16(path: Path) -> bytes:
