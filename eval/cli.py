@@ -29,6 +29,8 @@ def beir(
     int8: Annotated[bool, typer.Option("--int8", help="int8 ONNX graphs (with --backend onnx)")] = False,
     reranker: Annotated[Optional[str], typer.Option(help="rerank with PARADIGM:MODEL[,key=value...]")] = None,
     depth: Annotated[int, typer.Option(help="documents reranked per query")] = 100,
+    first_stage_weight: Annotated[float, typer.Option(
+        help="with --reranker: rank by W x first-stage + (1 - W) x reranker score (min-max per query)")] = 0.0,
 ) -> None:
     """Index (cached), retrieve and evaluate on BEIR datasets; print a table (or --json)."""
     from rich.console import Console
@@ -38,7 +40,7 @@ def beir(
 
     settings = PipelineSettings(retriever=retriever, model=model, split=split, k=k, index_type=index_type,
                                 fusion=fusion, alpha=alpha, batch_size=batch_size, backend=backend,
-                                int8=int8, reranker=reranker, depth=depth,
+                                int8=int8, reranker=reranker, depth=depth, first_stage_weight=first_stage_weight,
                                 measures=tuple(m.strip() for m in measures.split(",") if m.strip()))
     names = [d.strip() for d in datasets.split(",") if d.strip()]
     results = run_beir(names, settings, out=out)

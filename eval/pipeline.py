@@ -43,6 +43,7 @@ class PipelineSettings:
     measures: tuple[str, ...] = DEFAULT_MEASURES
     reranker: str | None = None
     depth: int = 100
+    first_stage_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.retriever not in RETRIEVERS:
@@ -53,6 +54,12 @@ class PipelineSettings:
             from rerank.spec import parse_spec
 
             parse_spec(self.reranker)  # fail before any indexing
+        if not 0.0 <= self.first_stage_weight < 1.0:
+            raise InputError(f"the first-stage weight must be in [0, 1), got {self.first_stage_weight}",
+                             field="first_stage_weight")
+        if self.first_stage_weight and not self.reranker:
+            raise InputError("a first-stage weight mixes the first stage with a reranker: add --reranker",
+                             field="first_stage_weight")
 
     @property
     def label(self) -> str:
@@ -60,7 +67,8 @@ class PipelineSettings:
         if self.reranker:
             from rerank.spec import parse_spec
 
-            return f"{first}+{parse_spec(self.reranker).paradigm}"
+            mix = f"(w={self.first_stage_weight:g})" if self.first_stage_weight else ""
+            return f"{first}+{parse_spec(self.reranker).paradigm}{mix}"
         return first
 
 
@@ -129,7 +137,8 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
         # --backend / --int8 also reach the reranker unless its spec names its own
         reranker = load_reranker(settings.reranker, batch_size=None, backend=settings.backend, int8=settings.int8)
         t = time.perf_counter()
-        run = reranker.rerank_run(run, queries, dataset.corpus, depth=settings.depth, progress=progress)
+        run = reranker.rerank_run(run, queries, dataset.corpus, depth=settings.depth, progress=progress,
+                                  first_stage_weight=settings.first_stage_weight)
         timings["rerank_s"] = time.perf_counter() - t
         stats = dataclasses.asdict(reranker.stats)
     run.name = settings.label

@@ -58,10 +58,19 @@ class Reranker(abc.ABC):
         return sorted(enumerate(scores), key=lambda x: (-x[1], x[0]))
 
     def rerank_run(self, run: Run, queries: Mapping[str, str], corpus: CorpusLike, depth: int = 100,
-                   progress: bool = True) -> Run:
-        """Rerank the top ``depth`` documents of each query of ``run``; the rest follow, in their order."""
+                   progress: bool = True, first_stage_weight: float = 0.0) -> Run:
+        """Rerank the top ``depth`` documents of each query of ``run``; the rest follow, in their order.
+
+        ``first_stage_weight`` > 0 ranks the top ``depth`` by ``w * first-stage + (1 - w) * reranker``
+        over per-query min-max normalized scores (:func:`retrieval.fusion.interpolate`): the usual
+        interpolation of a reranker with BM25 (e.g. Nogueira & Cho 2019; Lin et al., "Pretrained
+        Transformers for Text Ranking", sec. 3.2). Choose ``w`` on held-out queries, not on test.
+        """
         if depth < 1:
             raise InputError(f"depth must be at least 1, got {depth}", field="depth")
+        if not 0.0 <= first_stage_weight < 1.0:
+            raise InputError(f"the first-stage weight must be in [0, 1), got {first_stage_weight}",
+                             field="first_stage_weight")
         missing = [q for q in run if q not in queries]
         if missing:
             raise InputError(f"the run names {len(missing)} quer{'y' if len(missing) == 1 else 'ies'} not in the "
@@ -73,10 +82,16 @@ class Reranker(abc.ABC):
         if self.stats.truncated:
             log.info("%s: %d of %d passages were truncated to fit the model's window",
                      self.name, self.stats.truncated, self.stats.passages)
+        reranked = Run({q: zip(heads[q], s) for q, s in zip(qids, scores)})
+        if first_stage_weight > 0.0:
+            from retrieval.fusion import interpolate
+
+            first = Run({q: run[q][:depth] for q in qids})
+            reranked = interpolate(first, reranked, alpha=first_stage_weight)
         out: dict[str, list[tuple[str, float]]] = {q: [] for q in run}
-        for q, s in zip(qids, scores):
-            ranked = sorted(zip(heads[q], s), key=lambda x: -x[1])
-            floor = min(s) if s else 0.0
+        for q in qids:
+            ranked = reranked[q]
+            floor = ranked[-1][1] if ranked else 0.0
             tail = run[q][depth:]
             # documents below depth keep their order, scored below every reranked one
             out[q] = ranked + [(d, floor - 1.0 - i) for i, (d, _) in enumerate(tail)]

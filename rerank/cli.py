@@ -18,6 +18,8 @@ def rerank(
     batch_size: Annotated[Optional[int], typer.Option(help="model batch size")] = None,
     backend: Annotated[Optional[str], typer.Option(help="torch or onnx (unless the spec names one)")] = None,
     int8: Annotated[bool, typer.Option("--int8", help="int8 ONNX graph (with --backend onnx)")] = False,
+    first_stage_weight: Annotated[float, typer.Option(
+        help="rank by W x first-stage + (1 - W) x reranker score (min-max normalized per query); 0: reranker alone")] = 0.0,
 ) -> None:
     """Rerank the top --depth documents of each query of a run."""
     from rerank.spec import load_reranker, parse_spec
@@ -29,7 +31,7 @@ def rerank(
     texts = read_queries(queries)
     docs = Corpus(corpus)
     reranker = load_reranker(spec, batch_size=batch_size, backend=backend, int8=int8 or None)
-    reranked = reranker.rerank_run(run, texts, docs, depth=depth)
+    reranked = reranker.rerank_run(run, texts, docs, depth=depth, first_stage_weight=first_stage_weight)
     reranked.write(out, tag=f"rankwise-{spec.paradigm}")
     s = reranker.stats
     typer.echo(f"{out}: {len(reranked)} queries reranked ({s.passages} passages, {s.truncated} truncated, "

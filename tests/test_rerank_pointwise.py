@@ -149,3 +149,22 @@ def test_rerank_command(tmp_path, capsys, synthetic_beir, tiny_cross_encoder):
     with pytest.raises(SystemExit) as exit_info:
         main(args[:7] + ["pairwise:x"] + args[8:])
     assert exit_info.value.code == 2
+
+
+def test_first_stage_weight_interpolates_normalized_scores():
+    class Fixed(Reranker):
+        name = "fixed"
+
+        def score(self, lists, progress=False):
+            return [[{"A": 0.0, "B": 10.0, "C": 4.0}[d] for d in docs] for _, docs in lists]
+
+    docs = {"a": "A", "b": "B", "c": "C", "z": "Z"}
+    run = Run({"q": [("a", 9.0), ("c", 8.0), ("b", 5.0), ("z", 1.0)]})  # first stage: a 1, c 0.75, b 0
+    alone = Fixed().rerank_run(run, {"q": "q"}, docs, depth=3, progress=False)
+    assert [d for d, _ in alone["q"]] == ["b", "c", "a", "z"]  # reranker: b 1, c 0.4, a 0
+    mixed = Fixed().rerank_run(run, {"q": "q"}, docs, depth=3, progress=False, first_stage_weight=0.7)
+    # 0.7 * first + 0.3 * reranker: a 0.70, c 0.645, b 0.30; z stays below the reranked depth
+    assert [d for d, _ in mixed["q"]] == ["a", "c", "b", "z"]
+    assert dict(mixed["q"])["c"] == pytest.approx(0.7 * 0.75 + 0.3 * 0.4)
+    with pytest.raises(InputError, match="first-stage weight"):
+        Fixed().rerank_run(run, {"q": "q"}, docs, first_stage_weight=1.0)
