@@ -89,6 +89,29 @@ def median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
 
+def alternate(variants: dict[str, Any], rounds: int, count: int, unit: str,
+              sync: Any = None) -> tuple[dict[str, float], dict[str, Any]]:
+    """Median rate (``count`` per second) of each variant over ``rounds`` rounds whose order rotates, after
+    one warm-up call each, and each variant's last output; ``sync`` (e.g. ``torch.cuda.synchronize``)
+    runs before and after each timed call."""
+    import time
+
+    sync = sync or (lambda: None)
+    outputs = {name: fn() for name, fn in variants.items()}
+    rates: dict[str, list[float]] = {n: [] for n in variants}
+    names = list(variants)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            sync()
+            t = time.perf_counter()
+            outputs[name] = variants[name]()
+            sync()
+            dt = time.perf_counter() - t
+            rates[name].append(count / dt)
+            log(f"round {r + 1} {name:<10} {count / dt:10.2f} {unit}")
+    return {n: median(v) for n, v in rates.items()}, outputs
+
+
 def _cpu_ticks() -> tuple[int, int]:
     """(busy, steal) jiffies of the whole machine from /proc/stat."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]

@@ -10,8 +10,8 @@
 Needs a GPU and ``onnxruntime-gpu`` (the CUDA provider); says so and exits 2 otherwise. The CPU
 figures are bench/onnx_speed.py's.
 
-    RANKWISE_DATA=../shared/data/beir RANKWISE_MODELS=/work/models HF_HUB_OFFLINE=1 \\
-        python bench/onnx_cuda.py --ce-model /work/exp/ce
+    RANKWISE_DATA=../shared/data/beir RANKWISE_MODELS=~/.cache/rankwise/models HF_HUB_OFFLINE=1 \\
+        python bench/onnx_cuda.py [--ce-model DIR]
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from _common import command_line, log, machine, machine_line, median, write_json  # noqa: E402
+from _common import alternate, command_line, log, machine, machine_line, write_json  # noqa: E402
 
 ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -43,27 +42,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=4096)
     p.add_argument("--json-out")
     return p.parse_args()
-
-
-def timed(fn, sync) -> tuple[float, object]:
-    sync()
-    t = time.perf_counter()
-    out = fn()
-    sync()
-    return time.perf_counter() - t, out
-
-
-def alternate(variants: dict, rounds: int, count: int, unit: str, sync) -> tuple[dict[str, float], dict]:
-    """Median rate of each variant over alternating rounds, and each variant's last output."""
-    outputs = {name: fn() for name, fn in variants.items()}  # warm-up (kernels, cuDNN/cuBLAS handles)
-    rates: dict[str, list[float]] = {n: [] for n in variants}
-    names = list(variants)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            dt, outputs[name] = timed(variants[name], sync)
-            rates[name].append(count / dt)
-            log(f"round {r + 1} {name:<10} {count / dt:10.1f} {unit}")
-    return {n: median(v) for n, v in rates.items()}, outputs
 
 
 def main() -> int:

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from _common import CpuShare, command_line, log, machine, machine_line, median, write_json  # noqa: E402
+from _common import CpuShare, alternate, command_line, log, machine, machine_line, median, write_json  # noqa: E402
 
 ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 LLM = "SmolLM2-135M-Instruct"
@@ -173,19 +173,6 @@ def bench_encoding(args: argparse.Namespace, result: dict) -> None:
     print(f"int8 / fp32 file size: {size_ratio:.3f} (target <= 0.30); fp32 ratio target >= 1.1, int8 >= 2.5")
 
 
-def alternate(variants: dict, rounds: int, unit: str, count: int) -> dict[str, float]:
-    """Median rate (``count`` per second) of each variant over alternating rounds."""
-    for fn in variants.values():
-        fn()  # warm-up
-    names, rates = list(variants), {n: [] for n in variants}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            dt = _timed(variants[name])
-            rates[name].append(count / dt)
-            log(f"round {r + 1} {name:<10} {count / dt:8.2f} {unit}")
-    return {n: median(v) for n, v in rates.items()}
-
-
 def bench_cross_encoder(args: argparse.Namespace, result: dict) -> None:
     import tempfile
 
@@ -201,8 +188,8 @@ def bench_cross_encoder(args: argparse.Namespace, result: dict) -> None:
     rerankers = {"torch": CrossEncoderReranker(model, device="cpu"),
                  "onnx fp32": CrossEncoderReranker(model, backend="onnx"),
                  "onnx int8": CrossEncoderReranker(model, backend="onnx", int8=True)}
-    rates = alternate({n: (lambda r=r: r.score_pairs(pairs)) for n, r in rerankers.items()}, args.rounds,
-                      "pairs/s", len(pairs))
+    rates, _ = alternate({n: (lambda r=r: r.score_pairs(pairs)) for n, r in rerankers.items()}, args.rounds,
+                         len(pairs), "pairs/s")
     result["cross_encoder"] = {"pairs": len(pairs), "model": model, "pairs_per_s": rates,
                                "ratio": {n: v / rates["torch"] for n, v in rates.items()}}
     print(f"\nCross-encoder, {len(pairs)} SciFact (query, document) pairs, {model}")
