@@ -63,6 +63,10 @@ def test_bad_options_exit_2(tmp_path, capsys, synthetic_beir, tiny_encoder):
     assert code == 2 and "unknown dataset 'no-such-dataset'" in _error_line(err)
     code, _, err = _rankwise(capsys, "search", tmp_path / "nothing", "--queries", synthetic_beir, "--out", tmp_path / "r")
     assert code == 2 and "index folder not found" in _error_line(err)
+    code, _, err = _rankwise(capsys, "beir", synthetic_beir, "--first-stage-weight", "0.5")
+    assert code == 2 and "add --reranker" in _error_line(err)
+    code, _, err = _rankwise(capsys, "beir", synthetic_beir, "--reranker", "cross-encoder:x", "--first-stage-weight", "1")
+    assert code == 2 and "field 'first_stage_weight'" in _error_line(err)
 
 
 def test_beir_missing_qrels_exits_2(tmp_path, capsys, synthetic_beir):
