@@ -305,3 +305,16 @@ def test_bm25_curriculum_on_mined_id_triples(tmp_path, synthetic_beir, tiny_enco
     result = train_cross_encoder(str(tiny_encoder), data, tmp_path / "ce", loss="bce",
                                  settings=settings(curriculum="bm25"), progress=False)
     assert result.steps == 3 and np.isfinite(result.final_loss)
+
+
+def test_a_changed_curriculum_run_is_another_run(tmp_path):
+    from training.runner import run_identity
+    from training.settings import TrainSettings
+
+    run = tmp_path / "bm25.trec"
+    run.write_text("q Q0 d 1 1.0 bm25\n")
+    settings = TrainSettings(curriculum="bm25", curriculum_run=str(run))
+    before = run_identity(settings, {}, {})
+    assert run_identity(settings, {}, {}) == before
+    run.write_text("q Q0 d 1 2.0 bm25\nq Q0 e 2 1.0 bm25\n")
+    assert run_identity(settings, {}, {}) != before

@@ -93,6 +93,10 @@ _LOGGED: dict[type, type] = {}
 
 def run_identity(settings: TrainSettings, description: dict[str, Any], signature: dict[str, Any]) -> str:
     """The hash a resumed run must match: settings, the run's description (not its input summary) and input files."""
+    if settings.curriculum_run:  # an input file too: a changed run changes the sample weights
+        path = Path(settings.curriculum_run)
+        stat = path.stat() if path.exists() else None
+        signature = {**signature, "curriculum_run": (str(path.resolve()), stat and stat.st_size, stat and stat.st_mtime_ns)}
     return settings.identity(**{k: v for k, v in description.items() if k not in ("settings", "input")},
                              signature=signature)
 
