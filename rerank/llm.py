@@ -41,10 +41,7 @@ class CausalLM:
         check_backend(backend, int8)
         self.name = model
         self.path, self.gguf_file = gguf_location(resolve_model(model))
-        # int8 quantizes activations with one scale per tensor, that is per batch: a prompt's logits would
-        # depend on the prompts padded beside it (FIRST nDCG@10 on 20 SciFact queries: 0.6921 in batches
-        # of 4 against 0.7090 one at a time, torch 0.7068), so the int8 graph reads one prompt at a time
-        self.batch_size = 1 if backend == "onnx" and int8 else batch_size
+        self.batch_size = batch_size
         self.max_length = max_length
         self.backend = backend
         self.int8 = bool(int8)
@@ -81,7 +78,14 @@ class CausalLM:
         export = exported(self.name, "causal-lm", int8=self.int8)
         self.model = None
         self.export = export
-        self.session = OnnxSession(export.file(self.int8), device=device, int8=self.int8)
+        self.session = OnnxSession(export.file(self.int8), device=device, int8=self.int8, chunk_attention=True)
+        if self.session.provider == "CPUExecutionProvider":
+            # one prompt at a time on the CPU: the attention runs in query chunks only for a batch of one
+            # (retrieval.backend.chunked_attention), batching long prompts buys no speed there, and int8
+            # quantizes activations with one scale per batch, so a prompt's logits would depend on the
+            # prompts padded beside it (FIRST nDCG@10 on 20 SciFact queries: 0.6921 in batches of 4
+            # against 0.7090 one at a time, torch 0.7068)
+            self.batch_size = 1
         self.device = None
         self.tokenizer = AutoTokenizer.from_pretrained(export.folder)
         self._vocab = np.arange(export.settings["vocab_size"], dtype=np.int64)

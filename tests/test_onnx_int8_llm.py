@@ -97,6 +97,6 @@ def test_int8_causal_lm_keeps_down_projections_and_head_float(tiny_causal_lm, tm
     prompts, ids = ["query heart [A] yes", "no [B] > [C] 1 2 3 query document"], list(range(10, 30))
     want, got = torch_lm.next_token_logits(prompts, ids), onnx_lm.next_token_logits(prompts, ids)
     assert np.corrcoef(want.ravel(), got.ravel())[0, 1] > 0.99
-    # activation scales are per batch, so int8 reads one prompt at a time: a prompt's logits do not depend on its batchmates
+    # activation scales are per batch, so the CPU graph reads one prompt at a time: a prompt's logits do not depend on its batchmates
     assert onnx_lm.batch_size == 1
     assert np.array_equal(got, np.concatenate([onnx_lm.next_token_logits([p], ids) for p in prompts]))

@@ -14,6 +14,9 @@ the same maths) is installed as the model's attention implementation for the exp
 exporter translates it to the contrib operator. A model whose attention needs what the operator
 lacks here (sliding windows, logit soft-capping, attention sinks, dropout, a different key and value
 width) raises :class:`Unsupported` during the trace, and the export falls back to the plain graph.
+
+On the CPU a session runs this graph with one prompt's queries in chunks
+(:mod:`retrieval.backend.chunked_attention`).
 """
 
 from __future__ import annotations

@@ -239,10 +239,29 @@ def quantize(prepared: Prepared, src: Path, dst: Path, *, reduce_range: bool = F
 
 
 def check_parity(prepared: Prepared, file: Path, *, int8: bool) -> dict[str, Any]:
-    """The parity record of the graph in ``file`` against torch on the probe inputs; raises when it fails."""
-    got = OnnxSession(file, device="cpu", int8=int8)(prepared.probe)
+    """The parity record of the graph in ``file`` against torch on the probe inputs; raises when it fails.
+
+    A causal LM's graph is checked as :class:`rerank.llm.CausalLM` runs it on the CPU: each probe
+    prompt alone, through the chunked attention (:mod:`retrieval.backend.chunked_attention`); the
+    fp32 graph also as one padded batch, which keeps the single attention operator.
+    """
+    causal = prepared.causal_lm is not None
+    session = OnnxSession(file, device="cpu", int8=int8, chunk_attention=causal)
+    if causal:
+        batch_inputs = [k for k in LM_INPUTS if k != "token_ids"]
+        alone = np.concatenate([session({k: v[i:i + 1] if k in batch_inputs else v for k, v in prepared.probe.items()})
+                                for i in range(len(prepared.reference))])
+        if not int8:  # the worse of the two ways a prompt goes through the graph
+            batched = session(prepared.probe)
+            worst = np.abs(batched - prepared.reference).max() > np.abs(alone - prepared.reference).max()
+            alone = batched if worst else alone
+        got = alone
+    else:
+        got = session(prepared.probe)
     record = compare(prepared.reference, got, int8=int8, vectors=prepared.vectors,
                      scores=(prepared.scores(prepared.reference), prepared.scores(got)))
+    if causal:
+        record["chunked_attention"] = session.chunked
     require(record, prepared.what)
     return record
 

@@ -1,5 +1,8 @@
 """``InferenceSession``: the CUDA provider in fp16 when ONNX Runtime sees a GPU, the CPU provider otherwise.
 
+A causal LM's graph (``chunk_attention=True``) runs on the CPU with one prompt's attention in query
+chunks (:mod:`retrieval.backend.chunked_attention`), rewritten in memory when the session loads.
+
 Threads: ``$RANKWISE_ONNX_THREADS``, else the cores this process may use (one inter-op thread:
 the graphs are sequential). int8 graphs always run on the CPU provider (its int8 kernels are the
 point of quantizing; the CUDA provider lacks most of them).
@@ -38,7 +41,7 @@ class OnnxSession:
     """One ONNX file ready to run: ``session(feed) -> first output`` (inputs the graph lacks are dropped)."""
 
     def __init__(self, path: str | Path, *, device: str | None = None, threads: int | None = None,
-                 int8: bool = False) -> None:
+                 int8: bool = False, chunk_attention: bool = False) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -53,9 +56,12 @@ class OnnxSession:
         self.path = Path(path)
         self.provider = "CUDAExecutionProvider" if use_cuda else "CPUExecutionProvider"
         source: str | bytes = str(path)
+        self.chunked = 0  # attention nodes rewritten into query chunks
         if use_cuda:
             _preload_cuda_libraries()
             source = _fp16(self.path)
+        elif chunk_attention:
+            source, self.chunked = _chunked(self.path)
         try:
             self.session = ort.InferenceSession(source, options, providers=[self.provider])
         except Exception as err:  # noqa: BLE001 - ONNX Runtime raises its own types: name the file
@@ -81,6 +87,20 @@ def _preload_cuda_libraries() -> None:
             preload()
         except Exception:  # noqa: BLE001 - best effort: the session start below says what is missing
             pass
+
+
+def _chunked(path: Path) -> tuple[str | bytes, int]:
+    """The graph with one prompt's attention in query chunks, and how many nodes were rewritten
+    (the file itself, and 0, for a graph with none or with its weights in a side file)."""
+    import onnx
+
+    from retrieval.backend.chunked_attention import chunk_prompt_attention
+
+    if Path(f"{path}.data").exists():  # over protobuf's 2 GB: it cannot be handed over in memory
+        return str(path), 0
+    model = onnx.load(str(path))
+    rewritten = chunk_prompt_attention(model)
+    return (model.SerializeToString(), rewritten) if rewritten else (str(path), 0)
 
 
 def _fp16(path: Path) -> bytes:
