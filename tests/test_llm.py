@@ -49,3 +49,21 @@ def test_tail_logits_refuse_a_group_over_max_length(lm):
             list(lm.iter_tail_logits([(ctx, tails)]))
     finally:
         lm.max_length = old
+
+
+def test_cpu_batches_hold_at_most_batch_tokens_padded_tokens(tiny_causal_lm):
+    from rerank.llm import CPU_BATCH_TOKENS, CausalLM
+
+    lm = CausalLM(str(tiny_causal_lm), device="cpu", batch_size=3)
+    assert lm.batch_tokens == CPU_BATCH_TOKENS
+    prompts = ["heart " * 40, "heart " * 38, "heart " * 5, "gene " * 4, "gene " * 3, "blood"]
+    widths = [lm.n_tokens(p) for p in prompts]
+    lm.batch_tokens = 2 * widths[0] - 1  # the two long prompts cannot share a batch; the short ones can, 3 at a time
+    encoded, batches = lm._encode(prompts)
+    assert batches == [[0], [1, 2], [3, 4, 5]]
+    assert all(len(b) * len(encoded[b[0]]) <= lm.batch_tokens for b in batches if len(b) > 1)
+    ids = list(range(10, 30))
+    split = lm.next_token_logits(prompts, ids)
+    lm.batch_tokens = None
+    assert lm._encode(prompts)[1] == [[0, 1, 2], [3, 4, 5]]
+    np.testing.assert_allclose(split, lm.next_token_logits(prompts, ids), atol=1e-4)  # batching changes no score
