@@ -24,10 +24,9 @@ def chunk_prompt_attention(model: Any, *, chunks: int = CHUNKS, min_tokens: int 
     """Rewrite ``model`` (an ``onnx.ModelProto``, in place) so that each :data:`OP_TYPE` node reads a single
     prompt of at least ``min_tokens`` tokens in ``chunks`` query chunks; returns how many nodes it rewrote.
 
-    Chunk ``c`` holds queries ``[c L, (c + 1) L)`` (``L = ceil(seq / chunks)``; the sequence is padded
-    at its end, where causal rows never look, and the padding is cut off again) and reads keys
-    ``[0, (c + 1) L)``: the earlier keys go in as the operator's past keys, the mask rows as its
-    ``attention_bias``. ONNX Runtime accepts past keys with several query tokens only for a batch of
+    Chunk ``c`` holds queries ``[b_c, b_(c+1))`` with ``b_c = floor(c seq / chunks)`` (at least two
+    rows each, since ``min_tokens >= 2 chunks``) and reads keys ``[0, b_(c+1))``: the earlier keys go
+    in as the operator's past keys, the mask rows as its ``attention_bias``. ONNX Runtime accepts past keys with several query tokens only for a batch of
     one, so each node becomes an ``If``: chunks for one long prompt, the original node otherwise.
     The mask's chunks are sliced once for all layers. A graph that reads the operator's present
     keys/values, or whose attention has no mask or already reads past keys, is left as it is.
@@ -39,7 +38,7 @@ def chunk_prompt_attention(model: Any, *, chunks: int = CHUNKS, min_tokens: int 
     consumed = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
     if any(out in consumed for n in targets for out in n.output[1:]):
         return 0
-    rewriter = _Rewriter(chunks, min_tokens)
+    rewriter = _Rewriter(chunks, max(min_tokens, 2 * chunks))  # every chunk at least two rows
     body: list[Any] = []  # the main graph's nodes, in order
     for node in graph.node:
         args = list(node.input) + [""] * (11 - len(node.input))
@@ -60,7 +59,7 @@ class _Rewriter:
     def __init__(self, chunks: int, min_tokens: int) -> None:
         self.chunks, self.min_tokens = chunks, min_tokens
         self.constants: dict[str, Any] = {}
-        self.masks: dict[str, tuple[str, str, str, list[tuple[str, str, str, str, str]]]] = {}
+        self.masks: dict[str, tuple[str, list[tuple[str, str, str, str, str]]]] = {}
         self.rewritten = 0
 
     def const(self, values: list[int]) -> str:
@@ -78,9 +77,9 @@ class _Rewriter:
         nodes.append(helper.make_node(op_type, inputs, [name], name=name, **attrs))
         return name
 
-    def mask_chunks(self, bias: str, body: list[Any]) -> tuple[str, str, str, list[tuple[str, str, str, str, str]]]:
-        """For the mask ``bias [b, 1, s, s]``: the ``If`` condition, ``s``, the q/k/v padding, and per chunk
-        ``(start, end, mask rows, total keys, seqlens_k)``; made once, in the main graph."""
+    def mask_chunks(self, bias: str, body: list[Any]) -> tuple[str, list[tuple[str, str, str, str, str]]]:
+        """For the mask ``bias [b, 1, s, s]``: the ``If`` condition and, per chunk, ``(start, end, mask rows,
+        total keys, seqlens_k)``; made once, in the main graph."""
         from onnx import TensorProto
 
         if bias in self.masks:
@@ -93,16 +92,12 @@ class _Rewriter:
         single = make(body, "Equal", [batch, const([1])], f"{p}_single")
         long = make(body, "GreaterOrEqual", [seq, const([self.min_tokens])], f"{p}_long")
         cond = make(body, "Squeeze", [make(body, "And", [single, long], f"{p}_and"), zero], f"{p}_cond")
-        length = make(body, "Div", [make(body, "Add", [seq, const([n - 1])], f"{p}_up"), const([n])], f"{p}_length")
-        extra = make(body, "Sub", [make(body, "Mul", [length, const([n])], f"{p}_padded"), seq], f"{p}_extra")
-        bias_pads = make(body, "Concat", [zero] * 6 + [extra, extra], f"{p}_bias_pads", axis=0)
-        padded_bias = make(body, "Pad", [bias, bias_pads], f"{p}_bias")
-        pads = make(body, "Concat", [zero] * 4 + [extra, zero], f"{p}_pads", axis=0)
         bounds: list[tuple[str, str, str, str, str]] = []
         for c in range(n):
             start = bounds[-1][1] if bounds else zero
-            end = make(body, "Mul", [length, const([c + 1])], f"{p}_end{c}") if c else length
-            rows = make(body, "Slice", [padded_bias, make(body, "Concat", [start, zero], f"{p}_from{c}", axis=0),
+            end = seq if c == n - 1 else make(body, "Div", [make(body, "Mul", [seq, const([c + 1])], f"{p}_scaled{c}"),
+                                                             const([n])], f"{p}_end{c}")
+            rows = make(body, "Slice", [bias, make(body, "Concat", [start, zero], f"{p}_from{c}", axis=0),
                                         make(body, "Concat", [end, end], f"{p}_to{c}", axis=0), const([2, 3])],
                         f"{p}_bias{c}")
             total = make(body, "Cast", [make(body, "Squeeze", [end, zero], f"{p}_total64_{c}")], f"{p}_total{c}",
@@ -110,7 +105,7 @@ class _Rewriter:
             seqlens = make(body, "Cast", [make(body, "Sub", [end, const([1])], f"{p}_last64_{c}")],
                            f"{p}_seqlens{c}", to=TensorProto.INT32)
             bounds.append((start, end, rows, total, seqlens))
-        self.masks[bias] = (cond, seq, pads, bounds)
+        self.masks[bias] = (cond, bounds)
         return self.masks[bias]
 
     def chunked(self, node: Any, body: list[Any]) -> Any:
@@ -120,26 +115,25 @@ class _Rewriter:
         make, const = self.make, self.const
         query, key, value, bias = node.input[0], node.input[1], node.input[2], node.input[10]
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        cond, seq, pads, bounds = self.mask_chunks(bias, body)
+        cond, bounds = self.mask_chunks(bias, body)
         p = f"{node.name or node.output[0]}_chunked"
         then: list[Any] = []
-        padded = [make(then, "Pad", [t, pads], f"{p}_{i}") for i, t in enumerate((query, key, value))]
         outs = []
         for c, (start, end, rows, total, seqlens) in enumerate(bounds):
-            q, k, v = (make(then, "Slice", [t, start, end, const([1])], f"{p}_{c}_{i}") for i, t in enumerate(padded))
+            q, k, v = (make(then, "Slice", [t, start, end, const([1])], f"{p}_{c}_{i}")
+                       for i, t in enumerate((query, key, value)))
             past = ["", ""]
             if c:  # keys and values before the chunk, [1, kv_heads, start, head_size]
                 past = [make(then, "Transpose", [make(then, "Reshape", [
                     make(then, "Slice", [t, const([0]), start, const([1])], f"{p}_{c}_past{i}"),
                     const([1, 0, attrs["kv_num_heads"], -1])], f"{p}_{c}_heads{i}")], f"{p}_{c}_kv{i}",
-                    perm=[0, 2, 1, 3]) for i, t in ((1, padded[1]), (2, padded[2]))]
+                    perm=[0, 2, 1, 3]) for i, t in ((1, key), (2, value))]
             out = f"{p}_{c}_out"
             then.append(helper.make_node(OP_TYPE, [q, k, v, *past, seqlens, total, "", "", "", rows],
                                          [out, f"{p}_{c}_present_key", f"{p}_{c}_present_value"],
                                          name=f"{p}_{c}_gqa", domain="com.microsoft", **attrs))
             outs.append(out)
-        result = make(then, "Slice", [make(then, "Concat", outs, f"{p}_joined", axis=1), const([0]), seq, const([1])],
-                      f"{p}_result")
+        result = make(then, "Concat", outs, f"{p}_result", axis=1)
         whole = helper.make_node(OP_TYPE, list(node.input), [f"{p}_whole", f"{p}_whole_key", f"{p}_whole_value"],
                                  name=f"{p}_whole_gqa", domain="com.microsoft", **attrs)
 
