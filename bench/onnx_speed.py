@@ -10,7 +10,8 @@
 - int8 / fp32 ONNX file size.
 - Cross-encoder pairs/s (SciFact test queries with corpus documents): torch vs ONNX int8 (and fp32).
 - SmolLM2-135M-Instruct listwise window latency (FIRST: one forward pass over a ``--window``-passage
-  prompt): torch vs ONNX fp32.
+  prompt): torch vs ONNX fp32 and int8 (``--unchunked``: also the ONNX graphs without the CPU's chunked
+  attention, in the same rotation).
 
     RANKWISE_DATA=../shared/data/beir RANKWISE_MODELS=/work/models HF_HUB_OFFLINE=1 \\
         python bench/onnx_speed.py --docs 5183 --ce-model /work/exp/ce-lce128-e6
@@ -53,6 +54,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--llm", default=LLM)
     p.add_argument("--window", type=int, default=20, help="passages in the listwise window")
     p.add_argument("--windows", type=int, default=3, help="listwise windows (a different test query and passages each), each timed once per backend")
+    p.add_argument("--unchunked", action="store_true",
+                   help="listwise: also time the ONNX graphs without the CPU's chunked attention")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: encode, ce, llm")
     p.add_argument("--json-out")
     p.add_argument("--_encode", nargs=3, metavar=("VARIANT", "TEXTS", "RESULT"), help=argparse.SUPPRESS)
@@ -210,6 +213,13 @@ def bench_listwise(args: argparse.Namespace, result: dict) -> None:
     docs = [doc.full_text for _, doc in zip(range(args.window * args.windows), data.corpus)]
     lms = {"torch": CausalLM(args.llm, device="cpu", batch_size=1), "onnx fp32": CausalLM(args.llm, backend="onnx"),
            "onnx int8": CausalLM(args.llm, backend="onnx", int8=True)}
+    if args.unchunked:  # the same graphs with the single attention operator (no query chunks on the CPU)
+        from retrieval.backend.session import OnnxSession
+
+        for name in ("onnx fp32", "onnx int8"):
+            lm = CausalLM(args.llm, backend="onnx", int8=lms[name].int8)
+            lm.session = OnnxSession(lm.export.file(lm.int8), device="cpu", int8=lm.int8, chunk_attention=False)
+            lms[f"{name} unchunked"] = lm
     reranker = ListwiseReranker(lms["torch"], window=args.window, stride=min(10, args.window))
     # window i: test query i over corpus documents [i * window, (i + 1) * window)
     prompts = [reranker.window_prompt(queries[i], docs[i * args.window:(i + 1) * args.window])
