@@ -27,8 +27,9 @@ from typing import Any
 
 import torch
 
+from retrieval.backend.chunked_attention import OP_TYPE  # one name for the operator, kept beside the CPU rewrite
+
 IMPLEMENTATION = "rankwise_gqa"
-OP_TYPE = "GroupQueryAttention"
 
 
 class Unsupported(ValueError):

@@ -26,13 +26,14 @@ def chunk_prompt_attention(model: Any, *, chunks: int = CHUNKS, min_tokens: int 
 
     Chunk ``c`` holds queries ``[b_c, b_(c+1))`` with ``b_c = floor(c seq / chunks)`` (at least two
     rows each, since ``min_tokens >= 2 chunks``) and reads keys ``[0, b_(c+1))``: the earlier keys go
-    in as the operator's past keys, the mask rows as its ``attention_bias``. ONNX Runtime accepts past keys with several query tokens only for a batch of
-    one, so each node becomes an ``If``: chunks for one long prompt, the original node otherwise.
+    in as the operator's past keys, the mask rows as its ``attention_bias``. ONNX Runtime accepts
+    past keys with several query tokens only for a batch of one, so each node becomes an ``If``:
+    chunks for one long prompt, the original node otherwise.
     The mask's chunks are sliced once for all layers. A graph that reads the operator's present
     keys/values, or whose attention has no mask or already reads past keys, is left as it is.
     """
     graph = model.graph
-    targets = [n for n in graph.node if n.op_type == OP_TYPE and n.domain == "com.microsoft"]
+    targets = [n for n in graph.node if _rewritable(n)]
     if chunks <= 1 or not targets:
         return 0
     consumed = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
@@ -41,15 +42,19 @@ def chunk_prompt_attention(model: Any, *, chunks: int = CHUNKS, min_tokens: int 
     rewriter = _Rewriter(chunks, max(min_tokens, 2 * chunks))  # every chunk at least two rows
     body: list[Any] = []  # the main graph's nodes, in order
     for node in graph.node:
-        args = list(node.input) + [""] * (11 - len(node.input))
-        if node not in targets or not args[10] or args[3] or args[4]:
-            body.append(node)
-            continue
-        body.append(rewriter.chunked(node, body))
+        body.append(rewriter.chunked(node, body) if _rewritable(node) else node)
     del graph.node[:]
     graph.node.extend(body)
     graph.initializer.extend(rewriter.constants.values())
     return rewriter.rewritten
+
+
+def _rewritable(node: Any) -> bool:
+    """An attention node with a mask (``attention_bias``, input 10) and no past keys/values (inputs 3, 4)."""
+    if node.op_type != OP_TYPE or node.domain != "com.microsoft":
+        return False
+    args = list(node.input) + [""] * (11 - len(node.input))
+    return bool(args[10]) and not args[3] and not args[4]
 
 
 class _Rewriter:
