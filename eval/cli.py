@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from eval.metrics import DEFAULT_MEASURES
+from eval import compare_cli
+from retrieval.errors import InputError
 from retrieval.models import DEFAULT_ENCODER
 
 
@@ -18,11 +21,13 @@ def beir(
     out: Annotated[Optional[Path], typer.Option("--out", help="folder for the runs and results.json")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object, nothing else, to stdout")] = False,
     split: Annotated[str, typer.Option(help="qrels split")] = "test",
-    k: Annotated[int, typer.Option("-k", "--k", help="documents per query in the run")] = 100,
+    k: Annotated[Optional[int], typer.Option("-k", "--k", help="documents per query in the run (default: 100, or "
+                                                               "the deepest measure cut-off)")] = None,
     index_type: Annotated[str, typer.Option("--index-type", help="flat, hnsw, ivf or ivfpq")] = "flat",
     fusion: Annotated[str, typer.Option(help="hybrid fusion: rrf or interpolation")] = "rrf",
     alpha: Annotated[float, typer.Option(help="interpolation weight of BM25")] = 0.5,
-    measures: Annotated[str, typer.Option(help="comma-separated ir-measures names")] = ",".join(DEFAULT_MEASURES),
+    measures: Annotated[Optional[str], typer.Option(help="comma-separated ir-measures names (default: the dataset's "
+                                                         f"official ones; BEIR: {','.join(DEFAULT_MEASURES)})")] = None,
     batch_size: Annotated[int, typer.Option(help="encoder batch size")] = 64,
     backend: Annotated[str, typer.Option(help="torch or onnx: the encoder's backend (and the reranker's, unless "
                                                   "its spec names one)")] = "torch",
@@ -31,19 +36,46 @@ def beir(
     depth: Annotated[int, typer.Option(help="documents reranked per query")] = 100,
     first_stage_weight: Annotated[float, typer.Option(
         help="with --reranker: rank by W x first-stage + (1 - W) x reranker score (min-max per query)")] = 0.0,
+    systems: Annotated[Optional[str], typer.Option(help="compare systems: FIRST[>>RERANKER],... e.g. "
+                                                        "bm25,dense,hybrid,bm25>>cross-encoder:MODEL")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="with --systems: the baseline (default: the first)")] = None,
+    test: Annotated[str, typer.Option(help="with --systems: t or randomization")] = "t",
+    correction: Annotated[str, typer.Option(help="with --systems: holm, bonferroni or none")] = "holm",
+    significance: Annotated[float, typer.Option(help="with --systems: significance level of the markers")] = 0.05,
+    seed: Annotated[int, typer.Option(help="with --systems: seed of the randomization test")] = 0,
+    per_query: Annotated[Optional[Path], typer.Option("--per-query", help="with --systems: per-query CSV")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="with --systems: table, markdown, latex, csv or json")] = "table",
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="with --systems: folder for per-query-delta.png "
+                                                               "and quality-cost.png")] = None,
 ) -> None:
     """Index (cached), retrieve and evaluate on BEIR datasets; print a table (or --json)."""
     from rich.console import Console
 
+    from eval.compare_cli import auto_depth, beir_systems
+    from eval.datasets import resolve_dataset
     from eval.pipeline import PipelineSettings, run_beir
     from eval.report import metrics_json, metrics_table, result_rows
 
-    settings = PipelineSettings(retriever=retriever, model=model, split=split, k=k, index_type=index_type,
+    chosen = tuple(m.strip() for m in (measures or "").split(",") if m.strip())  # none: each dataset's official
+    names = [d.strip() for d in datasets.split(",") if d.strip()]
+    if systems is not None:
+        if reranker:
+            raise InputError("with --systems, name rerankers in the systems (bm25>>cross-encoder:M)", field="reranker")
+        base = PipelineSettings(model=model, split=split, k=k or 100, index_type=index_type, fusion=fusion,
+                                alpha=alpha, batch_size=batch_size, backend=backend, int8=int8, depth=depth,
+                                measures=chosen)
+        beir_systems(names, systems, base, first_stage_weight=first_stage_weight, baseline=baseline, test=test,
+                     correction=correction, significance=significance, seed=seed, per_query=per_query, fmt=fmt, plot=plot,
+                     out=out, k_given=k is not None)
+        return
+    settings = PipelineSettings(retriever=retriever, model=model, split=split, k=k or 100, index_type=index_type,
                                 fusion=fusion, alpha=alpha, batch_size=batch_size, backend=backend,
                                 int8=int8, reranker=reranker, depth=depth, first_stage_weight=first_stage_weight,
-                                measures=tuple(m.strip() for m in measures.split(",") if m.strip()))
-    names = [d.strip() for d in datasets.split(",") if d.strip()]
-    results = run_beir(names, settings, out=out)
+                                measures=chosen)
+    resolved = [resolve_dataset(name) for name in names]
+    if k is None:
+        settings = dataclasses.replace(settings, k=auto_depth(chosen, resolved, split))
+    results = run_beir(resolved, settings, out=out)
     rows = result_rows(results)
     if json_output:
         typer.echo(metrics_json(rows))
@@ -56,3 +88,4 @@ def beir(
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the ``rankwise`` app."""
     app.command("beir")(beir)
+    compare_cli.register(app)

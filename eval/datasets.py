@@ -39,6 +39,9 @@ from retrieval.errors import InputError
 from retrieval.paths import cache_root
 from retrieval.files import write_json
 from retrieval.formats import Corpus, read_qrels, read_queries
+from eval.metrics import DEFAULT_MEASURES
+from eval.irds import PREFIX as IRDS_PREFIX, IrdsDataset, irds_dataset
+from eval.msmarco import MsMarcoFolder, is_msmarco_folder
 
 BEIR_BASE_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets"
 
@@ -102,9 +105,18 @@ class BeirDataset:
     root: Path
 
     @property
+    def label(self) -> str:
+        """The name results are reported under (a cqadupstack forum's own name)."""
+        return Path(self.name).name
+
+    @property
     def corpus(self) -> Corpus:
         """The documents, streamed (see :class:`retrieval.formats.Corpus`)."""
         return Corpus(self.root)
+
+    def official_measures(self, split: str = "test") -> tuple[str, ...]:
+        """The measures reported when none are asked for: BEIR's nDCG@10 first."""
+        return DEFAULT_MEASURES
 
     @property
     def splits(self) -> list[str]:
@@ -160,14 +172,18 @@ def resolve_dataset(
     cache_dir: Path | None = None,
     download: bool = True,
     progress: bool = True,
-) -> BeirDataset:
+) -> BeirDataset | MsMarcoFolder | IrdsDataset:
     """Find a BEIR dataset by folder or name, downloading a known one into the cache if needed.
 
     See the module docstring for the order. ``cqadupstack`` is one dataset per forum: name it
     ``cqadupstack/<forum>`` (e.g. ``cqadupstack/android``). ``download=False`` never touches the
-    network: a name not found locally is an :class:`InputError`.
+    network: a name not found locally is an :class:`InputError`. ``irds:NAME`` is any ir_datasets
+    collection (:mod:`eval.irds`), read offline; a folder holding ``collection.tsv`` is MS MARCO
+    layout (:mod:`eval.msmarco`).
     """
     text = os.fspath(name_or_path)
+    if text.startswith(IRDS_PREFIX):
+        return irds_dataset(text[len(IRDS_PREFIX):])
     path = Path(text).expanduser()
     if path.is_dir():
         return _open_folder(path.resolve().name or str(path), path)
@@ -246,7 +262,9 @@ def _looks_complete(folder: Path, name: str) -> bool:
     return True
 
 
-def _open_folder(name: str, root: Path) -> BeirDataset:
+def _open_folder(name: str, root: Path) -> BeirDataset | MsMarcoFolder:
+    if is_msmarco_folder(root):
+        return MsMarcoFolder(name=name, root=root)
     missing = []
     if not any((root / f).is_file() for f in ("corpus.jsonl", "corpus.jsonl.gz")):
         missing.append("corpus.jsonl")

@@ -83,6 +83,7 @@ class DatasetResult:
     queries: int
     components: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     rerank_stats: dict[str, Any] = dataclasses.field(default_factory=dict)
+    models: dict[str, str | None] = dataclasses.field(default_factory=dict)
 
 
 def bm25_index(dataset: BeirDataset, progress: bool = True) -> Path:
@@ -95,45 +96,64 @@ def dense_index(dataset: BeirDataset, encoder: Any, config: IndexConfig, progres
     return cached.dense_index(dataset.corpus, encoder, config, name=dataset.name, progress=progress)
 
 
-def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: bool = True) -> DatasetResult:
-    """Index (cached), retrieve and evaluate one dataset."""
+def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: bool = True, *,
+                 shared: dict[Any, Any] | None = None) -> DatasetResult:
+    """Index (cached), retrieve and evaluate one dataset.
+
+    ``shared``, one dict passed to several pipelines on the same dataset, keeps the corpus, the
+    encoders and every first-stage run, so that systems with a common first stage compute it once
+    (their timings are those of the computation). Empty ``settings.measures``: the dataset's
+    official measures.
+    """
+    shared = {} if shared is None else shared
     qrels = dataset.qrels(settings.split)
     queries = dataset.queries(settings.split)
+    measures = settings.measures or dataset.official_measures(settings.split)
     timings: dict[str, float] = {}
     runs: dict[str, Run] = {}
+    models: dict[str, str | None] = {}
     depth = settings.k if settings.retriever != "hybrid" else max(settings.k, settings.fusion_depth)
 
-    corpus = dataset.corpus  # one object: the corpus is hashed once
+    if "corpus" not in shared:
+        shared["corpus"] = dataset.corpus  # one object: the corpus is hashed once
+    corpus = shared["corpus"]
     model: Any = settings.model
     if settings.retriever in ("dense", "hybrid"):
         from retrieval.encoder import Encoder
 
-        model = Encoder(settings.model, backend=settings.backend, int8=settings.int8,
-                        batch_size=settings.batch_size)  # not timed
+        key = ("encoder", settings.model, settings.backend, settings.int8, settings.batch_size)
+        if key not in shared:
+            shared[key] = Encoder(settings.model, backend=settings.backend, int8=settings.int8,
+                                  batch_size=settings.batch_size)  # not timed
+        model = shared[key]
+        models["encoder"] = model.fingerprint
     for kind in ("bm25", "dense"):
         if settings.retriever not in (kind, "hybrid"):
             continue
-        t = time.perf_counter()
-        retriever = cached.cached_retriever(corpus, kind, model, name=dataset.name,
-                                            index_type=settings.index_type, backend=settings.backend,
-                                            batch_size=settings.batch_size, progress=progress)
-        timings[f"{kind}_index_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        runs[kind] = retriever.search(queries, k=depth, progress=progress)
-        timings[f"{kind}_search_s"] = time.perf_counter() - t
+        key = ("run", kind, depth, settings.split, settings.index_type, settings.backend, settings.batch_size,
+               *((settings.model, settings.int8) if kind == "dense" else ()))
+        if key not in shared:
+            t = time.perf_counter()
+            retriever = cached.cached_retriever(corpus, kind, model, name=dataset.name,
+                                                index_type=settings.index_type, backend=settings.backend,
+                                                batch_size=settings.batch_size, progress=progress)
+            index_s = time.perf_counter() - t
+            t = time.perf_counter()
+            shared[key] = (retriever.search(queries, k=depth, progress=progress), index_s, time.perf_counter() - t)
+        runs[kind], timings[f"{kind}_index_s"], timings[f"{kind}_search_s"] = shared[key]
 
     components: dict[str, dict[str, float]] = {}
     if settings.retriever == "hybrid":
         run = fuse(runs["bm25"], runs["dense"], fusion=settings.fusion, alpha=settings.alpha,
                    depth=settings.fusion_depth).top(settings.k)
-        components = {name: evaluate(r.top(settings.k), qrels, settings.measures) for name, r in runs.items()}
+        components = {name: evaluate(r.top(settings.k), qrels, measures) for name, r in runs.items()}
     else:
-        run = runs[settings.retriever]
+        run = runs[settings.retriever].top(settings.k)  # a copy: the shared run keeps its name
     stats: dict[str, Any] = {}
     if settings.reranker:
         from rerank.spec import load_reranker
 
-        components["first-stage"] = evaluate(run, qrels, settings.measures)
+        components["first-stage"] = evaluate(run, qrels, measures)
         # --backend / --int8 also reach the reranker unless its spec names its own
         reranker = load_reranker(settings.reranker, batch_size=None, backend=settings.backend, int8=settings.int8)
         t = time.perf_counter()
@@ -141,15 +161,23 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
                                   first_stage_weight=settings.first_stage_weight)
         timings["rerank_s"] = time.perf_counter() - t
         stats = dataclasses.asdict(reranker.stats)
+        key = ("reranker-fingerprint", settings.reranker)
+        if key not in shared:
+            from eval.provenance import model_fingerprint
+            from rerank.spec import parse_spec
+
+            shared[key] = model_fingerprint(parse_spec(settings.reranker).model)
+        models["reranker"] = shared[key]
     run.name = settings.label
-    metrics = evaluate(run, qrels, settings.measures)
-    return DatasetResult(Path(dataset.name).name, metrics, run, timings, len(queries), components, stats)
+    metrics = evaluate(run, qrels, measures)
+    return DatasetResult(dataset.label, metrics, run, timings, len(queries), components, stats, models)
 
 
-def run_beir(datasets: list[str], settings: PipelineSettings, *, out: Path | None = None,
+def run_beir(datasets: list[Any], settings: PipelineSettings, *, out: Path | None = None,
              progress: bool = True) -> list[DatasetResult]:
-    """Run the pipeline on each dataset; with ``out``, write ``<dataset>/<label>.trec`` and ``results.json``."""
-    resolved = [resolve_dataset(name, progress=progress) for name in datasets]
+    """Run the pipeline on each dataset (a name, folder or resolved dataset); with ``out``, write
+    ``<dataset>/<label>.trec`` and ``results.json``."""
+    resolved = [resolve_dataset(d, progress=progress) if isinstance(d, (str, Path)) else d for d in datasets]
     results = []
     for dataset in resolved:
         result = run_pipeline(dataset, settings, progress)
@@ -162,8 +190,12 @@ def run_beir(datasets: list[str], settings: PipelineSettings, *, out: Path | Non
 
 def results_document(results: list[DatasetResult], settings: PipelineSettings) -> dict[str, Any]:
     """The results JSON: settings, and for each dataset its metrics, component metrics and timings."""
+    from eval.provenance import provenance
+
     return {
+        "provenance": provenance(),
         "settings": dataclasses.asdict(settings),
         "datasets": {r.dataset: {"metrics": r.metrics, "components": r.components, "timings": r.timings,
-                                 "queries": r.queries, "rerank_stats": r.rerank_stats} for r in results},
+                                 "queries": r.queries, "rerank_stats": r.rerank_stats, "models": r.models}
+                     for r in results},
     }

@@ -1,0 +1,91 @@
+"""What a results file needs to be regenerated: versions, git revision, the exact command, models.
+
+``results.json`` carries :func:`provenance` under ``"provenance"``; each system's models are
+recorded beside its metrics with :func:`model_fingerprint` (encoders by the fingerprint their
+indexes are keyed by; other models by the SHA-256 of their files).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import platform
+import shlex
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from retrieval.files import sha256_file
+from retrieval.models import resolve_model
+
+PACKAGES = ("torch", "sentence-transformers", "transformers", "tokenizers", "numpy", "faiss-cpu", "faiss-gpu",
+            "pyserini", "ir-measures", "pytrec-eval-terrier", "onnxruntime", "scipy", "pandas", "statsmodels",
+            "ir_datasets", "matplotlib")
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def provenance(argv: list[str] | None = None) -> dict[str, Any]:
+    """rankwise's version, the git revision of its source (and whether it had local changes), the
+    versions of the packages that shape the numbers, Python and platform, the command and the time."""
+    return {
+        "rankwise": _version("rankwise") or _package_version(),
+        "git": git_revision(),
+        "packages": {name: v for name in PACKAGES if (v := _version(name))},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "command": command_line(argv),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command as typed: ``rankwise ...`` for the console script and ``python -m rankwise``."""
+    argv = list(sys.argv if argv is None else argv)
+    program = Path(argv[0]).name if argv else ""
+    if program == "rankwise" or (program == "__main__.py" and Path(argv[0]).parent.name == "rankwise"):
+        return shlex.join(["rankwise", *argv[1:]])
+    return shlex.join(argv)
+
+
+def git_revision(root: Path = _ROOT) -> dict[str, Any] | None:
+    """``{"commit": sha, "dirty": bool}`` of the checkout rankwise runs from, or None outside git."""
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(status.strip())} if commit else None
+
+
+def model_fingerprint(model: Any) -> str | None:
+    """An encoder's own fingerprint, else the SHA-256 of a model's files (a folder or one file);
+    None for a hub name that is not on disk."""
+    fingerprint = getattr(model, "fingerprint", None)
+    if isinstance(fingerprint, str):
+        return fingerprint
+    path = Path(resolve_model(str(model)))
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        return None
+    h = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        h.update(file.relative_to(path).as_posix().encode() + b"\0" + sha256_file(file).encode())
+    return h.hexdigest()
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _package_version() -> str:
+    import rankwise
+
+    return rankwise.__version__
