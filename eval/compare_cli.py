@@ -136,10 +136,11 @@ def compare_command(
     _check_choices(test, correction, fmt)
     named = _named_run_files(runs)
     if Path(qrels).is_file():
-        judgements, official = read_qrels(qrels), None
+        judgements, official, identical = read_qrels(qrels), None, True
     else:
         dataset = resolve_dataset(qrels, download=False)
         judgements, official = dataset.qrels(split), dataset.official_measures(split)
+        identical = dataset.ignore_identical_ids
     chosen = [m.strip() for m in measures.split(",") if m.strip()] if measures else list(official or ())
     loaded = {name: Run.read(path) for name, path in named.items()}
     if baseline is not None and baseline not in loaded:
@@ -149,7 +150,7 @@ def compare_command(
         baseline = by_path[0]
     from eval.metrics import DEFAULT_MEASURES
 
-    values = per_query_values(loaded, judgements, chosen or DEFAULT_MEASURES)
+    values = per_query_values(loaded, judgements, chosen or DEFAULT_MEASURES, ignore_identical_ids=identical)
     table = compare_per_query(values, baseline=baseline, test=test, correction=correction, alpha=significance,
                               seed=seed)
     costs = _timings_from(results) if results is not None else None
@@ -188,7 +189,8 @@ def beir_systems(datasets: list[str], systems: str, base: Any, *, first_stage_we
         results = run_systems(dataset, specs, base, first_stage_weight=first_stage_weight)
         measures = list(base.measures or dataset.official_measures(base.split))
         qrels = dataset.qrels(base.split)
-        values = per_query_values({s: r.run for s, r in results.items()}, qrels, measures)
+        values = per_query_values({s: r.run for s, r in results.items()}, qrels, measures,
+                                  ignore_identical_ids=dataset.ignore_identical_ids)
         table = compare_per_query(values, baseline=baseline or specs[0], test=test, correction=correction,
                                   alpha=significance, seed=seed)
         costs = {s: query_seconds(r.timings) for s, r in results.items()}

@@ -119,6 +119,11 @@ class BeirDataset:
         return DEFAULT_MEASURES
 
     @property
+    def ignore_identical_ids(self) -> bool:
+        """BEIR's evaluation drops a retrieved document whose id is the query's (see :mod:`eval.metrics`)."""
+        return True
+
+    @property
     def splits(self) -> list[str]:
         """The splits that have a qrels file, e.g. ``["dev", "test", "train"]``."""
         return sorted(p.name[: -len(".tsv")] for p in (self.root / "qrels").glob("*.tsv") if p.is_file())

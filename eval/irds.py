@@ -156,6 +156,12 @@ class IrdsDataset:
         return official_measures_for(self.label)
 
     @property
+    def ignore_identical_ids(self) -> bool:
+        """BEIR's convention for ``beir/...`` names; elsewhere (MS MARCO) query and document ids are
+        separate numberings, and a document whose id equals the query's is kept."""
+        return self.label.startswith("beir/")
+
+    @property
     def corpus(self) -> Corpus:
         """The documents, exported once into rankwise's cache as ``corpus.jsonl``."""
         folder = cache_root() / "datasets" / "irds" / self.name.replace("/", "__")

@@ -46,6 +46,11 @@ class MsMarcoFolder:
         return Corpus(self.root)
 
     @property
+    def ignore_identical_ids(self) -> bool:
+        """False: MS MARCO's query and passage ids are separate numberings (query 1 is not passage 1)."""
+        return False
+
+    @property
     def splits(self) -> list[str]:
         found = {p.name[len("qrels."):-len(".tsv")] for p in self.root.glob("qrels.*.tsv")}
         if (self.root / "qrels.tsv").is_file():

@@ -109,6 +109,7 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
     qrels = dataset.qrels(settings.split)
     queries = dataset.queries(settings.split)
     measures = settings.measures or dataset.official_measures(settings.split)
+    identical = dataset.ignore_identical_ids  # False where query and document ids are separate (MS MARCO)
     timings: dict[str, float] = {}
     runs: dict[str, Run] = {}
     models: dict[str, str | None] = {}
@@ -146,14 +147,15 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
     if settings.retriever == "hybrid":
         run = fuse(runs["bm25"], runs["dense"], fusion=settings.fusion, alpha=settings.alpha,
                    depth=settings.fusion_depth).top(settings.k)
-        components = {name: evaluate(r.top(settings.k), qrels, measures) for name, r in runs.items()}
+        components = {name: evaluate(r.top(settings.k), qrels, measures, ignore_identical_ids=identical)
+                      for name, r in runs.items()}
     else:
         run = runs[settings.retriever].top(settings.k)  # a copy: the shared run keeps its name
     stats: dict[str, Any] = {}
     if settings.reranker:
         from rerank.spec import load_reranker
 
-        components["first-stage"] = evaluate(run, qrels, measures)
+        components["first-stage"] = evaluate(run, qrels, measures, ignore_identical_ids=identical)
         # --backend / --int8 also reach the reranker unless its spec names its own
         reranker = load_reranker(settings.reranker, batch_size=None, backend=settings.backend, int8=settings.int8)
         t = time.perf_counter()
@@ -169,7 +171,7 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
             shared[key] = model_fingerprint(parse_spec(settings.reranker).model)
         models["reranker"] = shared[key]
     run.name = settings.label
-    metrics = evaluate(run, qrels, measures)
+    metrics = evaluate(run, qrels, measures, ignore_identical_ids=identical)
     return DatasetResult(dataset.label, metrics, run, timings, len(queries), components, stats, models)
 
 
