@@ -32,6 +32,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -40,8 +41,10 @@ from retrieval.paths import cache_root
 from retrieval.files import write_json
 from retrieval.formats import Corpus, read_qrels, read_queries
 from eval.metrics import DEFAULT_MEASURES
-from eval.irds import PREFIX as IRDS_PREFIX, IrdsDataset, irds_dataset
-from eval.msmarco import MsMarcoFolder, is_msmarco_folder
+
+if TYPE_CHECKING:
+    from eval.irds import IrdsDataset
+    from eval.msmarco import MsMarcoFolder
 
 BEIR_BASE_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets"
 
@@ -187,8 +190,10 @@ def resolve_dataset(
     layout (:mod:`eval.msmarco`).
     """
     text = os.fspath(name_or_path)
-    if text.startswith(IRDS_PREFIX):
-        return irds_dataset(text[len(IRDS_PREFIX):])
+    if text.startswith("irds:"):
+        from eval.irds import irds_dataset
+
+        return irds_dataset(text[len("irds:"):])
     path = Path(text).expanduser()
     if path.is_dir():
         return _open_folder(path.resolve().name or str(path), path)
@@ -268,6 +273,8 @@ def _looks_complete(folder: Path, name: str) -> bool:
 
 
 def _open_folder(name: str, root: Path) -> BeirDataset | MsMarcoFolder:
+    from eval.msmarco import MsMarcoFolder, is_msmarco_folder
+
     if is_msmarco_folder(root):
         return MsMarcoFolder(name=name, root=root)
     missing = []

@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from eval.datasets import BeirDataset
 from retrieval.errors import InputError
-from retrieval.formats import Corpus, read_qrels, read_queries
+from retrieval.formats import read_qrels, read_queries
 
 MSMARCO_DEV_MEASURES: tuple[str, ...] = ("RR@10",)
 TREC_DL_MEASURES: tuple[str, ...] = ("nDCG@10", "R(rel=2)@1000", "AP(rel=2)@1000")
@@ -31,19 +32,8 @@ def is_msmarco_folder(root: Path) -> bool:
 
 
 @dataclass(frozen=True)
-class MsMarcoFolder:
-    """A folder in MS MARCO layout; the same interface as :class:`eval.datasets.BeirDataset`."""
-
-    name: str
-    root: Path
-
-    @property
-    def label(self) -> str:
-        return Path(self.name).name
-
-    @property
-    def corpus(self) -> Corpus:
-        return Corpus(self.root)
+class MsMarcoFolder(BeirDataset):
+    """A folder in MS MARCO layout (``name``, ``root``, ``label`` and ``corpus`` as a BEIR folder's)."""
 
     @property
     def ignore_identical_ids(self) -> bool:

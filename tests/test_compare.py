@@ -12,9 +12,9 @@ import pytest
 from scipy import stats
 
 from eval.compare import compare, compare_per_query, correct, paired_test, per_query_values, render
-from rankwise.cli import main
 from retrieval.errors import InputError
 from retrieval.run import Run
+from tests.test_cli import _rankwise
 
 N = 20
 
@@ -162,16 +162,6 @@ def test_compare_from_per_query_values_needs_a_known_baseline():
 
 # ---------------------------------------------------------------------------------------------
 # The commands.
-
-
-def _rankwise(capsys, *args) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit_info:
-        code = exit_info.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _one_error(err: str) -> str:
