@@ -48,7 +48,11 @@ def beir(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="with --systems: folder for per-query-delta.png "
                                                                "and quality-cost.png")] = None,
 ) -> None:
-    """Index (cached), retrieve and evaluate on BEIR datasets; print a table (or --json)."""
+    """Index (cached), retrieve and evaluate on BEIR, MS MARCO or irds: datasets; print a table (or --json).
+
+    With --systems, run several systems on the same queries and print their comparison (see
+    docs/evaluation-compare.md).
+    """
     from rich.console import Console
 
     from eval.compare_cli import auto_depth, beir_systems
@@ -65,7 +69,8 @@ def beir(
                                 alpha=alpha, batch_size=batch_size, backend=backend, int8=int8, depth=depth,
                                 measures=chosen)
         beir_systems(names, systems, base, first_stage_weight=first_stage_weight, baseline=baseline, test=test,
-                     correction=correction, significance=significance, seed=seed, per_query=per_query, fmt=fmt, plot=plot,
+                     correction=correction, significance=significance, seed=seed, per_query=per_query,
+                     fmt="json" if json_output else fmt, plot=plot,
                      out=out, k_given=k is not None)
         return
     settings = PipelineSettings(retriever=retriever, model=model, split=split, k=k or 100, index_type=index_type,
