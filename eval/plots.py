@@ -78,11 +78,13 @@ def quality_cost(points: Mapping[str, tuple[float, float]], path: str | Path, *,
         ax.scatter([qps], [quality], s=40, zorder=3)
         ax.annotate(name, (qps, quality), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xscale("log")
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    speeds = [qps for _, qps in usable.values()]
+    ax.set_xlim(min(speeds) / 1.5, max(speeds) * 2.0)  # room for the names
     ax.set_xlabel("queries per second (search and reranking, log scale)")
     ax.set_ylabel(measure)
     ax.grid(alpha=0.3, which="both")
