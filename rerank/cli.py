@@ -41,3 +41,6 @@ def rerank(
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the ``rankwise`` app."""
     app.command("rerank")(rerank)
+    from rerank.server.cli import serve
+
+    app.command("serve")(serve)

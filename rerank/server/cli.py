@@ -1,0 +1,57 @@
+"""``rankwise serve``: the server on uvicorn, from a reranker spec, an index and an encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rerank.server.limits import Limits
+
+_D = Limits()
+
+
+def serve(
+    reranker: Annotated[Optional[str], typer.Option(
+        help="reranker spec PARADIGM:MODEL[,key=value...]; a cross-encoder without backend= runs ONNX int8 "
+             "on the CPU")] = None,
+    index: Annotated[Optional[Path], typer.Option(help="index folder (dense or BM25) for /v1/search")] = None,
+    corpus: Annotated[Optional[Path], typer.Option(
+        help="corpus for the texts of search results (default: the one the index was built from)")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help="encoder for /v1/embeddings (default: a dense index's encoder)")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+    api_key: Annotated[Optional[str], typer.Option(
+        envvar="RANKWISE_API_KEY", help="require 'Authorization: Bearer KEY' (or X-API-Key); also $RANKWISE_API_KEY")] = None,
+    max_batch_delay: Annotated[float, typer.Option(
+        help="ms to wait for more requests before a model call")] = _D.max_batch_delay_ms,
+    max_batch_documents: Annotated[int, typer.Option(help="documents per model call across requests")] = _D.max_batch_documents,
+    max_documents: Annotated[int, typer.Option(help="documents (or inputs) per request, else 413")] = _D.max_documents,
+    max_document_chars: Annotated[int, typer.Option(help="characters per document, else 413")] = _D.max_document_chars,
+    max_body_bytes: Annotated[int, typer.Option(help="request body size, else 413")] = _D.max_body_bytes,
+    max_k: Annotated[int, typer.Option(help="largest k of /v1/search")] = _D.max_k,
+    queue_size: Annotated[int, typer.Option(help="requests waiting or running per service; more get 503")] = _D.queue_size,
+    shutdown_timeout: Annotated[float, typer.Option(help="seconds to let in-flight requests finish on shutdown")] = 60.0,
+) -> None:
+    """Serve rerank, search and embeddings over HTTP, with requests batched across clients."""
+    import logging
+
+    import uvicorn
+
+    from rerank.server.app import create_app
+    from rerank.server.services import load_services
+
+    limits = Limits(max_documents=max_documents, max_document_chars=max_document_chars, max_body_bytes=max_body_bytes,
+                    max_k=max_k, queue_size=queue_size, max_batch_documents=max_batch_documents,
+                    max_batch_delay_ms=max_batch_delay)
+    services = load_services(reranker, index, model, corpus)
+    app = create_app(services, limits, api_key=api_key)
+    shared = {name: b.shared for name, b in app.state.batchers.items()}
+    logging.getLogger(__name__).info("serving %s on http://%s:%d (batches shared across requests: %s)",
+                                     ", ".join(f"/v1/{n}" for n in shared), host, port, shared)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=shutdown_timeout)
+    finally:
+        services.close()
