@@ -399,3 +399,27 @@ def test_serve_command_needs_something_to_serve(capsys):
         main(["serve", "--port", "0"])
     assert exit_info.value.code == 2
     assert "nothing to serve" in capsys.readouterr().err
+
+
+def test_search_endpoint_over_bm25(tmp_path, synthetic_beir):
+    """`--index` naming a BM25 (Lucene) folder: /v1/search answers with Anserini's ranking and the texts."""
+    from rerank.server.services import load_services
+    from retrieval.bm25 import build_bm25_index
+    from retrieval.formats import Corpus
+
+    build_bm25_index(Corpus(synthetic_beir), tmp_path / "bm25", threads=1, progress=False)
+    services = load_services(index=tmp_path / "bm25")
+    try:
+        assert services.encoder is None  # BM25 has no encoder: /v1/embeddings stays off
+        app = create_app(services)
+        query = "protein cell gene"
+        expected = services.retriever.search({"q": query}, k=4, progress=False)["q"]
+        assert expected, "the synthetic corpus must match the query"
+        body = post(app, "/v1/search", {"query": query, "k": 4, "return_documents": True}).json()
+        assert body["ids"] == [d for d, _ in expected]
+        assert body["scores"] == pytest.approx([s for _, s in expected], abs=1e-5)
+        assert body["scores"] == sorted(body["scores"], reverse=True)
+        assert body["texts"] == [services.docstore.get(d).full_text for d in body["ids"]]
+        assert _error(post(app, "/v1/embeddings", {"input": ["x"]}), 404)["message"]
+    finally:
+        services.close()
