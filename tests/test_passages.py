@@ -1,0 +1,134 @@
+"""Long documents: passage splitting, aggregation, the passage reranker wrapper and IDCM."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from rerank.base import Reranker
+from rerank.idcm import IDCMReranker, bm25_passage_scores, top_passages
+from rerank.passages import PassageReranker
+from rerank.spec import load_reranker, parse_spec
+from retrieval.errors import InputError
+from retrieval.formats import Document
+from retrieval.passages import Splitter, aggregate, document_id, passage_id
+
+
+@pytest.mark.parametrize("n,size,stride", [(10, 4, 2), (11, 4, 3), (7, 3, 3), (100, 16, 5), (5, 5, 1)])
+def test_windows_cover_every_token_with_the_overlap(n, size, stride):
+    spans = Splitter(size, stride).spans(n)
+    covered = [t for s, e in spans for t in range(s, e)]
+    assert set(covered) == set(range(n))
+    assert all(e - s == size for s, e in spans)
+    starts = [s for s, _ in spans]
+    assert starts[0] == 0 and spans[-1][1] == n
+    # consecutive windows start `stride` apart, except the last, moved back to end at the last token
+    assert all(b - a == stride for a, b in zip(starts[:-2], starts[1:-1]))
+    assert len(starts) == 1 or 0 < starts[-1] - starts[-2] <= stride
+    assert len(starts) == (1 if n <= size else -(-(n - size) // stride) + 1)
+
+
+def test_split_text_by_hand():
+    words = " ".join(f"w{i}" for i in range(7))
+    assert Splitter(4, 2).split(words) == ["w0 w1 w2 w3", "w2 w3 w4 w5", "w3 w4 w5 w6"]
+    assert Splitter(3).split(words, title="T") == ["T w0 w1 w2", "T w3 w4 w5", "T w4 w5 w6"]
+
+
+def test_short_and_empty_documents():
+    assert Splitter(128, 64).split("a short one", title="Title") == ["Title a short one"]
+    assert Splitter(128, 64).split("", title="Only a title") == ["Only a title"]
+    assert Splitter(128, 64).split("   ") == [""]
+    assert not Splitter(3).needs_split("a b c") and Splitter(3).needs_split("a b c d")
+
+
+def test_bad_splitter_settings():
+    with pytest.raises(InputError, match="stride"):
+        Splitter(4, 5)
+    with pytest.raises(InputError, match="passages"):
+        Splitter(0)
+
+
+def test_aggregations_by_hand():
+    scores = [1.0, 4.0, -2.0, 3.0]
+    assert aggregate(scores, "firstp") == 1.0
+    assert aggregate(scores, "maxp") == 4.0
+    assert aggregate(scores, "sump") == 6.0
+    assert aggregate(scores, "kmaxavg:2") == 3.5
+    assert aggregate(scores, "kmaxavg:10") == 1.5  # K above the passage count: all of them
+    for bad in ("maxp:2", "kmaxavg", "kmaxavg:0", "mean"):
+        with pytest.raises(InputError):
+            aggregate(scores, bad)
+
+
+def test_passage_ids_round_trip():
+    assert document_id(passage_id("doc#1", 3)) == "doc#1"
+
+
+class WordCount(Reranker):
+    """Scores a text by how often it holds the query word; records every text it was asked about."""
+
+    name = "count"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def score(self, lists: Sequence[tuple[str, Sequence[str]]], progress: bool = False) -> list[list[float]]:
+        self.stats.lists += len(lists)
+        out = []
+        for query, docs in lists:
+            self.seen.extend(docs)
+            self.stats.passages += len(docs)
+            out.append([float(d.split().count(query)) for d in docs])
+        return out
+
+
+def test_passage_reranker_aggregates_and_repeats_titles():
+    docs = [Document("a", "T", "x q q q y y q x"), Document("b", "", "q x x x")]
+    inner = WordCount()
+    wrapped = PassageReranker(inner, passages=4, agg="maxp")
+    assert wrapped.score_documents([("q", docs)]) == [[3.0, 1.0]]
+    assert inner.seen == ["T x q q q", "T y y q x", "q x x x"]
+    assert PassageReranker(WordCount(), passages=4, agg="sump").score_documents([("q", docs)]) == [[4.0, 1.0]]
+    assert PassageReranker(WordCount(), passages=4, agg="kmaxavg:2").score_documents([("q", docs)]) == [[2.0, 1.0]]
+    firstp = WordCount()
+    assert PassageReranker(firstp, passages=2, agg="firstp").score_documents([("q", docs)]) == [[1.0, 1.0]]
+    assert firstp.seen == ["T x q", "q x"]  # FirstP scores one passage per document
+    assert wrapped.stats.extra["passages_scored"] == 3 and wrapped.stats.extra["documents_split"] == 1
+
+
+def test_passage_spec_options():
+    assert parse_spec("cross-encoder:m,passages=128,stride=64,agg=kmaxavg:3").options == {
+        "passages": 128, "stride": 64, "agg": "kmaxavg:3"}
+    with pytest.raises(InputError, match="need passages"):
+        parse_spec("cross-encoder:m,agg=maxp")
+    with pytest.raises(InputError):
+        parse_spec("idcm:bm25>>m,agg=maxp")
+    assert parse_spec("idcm:bm25>>cross-encoder:m,select=4").model == "bm25>>cross-encoder:m"
+
+
+def test_bm25_selector_prefers_the_matching_passage():
+    scores = bm25_passage_scores("vaccine virus", [["heart blood", "the vaccine virus trial"], ["virus"]])
+    assert scores[0][0] == 0.0 and scores[0][1] > scores[1][0] > 0.0
+    assert top_passages([0.1, 0.9, 0.9, 0.5], 2) == [1, 2]
+    assert top_passages([3.0], 4) == [0]
+
+
+def test_idcm_never_scores_more_than_select(tiny_cross_encoder):
+    words = "protein cell gene wing airflow pressure heart blood shock wave vaccine virus".split()
+    docs = [Document(f"d{i}", "title", " ".join(words[(i + j) % len(words)] for j in range(60))) for i in range(5)]
+    docs.append(Document("short", "", "vaccine virus"))
+    reranker = load_reranker(f"idcm:bm25>>{tiny_cross_encoder},select=2,passages=8,stride=4")
+    assert isinstance(reranker, IDCMReranker)
+    scores = reranker.score_documents([("vaccine virus", docs), ("heart", docs[:2])])
+    assert len(scores[0]) == 6 and len(scores[1]) == 2
+    assert reranker.max_scored == 2
+    extra = reranker.stats.extra
+    assert extra["documents"] == 8 and extra["passages_scored"] == 2 * 7 + 1
+    assert extra["passages"] > extra["passages_scored"]
+    # select >= every passage count: IDCM is MaxP with the same scorer
+    full = load_reranker(f"idcm:bm25>>{tiny_cross_encoder},select=100,passages=8,stride=4")
+    maxp = load_reranker(f"cross-encoder:{tiny_cross_encoder},passages=8,stride=4,agg=maxp")
+    assert full.score_documents([("heart", docs)])[0] == pytest.approx(maxp.score_documents([("heart", docs)])[0],
+                                                                       abs=1e-5)
