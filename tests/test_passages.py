@@ -132,3 +132,35 @@ def test_idcm_never_scores_more_than_select(tiny_cross_encoder):
     maxp = load_reranker(f"cross-encoder:{tiny_cross_encoder},passages=8,stride=4,agg=maxp")
     assert full.score_documents([("heart", docs)])[0] == pytest.approx(maxp.score_documents([("heart", docs)])[0],
                                                                        abs=1e-5)
+
+
+def test_scifact_long_generator_is_deterministic(tmp_path, synthetic_beir):
+    import importlib.util
+    from pathlib import Path
+
+    from retrieval.formats import Corpus, read_qrels
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "make_scifact_long.py"
+    spec = importlib.util.spec_from_file_location("make_scifact_long", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    a = module.make_long(synthetic_beir, tmp_path / "a", seed=3, queries=5, docs=40)
+    module.make_long(synthetic_beir, tmp_path / "b", seed=3, queries=5, docs=40)
+    module.make_long(synthetic_beir, tmp_path / "c", seed=4, queries=5, docs=40)
+    for name in ("corpus.jsonl", "positions.tsv", "queries.jsonl", "qrels/test.tsv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a" / "corpus.jsonl").read_bytes() != (tmp_path / "c" / "corpus.jsonl").read_bytes()
+    assert a["documents"] == 40 and a["queries"] == 5
+    original = {d.doc_id: d for d in Corpus(synthetic_beir)}
+    qrels = read_qrels(tmp_path / "a" / "qrels" / "test.tsv")
+    assert qrels == {q: v for q, v in read_qrels(synthetic_beir / "qrels" / "test.tsv").items() if q in qrels}
+    rows = [line.split("\t") for line in (tmp_path / "a" / "positions.tsv").read_text().splitlines()[1:]]
+    long_docs = {d.doc_id: d for d in Corpus(tmp_path / "a")}
+    assert {d for q in qrels for d in qrels[q]} <= set(long_docs)
+    for doc_id, position, count, fillers in rows:
+        parts = [original[doc_id]] + [original[f] for f in fillers.split(",")]
+        assert int(count) == 8 and len(parts) == 8 and doc_id not in fillers.split(",")
+        order = parts[1:]
+        order.insert(int(position), parts[0])
+        assert long_docs[doc_id].text == " ".join(module.abstract(p.title, p.text) for p in order)
+        assert long_docs[doc_id].title == ""
