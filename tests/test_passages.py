@@ -164,3 +164,46 @@ def test_scifact_long_generator_is_deterministic(tmp_path, synthetic_beir):
         order.insert(int(position), parts[0])
         assert long_docs[doc_id].text == " ".join(module.abstract(p.title, p.text) for p in order)
         assert long_docs[doc_id].title == ""
+
+
+def test_position_table_by_hand(tmp_path):
+    import math
+
+    from eval.position_bias import position_table, read_positions, wide
+    from retrieval.run import Run
+
+    (tmp_path / "positions.tsv").write_text("doc-id\tposition\tabstracts\tfillers\n"
+                                            "a\t0\t8\tx\nb\t7\t8\ty\nc\t3\t8\tz\n", encoding="utf-8")
+    positions = read_positions(tmp_path / "positions.tsv")
+    assert positions == {"a": (0, 8), "b": (7, 8), "c": (3, 8)}
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1, "c": 1}}
+    run = Run({"q1": [("a", 3.0), ("x", 2.0)], "q2": [("x", 5.0), ("c", 4.0)]})  # b never retrieved
+    table = position_table({"s": run}, qrels, positions, buckets=8)
+    rows = {r.bucket: r for r in table.itertuples()}
+    assert rows[1].pairs == 1 and rows[1]._4 == 1.0 and rows[1].MRR == 1.0 and rows[1].median_rank == 1
+    assert rows[4]._4 == pytest.approx(1 / math.log2(3)) and rows[4].MRR == 0.5
+    assert rows[8]._4 == 0.0 and rows[8].found == 0.0 and math.isnan(rows[8].median_rank)
+    assert rows[0].pairs == 3 and rows[0].MRR == pytest.approx(0.5)
+    assert list(wide(table).columns) == ["all"] + [f"{b}/8" for b in range(1, 9)]
+    (tmp_path / "bad.tsv").write_text("a\t9\t8\n", encoding="utf-8")
+    with pytest.raises(InputError, match="line 1"):
+        read_positions(tmp_path / "bad.tsv")
+
+
+def test_dense_passage_index_returns_documents(tmp_path, tiny_encoder):
+    from retrieval.encoder import Encoder
+    from retrieval.formats import Corpus
+    from retrieval.passage_index import PassageDenseRetriever, max_over_passages
+    from retrieval.run import Run
+    from tests.conftest import write_beir
+
+    assert max_over_passages(Run({"q": [("a#p1", 3.0), ("b#p0", 2.0), ("a#p0", 1.0)]}), 5)["q"] == [
+        ("a", 3.0), ("b", 2.0)]
+    words = "protein cell gene wing airflow pressure heart blood shock wave vaccine virus".split()
+    docs = [{"_id": f"d{i}", "title": "t", "text": " ".join(words[(i * 5 + j) % 12] for j in range(30))}
+            for i in range(6)]
+    folder = write_beir(tmp_path / "c", docs, [{"_id": "q", "text": "vaccine"}], [("q", "d0", 1)])
+    retriever = PassageDenseRetriever(Corpus(folder), Encoder(str(tiny_encoder)), Splitter(8, 4), progress=False)
+    assert retriever.counts == {"documents": 6, "documents_split": 6, "passages": 6 * 7}
+    run = retriever.search({"q": "vaccine virus"}, k=4, progress=False)
+    assert len(run["q"]) == 4 and len({d for d, _ in run["q"]}) == 4 and all("#" not in d for d, _ in run["q"])
