@@ -207,3 +207,44 @@ def test_dense_passage_index_returns_documents(tmp_path, tiny_encoder):
     assert retriever.counts == {"documents": 6, "documents_split": 6, "passages": 6 * 7}
     run = retriever.search({"q": "vaccine virus"}, k=4, progress=False)
     assert len(run["q"]) == 4 and len({d for d, _ in run["q"]}) == 4 and all("#" not in d for d, _ in run["q"])
+
+
+def test_position_bias_command(tmp_path, capsys, synthetic_beir, tiny_encoder, tiny_cross_encoder):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from rankwise.cli import main
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "make_scifact_long.py"
+    spec = importlib.util.spec_from_file_location("make_scifact_long", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    folder = tmp_path / "long"
+    module.make_long(synthetic_beir, folder, seed=0, queries=4, docs=30)
+    enc, ce = str(tiny_encoder), str(tiny_cross_encoder)
+    systems = (f"dense:{enc},dense-passages:{enc},dense:{enc}>>cross-encoder:{ce},passages=16,agg=firstp,"
+               f"dense:{enc}>>idcm:bm25>>{ce},select=2,passages=16")
+    plot = tmp_path / "bias.png"
+
+    def run(*args):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exit_info:
+            code = exit_info.code or 0
+        return code, *capsys.readouterr()
+
+    code, out, err = run("position-bias", folder, "--systems", systems, "--depth", 3, "-k", 10, "--passages", 16,
+                         "--format", "json", "--plot", plot)
+    assert code == 0, err
+    result = json.loads(out)
+    names = list(result["systems"])
+    assert len(names) == 4 and plot.stat().st_size > 0
+    idcm = result["systems"][names[3]]
+    assert 0 < idcm["passages_per_doc"] <= 2
+    assert result["systems"][names[2]]["passages_per_doc"] == 1.0  # FirstP: one passage per document
+    assert {row["bucket"] for row in result["table"]} <= set(range(9))
+    (folder / "positions.tsv").write_text("doc-id\tposition\tabstracts\nd1\tx\t8\n", encoding="utf-8")
+    code, out, err = run("position-bias", folder, "--systems", f"dense:{enc}")
+    assert code == 2 and "positions.tsv" in err and "line 2" in err
