@@ -11,7 +11,8 @@ paradigm           class                                options (key=value)
 =================  ===================================  ==========================================
 
 Every paradigm but ``idcm`` also takes ``passages=N[,stride=S][,agg=firstp|maxp|sump|kmaxavg:K]``:
-documents are split into passages of N words (:class:`rerank.passages.PassageReranker`).
+documents are split into passages of N words (:class:`rerank.passages.PassageReranker`); where the
+paradigm has a ``stride`` of its own (listwise), the passage stride is ``passage_stride=S``.
 ``idcm:SELECTOR>>SCORER`` (SELECTOR ``bm25`` or ``dense:ENCODER``, SCORER a cross-encoder model)
 scores only the ``select`` passages the selector ranks best (:mod:`rerank.idcm`).
 
@@ -34,7 +35,7 @@ from rerank.base import Reranker
 from retrieval.errors import InputError
 
 BACKEND_OPTIONS = ("backend", "int8")
-PASSAGE_OPTIONS = ("passages", "stride", "agg")
+PASSAGE_OPTIONS = ("passages", "stride", "agg", "passage_stride")  # a paradigm's own option of the name wins
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 PARADIGMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "cross-encoder": ("rerank.cross_encoder", "CrossEncoderReranker", ("batch_size", "max_length")),
@@ -82,7 +83,8 @@ def parse_spec(spec: str) -> RerankerSpec:
     model, *pairs = rest.split(",")
     if not model:
         raise InputError(f"reranker spec {spec!r} names no model", field="reranker")
-    allowed = PARADIGMS[paradigm][2] + BACKEND_OPTIONS + (PASSAGE_OPTIONS if paradigm != "idcm" else ())
+    own = PARADIGMS[paradigm][2]
+    allowed = own + BACKEND_OPTIONS + (tuple(k for k in PASSAGE_OPTIONS if k not in own) if paradigm != "idcm" else ())
     options: dict[str, Any] = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
@@ -91,8 +93,8 @@ def parse_spec(spec: str) -> RerankerSpec:
             raise InputError(f"option {pair!r} of {paradigm} is not one of {', '.join(k + '=' for k in allowed)}",
                              field="reranker")
         options[key] = value.strip() if key == "agg" else _value(value.strip(), key)
-    if paradigm != "idcm" and "passages" not in options and {"stride", "agg"} & set(options):
-        raise InputError(f"reranker spec {spec!r}: stride= and agg= need passages=N", field="reranker")
+    if paradigm != "idcm" and "passages" not in options and ({"agg", "passage_stride"} | ({"stride"} - set(own))) & set(options):
+        raise InputError(f"reranker spec {spec!r}: stride=, passage_stride= and agg= need passages=N", field="reranker")
     return RerankerSpec(paradigm, model, options)
 
 
@@ -103,7 +105,10 @@ def load_reranker(spec: str | RerankerSpec, **overrides: Any) -> Reranker:
     allowed += BACKEND_OPTIONS
     options = {k: v for k, v in overrides.items() if k in allowed and v is not None}
     options.update(parsed.options)
-    split = {k: options.pop(k) for k in PASSAGE_OPTIONS if k in options} if parsed.paradigm != "idcm" else {}
+    split = {k: options.pop(k) for k in PASSAGE_OPTIONS if k in options and k not in allowed} \
+        if parsed.paradigm != "idcm" else {}
+    if "passage_stride" in split:
+        split["stride"] = split.pop("passage_stride")
     reranker_class = getattr(importlib.import_module(module), cls)
     model: Any = parsed.model
     try:

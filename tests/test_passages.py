@@ -106,6 +106,11 @@ def test_passage_spec_options():
     with pytest.raises(InputError):
         parse_spec("idcm:bm25>>m,agg=maxp")
     assert parse_spec("idcm:bm25>>cross-encoder:m,select=4").model == "bm25>>cross-encoder:m"
+    # listwise has a stride of its own (the window's): the passage stride is passage_stride there
+    assert parse_spec("listwise:m,stride=10").options == {"stride": 10}
+    assert parse_spec("listwise:m,stride=10,passages=64,passage_stride=32").options["passage_stride"] == 32
+    with pytest.raises(InputError, match="need passages"):
+        parse_spec("listwise:m,passage_stride=32")
 
 
 def test_bm25_selector_prefers_the_matching_passage():
