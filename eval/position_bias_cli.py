@@ -26,7 +26,7 @@ def run_probe_systems(dataset: Any, specs: list[str], base: Any, *, passages: in
     for spec in plain:
         system_settings(spec, base)  # every spec checked before any work
     for spec in specs:
-        if spec.startswith(DENSE_PASSAGES) and spec not in (DENSE_PASSAGES,) and not spec.startswith(DENSE_PASSAGES + ":"):
+        if spec.startswith(DENSE_PASSAGES) and spec != DENSE_PASSAGES and not spec.startswith(DENSE_PASSAGES + ":"):
             raise InputError(f"system {spec!r}: write dense-passages or dense-passages:MODEL", field="systems")
     runs: dict[str, Any] = {}
     summary: dict[str, dict[str, Any]] = {}
@@ -75,8 +75,8 @@ def render(table: Any, summary: dict[str, dict[str, Any]], fmt: str) -> str:
                               for s in frame.index])
     frame["nDCG@10 (queries)"] = [round(summary[s]["metrics"].get(MEASURE, float("nan")), 4) for s in frame.index]
     frame["query s"] = [round(summary[s]["query_s"], 1) for s in frame.index]
-    frame["passages/doc"] = [None if summary[s]["passages_per_doc"] is None else round(summary[s]["passages_per_doc"], 2)
-                             for s in frame.index]
+    per_doc = [summary[s]["passages_per_doc"] for s in frame.index]
+    frame["passages/doc"] = [None if v is None else round(v, 2) for v in per_doc]
     if fmt == "csv":
         return frame.to_csv(lineterminator="\n")
     if fmt == "markdown":
@@ -102,7 +102,8 @@ def position_bias_command(
     batch_size: Annotated[int, typer.Option(help="encoder batch size")] = 64,
     split: Annotated[str, typer.Option(help="qrels split")] = "test",
     fmt: Annotated[str, typer.Option("--format", help="table, markdown, csv or json")] = "table",
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG of nDCG@10 by position, one line per system")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG of nDCG@10 by position, one line per "
+                                                                "system")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="JSON with the table, the summaries and the runs' "
                                                               "settings")] = None,
 ) -> None:

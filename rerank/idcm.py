@@ -47,7 +47,8 @@ def _tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-def bm25_passage_scores(query: str, passages: Sequence[Sequence[str]], k1: float = K1, b: float = B) -> list[list[float]]:
+def bm25_passage_scores(query: str, passages: Sequence[Sequence[str]], k1: float = K1,
+                        b: float = B) -> list[list[float]]:
     """BM25 of ``query`` against every passage, statistics over all ``passages`` given (see module)."""
     bags = [[Counter(_tokens(p)) for p in doc] for doc in passages]
     flat = [bag for doc in bags for bag in doc]

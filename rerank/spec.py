@@ -93,7 +93,8 @@ def parse_spec(spec: str) -> RerankerSpec:
             raise InputError(f"option {pair!r} of {paradigm} is not one of {', '.join(k + '=' for k in allowed)}",
                              field="reranker")
         options[key] = value.strip() if key == "agg" else _value(value.strip(), key)
-    if paradigm != "idcm" and "passages" not in options and ({"agg", "passage_stride"} | ({"stride"} - set(own))) & set(options):
+    passage_only = {"agg", "passage_stride"} | ({"stride"} - set(own))
+    if paradigm != "idcm" and "passages" not in options and passage_only & set(options):
         raise InputError(f"reranker spec {spec!r}: stride=, passage_stride= and agg= need passages=N", field="reranker")
     return RerankerSpec(paradigm, model, options)
 
