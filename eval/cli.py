@@ -81,6 +81,11 @@ def beir(
     if k is None:
         settings = dataclasses.replace(settings, k=auto_depth(chosen, resolved, split))
     results = run_beir(resolved, settings, out=out)
+    for result in results:  # truncation is never silent
+        stats = result.rerank_stats
+        if stats.get("truncated"):
+            typer.echo(f"{result.dataset}: {stats['truncated']} of {stats['passages']} reranker inputs were cut to the "
+                       "model's window (split long documents: passages=N in the reranker spec)", err=True)
     rows = result_rows(results)
     if json_output:
         typer.echo(metrics_json(rows))
@@ -94,3 +99,6 @@ def register(app: typer.Typer) -> None:
     """Add this package's commands to the ``rankwise`` app."""
     app.command("beir")(beir)
     compare_cli.register(app)
+    from eval import position_bias_cli
+
+    position_bias_cli.register(app)

@@ -50,6 +50,12 @@ class Reranker(abc.ABC):
     def score(self, lists: Sequence[tuple[str, Sequence[str]]], progress: bool = False) -> list[list[float]]:
         """For each ``(query, candidate texts)``, one score per candidate (higher is more relevant)."""
 
+    def score_documents(self, lists: Sequence[tuple[str, Sequence[Document]]],
+                        progress: bool = False) -> list[list[float]]:
+        """:meth:`score` on documents with their titles: each read as its ``full_text`` (passage
+        rerankers override this to repeat the title in every passage)."""
+        return self.score([(q, [d.full_text for d in docs]) for q, docs in lists], progress=progress)
+
     def rerank(self, query: str, docs: Sequence[str]) -> list[tuple[int, float]]:
         """``[(index into docs, score), ...]`` best first; an empty list gives an empty ranking."""
         if not docs:
@@ -76,9 +82,9 @@ class Reranker(abc.ABC):
             raise InputError(f"the run names {len(missing)} quer{'y' if len(missing) == 1 else 'ies'} not in the "
                              f"queries (first: {missing[0]!r})", field="query-id")
         heads = {q: [d for d, _ in run[q][:depth]] for q in run}
-        texts = _texts(corpus, {d for ids in heads.values() for d in ids})
+        texts = _documents(corpus, {d for ids in heads.values() for d in ids})
         qids = [q for q in run if heads[q]]
-        scores = self.score([(queries[q], [texts[d] for d in heads[q]]) for q in qids], progress=progress)
+        scores = self.score_documents([(queries[q], [texts[d] for d in heads[q]]) for q in qids], progress=progress)
         if self.stats.truncated:
             log.info("%s: %d of %d passages were truncated to fit the model's window",
                      self.name, self.stats.truncated, self.stats.passages)
@@ -98,11 +104,12 @@ class Reranker(abc.ABC):
         return Run(out, name=self.name)
 
 
-def _texts(corpus: CorpusLike, ids: set[str]) -> dict[str, str]:
+def _documents(corpus: CorpusLike, ids: set[str]) -> dict[str, Document]:
     if isinstance(corpus, Corpus):
-        return {d: doc.full_text for d, doc in corpus.lookup(ids).items()}
+        return corpus.lookup(ids)
     missing = [d for d in ids if d not in corpus]
     if missing:
         raise InputError(f"the run names {len(missing)} document(s) not in the corpus (first: {sorted(missing)[0]!r})",
                          field="doc-id")
-    return {d: (corpus[d].full_text if isinstance(corpus[d], Document) else str(corpus[d])) for d in ids}
+    return {d: (corpus[d] if isinstance(corpus[d], Document) else Document(d, "", str(corpus[d]))) for d in ids}
+

@@ -7,7 +7,14 @@ paradigm           class                                options (key=value)
 ``pointwise-llm``  :class:`LLMPointwiseReranker`        mode (yesno|erank), levels, max_passage_tokens, batch_size
 ``listwise``       :class:`ListwiseReranker`            mode (first|generate), window, stride, max_passage_tokens, batch_size
 ``groupwise``      :class:`GroupwiseReranker`           group_size, rounds, levels, max_passage_tokens, batch_size, seed
+``idcm``           :class:`IDCMReranker`                select, passages, stride, batch_size, max_length
 =================  ===================================  ==========================================
+
+Every paradigm but ``idcm`` also takes ``passages=N[,stride=S][,agg=firstp|maxp|sump|kmaxavg:K]``:
+documents are split into passages of N words (:class:`rerank.passages.PassageReranker`); where the
+paradigm has a ``stride`` of its own (listwise), the passage stride is ``passage_stride=S``.
+``idcm:SELECTOR>>SCORER`` (SELECTOR ``bm25`` or ``dense:ENCODER``, SCORER a cross-encoder model)
+scores only the ``select`` passages the selector ranks best (:mod:`rerank.idcm`).
 
 Every paradigm also takes ``backend`` (``torch`` or ``onnx``) and ``int8`` (``true``/``false``, onnx
 only): the LLM paradigms get a :class:`rerank.llm.CausalLM` loaded with that backend.
@@ -28,6 +35,7 @@ from rerank.base import Reranker
 from retrieval.errors import InputError
 
 BACKEND_OPTIONS = ("backend", "int8")
+PASSAGE_OPTIONS = ("passages", "stride", "agg", "passage_stride")  # a paradigm's own option of the name wins
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 PARADIGMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "cross-encoder": ("rerank.cross_encoder", "CrossEncoderReranker", ("batch_size", "max_length")),
@@ -37,6 +45,7 @@ PARADIGMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
                  ("mode", "window", "stride", "max_passage_tokens", "batch_size")),
     "groupwise": ("rerank.groupwise", "GroupwiseReranker",
                   ("group_size", "rounds", "levels", "max_passage_tokens", "batch_size", "seed")),
+    "idcm": ("rerank.idcm", "IDCMReranker", ("select", "passages", "stride", "batch_size", "max_length")),
 }
 
 
@@ -74,7 +83,8 @@ def parse_spec(spec: str) -> RerankerSpec:
     model, *pairs = rest.split(",")
     if not model:
         raise InputError(f"reranker spec {spec!r} names no model", field="reranker")
-    allowed = PARADIGMS[paradigm][2] + BACKEND_OPTIONS
+    own = PARADIGMS[paradigm][2]
+    allowed = own + BACKEND_OPTIONS + (tuple(k for k in PASSAGE_OPTIONS if k not in own) if paradigm != "idcm" else ())
     options: dict[str, Any] = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
@@ -82,7 +92,10 @@ def parse_spec(spec: str) -> RerankerSpec:
         if not eq or key not in allowed:
             raise InputError(f"option {pair!r} of {paradigm} is not one of {', '.join(k + '=' for k in allowed)}",
                              field="reranker")
-        options[key] = _value(value.strip(), key)
+        options[key] = value.strip() if key == "agg" else _value(value.strip(), key)
+    passage_only = {"agg", "passage_stride"} | ({"stride"} - set(own))
+    if paradigm != "idcm" and "passages" not in options and passage_only & set(options):
+        raise InputError(f"reranker spec {spec!r}: stride=, passage_stride= and agg= need passages=N", field="reranker")
     return RerankerSpec(paradigm, model, options)
 
 
@@ -93,16 +106,28 @@ def load_reranker(spec: str | RerankerSpec, **overrides: Any) -> Reranker:
     allowed += BACKEND_OPTIONS
     options = {k: v for k, v in overrides.items() if k in allowed and v is not None}
     options.update(parsed.options)
+    split = {k: options.pop(k) for k in PASSAGE_OPTIONS if k in options and k not in allowed} \
+        if parsed.paradigm != "idcm" else {}
+    if "passage_stride" in split:
+        split["stride"] = split.pop("passage_stride")
     reranker_class = getattr(importlib.import_module(module), cls)
     model: Any = parsed.model
     try:
-        if parsed.paradigm != "cross-encoder":  # the LLM rerankers take a loaded CausalLM for a backend
+        if parsed.paradigm not in ("cross-encoder", "idcm"):  # the LLM rerankers take a loaded CausalLM for a backend
             backend, int8 = options.pop("backend", "torch"), options.pop("int8", False)
             if backend != "torch" or int8:
                 from rerank.llm import CausalLM
 
                 model = CausalLM(parsed.model, backend=backend, int8=int8,
                                  **({"batch_size": options["batch_size"]} if "batch_size" in options else {}))
-        return reranker_class(model, **options)
+        reranker = reranker_class(model, **options)
+    except TypeError as err:
+        raise InputError(f"bad option for {parsed.paradigm}: {err}", field="reranker") from None
+    if not split:
+        return reranker
+    from rerank.passages import PassageReranker
+
+    try:
+        return PassageReranker(reranker, **split)
     except TypeError as err:
         raise InputError(f"bad option for {parsed.paradigm}: {err}", field="reranker") from None
