@@ -58,7 +58,7 @@ class ReasoningReranker(ListwiseReranker):
         self.mode = "reason"
         self.max_reasoning_tokens = max_reasoning_tokens
         self.records: list[dict[str, Any]] = []
-        self._prompt_query: dict[str, tuple[str, int]] = {}
+        self._prompt_query: dict[str, list[str]] = {}  # prompt -> the queries it was built for
 
     def prompt(self, query: str, passages: Sequence[str]) -> str:
         """The chat prompt for one window, with the assistant turn opened by ``<think>``."""
@@ -68,7 +68,7 @@ class ReasoningReranker(ListwiseReranker):
         body = "\n".join(f"[{label}] {text}" for label, text in zip(self._labels, passages))
         user = "\n\n".join([INTRO.format(n=n, query=query), body, OUTRO.format(n=n, query=query, example=example)])
         text = self.lm.chat(user, system=SYSTEM, assistant_prefix=OPEN)
-        self._prompt_query[text] = (query, n)
+        self._prompt_query.setdefault(text, []).append(query)
         return text
 
     def _generate(self, prompts: list[str], sizes: list[int], bar: Any) -> list[list[int]]:
@@ -94,7 +94,10 @@ class ReasoningReranker(ListwiseReranker):
         for r, (prompt, m) in enumerate(zip(prompts, sizes)):
             perm, repaired = read_permutation(answers[r], m)
             self.stats.extra["repaired"] = self.stats.extra.get("repaired", 0) + repaired
-            query, _ = self._prompt_query.pop(prompt, ("", m))
+            waiting = self._prompt_query.get(prompt) or [""]
+            query = waiting.pop(0)
+            if not waiting:
+                self._prompt_query.pop(prompt, None)
             self.records.append({"query": query, "passages": m, "reasoning": reasoning[r].strip(),
                                  "closed": closed[r], "forced": r in forced, "answer": answers[r].strip(),
                                  "permutation": perm, "repaired": repaired})
