@@ -38,6 +38,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="the LLM's inference backend")
     p.add_argument("--int8", action="store_true", help="with --backend onnx: the int8 graph")
+    p.add_argument("--max-passage-tokens", type=int, default=100, help="listwise modes: tokens kept per passage")
     p.add_argument("--k", type=int, default=10, help="eliminate: stop once the top-k is fixed")
     p.add_argument("--max-reasoning-tokens", type=int, default=128, help="listwise-reason: reasoning budget")
     p.add_argument("--json-out")
@@ -67,13 +68,16 @@ def main() -> None:
     builders = {
         "pointwise-yesno": lambda: LLMPointwiseReranker(lm, mode="yesno", max_passage_tokens=100, batch_size=args.batch_size),
         "pointwise-erank": lambda: LLMPointwiseReranker(lm, mode="erank", max_passage_tokens=100, batch_size=args.batch_size),
-        "listwise-first": lambda: ListwiseReranker(lm, mode="first", window=20, stride=10),
-        "listwise-generate": lambda: ListwiseReranker(lm, mode="generate", window=20, stride=10),
+        "listwise-first": lambda: ListwiseReranker(lm, mode="first", window=20, stride=10, max_passage_tokens=args.max_passage_tokens),
+        "listwise-generate": lambda: ListwiseReranker(lm, mode="generate", window=20, stride=10,
+                                                        max_passage_tokens=args.max_passage_tokens),
         "groupwise": lambda: GroupwiseReranker(lm, group_size=5, rounds=2),
-        "eliminate-worst": lambda: EliminationReranker(lm, eliminate="worst", k=args.k, window=20, stride=10),
-        "eliminate-best": lambda: EliminationReranker(lm, eliminate="best", k=args.k, window=20, stride=10),
+        "eliminate-worst": lambda: EliminationReranker(lm, eliminate="worst", k=args.k, window=20, stride=10,
+                                                     max_passage_tokens=args.max_passage_tokens),
+        "eliminate-best": lambda: EliminationReranker(lm, eliminate="best", k=args.k, window=20, stride=10,
+                                                     max_passage_tokens=args.max_passage_tokens),
         "listwise-reason": lambda: ReasoningReranker(lm, max_reasoning_tokens=args.max_reasoning_tokens,
-                                                     window=20, stride=10),
+                                                     window=20, stride=10, max_passage_tokens=args.max_passage_tokens),
     }
     rows = {"bm25": {**evaluate(first, qrels, ["nDCG@10"]), "wall_s": bm25_s}}
     for name in args.systems.split(","):
