@@ -1,7 +1,7 @@
 """Rerankers side by side on SciFact test: BM25 top-``depth``, then each LLM paradigm on the same lists.
 
 nDCG@10 and wall time of BM25, pointwise-LLM (yes/no and ERank), listwise FIRST, listwise generation
-and groupwise with one causal LM (default SmolLM2-135M-Instruct, loaded once and shared), on the
+groupwise, IRanker elimination (worst / best, top-``--k``) and ReasonRank reason-then-rank with one causal LM (default SmolLM2-135M-Instruct, loaded once and shared), on the
 first ``--queries`` judged test queries in queries.jsonl order (a fixed, documented subset; 0 = all).
 FIRST and generation rerank the same windows, so their wall-time ratio is the speed-up of
 single-token decoding (FIRST, Reddy et al., 2024, reports about 50% faster inference).
@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import command_line, log, machine, machine_line, write_json  # noqa: E402
 
-SYSTEMS = ("pointwise-yesno", "pointwise-erank", "listwise-first", "listwise-generate", "groupwise")
+SYSTEMS = ("pointwise-yesno", "pointwise-erank", "listwise-first", "listwise-generate", "groupwise",
+           "eliminate-worst", "eliminate-best", "listwise-reason")
 
 
 def main() -> None:
@@ -37,16 +38,21 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="the LLM's inference backend")
     p.add_argument("--int8", action="store_true", help="with --backend onnx: the int8 graph")
+    p.add_argument("--max-passage-tokens", type=int, default=100, help="listwise modes: tokens kept per passage")
+    p.add_argument("--k", type=int, default=10, help="eliminate: stop once the top-k is fixed")
+    p.add_argument("--max-reasoning-tokens", type=int, default=128, help="listwise-reason: reasoning budget")
     p.add_argument("--json-out")
     args = p.parse_args()
 
     from eval.datasets import resolve_dataset
     from eval.metrics import evaluate
     from eval.pipeline import bm25_index
+    from rerank.elimination import EliminationReranker
     from rerank.groupwise import GroupwiseReranker
     from rerank.listwise import ListwiseReranker
     from rerank.llm import CausalLM
     from rerank.pointwise import LLMPointwiseReranker
+    from rerank.reasoning import ReasoningReranker
     from retrieval.bm25 import BM25Retriever
 
     data = resolve_dataset(args.dataset)
@@ -62,9 +68,16 @@ def main() -> None:
     builders = {
         "pointwise-yesno": lambda: LLMPointwiseReranker(lm, mode="yesno", max_passage_tokens=100, batch_size=args.batch_size),
         "pointwise-erank": lambda: LLMPointwiseReranker(lm, mode="erank", max_passage_tokens=100, batch_size=args.batch_size),
-        "listwise-first": lambda: ListwiseReranker(lm, mode="first", window=20, stride=10),
-        "listwise-generate": lambda: ListwiseReranker(lm, mode="generate", window=20, stride=10),
+        "listwise-first": lambda: ListwiseReranker(lm, mode="first", window=20, stride=10, max_passage_tokens=args.max_passage_tokens),
+        "listwise-generate": lambda: ListwiseReranker(lm, mode="generate", window=20, stride=10,
+                                                        max_passage_tokens=args.max_passage_tokens),
         "groupwise": lambda: GroupwiseReranker(lm, group_size=5, rounds=2),
+        "eliminate-worst": lambda: EliminationReranker(lm, eliminate="worst", k=args.k, window=20, stride=10,
+                                                     max_passage_tokens=args.max_passage_tokens),
+        "eliminate-best": lambda: EliminationReranker(lm, eliminate="best", k=args.k, window=20, stride=10,
+                                                     max_passage_tokens=args.max_passage_tokens),
+        "listwise-reason": lambda: ReasoningReranker(lm, max_reasoning_tokens=args.max_reasoning_tokens,
+                                                     window=20, stride=10, max_passage_tokens=args.max_passage_tokens),
     }
     rows = {"bm25": {**evaluate(first, qrels, ["nDCG@10"]), "wall_s": bm25_s}}
     for name in args.systems.split(","):
@@ -74,7 +87,8 @@ def main() -> None:
         wall = time.perf_counter() - t
         rows[name] = {**evaluate(run, qrels, ["nDCG@10"]), "wall_s": wall, "s_per_query": wall / len(queries),
                       "forward_passes": reranker.stats.forward_passes, "truncated": reranker.stats.truncated,
-                      "passages": reranker.stats.passages}
+                      "passages": reranker.stats.passages,
+                      "passes_per_query": reranker.stats.forward_passes / len(queries), **reranker.stats.extra}
         log(f"{name}: {rows[name]}")
     result = {"command": command_line(), "machine": machine(), "queries": len(queries), "depth": args.depth,
               "model": args.model, "backend": args.backend + (" int8" if args.int8 else ""), "systems": rows}
@@ -82,10 +96,10 @@ def main() -> None:
         result["first_speedup_vs_generate"] = rows["listwise-generate"]["wall_s"] / rows["listwise-first"]["wall_s"]
     print(f"command: {result['command']}\nmachine: {machine_line(result['machine'])}")
     print(f"{args.dataset} test, first {len(queries)} judged queries, BM25 top-{args.depth}, model {args.model}, backend {result['backend']}")
-    print(f"{'system':20} {'nDCG@10':>8} {'wall s':>8} {'s/query':>8} {'passes':>7}")
+    print(f"{'system':20} {'nDCG@10':>8} {'wall s':>8} {'s/query':>8} {'passes':>7} {'passes/q':>8}")
     for name, r in rows.items():
         print(f"{name:20} {r['nDCG@10']:8.4f} {r['wall_s']:8.1f} {r.get('s_per_query', 0):8.2f} "
-              f"{r.get('forward_passes', 0):7d}")
+              f"{r.get('forward_passes', 0):7d} {r.get('passes_per_query', 0):8.1f}")
     if "first_speedup_vs_generate" in result:
         print(f"FIRST single-token speed-up over generation on the same windows: "
               f"{result['first_speedup_vs_generate']:.2f}x")

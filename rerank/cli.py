@@ -20,6 +20,8 @@ def rerank(
     int8: Annotated[bool, typer.Option("--int8", help="int8 ONNX graph (with --backend onnx)")] = False,
     first_stage_weight: Annotated[float, typer.Option(
         help="rank by W x first-stage + (1 - W) x reranker score (min-max normalized per query); 0: reranker alone")] = 0.0,
+    save_reasoning: Annotated[Optional[Path], typer.Option(
+        "--save-reasoning", help="with listwise mode=reason: write each window's reasoning to this JSONL file")] = None,
 ) -> None:
     """Rerank the top --depth documents of each query of a run."""
     from rerank.spec import load_reranker, parse_spec
@@ -27,12 +29,20 @@ def rerank(
     from retrieval.run import Run
 
     spec = parse_spec(model)  # a bad spec fails before anything is loaded
+    if save_reasoning is not None and (spec.paradigm, spec.options.get("mode")) != ("listwise", "reason"):
+        from retrieval.errors import InputError
+
+        raise InputError("--save-reasoning needs a listwise:MODEL,mode=reason reranker", field="save-reasoning")
     run = Run.read(run_file)
     texts = read_queries(queries)
     docs = Corpus(corpus)
     reranker = load_reranker(spec, batch_size=batch_size, backend=backend, int8=int8 or None)
     reranked = reranker.rerank_run(run, texts, docs, depth=depth, first_stage_weight=first_stage_weight)
     reranked.write(out, tag=f"rankwise-{spec.paradigm}")
+    if save_reasoning is not None:
+        from rerank.reasoning import write_reasoning
+
+        write_reasoning(save_reasoning, reranker.records, texts)
     s = reranker.stats
     typer.echo(f"{out}: {len(reranked)} queries reranked ({s.passages} passages, {s.truncated} truncated, "
                f"{s.forward_passes} forward passes)", err=True)

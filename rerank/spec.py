@@ -5,7 +5,9 @@ paradigm           class                                options (key=value)
 =================  ===================================  ==========================================
 ``cross-encoder``  :class:`CrossEncoderReranker`        batch_size, max_length
 ``pointwise-llm``  :class:`LLMPointwiseReranker`        mode (yesno|erank), levels, max_passage_tokens, batch_size
-``listwise``       :class:`ListwiseReranker`            mode (first|generate), window, stride, max_passage_tokens, batch_size
+``listwise``       :class:`ListwiseReranker`            mode (first|generate|eliminate|reason), window, stride, max_passage_tokens, batch_size
+                   mode=eliminate: EliminationReranker  eliminate (worst|best), k
+                   mode=reason: ReasoningReranker       max_reasoning_tokens
 ``groupwise``      :class:`GroupwiseReranker`           group_size, rounds, levels, max_passage_tokens, batch_size, seed
 ``idcm``           :class:`IDCMReranker`                select, passages, stride, batch_size, max_length
 =================  ===================================  ==========================================
@@ -42,11 +44,29 @@ PARADIGMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "pointwise-llm": ("rerank.pointwise", "LLMPointwiseReranker",
                       ("mode", "levels", "max_passage_tokens", "batch_size")),
     "listwise": ("rerank.listwise", "ListwiseReranker",
-                 ("mode", "window", "stride", "max_passage_tokens", "batch_size")),
+                 ("mode", "window", "stride", "max_passage_tokens", "batch_size", "eliminate", "k",
+                  "max_reasoning_tokens")),
     "groupwise": ("rerank.groupwise", "GroupwiseReranker",
                   ("group_size", "rounds", "levels", "max_passage_tokens", "batch_size", "seed")),
     "idcm": ("rerank.idcm", "IDCMReranker", ("select", "passages", "stride", "batch_size", "max_length")),
 }
+# listwise modes served by their own class, and the options only that mode takes
+LISTWISE_MODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "eliminate": ("rerank.elimination", "EliminationReranker", ("eliminate", "k")),
+    "reason": ("rerank.reasoning", "ReasoningReranker", ("max_reasoning_tokens",)),
+}
+
+
+def _mode_class(paradigm: str, options: dict[str, Any]) -> tuple[str, str] | None:
+    """The (module, class) of a listwise mode with its own class; an option of another mode is an InputError."""
+    if paradigm != "listwise":
+        return None
+    mode = options.get("mode", "first")
+    for name, (_, _, own) in LISTWISE_MODES.items():
+        stray = [key for key in own if key in options and mode != name]
+        if stray:
+            raise InputError(f"option {stray[0]}= of listwise needs mode={name}, not mode={mode}", field="reranker")
+    return LISTWISE_MODES[mode][:2] if mode in LISTWISE_MODES else None
 
 
 @dataclass(frozen=True)
@@ -96,6 +116,7 @@ def parse_spec(spec: str) -> RerankerSpec:
     passage_only = {"agg", "passage_stride"} | ({"stride"} - set(own))
     if paradigm != "idcm" and "passages" not in options and passage_only & set(options):
         raise InputError(f"reranker spec {spec!r}: stride=, passage_stride= and agg= need passages=N", field="reranker")
+    _mode_class(paradigm, options)
     return RerankerSpec(paradigm, model, options)
 
 
@@ -110,6 +131,7 @@ def load_reranker(spec: str | RerankerSpec, **overrides: Any) -> Reranker:
         if parsed.paradigm != "idcm" else {}
     if "passage_stride" in split:
         split["stride"] = split.pop("passage_stride")
+    module, cls = _mode_class(parsed.paradigm, options) or (module, cls)
     reranker_class = getattr(importlib.import_module(module), cls)
     model: Any = parsed.model
     try:
