@@ -94,3 +94,6 @@ def register(app: typer.Typer) -> None:
     """Add this package's commands to the ``rankwise`` app."""
     app.command("beir")(beir)
     compare_cli.register(app)
+    from eval import followir_cli
+
+    followir_cli.register(app)

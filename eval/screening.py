@@ -218,3 +218,93 @@ def read_tar(folder: str | Path) -> TarCollection:
                              path=qrels_path, line=first_line.get(qid), field="qrels")
         qrels[qid] = {d: g for d, g in qrels[qid].items() if d in candidates}
     return TarCollection(root, topics, qrels)
+
+
+# --------------------------------------------------------------------------------------------
+# Running a ranker over each topic's candidates.
+
+
+@dataclass
+class ScreeningDataset:
+    """A :class:`TarCollection` with the interface :func:`eval.pipeline.run_pipeline` takes: the
+    queries are the topics' titles, the qrels the candidates' judgements."""
+
+    name: str
+    tar: TarCollection
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    @property
+    def corpus(self) -> Any:
+        from retrieval.formats import Corpus
+
+        return Corpus(self.tar.corpus_path)
+
+    @property
+    def ignore_identical_ids(self) -> bool:
+        return False
+
+    def official_measures(self, split: str = "test") -> tuple[str, ...]:
+        return SCREENING_MEASURES
+
+    def qrels(self, split: str = "test") -> dict[str, dict[str, int]]:
+        return self.tar.qrels
+
+    def queries(self, split: str = "test") -> dict[str, str]:
+        return {tid: t.title for tid, t in self.tar.topics.items()}
+
+
+def restrict_to_candidates(run: Any, topics: Mapping[str, TarTopic]) -> Any:
+    """Each topic's candidates in ``run``'s order; candidates the run lacks follow in the topic
+    file's order, scored below every retrieved one."""
+    from retrieval.run import Run
+
+    out = {}
+    for tid, topic in topics.items():
+        candidates = set(topic.pids)
+        ranked = [(d, s) for d, s in run.get(tid, []) if d in candidates]
+        seen = {d for d, _ in ranked}
+        floor = min((s for _, s in ranked), default=0.0)
+        ranked += [(d, floor - 1.0 - i) for i, d in enumerate(d for d in topic.pids if d not in seen)]
+        out[tid] = ranked
+    return Run(out, name=getattr(run, "name", "rankwise"))
+
+
+def run_screening(dataset: ScreeningDataset, systems: Mapping[str, Any], *, progress: bool = True,
+                  shared: dict[Any, Any] | None = None) -> dict[str, Any]:
+    """Rank every topic's candidates with each system (``{name: PipelineSettings}``); returns
+    ``{name: DatasetResult}`` whose metrics are the settings' measures (default: Recall@10%, WSS@95,
+    LastRel). The first stage searches the whole corpus to depth ``k``, the run is cut to the
+    candidates (:func:`restrict_to_candidates`), then the reranker, if any, reranks every candidate."""
+    import dataclasses
+    import time
+
+    from eval.metrics import evaluate
+    from eval.pipeline import run_pipeline
+
+    shared = {} if shared is None else shared
+    results = {}
+    qrels = dataset.qrels()
+    for name, settings in systems.items():
+        measures = settings.measures or SCREENING_MEASURES
+        first = dataclasses.replace(settings, reranker=None, first_stage_weight=0.0, measures=measures)
+        result = run_pipeline(dataset, first, progress, shared=shared)
+        run = restrict_to_candidates(result.run, dataset.tar.topics)
+        if settings.reranker:
+            from rerank.spec import load_reranker
+
+            result.components["first-stage"] = evaluate(run, qrels, measures, ignore_identical_ids=False)
+            reranker = load_reranker(settings.reranker, batch_size=None, backend=settings.backend, int8=settings.int8)
+            depth = max(len(t.pids) for t in dataset.tar.topics.values())
+            t = time.perf_counter()
+            run = reranker.rerank_run(run, dataset.queries(), dataset.corpus, depth=depth, progress=progress,
+                                      first_stage_weight=settings.first_stage_weight)
+            result.timings["rerank_s"] = time.perf_counter() - t
+            result.rerank_stats = dataclasses.asdict(reranker.stats)
+        run.name = name
+        result.run = run
+        result.metrics = evaluate(run, qrels, measures, ignore_identical_ids=False)
+        results[name] = result
+    return results
