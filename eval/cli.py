@@ -99,6 +99,7 @@ def register(app: typer.Typer) -> None:
     """Add this package's commands to the ``rankwise`` app."""
     app.command("beir")(beir)
     compare_cli.register(app)
-    from eval import position_bias_cli
+    from eval import followir_cli, position_bias_cli
 
     position_bias_cli.register(app)
+    followir_cli.register(app)

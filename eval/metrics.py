@@ -2,7 +2,8 @@
 
 Measures are named as ir-measures names them (``nDCG@10``, ``R@100``, ``RR@10``, ``AP@100``,
 ``P@5``, ``Judged@10``, ...) and computed by its providers (pytrec_eval for most), so values match
-``trec_eval`` and BEIR.
+``trec_eval`` and BEIR. The screening measures ``Recall@K%``, ``WSS@R`` and ``LastRel`` are computed
+by :mod:`eval.screening` on the same ranking.
 
 Conventions, all explicit here rather than left to a provider:
 
@@ -42,8 +43,12 @@ def parse_measures(measures: str | Iterable[Any] = DEFAULT_MEASURES) -> list[ir_
         measures = [measures]
     parsed: list[ir_measures.Measure] = []
     for item in measures:
+        from eval.screening import parse_screening  # Recall@10%, WSS@95, LastRel (eval/screening.py)
+
         if isinstance(item, ir_measures.Measure):
             measure = item
+        elif (screening := parse_screening(item)) is not None:
+            measure = screening
         else:
             try:
                 measure = ir_measures.parse_measure(str(item).strip())
@@ -103,14 +108,21 @@ def evaluate_per_query(
 def _per_query(
     run: RunLike, qrels: QrelsLike, measures: list[ir_measures.Measure], ignore_identical_ids: bool
 ) -> dict[ir_measures.Measure, dict[str, float]]:
+    from eval.screening import ScreeningMeasure, screening_per_query
+
     qrels_dict = _qrels_dict(qrels)
     run_dict = _run_dict(run, ignore_identical_ids)
+    screening = [m for m in measures if isinstance(m, ScreeningMeasure)]
+    values: dict[Any, dict[str, float]] = dict(screening_per_query(run_dict, qrels_dict, screening))
+    measures = [m for m in measures if not isinstance(m, ScreeningMeasure)]
+    if not measures:
+        return values
     try:
         evaluator = ir_measures.evaluator(measures, qrels_dict)
     except Exception as err:  # e.g. no installed provider supports a measure
         names = ", ".join(str(m) for m in measures)
         raise InputError(f"ir-measures cannot compute {names}: {err}", field="measure") from None
-    values: dict[ir_measures.Measure, dict[str, float]] = {m: {} for m in measures}
+    values.update({m: {} for m in measures})
     for metric in evaluator.iter_calc(run_dict):
         if metric.query_id in qrels_dict:
             values[metric.measure][metric.query_id] = float(metric.value)

@@ -1,0 +1,135 @@
+"""``rankwise followir FOLDER`` and ``rankwise screening FOLDER``: instruction following (p-MRR)
+and screening prioritisation (WSS@95, Recall@10%, LastRel); see docs/followir-screening.md."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from retrieval.errors import InputError
+from retrieval.models import DEFAULT_ENCODER
+
+SystemsOpt = Annotated[str, typer.Option(help="FIRST[>>RERANKER],... e.g. bm25,dense,bm25>>cross-encoder:MODEL")]
+ModelOpt = Annotated[str, typer.Option(help="encoder name or path (dense, hybrid)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object, nothing else, to stdout")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", help="folder for the runs and results.json")]
+BatchOpt = Annotated[int, typer.Option(help="encoder batch size")]
+BackendOpt = Annotated[str, typer.Option(help="torch or onnx")]
+
+
+def _systems(systems: str, base: Any) -> dict[str, Any]:
+    from eval.systems import parse_systems, system_settings
+
+    return {spec: system_settings(spec, base) for spec in parse_systems(systems)}
+
+
+def _emit(rows: dict[str, dict[str, float]], document: dict[str, Any], *, title: str, json_output: bool,
+          out: Path | None, runs: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    from eval.compare_cli import file_label
+    from eval.report import metrics_table
+    from retrieval.files import write_json
+
+    if out is not None:
+        for name, run in runs.items():
+            run.write(out / f"{file_label(name)}.trec", tag=file_label(name))
+        write_json(out / "results.json", document)
+    if json_output:
+        typer.echo(json.dumps(rows))
+    else:
+        Console().print(metrics_table(rows, title=title))
+        if out is not None:
+            typer.echo(f"runs and results.json written to {out}", err=True)
+
+
+def followir(
+    folder: Annotated[Path, typer.Argument(help="FollowIR folder: corpus.jsonl, queries.jsonl, qrels/og.tsv, "
+                                                "qrels/changed.tsv")],
+    systems: SystemsOpt = "bm25",
+    model: ModelOpt = DEFAULT_ENCODER,
+    k: Annotated[int, typer.Option("-k", "--k", help="documents per query (MAP@1000 needs 1000)")] = 1000,
+    depth: Annotated[int, typer.Option(help="documents reranked per query")] = 100,
+    batch_size: BatchOpt = 64,
+    backend: BackendOpt = "torch",
+    json_output: JsonOpt = False,
+    out: OutOpt = None,
+) -> None:
+    """p-MRR (Weller et al. 2024) of each system, beside nDCG@5 and MAP@1000 of the original queries."""
+    from eval.followir import FOLLOWIR_MEASURES, FollowIRDataset, run_followir
+    from eval.pipeline import PipelineSettings
+    from eval.provenance import provenance
+
+    if not folder.is_dir():
+        raise InputError("not a folder", path=folder)
+    base = PipelineSettings(model=model, k=k, depth=depth, batch_size=batch_size, backend=backend,
+                            measures=FOLLOWIR_MEASURES)
+    chosen = _systems(systems, base)  # every spec checked before any work
+    dataset = FollowIRDataset(folder.resolve().name, folder)
+    results = run_followir(dataset, chosen)
+    rows = {name: r.row() for name, r in results.items()}
+    document = {"provenance": provenance(), "dataset": str(folder),
+                "systems": {name: {"settings": dataclasses.asdict(chosen[name]), "metrics": rows[name],
+                                   "p-MRR per query": r.per_query,
+                                   "timings": {"og": r.og.timings, "changed": r.changed.timings}}
+                            for name, r in results.items()}}
+    runs = {f"{n}.og": r.og.run for n, r in results.items()} | {f"{n}.changed": r.changed.run
+                                                                  for n, r in results.items()}
+    _emit(rows, document, title=f"FollowIR {dataset.name}: p-MRR, original-query nDCG@5 / AP@1000",
+          json_output=json_output, out=out, runs=runs)
+
+
+def screening(
+    folder: Annotated[Path, typer.Argument(help="CLEF TAR folder: topics/, qrels.txt, corpus.jsonl")],
+    systems: SystemsOpt = "bm25",
+    model: ModelOpt = DEFAULT_ENCODER,
+    measures: Annotated[str, typer.Option(help="comma-separated measures (screening and ir-measures names)")] =
+    "Recall@10%,WSS@95,LastRel",
+    k: Annotated[Optional[int], typer.Option("-k", "--k", help="first-stage depth over the corpus "
+                                                               "(default: the whole corpus)")] = None,
+    batch_size: BatchOpt = 64,
+    backend: BackendOpt = "torch",
+    per_query: Annotated[Optional[Path], typer.Option("--per-query", help="per-query CSV: system, query_id, "
+                                                                         "measure, value")] = None,
+    json_output: JsonOpt = False,
+    out: OutOpt = None,
+) -> None:
+    """Rank each topic's candidates with each system and report the screening measures."""
+    from eval.metrics import evaluate_per_query, parse_measures
+    from eval.pipeline import PipelineSettings
+    from eval.provenance import provenance
+    from eval.screening import ScreeningDataset, read_tar, run_screening
+    from retrieval.files import atomic_open
+
+    chosen_measures = tuple(m.strip() for m in measures.split(",") if m.strip())
+    parse_measures(chosen_measures)
+    tar = read_tar(folder)
+    dataset = ScreeningDataset(folder.resolve().name, tar)
+    depth = k if k is not None else len(dataset.corpus)
+    base = PipelineSettings(model=model, k=depth, batch_size=batch_size, backend=backend, measures=chosen_measures)
+    chosen = _systems(systems, base)
+    results = run_screening(dataset, chosen)
+    rows = {name: r.metrics for name, r in results.items()}
+    if per_query is not None:
+        with atomic_open(per_query) as fh:
+            fh.write("system,query_id,measure,value\n")
+            for name, r in results.items():
+                values = evaluate_per_query(r.run, tar.qrels, chosen_measures, ignore_identical_ids=False)
+                for measure, by_query in values.items():
+                    fh.writelines(f"{name},{q},{measure},{v:.10g}\n" for q, v in by_query.items())
+    document = {"provenance": provenance(), "dataset": str(folder), "topics": len(tar.topics),
+                "systems": {name: {"settings": dataclasses.asdict(chosen[name]), "metrics": r.metrics,
+                                   "components": r.components, "timings": r.timings}
+                            for name, r in results.items()}}
+    _emit(rows, document, title=f"screening {dataset.name} ({len(tar.topics)} topics)", json_output=json_output,
+          out=out, runs={n: r.run for n, r in results.items()})
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``followir`` and ``screening`` to the ``rankwise`` app."""
+    app.command("followir")(followir)
+    app.command("screening")(screening)

@@ -1,0 +1,310 @@
+"""Screening prioritisation: recall-oriented measures and CLEF TAR topics.
+
+Technology-assisted review (CLEF eHealth TAR, Kanoulas et al. 2017, 2018) ranks each review's
+candidate studies so that reviewers meet every relevant one early. The measures:
+
+* ``Recall@K%``: the share of a topic's relevant documents in the first ceil(K/100 x N) ranked
+  documents (``Recall@10%``);
+* ``WSS@R`` (work saved over sampling, Cohen et al., JAMIA 2006): at the first cut-off n where
+  recall reaches R% (``WSS@95``), ``(TN + FN) / N - (1 - R/100)``, i.e. ``(N - n) / N - (1 - R/100)``;
+* ``LastRel``: the 1-based position of the last relevant document (reviewers read that far to
+  find them all).
+
+N is the number of documents ranked for the topic: in a screening run every candidate, so the
+collection; relevant documents the run lacks count as ranked after it (positions N+1...), which
+makes N grow by their number. The order is the one :mod:`eval.metrics` fixes (score descending,
+ties by document id descending). ``WSS`` of a topic with no relevant document is undefined: an
+:class:`InputError` naming the topic. These names are accepted wherever ``--measures`` is.
+
+CLEF TAR folder (:func:`read_tar`)::
+
+    FOLDER/
+      topics/        one CLEF TAR topic file per review ("Topic: CD007394", "Title: ...",
+                     "Query:" lines, then "Pids:" and one PMID a line); every file in it is read
+      qrels.txt      TREC qrels "TOPIC 0 PMID GRADE" (CLEF TAR's abstract or content qrels);
+                     grade > 0 is relevant
+      corpus.jsonl   the candidates' texts, BEIR corpus lines with _id = PMID
+
+Documents the topic lists but the qrels do not judge count as non-relevant.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retrieval.errors import InputError
+from retrieval.formats import iter_lines, iter_qrels
+
+_NAME = re.compile(r"^(?:(recall|r)@(\d+(?:\.\d+)?)%|(wss)@(\d+(?:\.\d+)?)|(lastrel))$", re.IGNORECASE)
+SCREENING_MEASURES = ("Recall@10%", "WSS@95", "LastRel")
+
+
+class _Mean:
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def add(self, value: float) -> None:
+        self.values.append(value)
+
+    def result(self) -> float:
+        return sum(self.values) / len(self.values) if self.values else 0.0
+
+
+@dataclass(frozen=True)
+class ScreeningMeasure:
+    """One screening measure; ``kind`` is ``recall``, ``wss`` or ``lastrel``, ``value`` its K or R."""
+
+    kind: str
+    value: float = 0.0
+    params: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    DEFAULT = 0.0
+
+    def __str__(self) -> str:
+        number = f"{self.value:g}"
+        return {"recall": f"Recall@{number}%", "wss": f"WSS@{number}", "lastrel": "LastRel"}[self.kind]
+
+    def aggregator(self) -> _Mean:
+        return _Mean()
+
+
+def parse_screening(name: Any) -> ScreeningMeasure | None:
+    """The screening measure ``name`` stands for (``Recall@10%``, ``WSS@95``, ``LastRel``), else None."""
+    if isinstance(name, ScreeningMeasure):
+        return name
+    match = _NAME.match(str(name).strip())
+    if not match:
+        return None
+    if match.group(5):
+        return ScreeningMeasure("lastrel")
+    kind, number = ("recall", match.group(2)) if match.group(1) else ("wss", match.group(4))
+    value = float(number)
+    if not 0.0 < value <= 100.0:
+        raise InputError(f"measure {name!r}: the percentage must be in (0, 100]", field="measure")
+    return ScreeningMeasure(kind, value)
+
+
+def screening_value(measure: ScreeningMeasure, ranking: list[str], relevant: set[str], qid: str = "?") -> float:
+    """``measure`` of one topic: ``ranking`` is the ranked document ids, ``relevant`` the relevant ones."""
+    missing = sorted(relevant.difference(ranking))
+    ranked = list(ranking) + missing  # relevant documents the run lacks come last
+    n = len(ranked)
+    positions = [i + 1 for i, did in enumerate(ranked) if did in relevant]
+    if not positions:
+        if measure.kind == "wss":
+            raise InputError(f"topic {qid!r} has no relevant document: {measure} is undefined", field="qrels")
+        return 0.0
+    if measure.kind == "lastrel":
+        return float(positions[-1])
+    if measure.kind == "recall":
+        cutoff = math.ceil(measure.value / 100.0 * n - 1e-9)
+        return sum(1 for p in positions if p <= cutoff) / len(positions)
+    needed = math.ceil(measure.value / 100.0 * len(positions) - 1e-9)  # first cut-off reaching R% recall
+    reviewed = positions[max(needed, 1) - 1]
+    return (n - reviewed) / n - (1.0 - measure.value / 100.0)
+
+
+def screening_per_query(run_dict: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
+                        measures: Iterable[ScreeningMeasure]) -> dict[ScreeningMeasure, dict[str, float]]:
+    """``{measure: {qid: value}}`` over the judged topics of ``qrels``; ``run_dict`` holds strictly
+    ranked scores (as :func:`eval.metrics._run_dict` makes them)."""
+    out: dict[ScreeningMeasure, dict[str, float]] = {m: {} for m in measures}
+    for qid, judged in qrels.items():
+        docs = run_dict.get(qid, {})
+        ranking = [did for did, _ in sorted(docs.items(), key=lambda item: item[1], reverse=True)]
+        relevant = {did for did, grade in judged.items() if grade > 0}
+        for measure in out:
+            out[measure][qid] = screening_value(measure, ranking, relevant, qid)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# CLEF TAR folders.
+
+
+@dataclass
+class TarTopic:
+    """One review: its id, title (the text ranked against), Boolean query and candidate PMIDs."""
+
+    topic_id: str
+    title: str
+    query: str
+    pids: list[str]
+    path: Path
+
+
+_HEADERS = ("topic:", "title:", "query:", "pids:")
+
+
+def read_topic_file(path: Path) -> TarTopic:
+    """Parse one CLEF TAR topic file (``Topic:``, ``Title:``, ``Query:``, ``Pids:`` sections)."""
+    sections: dict[str, list[str]] = {}
+    current: str | None = None
+    lines = {}
+    for number, line in iter_lines(path):
+        low = line.strip().lower()
+        header = next((h for h in _HEADERS if low.startswith(h)), None)
+        if header:
+            current = header[:-1]
+            if current in sections:
+                raise InputError(f"section {header!r} appears twice", path=path, line=number, field=current)
+            lines[current] = number
+            rest = line.strip()[len(header):].strip()
+            sections[current] = [rest] if rest else []
+        elif current is None:
+            raise InputError("text before the 'Topic:' line", path=path, line=number, field="topic")
+        else:
+            sections[current].append(line.strip())
+    for name in ("topic", "title", "pids"):
+        if not sections.get(name):
+            raise InputError(f"missing or empty '{name.capitalize()}:' section", path=path,
+                             line=lines.get(name), field=name)
+    pids: list[str] = []
+    for pid in sections["pids"]:
+        if not pid.isdigit() and not re.fullmatch(r"[\w.-]+", pid):
+            raise InputError(f"candidate {pid!r} is not a PMID", path=path, field="pids")
+        pids.append(pid)
+    if len(set(pids)) != len(pids):
+        raise InputError("a PMID is listed twice", path=path, line=lines["pids"], field="pids")
+    return TarTopic(sections["topic"][0], " ".join(sections["title"]), " ".join(sections.get("query", [])),
+                    pids, path)
+
+
+@dataclass
+class TarCollection:
+    """A CLEF TAR folder read by :func:`read_tar` (layout in the module docstring)."""
+
+    root: Path
+    topics: dict[str, TarTopic]
+    qrels: dict[str, dict[str, int]]
+
+    @property
+    def corpus_path(self) -> Path:
+        return self.root / "corpus.jsonl"
+
+
+def read_tar(folder: str | Path) -> TarCollection:
+    """Read a CLEF TAR folder; a topic without a relevant candidate is an error (WSS is undefined)."""
+    root = Path(folder)
+    if not (root / "topics").is_dir():
+        raise InputError("not a CLEF TAR folder: no topics/ folder", path=root)
+    if not (root / "corpus.jsonl").is_file():
+        raise InputError("not a CLEF TAR folder: no corpus.jsonl (the candidates' texts, _id = PMID)", path=root)
+    topics: dict[str, TarTopic] = {}
+    for path in sorted(p for p in (root / "topics").iterdir() if p.is_file() and not p.name.startswith(".")):
+        topic = read_topic_file(path)
+        if topic.topic_id in topics:
+            raise InputError(f"topic {topic.topic_id!r} is also in {topics[topic.topic_id].path}", path=path,
+                             field="topic")
+        topics[topic.topic_id] = topic
+    if not topics:
+        raise InputError("no topic files", path=root / "topics")
+    qrels_path = root / "qrels.txt"
+    qrels: dict[str, dict[str, int]] = {t: {} for t in topics}
+    first_line: dict[str, int] = {}
+    for number, qid, did, grade in iter_qrels(qrels_path):
+        if qid not in topics:
+            raise InputError(f"topic {qid!r} has no topic file", path=qrels_path, line=number, field="topic")
+        qrels[qid][did] = grade
+        first_line.setdefault(qid, number)
+    for qid, topic in topics.items():
+        candidates = set(topic.pids)
+        if not any(g > 0 and d in candidates for d, g in qrels[qid].items()):
+            raise InputError(f"topic {qid!r} has no relevant candidate: WSS is undefined",
+                             path=qrels_path, line=first_line.get(qid), field="qrels")
+        qrels[qid] = {d: g for d, g in qrels[qid].items() if d in candidates}
+    return TarCollection(root, topics, qrels)
+
+
+# --------------------------------------------------------------------------------------------
+# Running a ranker over each topic's candidates.
+
+
+@dataclass
+class ScreeningDataset:
+    """A :class:`TarCollection` with the interface :func:`eval.pipeline.run_pipeline` takes: the
+    queries are the topics' titles, the qrels the candidates' judgements."""
+
+    name: str
+    tar: TarCollection
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    @property
+    def corpus(self) -> Any:
+        from retrieval.formats import Corpus
+
+        return Corpus(self.tar.corpus_path)
+
+    @property
+    def ignore_identical_ids(self) -> bool:
+        return False
+
+    def official_measures(self, split: str = "test") -> tuple[str, ...]:
+        return SCREENING_MEASURES
+
+    def qrels(self, split: str = "test") -> dict[str, dict[str, int]]:
+        return self.tar.qrels
+
+    def queries(self, split: str = "test") -> dict[str, str]:
+        return {tid: t.title for tid, t in self.tar.topics.items()}
+
+
+def restrict_to_candidates(run: Any, topics: Mapping[str, TarTopic]) -> Any:
+    """Each topic's candidates in ``run``'s order; candidates the run lacks follow in the topic
+    file's order, scored below every retrieved one."""
+    from retrieval.run import Run
+
+    out = {}
+    for tid, topic in topics.items():
+        candidates = set(topic.pids)
+        ranked = [(d, s) for d, s in run.get(tid, []) if d in candidates]
+        seen = {d for d, _ in ranked}
+        floor = min((s for _, s in ranked), default=0.0)
+        ranked += [(d, floor - 1.0 - i) for i, d in enumerate(d for d in topic.pids if d not in seen)]
+        out[tid] = ranked
+    return Run(out, name=getattr(run, "name", "rankwise"))
+
+
+def run_screening(dataset: ScreeningDataset, systems: Mapping[str, Any], *, progress: bool = True,
+                  shared: dict[Any, Any] | None = None) -> dict[str, Any]:
+    """Rank every topic's candidates with each system (``{name: PipelineSettings}``); returns
+    ``{name: DatasetResult}`` whose metrics are the settings' measures (default: Recall@10%, WSS@95,
+    LastRel). The first stage searches the whole corpus to depth ``k``, the run is cut to the
+    candidates (:func:`restrict_to_candidates`), then the reranker, if any, reranks every candidate."""
+    import dataclasses
+    import time
+
+    from eval.metrics import evaluate
+    from eval.pipeline import run_pipeline
+
+    shared = {} if shared is None else shared
+    results = {}
+    qrels = dataset.qrels()
+    for name, settings in systems.items():
+        measures = settings.measures or SCREENING_MEASURES
+        first = dataclasses.replace(settings, reranker=None, first_stage_weight=0.0, measures=measures)
+        result = run_pipeline(dataset, first, progress, shared=shared)
+        run = restrict_to_candidates(result.run, dataset.tar.topics)
+        if settings.reranker:
+            from rerank.spec import load_reranker
+
+            result.components["first-stage"] = evaluate(run, qrels, measures, ignore_identical_ids=False)
+            reranker = load_reranker(settings.reranker, batch_size=None, backend=settings.backend, int8=settings.int8)
+            depth = max(len(t.pids) for t in dataset.tar.topics.values())
+            t = time.perf_counter()
+            run = reranker.rerank_run(run, dataset.queries(), dataset.corpus, depth=depth, progress=progress,
+                                      first_stage_weight=settings.first_stage_weight)
+            result.timings["rerank_s"] = time.perf_counter() - t
+            result.rerank_stats = dataclasses.asdict(reranker.stats)
+        run.name = name
+        result.run = run
+        result.metrics = evaluate(run, qrels, measures, ignore_identical_ids=False)
+        results[name] = result
+    return results
