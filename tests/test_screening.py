@@ -160,3 +160,23 @@ def test_scifact_stand_in_end_to_end(tmp_path, tiny_encoder, capsys):
     assert lines[0] == "system,query_id,measure,value" and len(lines) == 1 + 2 * 3 * 6
     run = (tmp_path / "out" / "bm25.trec").read_text().splitlines()
     assert len(run) == 6 * 40  # every candidate ranked, nothing else
+
+
+def test_beir_accepts_screening_measures(synthetic_beir, capsys, tmp_path):
+    from eval.metrics import evaluate
+    from retrieval.formats import read_qrels
+    from retrieval.run import Run
+
+    code, out, err = _rankwise(capsys, "beir", synthetic_beir, "--measures", "nDCG@10,WSS@95,LastRel,Recall@10%",
+                               "-k", "400", "--json", "--out", tmp_path / "out")
+    assert code == 0, err
+    metrics = json.loads(out)["synthetic"]
+    assert set(metrics) == {"nDCG@10", "WSS@95", "LastRel", "Recall@10%"}
+    run = Run.read(tmp_path / "out" / "synthetic" / "bm25.trec")
+    qrels = read_qrels(synthetic_beir / "qrels" / "test.tsv")
+    assert metrics == pytest.approx(evaluate(run, qrels, ["nDCG@10", "WSS@95", "LastRel", "Recall@10%"]))
+    # one relevant document per query, every document ranked: LastRel is its mean 1-based position
+    positions = [[d for d, _ in sorted(run[q], key=lambda x: -x[1])].index(next(iter(qrels[q]))) + 1 for q in qrels]
+    assert metrics["LastRel"] == pytest.approx(sum(positions) / len(positions))
+    sizes = [len(run[q]) for q in qrels]  # N: the documents BM25 ranked for the query
+    assert metrics["WSS@95"] == pytest.approx(sum((n - p) / n - 0.05 for n, p in zip(sizes, positions)) / len(sizes))
