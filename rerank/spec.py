@@ -9,8 +9,8 @@ paradigm           class                                options (key=value)
 ``groupwise``      :class:`GroupwiseReranker`           group_size, rounds, levels, max_passage_tokens, batch_size, seed
 =================  ===================================  ==========================================
 
-Every paradigm also takes ``backend`` (``torch`` or ``onnx``) and ``int8`` (``true``/``false``, onnx
-only): the LLM paradigms get a :class:`rerank.llm.CausalLM` loaded with that backend.
+Every paradigm also takes ``backend`` (``torch``, ``onnx`` or ``onnx-int8``; ``int8=true`` with ``onnx``
+is the older spelling of ``onnx-int8``), which each reranker class takes as it is.
 
 MODEL is a hub name, a local folder, or a ``.gguf`` file (or a folder holding one). Examples:
 ``cross-encoder:cross-encoder/ms-marco-MiniLM-L-6-v2``,
@@ -94,15 +94,7 @@ def load_reranker(spec: str | RerankerSpec, **overrides: Any) -> Reranker:
     options = {k: v for k, v in overrides.items() if k in allowed and v is not None}
     options.update(parsed.options)
     reranker_class = getattr(importlib.import_module(module), cls)
-    model: Any = parsed.model
     try:
-        if parsed.paradigm != "cross-encoder":  # the LLM rerankers take a loaded CausalLM for a backend
-            backend, int8 = options.pop("backend", "torch"), options.pop("int8", False)
-            if backend != "torch" or int8:
-                from rerank.llm import CausalLM
-
-                model = CausalLM(parsed.model, backend=backend, int8=int8,
-                                 **({"batch_size": options["batch_size"]} if "batch_size" in options else {}))
-        return reranker_class(model, **options)
+        return reranker_class(parsed.model, **options)
     except TypeError as err:
         raise InputError(f"bad option for {parsed.paradigm}: {err}", field="reranker") from None
