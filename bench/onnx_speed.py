@@ -218,7 +218,7 @@ def bench_listwise(args: argparse.Namespace, result: dict) -> None:
 
         for name in ("onnx fp32", "onnx int8"):
             lm = CausalLM(args.llm, backend="onnx", int8=lms[name].int8)
-            lm.session = OnnxSession(lm.export.file(lm.int8), device="cpu", int8=lm.int8, chunk_attention=False)
+            lm.session = OnnxSession(lm.export.file(lm.int8), device="cpu", int8=lm.int8)
             lms[f"{name} unchunked"] = lm
     reranker = ListwiseReranker(lms["torch"], window=args.window, stride=min(10, args.window))
     # window i: test query i over corpus documents [i * window, (i + 1) * window)

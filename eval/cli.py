@@ -12,6 +12,7 @@ from eval.metrics import DEFAULT_MEASURES
 from eval import compare_cli
 from retrieval.errors import InputError
 from retrieval.models import DEFAULT_ENCODER
+from retrieval.options import EncoderBatchSize, IndexType, Int8
 
 
 def beir(
@@ -23,15 +24,15 @@ def beir(
     split: Annotated[str, typer.Option(help="qrels split")] = "test",
     k: Annotated[Optional[int], typer.Option("-k", "--k", help="documents per query in the run (default: 100, or "
                                                                "the deepest measure cut-off)")] = None,
-    index_type: Annotated[str, typer.Option("--index-type", help="flat, hnsw, ivf or ivfpq")] = "flat",
+    index_type: IndexType = "flat",
     fusion: Annotated[str, typer.Option(help="hybrid fusion: rrf or interpolation")] = "rrf",
     alpha: Annotated[float, typer.Option(help="interpolation weight of BM25")] = 0.5,
     measures: Annotated[Optional[str], typer.Option(help="comma-separated ir-measures names (default: the dataset's "
                                                          f"official ones; BEIR: {','.join(DEFAULT_MEASURES)})")] = None,
-    batch_size: Annotated[int, typer.Option(help="encoder batch size")] = 64,
-    backend: Annotated[str, typer.Option(help="torch or onnx: the encoder's backend (and the reranker's, unless "
-                                                  "its spec names one)")] = "torch",
-    int8: Annotated[bool, typer.Option("--int8", help="int8 ONNX graphs (with --backend onnx)")] = False,
+    batch_size: EncoderBatchSize = 64,
+    backend: Annotated[str, typer.Option(help="torch, onnx or onnx-int8: the encoder's backend (and the reranker's, "
+                                                  "unless its spec names one)")] = "torch",
+    int8: Int8 = False,
     reranker: Annotated[Optional[str], typer.Option(help="rerank with PARADIGM:MODEL[,key=value...]")] = None,
     depth: Annotated[int, typer.Option(help="documents reranked per query")] = 100,
     first_stage_weight: Annotated[float, typer.Option(

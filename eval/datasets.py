@@ -30,9 +30,10 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import TYPE_CHECKING
+from typing import Any
 
 from tqdm import tqdm
 
@@ -42,9 +43,10 @@ from retrieval.files import write_json
 from retrieval.formats import Corpus, read_qrels, read_queries
 from eval.metrics import DEFAULT_MEASURES
 
-if TYPE_CHECKING:
-    from eval.irds import IrdsDataset
-    from eval.msmarco import MsMarcoFolder
+# Other layouts register here, so that this module imports none of them (they build on BeirDataset):
+# ``scheme:NAME`` openers (eval.irds: ``irds:``) and folder layouts (eval.msmarco: collection.tsv).
+SCHEMES: dict[str, Callable[[str], Any]] = {}
+FOLDER_LAYOUTS: list[tuple[Callable[[Path], bool], Callable[[str, Path], BeirDataset]]] = []
 
 BEIR_BASE_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets"
 
@@ -180,7 +182,7 @@ def resolve_dataset(
     cache_dir: Path | None = None,
     download: bool = True,
     progress: bool = True,
-) -> BeirDataset | MsMarcoFolder | IrdsDataset:
+) -> BeirDataset | Any:
     """Find a BEIR dataset by folder or name, downloading a known one into the cache if needed.
 
     See the module docstring for the order. ``cqadupstack`` is one dataset per forum: name it
@@ -190,10 +192,9 @@ def resolve_dataset(
     layout (:mod:`eval.msmarco`).
     """
     text = os.fspath(name_or_path)
-    if text.startswith("irds:"):
-        from eval.irds import irds_dataset
-
-        return irds_dataset(text[len("irds:"):])
+    scheme, colon, rest = text.partition(":")
+    if colon and scheme in SCHEMES:
+        return SCHEMES[scheme](rest)
     path = Path(text).expanduser()
     if path.is_dir():
         return _open_folder(path.resolve().name or str(path), path)
@@ -272,11 +273,10 @@ def _looks_complete(folder: Path, name: str) -> bool:
     return True
 
 
-def _open_folder(name: str, root: Path) -> BeirDataset | MsMarcoFolder:
-    from eval.msmarco import MsMarcoFolder, is_msmarco_folder
-
-    if is_msmarco_folder(root):
-        return MsMarcoFolder(name=name, root=root)
+def _open_folder(name: str, root: Path) -> BeirDataset:
+    for detect, open_layout in FOLDER_LAYOUTS:
+        if detect(root):
+            return open_layout(name, root)
     missing = []
     if not any((root / f).is_file() for f in ("corpus.jsonl", "corpus.jsonl.gz")):
         missing.append("corpus.jsonl")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from eval.datasets import SCHEMES
 from eval.metrics import DEFAULT_MEASURES
 from eval.msmarco import MSMARCO_DEV_MEASURES, TREC_DL_MEASURES
 from retrieval.errors import InputError
@@ -212,3 +213,6 @@ def irds_dataset(name: str) -> IrdsDataset:
     result = IrdsDataset(label=name, name=parent or name)
     result.queries()  # fail now if they are not cached
     return result
+
+
+SCHEMES["irds"] = irds_dataset

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.datasets import BeirDataset
+from eval.datasets import FOLDER_LAYOUTS, BeirDataset
 from retrieval.errors import InputError
 from retrieval.formats import read_qrels, read_queries
 
@@ -83,3 +83,6 @@ def graded_measures(qrels: dict[str, dict[str, int]]) -> tuple[str, ...]:
     """TREC DL measures when ``qrels`` have grades above 1, else MS MARCO dev's."""
     graded = any(grade > 1 for docs in qrels.values() for grade in docs.values())
     return TREC_DL_MEASURES if graded else MSMARCO_DEV_MEASURES
+
+
+FOLDER_LAYOUTS.append((is_msmarco_folder, lambda name, root: MsMarcoFolder(name=name, root=root)))

@@ -86,6 +86,10 @@ def _version(name: str) -> str | None:
 
 
 def _package_version() -> str:
-    import rankwise
+    """The version pyproject.toml names, for a source checkout that is not installed (``rankwise/__init__``
+    says the same; reading it here keeps this lower layer from importing the top one)."""
+    import re
 
-    return rankwise.__version__
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    found = re.search(r'^version = "([^"]+)"', pyproject.read_text(encoding="utf-8"), re.M) if pyproject.is_file() else None
+    return found.group(1) if found else "unknown"

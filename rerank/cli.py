@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from retrieval.options import Int8, RerankBackend
+
 
 def rerank(
     run_file: Annotated[Path, typer.Argument(help="TREC run to rerank")],
@@ -16,8 +18,8 @@ def rerank(
     out: Annotated[Path, typer.Option("--out", help="TREC run file to write")],
     depth: Annotated[int, typer.Option(help="documents reranked per query")] = 100,
     batch_size: Annotated[Optional[int], typer.Option(help="model batch size")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="torch or onnx (unless the spec names one)")] = None,
-    int8: Annotated[bool, typer.Option("--int8", help="int8 ONNX graph (with --backend onnx)")] = False,
+    backend: RerankBackend = None,
+    int8: Int8 = False,
     first_stage_weight: Annotated[float, typer.Option(
         help="rank by W x first-stage + (1 - W) x reranker score (min-max normalized per query); 0: reranker alone")] = 0.0,
     save_reasoning: Annotated[Optional[Path], typer.Option(

@@ -46,10 +46,10 @@ class CrossEncoderReranker(Reranker):
     def __init__(self, model: str = DEFAULT_CROSS_ENCODER, *, batch_size: int = 32, max_length: int | None = None,
                  backend: str = "torch", device: str | None = None, int8: bool = False) -> None:
         super().__init__()
-        check_backend(backend, int8)
+        self.backend, self.int8 = check_backend(backend, int8)
+        backend = self.backend
         self.model_name = model
         self.path = resolve_model(model)
-        self.backend, self.int8 = backend, bool(int8)
         self.batch_size = batch_size
         if backend == "onnx":
             self._init_onnx(device, max_length)

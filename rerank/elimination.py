@@ -31,7 +31,7 @@ import numpy as np
 
 from rerank.base import Reranker
 from rerank.listwise import PREFIX, SYSTEM, window_schedule
-from rerank.llm import CausalLM
+from rerank.llm import CausalLM, load_lm
 from rerank.permutation import labels
 from retrieval.errors import InputError
 
@@ -51,7 +51,7 @@ class EliminationReranker(Reranker):
 
     def __init__(self, model: str | CausalLM, *, mode: str = "eliminate", eliminate: str = "worst",
                  k: int | None = None, window: int = 20, stride: int = 10, max_passage_tokens: int = 100,
-                 batch_size: int = 4) -> None:
+                 batch_size: int = 4, backend: str = "torch", int8: bool = False) -> None:
         super().__init__()
         if mode != "eliminate":
             raise InputError(f"EliminationReranker runs mode=eliminate, not {mode!r}", field="mode")
@@ -67,7 +67,7 @@ class EliminationReranker(Reranker):
         if max_passage_tokens < 1:
             raise InputError(f"max_passage_tokens must be at least 1, got {max_passage_tokens}",
                              field="max_passage_tokens")
-        self.lm = CausalLM(model, batch_size=batch_size) if isinstance(model, str) else model
+        self.lm = load_lm(model, backend=backend, int8=int8, batch_size=batch_size)
         self.mode, self.eliminate, self.k = mode, eliminate, k
         self.window, self.stride, self.max_passage_tokens = window, stride, max_passage_tokens
         self._label_ids = self.lm.single_token_ids(self._labels)

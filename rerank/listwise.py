@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from rerank.base import Reranker
-from rerank.llm import CausalLM
+from rerank.llm import CausalLM, load_lm
 from rerank.permutation import labels, read_permutation
 from retrieval.errors import InputError
 
@@ -63,7 +63,8 @@ class ListwiseReranker(Reranker):
     name = "listwise"
 
     def __init__(self, model: str | CausalLM, *, mode: str = "first", window: int = 20, stride: int = 10,
-                 max_passage_tokens: int = 100, batch_size: int = 4, max_new_tokens: int | None = None) -> None:
+                 max_passage_tokens: int = 100, batch_size: int = 4, max_new_tokens: int | None = None,
+                 backend: str = "torch", int8: bool = False) -> None:
         super().__init__()
         if mode not in MODES:
             raise InputError(f"unknown listwise mode {mode!r}; choose from {', '.join(MODES)}", field="mode")
@@ -79,7 +80,7 @@ class ListwiseReranker(Reranker):
         if max_new_tokens is not None and max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}", field="max_new_tokens")
         # a string is loaded; anything else is used as is (a CausalLM, or an object with its methods)
-        self.lm = CausalLM(model, batch_size=batch_size) if isinstance(model, str) else model
+        self.lm = load_lm(model, backend=backend, int8=int8, batch_size=batch_size)
         self.mode, self.window, self.stride = mode, window, stride
         self.max_passage_tokens, self.max_new_tokens = max_passage_tokens, max_new_tokens
         self._label_ids = self.lm.single_token_ids(self._labels)  # each identifier must be one token

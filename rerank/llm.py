@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+import rerank.onnx  # noqa: F401 - registers the causal-lm export kind
 from retrieval.backend import check_backend
 from retrieval.backend.sources import gguf_location
 from retrieval.errors import InputError
@@ -41,7 +42,7 @@ class CausalLM:
 
     def __init__(self, model: str, *, backend: str = "torch", device: str | None = None, batch_size: int = 4,
                  max_length: int = 4096, int8: bool = False) -> None:
-        check_backend(backend, int8)
+        backend, int8 = check_backend(backend, int8)
         self.name = model
         self.path, self.gguf_file = gguf_location(resolve_model(model))
         self.batch_size = batch_size
@@ -81,16 +82,18 @@ class CausalLM:
     def _init_onnx(self, device: str | None) -> None:
         from transformers import AutoTokenizer
 
+        from rerank.onnx.chunked_attention import chunk_prompt_attention
         from retrieval.backend.cache import exported
         from retrieval.backend.session import OnnxSession
 
         export = exported(self.name, "causal-lm", int8=self.int8)
         self.model = None
         self.export = export
-        self.session = OnnxSession(export.file(self.int8), device=device, int8=self.int8, chunk_attention=True)
+        self.session = OnnxSession(export.file(self.int8), device=device, int8=self.int8,
+                                   rewrite=chunk_prompt_attention)
         if self.session.provider == "CPUExecutionProvider":
             # one prompt at a time on the CPU: the attention runs in query chunks only for a batch of one
-            # (retrieval.backend.chunked_attention), batching long prompts buys no speed there, and int8
+            # (rerank.onnx.chunked_attention), batching long prompts buys no speed there, and int8
             # quantizes activations with one scale per batch, so a prompt's logits would depend on the
             # prompts padded beside it (FIRST nDCG@10 on 20 SciFact queries: 0.6921 in batches of 4
             # against 0.7090 one at a time, torch 0.7068)
@@ -358,3 +361,18 @@ class CausalLM:
                 seqs[r].append(token)
             live = [r for r in live if new[r][-1] not in self._eos]
         return new
+
+
+def load_lm(model: Any, *, backend: str = "torch", int8: bool = False, batch_size: int = 4) -> Any:
+    """The :class:`CausalLM` an LLM reranker runs: ``model`` loaded with ``backend`` (``torch``, ``onnx`` or
+    ``onnx-int8``) when it is a name or path, else ``model`` itself (a loaded CausalLM, or an object with
+    its methods), which must then run the backend asked for, if one is."""
+    runtime, int8 = check_backend(backend, int8)
+    if isinstance(model, str):
+        return CausalLM(model, backend=runtime, int8=int8, batch_size=batch_size)
+    have = (getattr(model, "backend", runtime), bool(getattr(model, "int8", int8)))
+    if (runtime, int8) != ("torch", False) and have != (runtime, int8):
+        raise InputError(f"the loaded model runs backend {have[0]}{'-int8' if have[1] else ''}, not {backend}"
+                         f"{'-int8' if int8 and backend == 'onnx' else ''}; pass a model name to load it with "
+                         "that backend", field="backend")
+    return model

@@ -18,8 +18,8 @@ paradigm has a ``stride`` of its own (listwise), the passage stride is ``passage
 ``idcm:SELECTOR>>SCORER`` (SELECTOR ``bm25`` or ``dense:ENCODER``, SCORER a cross-encoder model)
 scores only the ``select`` passages the selector ranks best (:mod:`rerank.idcm`).
 
-Every paradigm also takes ``backend`` (``torch`` or ``onnx``) and ``int8`` (``true``/``false``, onnx
-only): the LLM paradigms get a :class:`rerank.llm.CausalLM` loaded with that backend.
+Every paradigm also takes ``backend`` (``torch``, ``onnx`` or ``onnx-int8``; ``int8=true`` with ``onnx``
+is the older spelling of ``onnx-int8``), which each reranker class takes as it is.
 
 MODEL is a hub name, a local folder, or a ``.gguf`` file (or a folder holding one). Examples:
 ``cross-encoder:cross-encoder/ms-marco-MiniLM-L-6-v2``,
@@ -133,16 +133,8 @@ def load_reranker(spec: str | RerankerSpec, **overrides: Any) -> Reranker:
         split["stride"] = split.pop("passage_stride")
     module, cls = _mode_class(parsed.paradigm, options) or (module, cls)
     reranker_class = getattr(importlib.import_module(module), cls)
-    model: Any = parsed.model
     try:
-        if parsed.paradigm not in ("cross-encoder", "idcm"):  # the LLM rerankers take a loaded CausalLM for a backend
-            backend, int8 = options.pop("backend", "torch"), options.pop("int8", False)
-            if backend != "torch" or int8:
-                from rerank.llm import CausalLM
-
-                model = CausalLM(parsed.model, backend=backend, int8=int8,
-                                 **({"batch_size": options["batch_size"]} if "batch_size" in options else {}))
-        reranker = reranker_class(model, **options)
+        reranker = reranker_class(parsed.model, **options)
     except TypeError as err:
         raise InputError(f"bad option for {parsed.paradigm}: {err}", field="reranker") from None
     if not split:

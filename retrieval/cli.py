@@ -9,6 +9,7 @@ import typer
 
 from retrieval.errors import InputError
 from retrieval.models import DEFAULT_ENCODER
+from retrieval.options import Backend, EncoderBatchSize, Force, IndexBackend, IndexType, Int8
 
 RETRIEVERS = ("bm25", "dense")
 
@@ -19,17 +20,17 @@ def index(
     out: Annotated[Path, typer.Option("--out", help="index folder to write")],
     retriever: Annotated[str, typer.Option(help="bm25 or dense")] = "dense",
     model: Annotated[str, typer.Option(help="encoder name or path (dense)")] = DEFAULT_ENCODER,
-    index_type: Annotated[str, typer.Option("--index-type", help="flat, hnsw, ivf or ivfpq (dense)")] = "flat",
+    index_type: IndexType = "flat",
     shard: Annotated[Optional[str], typer.Option(help="encode only shard I/N (dense); join with --merge")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="join shard folders into one index")] = False,
     chunk_size: Annotated[int, typer.Option(help="documents per resumable chunk")] = 8192,
-    batch_size: Annotated[int, typer.Option(help="encoder batch size")] = 64,
-    backend: Annotated[str, typer.Option(help="encoder backend: torch or onnx")] = "torch",
-    int8: Annotated[bool, typer.Option("--int8", help="int8 ONNX encoder (with --backend onnx)")] = False,
+    batch_size: EncoderBatchSize = 64,
+    backend: Backend = "torch",
+    int8: Int8 = False,
     nlist: Annotated[Optional[int], typer.Option(help="IVF lists (default ~4*sqrt(N))")] = None,
     pq_m: Annotated[Optional[int], typer.Option(help="IVF-PQ sub-quantizers (default dim/8)")] = None,
     threads: Annotated[int, typer.Option(help="indexing threads (bm25)")] = 2,
-    force: Annotated[bool, typer.Option(help="replace an index built with other settings")] = False,
+    force: Force = False,
 ) -> None:
     """Index a collection for BM25 or dense retrieval (resumable; shardable with --shard I/N)."""
     from retrieval.formats import Corpus
@@ -66,8 +67,8 @@ def search(
     out: Annotated[Path, typer.Option("--out", help="TREC run file to write")],
     k: Annotated[int, typer.Option("-k", "--k", help="documents per query")] = 100,
     model: Annotated[Optional[str], typer.Option(help="encoder (default: the one in the manifest)")] = None,
-    batch_size: Annotated[int, typer.Option(help="encoder batch size")] = 64,
-    backend: Annotated[str, typer.Option(help="encoder backend")] = "torch",
+    batch_size: EncoderBatchSize = 64,
+    backend: IndexBackend = None,
 ) -> None:
     """Search an index with a queries file and write a TREC run."""
     from retrieval.formats import read_queries

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from retrieval.backend import backend_name
 from retrieval.encoder import Encoder
 from retrieval.errors import InputError
 from retrieval.index import DenseIndex
@@ -15,17 +16,19 @@ from retrieval.run import Run
 class DenseRetriever:
     """``search(queries, k) -> Run`` over an index built by :func:`retrieval.build_dense_index`.
 
-    The encoder defaults to the one named in the index manifest. An encoder whose fingerprint
+    The encoder defaults to the one named in the index manifest, run by the backend the manifest
+    records (``backend=None``; an index built by the int8 ONNX encoder is searched by it). An encoder whose fingerprint
     differs from the manifest's (another model, other weights, another tokenizer or pooling) is
     refused: its vectors would not live in the index's space.
     """
 
     def __init__(self, index: str | Path | DenseIndex, encoder: Encoder | str | None = None, *,
-                 backend: str = "torch", batch_size: int = 64, gpu: bool | None = None) -> None:
+                 backend: str | None = None, batch_size: int = 64, gpu: bool | None = None) -> None:
         self.index = index if isinstance(index, DenseIndex) else DenseIndex.load(index, gpu=gpu)
         built_with = self.index.manifest["encoder"]
         if encoder is None or isinstance(encoder, str):
-            encoder = Encoder(encoder or built_with["name"], backend=backend, batch_size=batch_size)
+            encoder = Encoder(encoder or built_with["name"], backend=backend or manifest_backend(built_with),
+                              batch_size=batch_size)
         if encoder.fingerprint != built_with["fingerprint"]:
             where = (self.index.directory / MANIFEST) if self.index.directory else None
             raise InputError(
@@ -42,3 +45,8 @@ class DenseRetriever:
         ids = self.index.doc_ids
         return Run({q: [(ids[p], float(s)) for s, p in zip(srow, prow) if p >= 0]
                     for q, srow, prow in zip(qids, scores, positions)}, name="dense")
+
+
+def manifest_backend(built_with: dict) -> str:
+    """The backend value (``torch``, ``onnx`` or ``onnx-int8``) an index manifest's ``encoder`` record names."""
+    return backend_name(built_with.get("backend", "torch"), bool(built_with.get("int8", False)))

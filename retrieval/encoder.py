@@ -15,18 +15,17 @@ search the other's index); an int8 encoder has a fingerprint of its own.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from retrieval.backend import BACKENDS, check_backend
+from retrieval.backend.sources import DOC_PROMPTS, model_fingerprint
 from retrieval.errors import InputError
 from retrieval.models import DEFAULT_ENCODER, resolve_model
 
 __all__ = ["BACKENDS", "DOC_PROMPTS", "Encoder", "model_fingerprint"]
-DOC_PROMPTS = ("document", "passage", "corpus")
 
 
 class Encoder:
@@ -47,13 +46,11 @@ class Encoder:
         max_length: int | None = None,
         int8: bool = False,
     ) -> None:
-        check_backend(backend, int8)
+        self.backend, self.int8 = check_backend(backend, int8)
         self.name = model
         self.path = resolve_model(model)
-        self.backend = backend
-        self.int8 = bool(int8)
         self.batch_size = batch_size
-        if backend == "onnx":
+        if self.backend == "onnx":
             self._init_onnx(device, max_length)
         else:
             self._init_torch(device, max_length)
@@ -196,27 +193,3 @@ class Encoder:
 
         prefixed = [prompt + t for t in texts] if prompt else texts
         return self.session(text_features(self.tokenizer, prefixed, self._max_length))
-
-
-def model_fingerprint(model: Any) -> str:
-    """Hash every weight tensor (name, dtype, bytes), the tokenizer and the module set-up."""
-    import torch
-
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().to("cpu").contiguous().reshape(-1)
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    tokenizer = getattr(model, "tokenizer", None)
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        h.update(backend.to_str().encode())
-    setup = {
-        "modules": [type(m).__name__ for m in model],
-        "max_seq_length": model.max_seq_length,
-        "similarity": model.similarity_fn_name,
-        "prompts": model.prompts,
-    }
-    h.update(json.dumps(setup, sort_keys=True, default=str).encode())
-    return h.hexdigest()

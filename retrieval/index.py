@@ -12,7 +12,6 @@ When FAISS sees GPUs, flat and IVF indexes are trained, filled and searched on a
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import shutil
@@ -24,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from retrieval.errors import InputError
-from retrieval.files import atomic_open, atomic_path, write_json
+from retrieval.files import atomic_open, atomic_path
 from retrieval.formats import Corpus, Document
 from retrieval.manifest import MANIFEST, read_manifest, remove_manifest, write_manifest
+from retrieval.workdir import claim_workdir, settings_hash
 
 if TYPE_CHECKING:
     from retrieval.encoder import Encoder
@@ -194,6 +194,13 @@ def _same_build(a: dict[str, Any], b: dict[str, Any]) -> bool:
             and a.get("source", {}).get("sha256") == b.get("source", {}).get("sha256"))
 
 
+def _build_key(identity: dict[str, Any]) -> str:
+    """The hash of what :func:`_same_build` compares (and the shard): equal keys, equal chunks."""
+    return settings_hash({"config": identity.get("config"), "chunk_size": identity.get("chunk_size"),
+                          "fingerprint": identity.get("encoder", {}).get("fingerprint"),
+                          "source": identity.get("source", {}).get("sha256"), "shard": identity.get("shard")})
+
+
 def _chunks(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
     chunk: list[Document] = []
     for doc in docs:
@@ -246,7 +253,8 @@ def build_dense_index(
     """Encode ``corpus`` with ``encoder`` into an index folder ``out``; returns its manifest.
 
     Resumable: chunk vectors are kept in ``out/.work`` as they finish, and a re-run with the same
-    corpus, encoder and config continues from the last complete chunk. A folder that already holds
+    corpus, encoder and config continues from the last complete chunk (unfinished work made another
+    way is discarded only with ``force``, :mod:`retrieval.workdir`). A folder that already holds
     a complete index built the same way is reused; one built another way is refused unless
     ``force``. With ``shard=(I, N)`` only chunks ``c`` with ``c % N == I`` are encoded and the
     folder becomes a shard for :func:`merge_shards`.
@@ -274,16 +282,11 @@ def build_dense_index(
     n_chunks = math.ceil(count / chunk_size)
     mine = [c for c in range(n_chunks) if shard is None or c % shard[1] == shard[0]]
     work = out / WORK_DIR
-    state_file = work / "state.json"
-    if state_file.is_file():
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-        if not (_same_build(state, identity) and state.get("shard") == identity["shard"]):
-            log.warning("discarding an unfinished build of %s made with other settings", out)
-            shutil.rmtree(work)
-    (work / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
-    write_json(state_file, identity)
-
     chunk_dir = work / CHUNK_DIR
+    claim_workdir(work, identity, key=_build_key(identity), force=force, what="an unfinished index build",
+                  has_work=lambda: chunk_dir.is_dir() and any(chunk_dir.glob("*.npy")))
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+
     done = {c for c in mine if (chunk_dir / f"{_chunk_name(c)}.npy").is_file()}
     todo_docs = sum(min(chunk_size, count - c * chunk_size) for c in mine)
     if done:

@@ -5,17 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from retrieval.errors import InputError
+from retrieval.formats import Corpus
 from retrieval.hybrid import Retriever
-from retrieval.manifest import read_manifest
+from retrieval.manifest import MANIFEST, read_manifest
 
 
-def open_retriever(index_dir: str | Path, *, model: str | None = None, backend: str = "torch",
-                   batch_size: int = 64) -> Retriever:
+def open_retriever(index_dir: str | Path, *, model: str | None = None, backend: str | None = None,
+                   batch_size: int = 64, corpus: Corpus | None = None) -> Retriever:
     """A :class:`DenseRetriever` or :class:`BM25Retriever` for ``index_dir``.
 
-    ``model`` overrides the encoder named in a dense index's manifest (it must have the same fingerprint).
+    ``model`` overrides the encoder named in a dense index's manifest (it must have the same fingerprint);
+    ``backend`` (default: the one the manifest records) the backend that runs it. With ``corpus``, an
+    index built from other documents is refused.
     """
-    kind = read_manifest(index_dir, verify=False)["kind"]
+    manifest = read_manifest(index_dir, verify=False)
+    kind = manifest["kind"]
+    if corpus is not None and manifest.get("source", {}).get("sha256") != corpus.fingerprint:
+        raise InputError(f"was built from another corpus than {corpus.path}", path=Path(index_dir) / MANIFEST,
+                         field="source.sha256")
     if kind == "dense":
         from retrieval.dense import DenseRetriever
 

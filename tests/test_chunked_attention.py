@@ -1,9 +1,11 @@
-"""One prompt's causal attention in query chunks (retrieval/backend/chunked_attention.py): same numbers, less work."""
+"""One prompt's causal attention in query chunks (rerank/onnx/chunked_attention.py): same numbers, less work."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+
+import rerank.onnx  # noqa: F401 - registers the causal-lm export kind
 
 HEADS, KV_HEADS, DIM = 4, 2, 8
 
@@ -54,7 +56,7 @@ def feeds(lengths: list[int], seed: int = 0) -> dict[str, np.ndarray]:
 def sessions():
     import onnxruntime as ort
 
-    from retrieval.backend.chunked_attention import CHUNKS, chunk_prompt_attention
+    from rerank.onnx.chunked_attention import CHUNKS, chunk_prompt_attention
 
     plain = attention_graph()
     chunked = attention_graph()
@@ -88,7 +90,7 @@ def test_a_left_padded_single_prompt_masks_its_padding(sessions):
 
 
 def test_a_graph_that_reads_the_present_keys_is_left_alone():
-    from retrieval.backend.chunked_attention import chunk_prompt_attention
+    from rerank.onnx.chunked_attention import chunk_prompt_attention
 
     model = attention_graph(consume_present=True)
     assert chunk_prompt_attention(model) == 0

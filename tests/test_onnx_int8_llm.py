@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+import rerank.onnx  # noqa: F401 - registers the causal-lm export kind
 import torch
 
 
 @pytest.fixture()
 def lm_and_calibration(tiny_causal_lm):
-    from retrieval.backend.build import calibration_features
+    from rerank.onnx.causal_lm import calibration_features
     from retrieval.backend.sources import load_causal_lm
 
     lm, tokenizer = load_causal_lm(str(tiny_causal_lm))
@@ -22,7 +24,7 @@ def _logits(lm, features):
 
 
 def test_smoothing_is_exact_and_shrinks_the_outlier_channel(lm_and_calibration):
-    from retrieval.backend.smooth import smooth_causal_lm
+    from rerank.onnx.smooth import smooth_causal_lm
 
     lm, features = lm_and_calibration
     norm = lm.model.layers[0].input_layernorm
@@ -44,7 +46,7 @@ def test_smoothing_is_exact_and_shrinks_the_outlier_channel(lm_and_calibration):
 
 
 def test_smoothing_restores_a_model_it_cannot_fold(lm_and_calibration):
-    from retrieval.backend.smooth import smooth_causal_lm
+    from rerank.onnx.smooth import smooth_causal_lm
 
     lm, features = lm_and_calibration
 
@@ -66,7 +68,7 @@ def test_smoothing_restores_a_model_it_cannot_fold(lm_and_calibration):
 
 
 def test_smoothing_skips_a_model_without_pre_norm_projections(lm_and_calibration):
-    from retrieval.backend.smooth import smooth_causal_lm
+    from rerank.onnx.smooth import smooth_causal_lm
 
     lm, features = lm_and_calibration
     del lm.model.layers[0].mlp.gate_proj, lm.model.layers[0].mlp.up_proj

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import rerank.onnx  # noqa: F401 - registers the causal-lm export kind
+
 PROMPTS = ["query heart [A] yes", "no [B] > [C] 1 2 3 query document search index", "x"]
 
 
@@ -49,7 +51,7 @@ def test_export_parity_and_graph_inputs(lm_export):
 def test_attention_the_fused_operator_lacks_falls_back_to_the_plain_graph(tiny_causal_lm, tmp_path, monkeypatch):
     import onnx
 
-    from retrieval.backend import attention
+    from rerank.onnx import attention
     from retrieval.backend.cache import export_model, read_export
 
     def sliding(*args, **kwargs):
@@ -66,7 +68,7 @@ def test_attention_the_fused_operator_lacks_falls_back_to_the_plain_graph(tiny_c
 def test_fused_attention_refuses_what_the_operator_lacks():
     import torch
 
-    from retrieval.backend.attention import Unsupported, attention_forward
+    from rerank.onnx.attention import Unsupported, attention_forward
 
     q, kv = torch.randn(1, 4, 3, 8), torch.randn(1, 2, 3, 8)
     mask = torch.zeros(1, 1, 3, 3)
@@ -130,3 +132,18 @@ def test_spec_loads_an_onnx_llm(lm_export):
     reranker = load_reranker(f"pointwise-llm:{lm_export},backend=onnx,batch_size=2")
     # on the CPU the graph reads one prompt at a time (chunked attention, per-batch int8 scales)
     assert reranker.lm.backend == "onnx" and reranker.lm.batch_size == 1 and reranker.lm.session.chunked == 2
+
+
+@pytest.mark.parametrize("paradigm", ["pointwise-llm", "listwise", "groupwise"])
+def test_every_llm_reranker_takes_backend(lm_export, lms, paradigm):
+    from rerank.spec import PARADIGMS, load_reranker
+    from retrieval.errors import InputError
+
+    reranker = load_reranker(f"{paradigm}:{lm_export},backend=onnx")
+    assert (reranker.lm.backend, reranker.lm.int8) == ("onnx", False)
+    module, name, _ = PARADIGMS[paradigm]
+    cls = getattr(__import__(module, fromlist=[name]), name)
+    assert cls(lms[1], backend="onnx").lm is lms[1]  # a loaded model that runs the backend asked for
+    with pytest.raises(InputError, match="runs backend torch, not onnx") as err:
+        cls(lms[0], backend="onnx")
+    assert err.value.field == "backend"

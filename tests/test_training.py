@@ -81,8 +81,22 @@ def test_cross_encoder_losses_train_and_rerank(tmp_path, tiny_encoder, loss):
     result = train_cross_encoder(str(tiny_encoder), data, tmp_path / "ce", loss=loss, settings=settings(),
                                  progress=False)
     assert result.steps == 3 and np.isfinite(result.final_loss)
-    ranking = CrossEncoderReranker(str(tmp_path / "ce")).rerank("heart", ["heart paper", "bone notes", "x"])
-    assert sorted(i for i, _ in ranking) == [0, 1, 2]
+    embedding = "embeddings.word_embeddings.weight"
+    before = next(v for k, v in weights(tiny_encoder).items() if k.endswith(embedding))
+    after = next(v for k, v in weights(tmp_path / "ce").items() if k.endswith(embedding))
+    assert before.shape == after.shape and not np.allclose(before, after)  # it learned something
+    docs = ["heart paper", "bone notes", "x"]
+    ranking = CrossEncoderReranker(str(tmp_path / "ce")).rerank("heart", docs)
+    # the same scores straight from transformers: the saved model is what the reranker ranks with
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "ce")
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "ce").eval()
+    with torch.inference_mode():
+        logits = model(**tokenizer(["heart"] * 3, docs, padding=True, return_tensors="pt")).logits[:, 0].numpy()
+    assert [i for i, _ in ranking] == [int(i) for i in np.argsort(-logits, kind="stable")]
+    assert np.allclose([s for _, s in ranking], np.sort(logits)[::-1], atol=1e-4)
 
 
 def test_resume_after_interruption_gives_the_same_weights(tmp_path, tiny_encoder):
@@ -133,7 +147,7 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_over_with_new_settings
     assert (out / "checkpoints" / "run.json").is_file()
     result = train_cross_encoder(str(tiny_encoder), TrainingInput(tuples), out, settings=settings(), progress=False)
     assert result.resumed_from is None and result.steps == 3
-    assert json.loads((out / "checkpoints" / "run.json").read_text())["identity"] != "an-older-run"
+    assert json.loads((out / "checkpoints" / "run.json").read_text())["hash"] != "an-older-run"
 
 
 def test_bad_input_fails_before_training(tmp_path, tiny_encoder):

@@ -13,6 +13,7 @@ import typer
 
 from retrieval.errors import InputError
 from retrieval.models import DEFAULT_ENCODER
+from retrieval.options import EncoderBatchSize, IndexBackend, IndexType
 
 if TYPE_CHECKING:
     from training.candidates import CandidateSource
@@ -59,10 +60,12 @@ def mine(
     seed: Annotated[int, typer.Option(help="random seed of the sampling")] = 0,
     force: Annotated[bool, typer.Option("--force", help="discard an unfinished run made with other settings")] = False,
     chunk_size: Annotated[int, typer.Option(help="queries per resumable chunk")] = 256,
-    index_type: Annotated[str, typer.Option("--index-type", help="flat, hnsw, ivf or ivfpq (dense, hybrid)")] = "flat",
+    index_type: IndexType = "flat",
     fusion: Annotated[str, typer.Option(help="hybrid fusion: rrf or interpolation")] = "rrf",
-    batch_size: Annotated[int, typer.Option(help="encoder batch size")] = 64,
-    backend: Annotated[str, typer.Option(help="encoder backend")] = "torch",
+    batch_size: EncoderBatchSize = 64,
+    backend: IndexBackend = None,
+    index: Annotated[Optional[Path], typer.Option("--index", help="search this `rankwise index` folder of CORPUS "
+                                                                  "instead of a cached index")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print the statistics as one JSON object to stdout")]
     = False,
 ) -> None:
@@ -76,10 +79,17 @@ def mine(
         raise InputError(f"unknown retriever {retriever!r}; choose from {', '.join(KINDS)}", field="retriever")
     queries, qrels = _beir_defaults(corpus, queries, qrels)
     docs = Corpus(corpus)
+
+    def open_first_stage() -> Any:
+        if index is None:
+            return cached_retriever(docs, retriever, model, index_type=index_type, fusion=fusion,
+                                    batch_size=batch_size, backend=backend or "torch")
+        from retrieval.open import open_retriever
+
+        return open_retriever(index, backend=backend, batch_size=batch_size, corpus=docs)
+
     stats = mine_negatives(
-        docs, queries, qrels,
-        lambda: cached_retriever(docs, retriever, model, index_type=index_type, fusion=fusion,
-                                 batch_size=batch_size, backend=backend),
+        docs, queries, qrels, open_first_stage,
         window=window, negatives=negatives, sampling=sampling, seed=seed, teacher=teacher, margin=margin,
         teacher_pool=teacher_pool,
         out=out, scores_out=scores, text=text, chunk_size=chunk_size, force=force,

@@ -45,6 +45,7 @@ from retrieval.docstore import DocStore
 from retrieval.errors import InputError
 from retrieval.files import atomic_open, sha256_file, write_json
 from retrieval.formats import Corpus, iter_lines, read_qrels, read_queries
+from retrieval.workdir import claim_workdir
 
 if TYPE_CHECKING:
     from rerank.base import Reranker
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 SAMPLINGS = ("random", "top")
 FORMAT_VERSION = 1
 WORK_SUFFIX = ".work"
-SETTINGS_FILE = "settings.json"
 
 QueriesLike = str | Path | Mapping[str, str]
 QrelsLike = str | Path | Mapping[str, Mapping[str, int]]
@@ -312,30 +312,6 @@ def _part(work: Path, number: int, kind: str = "tsv") -> Path:
     return work / f"part-{number:05d}.{kind}"
 
 
-def _settings_check(work: Path, settings: dict[str, Any], force: bool) -> None:
-    file = work / SETTINGS_FILE
-    digest = _digest(settings)
-    if file.is_file():
-        try:
-            recorded = json.loads(file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            recorded = {}
-        if recorded.get("hash") != digest:
-            if not force:
-                old = recorded.get("settings", {})
-                differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k)) or ["unknown"]
-                raise InputError(f"holds an unfinished mining run with other settings ({', '.join(differ)} differ); "
-                                 "pass --force (force=True) to discard it, or choose another --out", path=work)
-            log.warning("discarding the unfinished mining run in %s (other settings)", work)
-            shutil.rmtree(work)
-    elif work.exists() and any(work.iterdir()):
-        if not force:
-            raise InputError("exists but holds no settings.json; pass --force (force=True) to discard it", path=work)
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    write_json(file, {"hash": digest, "settings": settings})
-
-
 def _concatenate(parts: list[Path], target: Path) -> None:
     with atomic_open(target, "wb") as out:
         for part in parts:
@@ -425,7 +401,7 @@ def mine_negatives(
         "retriever": _describe_retriever(retriever),
     }
     work = out.with_name(out.name + WORK_SUFFIX)
-    _settings_check(work, settings, force)
+    claim_workdir(work, settings, key=_digest(settings), force=force, what="an unfinished mining run")
 
     qids = sorted(judged)
     chunks = [qids[i:i + chunk_size] for i in range(0, len(qids), chunk_size)]

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrieval.errors import InputError
 from retrieval.files import atomic_open, write_json
+from retrieval.workdir import claim_workdir
 from training.settings import TrainSettings
 
 RUN_FILE = "run.json"
@@ -103,20 +103,11 @@ def run_identity(settings: TrainSettings, description: dict[str, Any], signature
 
 def prepare_out(out: Path, identity: str, description: dict[str, Any], *, force: bool = False) -> None:
     """Create ``OUT/checkpoints`` with ``run.json``; refuse checkpoints of a different run unless ``force``
-    (a different run that never reached a checkpoint has nothing to lose and is started over)."""
-    checkpoints = out / "checkpoints"
-    run_file = checkpoints / RUN_FILE
-    if run_file.is_file():
-        previous = json.loads(run_file.read_text(encoding="utf-8"))
-        if previous.get("identity") != identity:
-            if not force and last_checkpoint(out) is not None:
-                raise InputError("holds checkpoints of a training run with other settings or inputs; "
-                                 "use --force to start over", path=checkpoints)
-            shutil.rmtree(checkpoints)  # another run's files, and no checkpoint of it or one the user discards
-    if _is_main_process():
-        checkpoints.mkdir(parents=True, exist_ok=True)
-        if not run_file.is_file():
-            write_json(run_file, {"identity": identity, **description})
+    (a different run that never reached a checkpoint has nothing to lose and is started over):
+    :func:`retrieval.workdir.claim_workdir`'s rule."""
+    claim_workdir(out / "checkpoints", description, key=identity, force=force, file=RUN_FILE,
+                  what="checkpoints of a training run", has_work=lambda: last_checkpoint(out) is not None,
+                  write=_is_main_process())
 
 
 def _is_main_process() -> bool:

@@ -18,15 +18,36 @@ call :func:`retrieval.backend.cache.exported` for a checked export of their weig
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 KINDS = ("encoder", "cross-encoder", "causal-lm")
-BACKENDS = ("torch", "onnx")
+# kind -> prepare(model, max_length): :mod:`retrieval.backend.build` adds encoder and cross-encoder,
+# :mod:`rerank.onnx` the causal LM (whose specifics live with the rerankers that run it)
+PREPARE: dict[str, Callable[[str, int | None], Any]] = {}
 
 
-def check_backend(backend: str, int8: bool) -> None:
-    """Refuse an unknown backend, or int8 without ONNX (an :class:`~retrieval.errors.InputError`)."""
+def register_kind(kind: str, prepare: Callable[[str, int | None], Any]) -> None:
+    """Add the export preparation of a model kind (a higher layer registers its own models here)."""
+    PREPARE[kind] = prepare
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def check_backend(backend: str, int8: bool = False) -> tuple[str, bool]:
+    """``(runtime, int8)`` for one backend value: ``torch``, ``onnx`` or ``onnx-int8`` (``int8=True`` with
+    ``onnx`` is the older spelling of ``onnx-int8``). Refuses an unknown backend, or int8 without ONNX
+    (an :class:`~retrieval.errors.InputError`)."""
     from retrieval.errors import InputError
 
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}", field="backend")
+    if backend == "onnx-int8":
+        return "onnx", True
     if int8 and backend != "onnx":
-        raise InputError("int8 needs backend='onnx'", field="int8")
+        raise InputError("int8 needs backend='onnx' (or backend='onnx-int8')", field="int8")
+    return backend, bool(int8)
+
+
+def backend_name(runtime: str, int8: bool) -> str:
+    """The one backend value of ``(runtime, int8)``: the inverse of :func:`check_backend`."""
+    return "onnx-int8" if runtime == "onnx" and int8 else runtime

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.backend import PREPARE, register_kind
 from retrieval.backend.export import export_graph
-from retrieval.backend.features import prompt_features, text_features
+from retrieval.backend.features import text_features
 from retrieval.backend.parity import PROBE_QUERIES, PROBE_TEXTS, compare, require
 from retrieval.backend.session import OnnxSession
 from retrieval.errors import InputError
@@ -26,7 +27,6 @@ from retrieval.errors import InputError
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-LM_INPUTS = ("input_ids", "allowed", "position_ids", "positions", "token_ids")
 
 
 @dataclasses.dataclass
@@ -45,7 +45,13 @@ class Prepared:
     scores: Callable[[np.ndarray], np.ndarray]  # outputs -> score rows for ranking agreement
     what: str
     hf_model: Any = None  # the Hugging Face transformer inside, when ONNX Runtime can fuse its layers
-    causal_lm: Any = None  # the Hugging Face causal LM inside, whose attention is exported fused
+    # a fused fp32 export of this kind's own (its operator counts; raises ValueError when it fails)
+    fused_export: Callable[[Prepared, Path], dict[str, int]] | None = None
+    # a rewrite of the graph a CPU session runs (returns how many nodes it rewrote); parity then also runs
+    # each probe row alone, as the runtime does, and records the count under ``rewrite_name``
+    session_rewrite: Callable[[Any], int] | None = None
+    rewrite_name: str = "rewritten"
+    batch_inputs: tuple[str, ...] = ()  # the probe inputs that are sliced per row when run alone
     keep_float: tuple[str, ...] = ()  # module-path suffixes whose MatMuls int8 leaves in float
     int8_ops: tuple[str, ...] | None = None  # the op types int8 quantizes (None: quantize.OP_TYPES)
 
@@ -68,8 +74,7 @@ def prepare_encoder(model: str, max_length: int | None) -> Prepared:
     import torch
 
     from retrieval.backend.graphs import EncoderGraph
-    from retrieval.backend.sources import load_encoder
-    from retrieval.encoder import DOC_PROMPTS, model_fingerprint
+    from retrieval.backend.sources import DOC_PROMPTS, load_encoder, model_fingerprint
 
     st = load_encoder(model, max_length)
     fingerprint = model_fingerprint(st)  # before any tokenization: a call changes the tokenizer's padding state
@@ -128,78 +133,15 @@ def prepare_cross_encoder(model: str, max_length: int | None) -> Prepared:
                     False, lambda out: out.reshape(len(PROBE_QUERIES), len(docs)), what, getattr(ce, "model", None))
 
 
-def prepare_causal_lm(model: str, max_length: int | None) -> Prepared:
-    """A causal LM: logits gathered at given positions and token ids; smoothed for int8 after the
-    reference logits are taken (:mod:`retrieval.backend.smooth`), so parity also checks the smoothing."""
-    import torch
-
-    from retrieval.backend.graphs import CausalLMGraph
-    from retrieval.backend.quantize import CAUSAL_LM_OP_TYPES
-    from retrieval.backend.smooth import FLOAT_MODULES, smooth_causal_lm
-    from retrieval.backend.sources import load_causal_lm
-
-    lm, tokenizer = load_causal_lm(model)
-    what = f"causal LM {model!r}"
-    try:
-        graph = CausalLMGraph(lm).eval()
-    except ValueError as err:
-        raise InputError(f"cannot export {what}: part 'lm_head': {err}", field="model") from None
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad is None:
-        raise InputError(f"cannot export {what}: part 'tokenizer' has neither a pad nor an eos token", field="model")
-    vocab = int(lm.get_output_embeddings().weight.shape[0])
-    sequences = [tokenizer.encode(t, add_special_tokens=False)[:256] or [pad] for t in PROBE_TEXTS]
-    probe = prompt_features(sequences, pad)
-    probe["token_ids"] = np.arange(vocab, dtype=np.int64)
-    ids, mask = probe["input_ids"], (probe["allowed"][:, -1, :]).astype(np.int64)
-    with torch.inference_mode():
-        logits = lm(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
-                    position_ids=torch.from_numpy(probe["position_ids"]), logits_to_keep=1).logits[:, -1, :]
-    reference = logits.float().numpy()[:, None, :]
-    smoothing = smooth_causal_lm(lm, calibration_features(tokenizer))
-    example = prompt_features(sequences[:2], pad)
-    example["token_ids"] = np.arange(8, dtype=np.int64)
-    eos = lm.generation_config.eos_token_id if lm.generation_config is not None else None
-    eos = [eos] if isinstance(eos, int) else list(eos or ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []))
-    settings = {"vocab_size": vocab, "pad_token_id": int(pad), "eos_token_ids": [int(e) for e in eos],
-                "max_length": max_length, "smoothquant": smoothing}
-    dynamic = {"input_ids": (0, 1), "allowed": (0, 1, 2), "position_ids": (0, 1), "positions": (0, 1),
-               "token_ids": (0,)}
-    return Prepared(graph, tokenizer, _torch_inputs(example), dynamic, "selected_logits", settings, probe, reference,
-                    False, lambda out: out[:, 0, :64], what, causal_lm=lm,
-                    keep_float=FLOAT_MODULES if smoothing["layers"] else (), int8_ops=CAUSAL_LM_OP_TYPES)
+register_kind("encoder", prepare_encoder)
+register_kind("cross-encoder", prepare_cross_encoder)
 
 
-CALIBRATION_FILE = Path(__file__).parent / "data" / "calibration.jsonl"
-
-
-def calibration_features(tokenizer: Any, passages: int = 20) -> list[dict[str, Any]]:
-    """SmoothQuant's calibration input: FIRST-style listwise prompts, one per query of
-    ``data/calibration.jsonl`` (general-domain passages written for this purpose), each ranking
-    ``passages`` of its passages -- the shape and length (about 2,000 tokens) of what the LLM rerankers
-    send -- in the model's chat template when it has one."""
-    import json
-
-    rows = [json.loads(line) for line in CALIBRATION_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
-    queries = [r["query"] for r in rows if "query" in r]
-    texts = [r["passage"] for r in rows if "passage" in r]
-    features = []
-    for n, query in enumerate(queries):
-        chosen = [texts[(n * passages + i) % len(texts)] for i in range(passages)]
-        body = "\n".join(f"[{i + 1}] {t}" for i, t in enumerate(chosen))
-        user = (f"I will provide you with {passages} passages, each indicated by a numerical identifier []. "
-                f"Rank the passages based on their relevance to the search query: {query}\n\n{body}\n\n"
-                f"Search query: {query}\nRank the {passages} passages above. Answer with the identifiers.")
-        if getattr(tokenizer, "chat_template", None):
-            text = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
-                                                 add_generation_prompt=True)
-        else:
-            text = user
-        features.append(dict(tokenizer(text, return_tensors="pt", add_special_tokens=False)))
-    return features
-
-
-PREPARE = {"encoder": prepare_encoder, "cross-encoder": prepare_cross_encoder, "causal-lm": prepare_causal_lm}
+def prepare(model: str, kind: str, max_length: int | None) -> Prepared:
+    """:data:`PREPARE`'s function for ``kind``, run."""
+    if kind not in PREPARE:
+        raise InputError(f"no export is registered for kind {kind!r} (causal LMs: import rerank first)", field="kind")
+    return PREPARE[kind](model, max_length)
 
 
 def build(model: str, kind: str, folder: Path, *, int8: bool = False, optimize: bool = False,
@@ -211,7 +153,7 @@ def build(model: str, kind: str, folder: Path, *, int8: bool = False, optimize: 
     """
     from retrieval.backend.optimize import optimize_graph
 
-    prepared = PREPARE[kind](model, max_length)
+    prepared = prepare(model, kind, max_length)
     folder.mkdir(parents=True, exist_ok=True)
     files = [FP32_FILE] + ([INT8_FILE] if int8 else [])
     fused, checked = export_fp32(prepared, folder / FP32_FILE)
@@ -241,15 +183,15 @@ def quantize(prepared: Prepared, src: Path, dst: Path, *, reduce_range: bool = F
 def check_parity(prepared: Prepared, file: Path, *, int8: bool) -> dict[str, Any]:
     """The parity record of the graph in ``file`` against torch on the probe inputs; raises when it fails.
 
-    A causal LM's graph is checked as :class:`rerank.llm.CausalLM` runs it on the CPU: each probe
-    prompt alone, through the chunked attention (:mod:`retrieval.backend.chunked_attention`); the
-    fp32 graph also as one padded batch, which keeps the single attention operator.
+    A kind with a ``session_rewrite`` (a causal LM's chunked attention, :mod:`rerank.onnx`) is checked
+    as its runtime runs it on the CPU: each probe row alone, through the rewritten graph; the fp32
+    graph also as one padded batch, which keeps the graph as exported.
     """
-    causal = prepared.causal_lm is not None
-    session = OnnxSession(file, device="cpu", int8=int8, chunk_attention=causal)
-    if causal:
-        batch_inputs = [k for k in LM_INPUTS if k != "token_ids"]
-        alone = np.concatenate([session({k: v[i:i + 1] if k in batch_inputs else v for k, v in prepared.probe.items()})
+    rewrite = prepared.session_rewrite
+    session = OnnxSession(file, device="cpu", int8=int8, rewrite=rewrite)
+    if rewrite is not None:
+        rows = prepared.batch_inputs
+        alone = np.concatenate([session({k: v[i:i + 1] if k in rows else v for k, v in prepared.probe.items()})
                                 for i in range(len(prepared.reference))])
         ways = [alone] if int8 else [alone, session(prepared.probe)]  # fp32: the worse of the two ways through
         got = max(ways, key=lambda out: np.abs(out - prepared.reference).max())
@@ -257,8 +199,8 @@ def check_parity(prepared: Prepared, file: Path, *, int8: bool) -> dict[str, Any
         got = session(prepared.probe)
     record = compare(prepared.reference, got, int8=int8, vectors=prepared.vectors,
                      scores=(prepared.scores(prepared.reference), prepared.scores(got)))
-    if causal:
-        record["chunked_attention"] = session.chunked
+    if rewrite is not None:
+        record[prepared.rewrite_name] = session.chunked
     require(record, prepared.what)
     return record
 
@@ -270,15 +212,16 @@ def export_fp32(prepared: Prepared, out: Path) -> tuple[dict[str, int], dict[str
     - A BERT-family transformer is exported by the TorchScript exporter with eager attention and
       fused by ONNX Runtime's transformer optimizer (the fused graph encodes about 1.2x faster than
       the plain one on a 2-core AVX2 CPU and quantizes to QAttention).
-    - A causal LM's attention is exported as ``GroupQueryAttention`` (:mod:`retrieval.backend.attention`).
+    - A kind with a ``fused_export`` of its own (a causal LM's ``GroupQueryAttention``, :mod:`rerank.onnx`)
+      uses it.
 
     Any other model -- or a fusion that fails or does not reproduce torch within the fp32 tolerance --
     gets the dynamo exporter's plain graph.
     """
     import logging
 
-    from retrieval.backend.attention import IMPLEMENTATION, OP_TYPE, attention_implementation, translations
-    from retrieval.backend.optimize import count_ops, fusable, fuse_transformer
+    from retrieval.backend.export import attention_implementation
+    from retrieval.backend.optimize import fusable, fuse_transformer
 
     fusion = fusable(getattr(prepared.hf_model, "config", None))
     try:
@@ -288,13 +231,8 @@ def export_fp32(prepared: Prepared, out: Path) -> tuple[dict[str, int], dict[str
                              legacy=True)
             counts = fuse_transformer(out, out, fusion)
             return counts, check_parity(prepared, out, int8=False)
-        if prepared.causal_lm is not None:
-            with attention_implementation(prepared.causal_lm, IMPLEMENTATION):
-                export_graph(prepared.graph, prepared.inputs, prepared.dynamic, prepared.output, out, prepared.what,
-                             translations=translations())
-            counts = count_ops(out, (OP_TYPE,))
-            if not counts:
-                raise ValueError(f"no {OP_TYPE} in the exported graph")
+        if prepared.fused_export is not None:
+            counts = prepared.fused_export(prepared, out)
             return counts, check_parity(prepared, out, int8=False)
     except (InputError, ValueError) as err:
         logging.getLogger(__name__).warning("%s: fused export failed (%s); exporting the plain graph",

@@ -172,12 +172,12 @@ def _write_manifest(folder: Path, fields: dict[str, Any]) -> Export:
 
 def add_int8(export: Export, *, reduce_range: bool = False) -> Export:
     """Quantize an export's fp32 graph to int8, check it, and add it to the manifest."""
-    from retrieval.backend.build import PREPARE, check_parity, quantize
+    from retrieval.backend.build import check_parity, prepare, quantize
 
     if export.manifest.get("optimized"):
         raise InputError("the fp32 graph was optimized for the CPU provider and cannot be quantized; export "
                          "again with --int8", path=export.folder)
-    prepared = PREPARE[export.kind](export.manifest["model"], export.manifest["options"].get("max_length"))
+    prepared = prepare(export.manifest["model"], export.kind, export.manifest["options"].get("max_length"))
     quantize(prepared, export.file(False), export.file(True), reduce_range=reduce_range)
     record = check_parity(prepared, export.file(True), int8=True)
     fields = {k: v for k, v in export.manifest.items() if k not in ("format", "format_version", "created", "versions")}

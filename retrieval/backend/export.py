@@ -13,6 +13,7 @@ import io
 import logging
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,16 @@ def _export_legacy(module: torch.nn.Module, inputs: dict[str, torch.Tensor], dyn
         raise InputError(f"cannot export {what} to ONNX (TorchScript exporter): {type(err).__name__}: {first}",
                          field="model") from None
     return out
+
+
+@contextlib.contextmanager
+def attention_implementation(model: Any, name: str) -> Iterator[None]:
+    """Run ``model`` (a Hugging Face transformer) with the attention implementation ``name`` inside the
+    block (``"eager"``: the pattern ONNX Runtime's BERT fusions match)."""
+    config = model.config
+    before = getattr(config, "_attn_implementation", None)
+    config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = before

@@ -18,7 +18,7 @@ over a 49k-token vocabulary). On 20 SciFact FIRST windows of SmolLM2-135M it put
 identifier where torch puts it in 15% of windows, against 100% without it. ``keep_float`` leaves
 MatMuls in float by the torch module they came from (the dynamo exporter's
 ``pkg.torch.onnx.name_scopes`` node metadata): a causal LM's MLP down projections
-(:mod:`retrieval.backend.smooth`).
+(:mod:`rerank.onnx.smooth`).
 """
 
 from __future__ import annotations

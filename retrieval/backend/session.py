@@ -1,7 +1,7 @@
 """``InferenceSession``: the CUDA provider in fp16 when ONNX Runtime sees a GPU, the CPU provider otherwise.
 
-A causal LM's graph (``chunk_attention=True``) runs on the CPU with one prompt's attention in query
-chunks (:mod:`retrieval.backend.chunked_attention`), rewritten in memory when the session loads.
+A ``rewrite`` changes the graph in memory when a CPU session loads it (a causal LM's runs with one
+prompt's attention in query chunks, :mod:`rerank.onnx.chunked_attention`).
 
 Threads: ``$RANKWISE_ONNX_THREADS``, else the cores this process may use (one inter-op thread:
 the graphs are sequential). int8 graphs always run on the CPU provider (its int8 kernels are the
@@ -11,7 +11,9 @@ point of quantizing; the CUDA provider lacks most of them).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +43,7 @@ class OnnxSession:
     """One ONNX file ready to run: ``session(feed) -> first output`` (inputs the graph lacks are dropped)."""
 
     def __init__(self, path: str | Path, *, device: str | None = None, threads: int | None = None,
-                 int8: bool = False, chunk_attention: bool = False) -> None:
+                 int8: bool = False, rewrite: Callable[[Any], int] | None = None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -56,12 +58,12 @@ class OnnxSession:
         self.path = Path(path)
         self.provider = "CUDAExecutionProvider" if use_cuda else "CPUExecutionProvider"
         source: str | bytes = str(path)
-        self.chunked = 0  # attention nodes rewritten into query chunks
+        self.chunked = 0  # nodes ``rewrite`` rewrote (a causal LM's attention in query chunks)
         if use_cuda:
             _preload_cuda_libraries()
             source = _fp16(self.path)
-        elif chunk_attention:
-            source, self.chunked = _chunked(self.path)
+        elif rewrite is not None:
+            source, self.chunked = _rewritten(self.path, rewrite)
         try:
             self.session = ort.InferenceSession(source, options, providers=[self.provider])
         except Exception as err:  # noqa: BLE001 - ONNX Runtime raises its own types: name the file
@@ -89,17 +91,15 @@ def _preload_cuda_libraries() -> None:
             pass
 
 
-def _chunked(path: Path) -> tuple[str | bytes, int]:
-    """The graph with one prompt's attention in query chunks, and how many nodes were rewritten
-    (the file itself, and 0, for a graph with none or with its weights in a side file)."""
+def _rewritten(path: Path, rewrite: Callable[[Any], int]) -> tuple[str | bytes, int]:
+    """The graph as ``rewrite`` changes it in memory, and how many nodes it rewrote
+    (the file itself, and 0, for a graph it leaves alone or with its weights in a side file)."""
     import onnx
-
-    from retrieval.backend.chunked_attention import chunk_prompt_attention
 
     if Path(f"{path}.data").exists():  # over protobuf's 2 GB: it cannot be handed over in memory
         return str(path), 0
     model = onnx.load(str(path))
-    rewritten = chunk_prompt_attention(model)
+    rewritten = rewrite(model)
     return (model.SerializeToString(), rewritten) if rewritten else (str(path), 0)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from retrieval.files import sha256_file
 from retrieval.models import resolve_model
 
 _SKIPPED = ("README", "LICENSE", ".")
+DOC_PROMPTS = ("document", "passage", "corpus")  # sentence-transformers prompt names for documents, in order
 
 
 def gguf_location(path: str) -> tuple[str, str | None]:
@@ -110,3 +112,27 @@ def load_causal_lm(name_or_path: str) -> tuple[Any, Any]:
     except (OSError, ValueError) as err:
         raise InputError(f"cannot load a causal LM: {str(err).splitlines()[0]}", path=path) from None
     return model.eval(), tokenizer
+
+
+def model_fingerprint(model: Any) -> str:
+    """Hash every weight tensor (name, dtype, bytes), the tokenizer and the module set-up."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().to("cpu").contiguous().reshape(-1)
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    tokenizer = getattr(model, "tokenizer", None)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    setup = {
+        "modules": [type(m).__name__ for m in model],
+        "max_seq_length": model.max_seq_length,
+        "similarity": model.similarity_fn_name,
+        "prompts": model.prompts,
+    }
+    h.update(json.dumps(setup, sort_keys=True, default=str).encode())
+    return h.hexdigest()

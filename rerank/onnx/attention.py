@@ -16,7 +16,7 @@ lacks here (sliding windows, logit soft-capping, attention sinks, dropout, a dif
 width) raises :class:`Unsupported` during the trace, and the export falls back to the plain graph.
 
 On the CPU a session runs this graph with one prompt's queries in chunks
-(:mod:`retrieval.backend.chunked_attention`).
+(:mod:`rerank.onnx.chunked_attention`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from retrieval.backend.chunked_attention import OP_TYPE  # one name for the operator, kept beside the CPU rewrite
+from rerank.onnx.chunked_attention import OP_TYPE  # one name for the operator, kept beside the CPU rewrite
 
 IMPLEMENTATION = "rankwise_gqa"
 
@@ -121,16 +121,13 @@ def translations() -> dict[Any, Any]:
 
 @contextlib.contextmanager
 def attention_implementation(model: Any, name: str) -> Iterator[None]:
-    """Run ``model`` (a Hugging Face transformer) with the attention implementation ``name`` inside the
-    block: ``"eager"`` (the pattern ONNX Runtime's BERT fusions match) or :data:`IMPLEMENTATION`."""
+    """:func:`retrieval.backend.export.attention_implementation`, with :data:`IMPLEMENTATION` registered
+    with transformers first when that is the one asked for."""
+    from retrieval.backend.export import attention_implementation as use
+
     if name == IMPLEMENTATION:
         from transformers import AttentionInterface
 
         AttentionInterface.register(IMPLEMENTATION, attention_forward)
-    config = model.config
-    before = getattr(config, "_attn_implementation", None)
-    config._attn_implementation = name
-    try:
+    with use(model, name):
         yield
-    finally:
-        config._attn_implementation = before

@@ -1,0 +1,114 @@
+"""Every module imports, the import graph has no cycle, and no lower layer imports a higher one.
+
+Layers, lowest first: retrieval <- rerank <- training <- eval <- rankwise. The graph is read with
+``ast`` from every ``import`` statement (at module level or inside functions, guarded by
+``TYPE_CHECKING`` or not), so a lazy import cannot hide a cycle or a layer violation.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYERS = ("retrieval", "rerank", "training", "eval", "rankwise")
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in LAYERS:
+        for file in sorted((ROOT / package).rglob("*.py")):
+            parts = file.relative_to(ROOT).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = file
+    return found
+
+
+MODULES = _modules()
+
+
+def _resolve(name: str) -> str | None:
+    """The project module an imported name lands in (``a.b.c`` may be a module or a name in ``a.b``)."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph(modules: dict[str, Path] = MODULES) -> dict[str, set[str]]:
+    """``module -> the project modules it imports`` (a package's ``__init__`` counts for ``from pkg import x``)."""
+    graph: dict[str, set[str]] = {}
+    for name, file in modules.items():
+        package = name if file.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(up + ([base] if base else []))
+                targets.update(f"{base}.{a.name}" for a in node.names)
+                targets.add(base)
+        graph[name] = {t for t in map(_resolve, targets) if t and t != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as ``[a, b, ..., a]``, or None (depth-first search, three colours).
+
+    A package importing its own submodules (``rerank/__init__`` re-exporting ``rerank.llm``) is the
+    package's interface, not a cycle: edges from a module to its own package are left out.
+    """
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if node.startswith(nxt + "."):
+                continue
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def test_the_walk_finds_a_cycle_and_ignores_package_interfaces():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"p": {"p.x"}, "p.x": {"p"}}) is None
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycle():
+    assert find_cycle(import_graph()) is None
+
+
+def test_no_lower_layer_imports_a_higher_one():
+    rank = {layer: i for i, layer in enumerate(LAYERS)}
+    wrong = sorted(f"{a} -> {b}" for a, targets in import_graph().items() for b in targets
+                   if rank[b.split(".")[0]] > rank[a.split(".")[0]])
+    assert wrong == []
+
+
+def test_the_retrieval_backend_holds_no_causal_lm_specifics():
+    graph = import_graph()
+    backend = {m for m in MODULES if m.startswith("retrieval.backend")}
+    assert {"retrieval.backend.attention", "retrieval.backend.chunked_attention", "retrieval.backend.smooth"} & backend == set()
+    assert "retrieval.encoder" not in graph["retrieval.backend.build"]
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_every_module_imports(module):
+    importlib.import_module(module)
