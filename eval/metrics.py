@@ -43,7 +43,7 @@ def parse_measures(measures: str | Iterable[Any] = DEFAULT_MEASURES) -> list[ir_
         measures = [measures]
     parsed: list[ir_measures.Measure] = []
     for item in measures:
-        from eval.screening import parse_screening  # Recall@10%, WSS@95, LastRel (eval/screening.py)
+        from eval.screening_measures import parse_screening  # Recall@10%, WSS@95, LastRel (eval/screening.py)
 
         if isinstance(item, ir_measures.Measure):
             measure = item
@@ -108,7 +108,7 @@ def evaluate_per_query(
 def _per_query(
     run: RunLike, qrels: QrelsLike, measures: list[ir_measures.Measure], ignore_identical_ids: bool
 ) -> dict[ir_measures.Measure, dict[str, float]]:
-    from eval.screening import ScreeningMeasure, screening_per_query
+    from eval.screening_measures import ScreeningMeasure, screening_per_query
 
     qrels_dict = _qrels_dict(qrels)
     run_dict = _run_dict(run, ignore_identical_ids)

@@ -30,97 +30,19 @@ Documents the topic lists but the qrels do not judge count as non-relevant.
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from retrieval.errors import InputError
+from eval.screening_measures import (SCREENING_MEASURES, ScreeningMeasure, parse_screening, screening_per_query,
+                                      screening_value)
 from retrieval.formats import iter_lines, iter_qrels
 
-_NAME = re.compile(r"^(?:(recall|r)@(\d+(?:\.\d+)?)%|(wss)@(\d+(?:\.\d+)?)|(lastrel))$", re.IGNORECASE)
-SCREENING_MEASURES = ("Recall@10%", "WSS@95", "LastRel")
-
-
-class _Mean:
-    def __init__(self) -> None:
-        self.values: list[float] = []
-
-    def add(self, value: float) -> None:
-        self.values.append(value)
-
-    def result(self) -> float:
-        return sum(self.values) / len(self.values) if self.values else 0.0
-
-
-@dataclass(frozen=True)
-class ScreeningMeasure:
-    """One screening measure; ``kind`` is ``recall``, ``wss`` or ``lastrel``, ``value`` its K or R."""
-
-    kind: str
-    value: float = 0.0
-    params: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    DEFAULT = 0.0
-
-    def __str__(self) -> str:
-        number = f"{self.value:g}"
-        return {"recall": f"Recall@{number}%", "wss": f"WSS@{number}", "lastrel": "LastRel"}[self.kind]
-
-    def aggregator(self) -> _Mean:
-        return _Mean()
-
-
-def parse_screening(name: Any) -> ScreeningMeasure | None:
-    """The screening measure ``name`` stands for (``Recall@10%``, ``WSS@95``, ``LastRel``), else None."""
-    if isinstance(name, ScreeningMeasure):
-        return name
-    match = _NAME.match(str(name).strip())
-    if not match:
-        return None
-    if match.group(5):
-        return ScreeningMeasure("lastrel")
-    kind, number = ("recall", match.group(2)) if match.group(1) else ("wss", match.group(4))
-    value = float(number)
-    if not 0.0 < value <= 100.0:
-        raise InputError(f"measure {name!r}: the percentage must be in (0, 100]", field="measure")
-    return ScreeningMeasure(kind, value)
-
-
-def screening_value(measure: ScreeningMeasure, ranking: list[str], relevant: set[str], qid: str = "?") -> float:
-    """``measure`` of one topic: ``ranking`` is the ranked document ids, ``relevant`` the relevant ones."""
-    missing = sorted(relevant.difference(ranking))
-    ranked = list(ranking) + missing  # relevant documents the run lacks come last
-    n = len(ranked)
-    positions = [i + 1 for i, did in enumerate(ranked) if did in relevant]
-    if not positions:
-        if measure.kind == "wss":
-            raise InputError(f"topic {qid!r} has no relevant document: {measure} is undefined", field="qrels")
-        return 0.0
-    if measure.kind == "lastrel":
-        return float(positions[-1])
-    if measure.kind == "recall":
-        cutoff = math.ceil(measure.value / 100.0 * n - 1e-9)
-        return sum(1 for p in positions if p <= cutoff) / len(positions)
-    needed = math.ceil(measure.value / 100.0 * len(positions) - 1e-9)  # first cut-off reaching R% recall
-    reviewed = positions[max(needed, 1) - 1]
-    return (n - reviewed) / n - (1.0 - measure.value / 100.0)
-
-
-def screening_per_query(run_dict: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
-                        measures: Iterable[ScreeningMeasure]) -> dict[ScreeningMeasure, dict[str, float]]:
-    """``{measure: {qid: value}}`` over the judged topics of ``qrels``; ``run_dict`` holds strictly
-    ranked scores (as :func:`eval.metrics._run_dict` makes them)."""
-    out: dict[ScreeningMeasure, dict[str, float]] = {m: {} for m in measures}
-    for qid, judged in qrels.items():
-        docs = run_dict.get(qid, {})
-        ranking = [did for did, _ in sorted(docs.items(), key=lambda item: item[1], reverse=True)]
-        relevant = {did for did, grade in judged.items() if grade > 0}
-        for measure in out:
-            out[measure][qid] = screening_value(measure, ranking, relevant, qid)
-    return out
-
+__all__ = ["SCREENING_MEASURES", "ScreeningMeasure", "parse_screening", "screening_per_query", "screening_value",
+           "TarTopic", "TarCollection", "ScreeningDataset", "read_tar", "restrict_to_candidates", "run_screening"]
 
 # --------------------------------------------------------------------------------------------
 # CLEF TAR folders.

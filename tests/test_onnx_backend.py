@@ -148,7 +148,6 @@ def test_cross_encoder_parity_and_int8(tiny_cross_encoder, cross_encoder_export)
     from rerank.cross_encoder import CrossEncoderReranker
     from tests.tiny_models import corpus_texts
 
-    from retrieval.backend.parity import ranking_agreement
 
     docs = corpus_texts()[100:140]
     pairs = [(d[:30], d) for i, d in enumerate(docs)]
