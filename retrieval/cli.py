@@ -24,6 +24,8 @@ def index(
     merge: Annotated[bool, typer.Option("--merge", help="join shard folders into one index")] = False,
     chunk_size: Annotated[int, typer.Option(help="documents per resumable chunk")] = 8192,
     batch_size: Annotated[int, typer.Option(help="encoder batch size")] = 64,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="padded tokens per encoder batch "
+                                                                           "(length-sorted; with --batch-size as the count cap)")] = None,
     backend: Annotated[str, typer.Option(help="encoder backend: torch or onnx")] = "torch",
     int8: Annotated[bool, typer.Option("--int8", help="int8 ONNX encoder (with --backend onnx)")] = False,
     nlist: Annotated[Optional[int], typer.Option(help="IVF lists (default ~4*sqrt(N))")] = None,
@@ -51,7 +53,10 @@ def index(
             from retrieval.encoder import Encoder
 
             config = IndexConfig(type=index_type, nlist=nlist, pq_m=pq_m)
+            if max_tokens is not None and max_tokens < 1:
+                raise InputError(f"--max-tokens must be >= 1, got {max_tokens}", field="max_tokens")
             encoder = Encoder(model, backend=backend, int8=int8, batch_size=batch_size)
+            encoder.max_tokens = max_tokens
             manifest = build_dense_index(corpus, encoder, out, config, chunk_size=chunk_size,
                                          shard=parse_shard(shard), force=force)
         else:
