@@ -55,10 +55,19 @@ def index(
             config = IndexConfig(type=index_type, nlist=nlist, pq_m=pq_m)
             if max_tokens is not None and max_tokens < 1:
                 raise InputError(f"--max-tokens must be >= 1, got {max_tokens}", field="max_tokens")
-            encoder = Encoder(model, backend=backend, int8=int8, batch_size=batch_size)
+            from retrieval.distributed import device_for_rank, distributed_build, world
+
+            _, world_size, local_rank = world()  # under torchrun: one shard per rank, rank 0 merges
+            if world_size > 1 and shard:
+                raise InputError("--shard and torchrun both split the corpus; use one", field="shard")
+            encoder = Encoder(model, backend=backend, int8=int8, batch_size=batch_size,
+                              **({"device": device_for_rank(local_rank)} if world_size > 1 else {}))
             encoder.max_tokens = max_tokens
-            manifest = build_dense_index(corpus, encoder, out, config, chunk_size=chunk_size,
-                                         shard=parse_shard(shard), force=force)
+            if world_size > 1:
+                manifest = distributed_build(corpus, encoder, out, config, chunk_size=chunk_size, force=force)
+            else:
+                manifest = build_dense_index(corpus, encoder, out, config, chunk_size=chunk_size,
+                                             shard=parse_shard(shard), force=force)
         else:
             raise InputError(f"unknown retriever {retriever!r}; choose from {', '.join(RETRIEVERS)}", field="retriever")
     typer.echo(f"{out}: {manifest['kind']} index of {manifest.get('source', {}).get('count', manifest.get('count'))} documents",
