@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from rerank.base import Reranker
 from retrieval.backend import check_backend
@@ -88,29 +91,67 @@ class CrossEncoderReranker(Reranker):
     def max_length(self) -> int:
         return int(self.model.max_length) if self.model is not None else int(self._max_length)
 
+    max_tokens: int | None = None  # padded tokens per batch (None: ``batch_size`` pairs); see retrieval.batching
+    prefetch_depth: int = 2  # batches prepared ahead in a background thread (0: none)
+
     def score_pairs(self, pairs: Sequence[tuple[str, str]], progress: bool = False) -> list[float]:
-        """One score per ``(query, document)`` pair."""
+        """One score per ``(query, document)`` pair: tokenized once (:mod:`retrieval.batching`), scored in
+        length-sorted batches prepared ahead of the model."""
         from tqdm.auto import tqdm
+
+        from retrieval.batching import as_tensors, prefetch, to_device, token_batches, tokenize
 
         pairs = list(pairs)
         if not pairs:
             return []
-        tokenizer = self.tokenizer
-        lengths = [len(x) for x in tokenizer([q for q, _ in pairs], [d for _, d in pairs], truncation=False,
-                                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]]
-        self.stats.truncated += sum(1 for n in lengths if n > self.max_length)
+        queries, docs = [q for q, _ in pairs], [d for _, d in pairs]
+        tok = tokenize(self.tokenizer, queries, docs, max_length=self.max_length)
+        at_cap = np.flatnonzero(tok.lengths >= self.max_length)  # truncated, or exactly max_length long
+        if len(at_cap):
+            full = self.tokenizer([queries[i] for i in at_cap], [docs[i] for i in at_cap], truncation=False,
+                                  return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+            self.stats.truncated += sum(1 for x in full if len(x) > self.max_length)
         self.stats.passages += len(pairs)
-        order = sorted(range(len(pairs)), key=lambda i: -lengths[i])
-        scores = [0.0] * len(pairs)
-        forward = self._forward_onnx if self.backend == "onnx" else self._forward_torch
+        scores = np.zeros(len(pairs), dtype=np.float64)
+        batches = token_batches(tok.lengths, self.batch_size, self.max_tokens)
+        extras = {} if self.backend == "onnx" else self._batch_extras(pairs, tok)
+        cuda = self.model is not None and self.model.device.type == "cuda"
+
+        def prepare(idx: np.ndarray) -> tuple[np.ndarray, dict]:
+            features = tok.pad(idx)
+            return idx, (features if self.backend == "onnx" else as_tensors(features, pin=cuda))
+
         with tqdm(total=len(pairs), desc="cross-encoder", unit="pair", disable=not progress, leave=False) as bar:
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                for i, v in zip(idx, forward([pairs[i] for i in idx])):
-                    scores[i] = v
+            if extras is None:  # the model's own preprocess, per batch
+                for idx in batches:
+                    scores[idx] = self._forward_torch([pairs[i] for i in idx])
+                    self.stats.forward_passes += 1
+                    bar.update(len(idx))
+                return scores.tolist()
+            for idx, features in prefetch(batches, prepare, self.prefetch_depth):
+                if self.backend == "onnx":
+                    scores[idx] = self.session(features).reshape(len(idx))
+                else:
+                    from retrieval.backend.graphs import pair_scores
+
+                    with self._torch.inference_mode():
+                        logits = self.model({**to_device(features, self.model.device), **extras})["scores"]
+                        scores[idx] = pair_scores(logits.float()).reshape(len(idx)).cpu().numpy()
                 self.stats.forward_passes += 1
                 bar.update(len(idx))
-        return scores
+        return scores.tolist()
+
+    def _batch_extras(self, pairs: list[tuple[str, str]], tok: Any) -> dict[str, Any] | None:
+        """The non-tensor entries of the model's features, or None when its own ``preprocess`` of the
+        longest and shortest pair differs from the shared path's padded ids."""
+        torch = self._torch
+        sample = sorted({int(np.argmax(tok.lengths)), int(np.argmin(tok.lengths))})
+        reference = self.model.preprocess([pairs[i] for i in sample])
+        tensors = {k: v for k, v in reference.items() if isinstance(v, torch.Tensor)}
+        mine = tok.pad(sample)
+        if set(tensors) != set(mine) or not all(np.array_equal(tensors[k].numpy(), mine[k]) for k in mine):
+            return None
+        return {k: v for k, v in reference.items() if k not in tensors}
 
     def _forward_torch(self, pairs: list[tuple[str, str]]) -> list[float]:
         from retrieval.backend.graphs import pair_scores

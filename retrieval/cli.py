@@ -25,6 +25,8 @@ def index(
     merge: Annotated[bool, typer.Option("--merge", help="join shard folders into one index")] = False,
     chunk_size: Annotated[int, typer.Option(help="documents per resumable chunk")] = 8192,
     batch_size: EncoderBatchSize = 64,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="padded tokens per encoder batch "
+                                                                           "(length-sorted; with --batch-size as the count cap)")] = None,
     backend: Backend = "torch",
     int8: Int8 = False,
     nlist: Annotated[Optional[int], typer.Option(help="IVF lists (default ~4*sqrt(N))")] = None,
@@ -52,9 +54,21 @@ def index(
             from retrieval.encoder import Encoder
 
             config = IndexConfig(type=index_type, nlist=nlist, pq_m=pq_m)
-            encoder = Encoder(model, backend=backend, int8=int8, batch_size=batch_size)
-            manifest = build_dense_index(corpus, encoder, out, config, chunk_size=chunk_size,
-                                         shard=parse_shard(shard), force=force)
+            if max_tokens is not None and max_tokens < 1:
+                raise InputError(f"--max-tokens must be >= 1, got {max_tokens}", field="max_tokens")
+            from retrieval.distributed import device_for_rank, distributed_build, world
+
+            _, world_size, local_rank = world()  # under torchrun: one shard per rank, rank 0 merges
+            if world_size > 1 and shard:
+                raise InputError("--shard and torchrun both split the corpus; use one", field="shard")
+            encoder = Encoder(model, backend=backend, int8=int8, batch_size=batch_size,
+                              **({"device": device_for_rank(local_rank)} if world_size > 1 else {}))
+            encoder.max_tokens = max_tokens
+            if world_size > 1:
+                manifest = distributed_build(corpus, encoder, out, config, chunk_size=chunk_size, force=force)
+            else:
+                manifest = build_dense_index(corpus, encoder, out, config, chunk_size=chunk_size,
+                                             shard=parse_shard(shard), force=force)
         else:
             raise InputError(f"unknown retriever {retriever!r}; choose from {', '.join(RETRIEVERS)}", field="retriever")
     typer.echo(f"{out}: {manifest['kind']} index of {manifest.get('source', {}).get('count', manifest.get('count'))} documents",

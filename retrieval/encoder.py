@@ -154,29 +154,88 @@ class Encoder:
                         add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
         return np.array([len(x) for x in ids])
 
-    def _encode(self, texts: Sequence[str], prompt: str | None, progress: Any, task: str = "document") -> np.ndarray:
-        """Encode in batches of texts sorted by token length; ``progress`` is a bool or a tqdm bar to update.
+    max_tokens: int | None = None  # padded tokens per batch (None: ``batch_size`` texts); see retrieval.batching
+    prefetch_depth: int = 2  # batches prepared ahead in a background thread (0: none)
 
-        ``task`` ("query" / "document") routes a sentence-transformers ``Router`` model (separate query
-        and document encoders, e.g. ADORE's output) as ``encode_query`` / ``encode_document`` do.
+    def _encode(self, texts: Sequence[str], prompt: str | None, progress: Any, task: str = "document") -> np.ndarray:
+        """Encode in length-sorted batches (:mod:`retrieval.batching`); ``progress`` is a bool or a tqdm bar to update.
+
+        Each text is tokenized once; the ids give the sort and, padded, the model's inputs (prepared
+        ahead in a background thread). ``task`` ("query" / "document") routes a sentence-transformers
+        ``Router`` model (separate query and document encoders, e.g. ADORE's output) as
+        ``encode_query`` / ``encode_document`` do; a model whose own ``preprocess`` gives other
+        features than the shared path keeps its ``preprocess`` per batch.
         """
         from tqdm.auto import tqdm
+
+        from retrieval.batching import prefetch, token_batches, tokenize
 
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        order = np.argsort(-self._token_lengths(texts, prompt), kind="stable")
         bar = progress if hasattr(progress, "update") else tqdm(total=len(texts), desc="encoding", unit="text",
                                                                   disable=not progress, leave=False)
-        forward = self._forward_onnx if self.backend == "onnx" else self._forward_torch
-        for start in range(0, len(texts), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            out[idx] = forward([texts[i] for i in idx], prompt, task)
-            bar.update(len(idx))
+        tokenizer = self.tokenizer
+        tok, extras = None, None
+        if tokenizer is not None and callable(tokenizer):
+            tok = tokenize(tokenizer, [prompt + t for t in texts] if prompt else texts, max_length=self.max_length)
+            extras = {} if self.backend == "onnx" else self._batch_extras(texts, tok, prompt, task)
+        lengths = tok.lengths if tok is not None else self._token_lengths(texts, prompt)
+        batches = token_batches(lengths, self.batch_size, self.max_tokens)
+        if tok is None or extras is None:  # the model's own preprocess, per batch
+            forward = self._forward_onnx if self.backend == "onnx" else self._forward_torch
+            for idx in batches:
+                out[idx] = forward([texts[i] for i in idx], prompt, task)
+                bar.update(len(idx))
+        elif self.backend == "onnx":
+            for idx, features in prefetch(batches, lambda idx: (idx, tok.pad(idx)), self.prefetch_depth):
+                out[idx] = self.session(features)
+                bar.update(len(idx))
+        else:
+            self._encode_torch(tok, batches, extras, task, out, bar)
         if bar is not progress:
             bar.close()
         return out
+
+    def _batch_extras(self, texts: list[str], tok: Any, prompt: str | None, task: str) -> dict[str, Any] | None:
+        """The non-tensor entries of the model's features (e.g. ``modality``), or None when its own
+        ``preprocess`` of the longest and shortest text differs from the shared path's padded ids."""
+        torch = self._torch
+        sample = sorted({int(np.argmax(tok.lengths)), int(np.argmin(tok.lengths))})
+        reference = self.model.preprocess([texts[i] for i in sample], prompt=prompt, task=task)
+        tensors = {k: v for k, v in reference.items() if isinstance(v, torch.Tensor)}
+        mine = tok.pad(sample)
+        if set(tensors) != set(mine) or not all(np.array_equal(tensors[k].numpy(), mine[k]) for k in mine):
+            return None
+        return {k: v for k, v in reference.items() if k not in tensors}
+
+    def _encode_torch(self, tok: Any, batches: list[np.ndarray], extras: dict[str, Any], task: str,
+                      out: np.ndarray, bar: Any) -> None:
+        """The torch forward over prepared batches; on CUDA, pinned inputs and outputs, copied without a stall."""
+        from retrieval.batching import as_tensors, prefetch, to_device
+
+        torch = self._torch
+        device = self.model.device
+        cuda = device.type == "cuda"
+        pending: list[tuple[np.ndarray, Any]] = []
+        with torch.inference_mode():
+            for idx, features in prefetch(batches, lambda idx: (idx, as_tensors(tok.pad(idx), pin=cuda)),
+                                          self.prefetch_depth):
+                emb = self.model({**to_device(features, device), **extras}, task=task)["sentence_embedding"].float()
+                if self.similarity == "cosine":
+                    emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+                if cuda:
+                    host = torch.empty(emb.shape, dtype=torch.float32, pin_memory=True)
+                    host.copy_(emb, non_blocking=True)
+                    pending.append((idx, host))
+                else:
+                    out[idx] = emb.numpy()
+                bar.update(len(idx))
+            if pending:
+                torch.cuda.synchronize(device)
+                for idx, host in pending:
+                    out[idx] = host.numpy()
 
     def _forward_torch(self, texts: list[str], prompt: str | None, task: str) -> np.ndarray:
         torch = self._torch

@@ -113,6 +113,8 @@ def _to_gpu(index: Any) -> Any:
 class DenseIndex:
     """A loaded FAISS index with its document ids and manifest."""
 
+    search_batch: int = 16384  # queries per FAISS call: bounds the [queries, k] buffers (GPU memory)
+
     def __init__(self, index: Any, doc_ids: list[str], manifest: dict[str, Any], directory: Path | None = None) -> None:
         self.index = index
         self.doc_ids = doc_ids
@@ -151,7 +153,11 @@ class DenseIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise InputError(f"query vectors of shape {vectors.shape} for an index of dimension {self.dim}")
-        return self.index.search(vectors, min(k, len(self)))
+        k, step = min(k, len(self)), max(1, self.search_batch)
+        if len(vectors) <= step:
+            return self.index.search(vectors, k)
+        parts = [self.index.search(vectors[s:s + step], k) for s in range(0, len(vectors), step)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def reconstruct(self, positions: np.ndarray) -> np.ndarray:
         """The stored vectors at ``positions`` (``float32 [n, dim]``; exact for flat and HNSW, decoded for IVF-PQ).

@@ -1,0 +1,173 @@
+"""One data path for every model that reads text: tokenize once, batch by a token budget, prefetch.
+
+- **Tokenize once.** :func:`tokenize` runs the fast tokenizer's batch call (parallel in Rust) over
+  every text (or ``(query, document)`` pair) once, truncated as sentence-transformers truncates
+  (``longest_first`` to ``max_length``). The ids give the lengths for the sort *and* the model's
+  inputs: batches are padded from them (:meth:`Tokenized.pad`), never tokenized again.
+- **Token budget.** :func:`token_batches` sorts by length (longest first) and closes a batch when
+  one more text would make ``count x longest`` exceed ``max_tokens`` or the count reach
+  ``batch_size``; short texts fill big batches, long ones stay small. A text longer than the budget
+  gets a batch of its own.
+- **Prefetch.** :func:`prefetch` prepares (pads, tensorises, pins) the next batches in a bounded
+  background thread while the model runs the current one; on CUDA the host tensors are pinned and
+  copied with ``non_blocking=True`` (:func:`to_device`).
+
+Padding changes nothing but the shape of a batch: with the attention mask, each text's vector is the
+same (within float error) whatever its batch-mates (Vaswani et al., 2017, masked attention).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+R = TypeVar("R")
+__all__ = ["Tokenized", "as_tensors", "prefetch", "to_device", "token_batches", "tokenize"]
+
+
+@dataclass
+class Tokenized:
+    """Per-text token lists (``input_ids`` and, when the tokenizer gives them, ``token_type_ids``)."""
+
+    ids: dict[str, list[list[int]]]
+    lengths: np.ndarray
+    pad_id: int = 0
+    pad_type_id: int = 0
+    left: bool = False
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def pad(self, idx: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+        """``[len(idx), longest]`` int64 features for texts ``idx``: ids, ``attention_mask``, type ids."""
+        idx = np.asarray(idx, dtype=np.int64)
+        lengths = self.lengths[idx]
+        width = int(lengths.max()) if len(idx) else 0
+        pads = {"input_ids": self.pad_id, "token_type_ids": self.pad_type_id}
+        out = {k: np.full((len(idx), width), pads.get(k, 0), dtype=np.int64) for k in self.ids}
+        mask = np.zeros((len(idx), width), dtype=np.int64)
+        for row, (i, n) in enumerate(zip(idx.tolist(), lengths.tolist())):
+            cols = slice(width - n, width) if self.left else slice(0, n)
+            for key, lists in self.ids.items():
+                out[key][row, cols] = lists[i]
+            mask[row, cols] = 1
+        out["attention_mask"] = mask
+        return out
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None = None,
+             max_length: int | None = None) -> Tokenized:
+    """Tokenize ``texts`` (or ``(texts, pairs)``) once, truncated ``longest_first`` to ``max_length``."""
+    texts = list(texts)
+    if not texts:
+        return Tokenized({"input_ids": []}, np.zeros(0, dtype=np.int64))
+    encoded = tokenizer(texts, list(pairs) if pairs is not None else None, padding=False,
+                        truncation="longest_first" if max_length else False, max_length=max_length or None,
+                        return_attention_mask=False)
+    ids = {k: list(v) for k, v in encoded.items() if k != "attention_mask"}
+    lengths = np.fromiter((len(x) for x in ids["input_ids"]), dtype=np.int64, count=len(texts))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return Tokenized(ids, lengths, int(pad_id), int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
+                     getattr(tokenizer, "padding_side", "right") == "left")
+
+
+def token_batches(lengths: Sequence[int] | np.ndarray, batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
+    """Index batches, longest texts first: at most ``batch_size`` texts and ``max_tokens`` padded tokens each.
+
+    Every index appears exactly once. A text longer than ``max_tokens`` is a batch of one.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    order = np.argsort(-lengths, kind="stable")
+    if max_tokens is None:
+        return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    batches, start, n = [], 0, len(order)
+    while start < n:
+        width = max(int(lengths[order[start]]), 1)  # the batch's longest: its first text
+        count = min(batch_size, max(1, max_tokens // width), n - start)
+        batches.append(order[start:start + count])
+        start += count
+    return batches
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def prefetch(items: Iterable[T], prepare: Callable[[T], R], depth: int = 2) -> Iterator[R]:
+    """``prepare(item)`` for each item, computed up to ``depth`` items ahead in a background thread.
+
+    Results come in order; an exception in ``prepare`` is raised here; closing the generator early
+    stops the thread. ``depth=0`` prepares in the caller's thread (the plain path).
+    """
+    if depth <= 0:
+        for item in items:
+            yield prepare(item)
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                result = prepare(item)
+                while not stop.is_set():
+                    try:
+                        q.put(result, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as err:  # handed to the consumer
+            q.put(_Failure(err))
+
+    thread = threading.Thread(target=produce, name="rankwise-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            result = q.get()
+            if result is done:
+                return
+            if isinstance(result, _Failure):
+                raise result.error
+            yield result
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+
+
+def as_tensors(features: dict[str, Any], pin: bool = False) -> dict[str, Any]:
+    """NumPy features as CPU torch tensors (no copy), in pinned host memory when ``pin`` (for CUDA)."""
+    import torch
+
+    out: dict[str, Any] = {}
+    for key, value in features.items():
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(value)
+            if pin:
+                value = value.pin_memory()
+        out[key] = value
+    return out
+
+
+def to_device(features: dict[str, Any], device: Any) -> dict[str, Any]:
+    """Tensors moved to ``device``: non-blocking when they sit in pinned memory; other entries unchanged."""
+    return {k: v.to(device, non_blocking=v.is_pinned()) if hasattr(v, "is_pinned") else v
+            for k, v in features.items()}

@@ -1,0 +1,173 @@
+"""The shared data path: tokenize once, token-budget batches, prefetch; vectors and scores unchanged."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from retrieval.batching import prefetch, token_batches, tokenize
+from tests.tiny_models import corpus_texts
+
+
+def _check_budget(lengths: np.ndarray, batches: list[np.ndarray], batch_size: int, max_tokens: int | None) -> None:
+    flat = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
+    assert sorted(flat.tolist()) == list(range(len(lengths)))  # every text exactly once
+    for b in batches:
+        assert 1 <= len(b) <= batch_size
+        if max_tokens is not None and len(b) > 1:
+            assert len(b) * lengths[b].max() <= max_tokens
+    widths = [int(lengths[b].max()) for b in batches]
+    assert widths == sorted(widths, reverse=True)  # longest first
+
+
+@pytest.mark.parametrize("max_tokens", [None, 1, 7, 64, 500, 10_000])
+@pytest.mark.parametrize("batch_size", [1, 3, 32])
+def test_token_budget_is_never_exceeded_and_covers_every_text_once(max_tokens, batch_size):
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 120, size=257)
+    batches = token_batches(lengths, batch_size, max_tokens)
+    _check_budget(lengths, batches, batch_size, max_tokens)
+
+
+def test_budget_fills_short_batches_and_isolates_a_text_longer_than_the_budget():
+    lengths = np.array([5] * 40 + [300])
+    batches = token_batches(lengths, 64, max_tokens=100)
+    assert [len(b) for b in batches] == [1, 20, 20]
+    assert batches[0].tolist() == [40]
+
+
+def test_empty_inputs():
+    assert token_batches([], 8, 100) == []
+    assert len(tokenize(None, [])) == 0
+    assert list(prefetch([], lambda x: x)) == []
+
+
+def test_bad_budget_is_refused():
+    with pytest.raises(ValueError, match="max_tokens"):
+        token_batches([3], 8, 0)
+
+
+def test_prefetch_keeps_order_runs_ahead_and_raises_errors():
+    seen: list[int] = []
+
+    def prepare(i: int) -> int:
+        seen.append(i)
+        return i * i
+
+    gen = prefetch(range(10), prepare, depth=2)
+    assert next(gen) == 0
+    time.sleep(0.2)
+    assert 2 <= len(seen) <= 4  # prepared ahead, but bounded by the queue
+    assert list(gen) == [i * i for i in range(1, 10)]
+
+    def boom(i: int) -> int:
+        if i == 3:
+            raise RuntimeError("bad batch 3")
+        return i
+
+    with pytest.raises(RuntimeError, match="bad batch 3"):
+        list(prefetch(range(10), boom))
+    before = threading.active_count()
+    gen = prefetch(range(1000), lambda i: i, depth=2)
+    next(gen)
+    gen.close()  # stops the producer
+    time.sleep(0.2)
+    assert threading.active_count() <= before
+
+
+def test_padded_features_equal_the_tokenizers_own_padding(tiny_encoder):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
+    texts = corpus_texts()[:50] + ["wing " * 300]
+    tok = tokenize(tokenizer, texts, max_length=64)
+    idx = np.array([3, 50, 7])
+    mine = tok.pad(idx)
+    ref = tokenizer([texts[i] for i in idx], padding=True, truncation="longest_first", max_length=64, return_tensors="np")
+    assert set(mine) == set(ref)
+    for k in ref:
+        np.testing.assert_array_equal(mine[k], ref[k])
+    pairs = tokenize(tokenizer, texts[:10], texts[10:20], max_length=16)
+    ref = tokenizer(texts[:10], texts[10:20], padding=True, truncation="longest_first", max_length=16, return_tensors="np")
+    for k in ref:
+        np.testing.assert_array_equal(pairs.pad(np.arange(10))[k], ref[k])
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    return corpus_texts() + ["wing " * 300, "a"]
+
+
+@pytest.mark.parametrize("max_tokens", [None, 300])
+def test_encoder_vectors_equal_sentence_transformers(tiny_encoder, texts, max_tokens):
+    from sentence_transformers import SentenceTransformer
+
+    from retrieval.encoder import Encoder
+
+    reference = SentenceTransformer(str(tiny_encoder), device="cpu").encode(texts, batch_size=16)
+    encoder = Encoder(str(tiny_encoder), batch_size=16)
+    encoder.max_tokens = max_tokens
+    prefetched = encoder.encode_docs(texts)
+    np.testing.assert_allclose(prefetched, reference, atol=1e-5)
+    encoder.prefetch_depth = 0
+    np.testing.assert_allclose(encoder.encode_docs(texts), prefetched, atol=1e-6)  # prefetch == plain
+    assert encoder.encode_docs([]).shape == (0, encoder.dim)
+
+
+def test_encoder_keeps_a_models_own_preprocess_when_it_differs(tiny_encoder, texts, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    from retrieval.encoder import Encoder
+
+    encoder = Encoder(str(tiny_encoder), batch_size=16)
+    calls = []
+    original = encoder.model.preprocess
+
+    def preprocess(batch, **kwargs):
+        calls.append(len(batch))
+        features = original(batch, **kwargs)
+        features["input_ids"] = features["input_ids"].flip(0) if len(batch) > 1 else features["input_ids"]
+        return features
+
+    monkeypatch.setattr(encoder.model, "preprocess", preprocess)
+    encoder.encode_docs(texts[:40])
+    assert len(calls) > 1  # the check, then one preprocess per batch
+
+
+@pytest.mark.parametrize("max_tokens", [None, 200])
+def test_cross_encoder_scores_equal_predict(tiny_cross_encoder, texts, max_tokens):
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from rerank.cross_encoder import CrossEncoderReranker
+
+    pairs = [("airflow over a wing", t) for t in texts[:60]] + [("gene " * 40, "protein cell")]
+    reference = CrossEncoder(str(tiny_cross_encoder)).predict(pairs, activation_fn=torch.nn.Identity(), batch_size=8)
+    reranker = CrossEncoderReranker(str(tiny_cross_encoder), batch_size=8)
+    reranker.max_tokens = max_tokens
+    scores = reranker.score_pairs(pairs)
+    np.testing.assert_allclose(scores, np.asarray(reference, dtype=float), atol=1e-5)
+    reranker.prefetch_depth = 0
+    np.testing.assert_allclose(reranker.score_pairs(pairs), scores, atol=1e-6)
+
+
+def test_index_cli_max_tokens(capsys, tmp_path, synthetic_beir, tiny_encoder):
+    from rankwise.cli import main
+    from retrieval.open import open_retriever
+
+    def rankwise(*args: str) -> tuple[int, str]:
+        code = 0
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exit_info:
+            code = exit_info.code or 0
+        return code, capsys.readouterr().err
+
+    code, err = rankwise("index", synthetic_beir, "--out", tmp_path / "bad", "--model", tiny_encoder, "--max-tokens", "0")
+    assert code == 2 and "--max-tokens must be >= 1" in err and "Traceback" not in err
+    code, err = rankwise("index", synthetic_beir, "--out", tmp_path / "idx", "--model", tiny_encoder, "--max-tokens", "40")
+    assert code == 0, err
+    assert len(open_retriever(tmp_path / "idx").index) > 0
