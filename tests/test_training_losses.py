@@ -85,7 +85,7 @@ def test_contrastive_is_infonce_over_in_batch_and_hard_negatives(tiny_encoder):
 def test_margin_mse_and_kl_with_scaled_similarity(tiny_encoder):
     from sentence_transformers import SentenceTransformer, losses
 
-    from training.bi_encoder import ScaledSimilarity
+    from training.losses.registry import ScaledSimilarity
 
     model = SentenceTransformer(str(tiny_encoder))
     sim = ScaledSimilarity(5.0, cosine=True)
@@ -183,9 +183,9 @@ def test_cross_encoder_margin_mse_by_hand():
 
 
 def test_lce_by_hand():
-    from training.cross_encoder import _loss
+    from training.losses.registry import CROSS_ENCODER, LossContext, get_loss
 
-    loss = _loss(FakeCrossEncoder(TABLE), "lce")
+    loss = get_loss(CROSS_ENCODER, "lce").build(LossContext(FakeCrossEncoder(TABLE)))
     got = loss([["q1", "q2"], ["a", "d"], ["b", "e"], ["c", "f"]], torch.tensor([0.0, 0.0])).item()
     expected = []
     for q, pos, negs in (("q1", "a", "bc"), ("q2", "d", "ef")):
@@ -252,10 +252,10 @@ def test_curriculum_weights_per_sample_bce():
 
 
 def test_curriculum_weights_per_query_lce():
-    from training.cross_encoder import _loss
+    from training.losses.registry import CROSS_ENCODER, LossContext, get_loss
 
     schedule = CurriculumSchedule(fraction=1.0, progress=0.0)
-    loss = CurriculumLoss(_loss(FakeCrossEncoder(TABLE), "lce"), schedule)
+    loss = CurriculumLoss(get_loss(CROSS_ENCODER, "lce").build(LossContext(FakeCrossEncoder(TABLE))), schedule)
     got = loss([["q1", "q2"], ["a", "d"], ["b", "e"]], torch.tensor([0.0, 1.0])).item()  # q2 is hard: weight 0
     s = np.array([TABLE["q1", "a"], TABLE["q1", "b"]])
     assert got == pytest.approx(-(s[0] - np.log(np.exp(s).sum())) / 2, rel=1e-6)
@@ -266,3 +266,40 @@ def test_curriculum_refuses_a_loss_without_per_sample_values():
 
     with pytest.raises(ValueError, match="per-sample"):
         CurriculumLoss(losses.PListMLELoss(FakeCrossEncoder(TABLE)), CurriculumSchedule())
+
+
+def test_loss_registry_builds_every_loss_and_checks_what_each_needs(tiny_encoder, tiny_cross_encoder):
+    """One registry for both trainers: every loss builds on its kind's model; needs are enforced."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from retrieval.errors import InputError
+    from training.bi_encoder import BI_ENCODER_LOSSES
+    from training.cross_encoder import CROSS_ENCODER_LOSSES
+    from training.losses.registry import BI_ENCODER, CROSS_ENCODER, LossContext, check_loss, get_loss
+    from training.settings import PGRankSettings
+
+    assert BI_ENCODER_LOSSES == ("contrastive", "star", "adore", "margin-mse", "kl", "pg-rank")
+    assert CROSS_ENCODER_LOSSES == ("bce", "lce", "margin-mse", "listnet", "plistmle", "listmle", "pg-rank")
+    models = {BI_ENCODER: SentenceTransformer(str(tiny_encoder), device="cpu"),
+              CROSS_ENCODER: CrossEncoder(str(tiny_cross_encoder), num_labels=1, device="cpu")}
+    for kind, names in ((BI_ENCODER, BI_ENCODER_LOSSES), (CROSS_ENCODER, CROSS_ENCODER_LOSSES)):
+        for name in names:
+            entry = get_loss(kind, name)
+            assert entry.kind == kind and entry.name == name and entry.paper
+            if name == "adore":  # built over its fixed index by train_bi_encoder, never from the registry
+                with pytest.raises(InputError):
+                    entry.build(LossContext(models[kind]))
+                continue
+            module = entry.build(LossContext(models[kind], scale=20.0, pg_rank=PGRankSettings()))
+            assert isinstance(module, torch.nn.Module) and module.model is models[kind]
+    with pytest.raises(InputError) as err:
+        get_loss(CROSS_ENCODER, "contrastive")
+    assert err.value.field == "loss" and "bce, lce, margin-mse" in str(err.value)
+    with pytest.raises(InputError) as err:
+        check_loss(get_loss(CROSS_ENCODER, "listnet"), teacher=True, curriculum="bm25")
+    assert "use it with bce, lce or margin-mse, not listnet" in str(err.value)
+    with pytest.raises(InputError) as err:
+        check_loss(get_loss(BI_ENCODER, "kl"), teacher=False, curriculum="none")
+    assert err.value.field == "teacher_scores"
+    check_loss(get_loss(BI_ENCODER, "margin-mse"), teacher=True, curriculum="bm25")  # allowed: no error

@@ -37,27 +37,24 @@ from typing import Any
 from retrieval.errors import InputError
 from retrieval.models import resolve_model
 from training.columns import bi_encoder_rows, to_dataset
-from training.curriculum import difficulty_for
 from training.data import TrainingInput
-from training.runner import TrainResult, prepare_out, run_identity, run_training, training_arguments, with_loss_logs
+from training.flow import ModelKind, check_run, train_sentence_model
+from training.losses.registry import BI_ENCODER, LossContext, ScaledSimilarity, losses_for
+from training.runner import TrainResult
 from training.settings import PGRankSettings, TrainSettings
 
-BI_ENCODER_LOSSES = ("contrastive", "star", "adore", "margin-mse", "kl", "pg-rank")
-_NEEDS_NEGATIVES = ("star", "margin-mse", "kl")
-_NEEDS_TEACHER = ("margin-mse", "kl")
-_IN_BATCH = ("contrastive", "star", "pg-rank")
+BI_ENCODER_LOSSES = losses_for(BI_ENCODER)
+__all__ = ["BI_ENCODER_LOSSES", "ScaledSimilarity", "train_bi_encoder"]
 
 
-class ScaledSimilarity:
-    """Pairwise student score: ``scale * cos(a, b)`` (or the dot product for dot-product models)."""
+def _kind(description: dict[str, Any]) -> ModelKind:
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.training_args import BatchSamplers
 
-    def __init__(self, scale: float, cosine: bool) -> None:
-        self.scale, self.cosine = scale, cosine
-
-    def __call__(self, a: Any, b: Any) -> Any:
-        from sentence_transformers.util import pairwise_cos_sim, pairwise_dot_score
-
-        return self.scale * (pairwise_cos_sim(a, b) if self.cosine else pairwise_dot_score(a, b))
+    return ModelKind(BI_ENCODER, SentenceTransformerTrainer, SentenceTransformerTrainingArguments, bi_encoder_rows,
+                     argument_options=lambda entry: {"batch_sampler": BatchSamplers.NO_DUPLICATES if entry.in_batch
+                                                     else BatchSamplers.BATCH_SAMPLER},
+                     description=description)
 
 
 def train_bi_encoder(
@@ -83,66 +80,36 @@ def train_bi_encoder(
     similarity multiplier of the in-batch and distillation losses (default 20 for cosine models, 1
     for dot product). ``index``: ADORE's fixed document index (default: the cached flat index of the
     corpus built with ``model``). ``pg_rank``: PG-Rank's samples, reward, temperature and baseline.
-    An interrupted run resumes from its last checkpoint in
-    ``out/checkpoints``.
+    An interrupted run resumes from its last checkpoint in ``out/checkpoints``. The losses are the
+    registry's (:mod:`training.losses.registry`); the flow is :mod:`training.flow`'s.
     """
-    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
-                                       SentenceTransformerTrainingArguments)
-    from sentence_transformers.training_args import BatchSamplers
+    import torch
+    from sentence_transformers import SentenceTransformer
 
     settings = settings or TrainSettings()
-    if loss not in BI_ENCODER_LOSSES:
-        raise InputError(f"unknown bi-encoder loss {loss!r}; choose from {', '.join(BI_ENCODER_LOSSES)}", field="loss")
-    if settings.curriculum != "none" and loss != "margin-mse":
-        raise InputError(f"a curriculum weights per-sample losses: use it with margin-mse, not {loss}",
-                         field="curriculum")
-    if loss in _NEEDS_TEACHER and data.teacher is None:
-        raise InputError(f"{loss} distills a teacher: give its scores (--teacher-scores)", field="teacher_scores")
-    summary = data.check()
-    k = data.negatives_to_use(summary, negatives)
-    if loss in _NEEDS_NEGATIVES and k < 1:
-        raise InputError(f"{loss} needs hard negatives: triples or n-tuples, not pairs", path=data.triples)
-    out = Path(out)
+    description: dict[str, Any] = {}
+    kind = _kind(description)
+    checked = check_run(kind, data, loss, negatives, settings)
     st = _load(SentenceTransformer, model)
     if settings.max_length:
         st.max_seq_length = settings.max_length
     cosine = (st.similarity_fn_name or "cosine") == "cosine"
     scale = (20.0 if cosine else 1.0) if scale is None else scale
-    description = {"kind": "bi-encoder", "model": model, "loss": loss, "negatives": k, "scale": scale,
-                   "settings": settings.to_dict(), "data": {k_: str(v) for k_, v in vars(data).items()},
-                   "input": summary}
+    description["scale"] = scale
     if loss == "adore":
         description.update(adore_depth=adore_depth, adore_metric=adore_metric, index=str(index) if index else None)
-    pg_rank = pg_rank or PGRankSettings()
-    if loss == "pg-rank":
-        description["pg_rank"] = vars(pg_rank)
-    identity = run_identity(settings, description, data.signature())
-    prepare_out(out, identity, description, force=force)
-    args = training_arguments(SentenceTransformerTrainingArguments, settings, out, progress=progress,
-                              batch_sampler=BatchSamplers.NO_DUPLICATES if loss in _IN_BATCH
-                              else BatchSamplers.BATCH_SAMPLER)
-    extra_callbacks = list(callbacks)
-    document_model = None
-    with args.main_process_first():
-        if loss == "adore":
-            dataset, loss_fn = _adore(st, model, data, out, identity, index, adore_depth, adore_metric, scale)
-            document_model = model
-        else:
-            difficulty = difficulty_for(settings, data)
-            dataset = to_dataset(lambda: bi_encoder_rows(data.samples(), loss, k, difficulty),
-                                 out / "checkpoints" / "dataset", identity)
-            loss_fn = _loss(st, loss, scale, cosine, pg_rank)
-            if difficulty is not None:
-                from training.losses.curriculum import with_curriculum
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
 
-                loss_fn = with_curriculum(loss_fn, settings.curriculum_fraction, extra_callbacks)
-    trainer = with_loss_logs(SentenceTransformerTrainer)(model=st, args=args, train_dataset=dataset, loss=loss_fn,
-                                         callbacks=extra_callbacks)
+    def adore(out_dir: Path, identity: str) -> tuple[Any, Any]:
+        return _adore(st, model, data, out_dir, identity, index, adore_depth, adore_metric, scale)
 
     def save(path: Path) -> None:
-        (_with_document_encoder(st, document_model) if document_model else st).save(str(path))
+        (_with_document_encoder(st, model) if loss == "adore" else st).save(str(path))
 
-    return run_training(trainer, out, save_model=save, description=description)
+    return train_sentence_model(kind, checked, st, model, data, out, settings=settings, pg_rank=pg_rank,
+                                context=LossContext(st, scale=scale, cosine=cosine, distributed=distributed),
+                                force=force, progress=progress, callbacks=callbacks, save_model=save,
+                                custom=adore if loss == "adore" else None)
 
 
 def _load(cls: type, model: str) -> Any:
@@ -150,26 +117,6 @@ def _load(cls: type, model: str) -> Any:
         return cls(resolve_model(model), device=None)
     except (OSError, ValueError) as err:
         raise InputError(f"cannot load a model: {str(err).splitlines()[0]}", path=model) from None
-
-
-def _loss(st: Any, loss: str, scale: float, cosine: bool, pg_rank: PGRankSettings) -> Any:
-    import torch
-    from sentence_transformers import losses
-
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if loss == "contrastive":
-        return losses.MultipleNegativesRankingLoss(st, scale=scale, gather_across_devices=distributed)
-    if loss == "star":
-        from training.losses.star import STARLoss
-
-        return STARLoss(st, scale=scale, gather_across_devices=distributed)
-    if loss == "pg-rank":
-        from training.losses.pg_rank import PGRankLoss
-
-        return PGRankLoss(st, pg_rank, scale=scale)
-    if loss == "margin-mse":
-        return losses.MarginMSELoss(st, similarity_fct=ScaledSimilarity(scale, cosine))
-    return losses.DistillKLDivLoss(st, similarity_fct=ScaledSimilarity(scale, cosine))
 
 
 def _adore(st: Any, model: str, data: TrainingInput, out: Path, identity: str, index: str | Path | None,
