@@ -1,20 +1,8 @@
-"""Screening prioritisation: recall-oriented measures and CLEF TAR topics.
+"""Screening prioritisation on CLEF TAR topics: the folder reader and the runner.
 
 Technology-assisted review (CLEF eHealth TAR, Kanoulas et al. 2017, 2018) ranks each review's
-candidate studies so that reviewers meet every relevant one early. The measures:
-
-* ``Recall@K%``: the share of a topic's relevant documents in the first ceil(K/100 x N) ranked
-  documents (``Recall@10%``);
-* ``WSS@R`` (work saved over sampling, Cohen et al., JAMIA 2006): at the first cut-off n where
-  recall reaches R% (``WSS@95``), ``(TN + FN) / N - (1 - R/100)``, i.e. ``(N - n) / N - (1 - R/100)``;
-* ``LastRel``: the 1-based position of the last relevant document (reviewers read that far to
-  find them all).
-
-N is the number of documents ranked for the topic: in a screening run every candidate, so the
-collection; relevant documents the run lacks count as ranked after it (positions N+1...), which
-makes N grow by their number. The order is the one :mod:`eval.metrics` fixes (score descending,
-ties by document id descending). ``WSS`` of a topic with no relevant document is undefined: an
-:class:`InputError` naming the topic. These names are accepted wherever ``--measures`` is.
+candidate studies so that reviewers meet every relevant one early. The measures (``Recall@K%``,
+``WSS@R``, ``LastRel``) are in :mod:`eval.screening_measures`, re-exported here.
 
 CLEF TAR folder (:func:`read_tar`)::
 

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rerank.base import Reranker
-from rerank.listwise import PREFIX, SYSTEM, window_schedule
+from rerank.listwise import PREFIX, SYSTEM, order_scores, window_schedule
 from rerank.llm import CausalLM, load_lm
 from rerank.permutation import labels
 from retrieval.errors import InputError
@@ -136,10 +136,4 @@ class EliminationReranker(Reranker):
                 self.stats.extra["windows"] = self.stats.extra.get("windows", 0) + len(jobs)
         finally:
             bar.close()
-        out = []
-        for order in orders:
-            scores = [0.0] * len(order)
-            for rank, doc in enumerate(order):
-                scores[doc] = float(len(order) - rank)
-            out.append(scores)
-        return out
+        return order_scores(orders)

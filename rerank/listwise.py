@@ -89,12 +89,7 @@ class ListwiseReranker(Reranker):
 
     def prompt(self, query: str, passages: Sequence[str]) -> str:
         """The chat prompt ranking ``passages`` (already truncated) for ``query``, ending with ``[``."""
-        n = len(passages)
-        query = " ".join(query.split())
-        example = " > ".join(f"[{x}]" for x in (["B", "A"] if n >= 2 else ["A"]))
-        body = "\n".join(f"[{label}] {text}" for label, text in zip(self._labels, passages))
-        user = "\n\n".join([INTRO.format(n=n, query=query), body, OUTRO.format(n=n, query=query, example=example)])
-        return self.lm.chat(user, system=SYSTEM, assistant_prefix=PREFIX)
+        return self.lm.chat(window_request(query, passages, self._labels), system=SYSTEM, assistant_prefix=PREFIX)
 
     def window_prompt(self, query: str, docs: Sequence[str]) -> str:
         """The prompt for one window of raw documents, each truncated as :meth:`score` truncates it."""
@@ -154,13 +149,7 @@ class ListwiseReranker(Reranker):
                 self.stats.extra["steps"] = self.stats.extra.get("steps", 0) + 1
         finally:
             bar.close()
-        out = []
-        for order in orders:
-            scores = [0.0] * len(order)
-            for rank, doc in enumerate(order):
-                scores[doc] = float(len(order) - rank)
-            out.append(scores)
-        return out
+        return order_scores(orders)
 
     def _first(self, prompts: list[str], sizes: list[int], bar: Any) -> list[list[int]]:
         """Each window's order: its identifiers sorted by the logit of the first answer token."""
@@ -178,3 +167,27 @@ class ListwiseReranker(Reranker):
             self.stats.extra["repaired"] = self.stats.extra.get("repaired", 0) + repaired
             perms.append(perm)
         return perms
+
+
+def window_request(query: str, passages: Sequence[str], ids: Sequence[str], *, intro: str | None = None,
+                   outro: str | None = None) -> str:
+    """The user turn of a listwise window: the query, the passages labelled ``[A]``.., the instruction
+    (``intro`` / ``outro``: templates with ``{n}``, ``{query}`` and ``{example}``; FIRST's by default)."""
+    intro, outro = intro or INTRO, outro or OUTRO
+    n = len(passages)
+    query = " ".join(query.split())
+    example = " > ".join(f"[{x}]" for x in (["B", "A"] if n >= 2 else ["A"]))
+    body = "\n".join(f"[{label}] {text}" for label, text in zip(ids, passages))
+    return "\n\n".join([intro.format(n=n, query=query), body, outro.format(n=n, query=query, example=example)])
+
+
+def order_scores(orders: Sequence[Sequence[int]]) -> list[list[float]]:
+    """Scores from rankings: the document at rank r of n gets n - r (best first scores highest)."""
+    out = []
+    for order in orders:
+        scores = [0.0] * len(order)
+        for rank, doc in enumerate(order):
+            scores[doc] = float(len(order) - rank)
+        out.append(scores)
+    return out
+

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rerank.listwise import INTRO, SYSTEM, TOKENS_PER_PASSAGE, ListwiseReranker
+from rerank.listwise import SYSTEM, TOKENS_PER_PASSAGE, ListwiseReranker, window_request
 from rerank.llm import CausalLM
 from rerank.permutation import _IDENTIFIER, LABELS, read_permutation
 from retrieval.errors import InputError
@@ -63,12 +63,8 @@ class ReasoningReranker(ListwiseReranker):
 
     def prompt(self, query: str, passages: Sequence[str]) -> str:
         """The chat prompt for one window, with the assistant turn opened by ``<think>``."""
-        n = len(passages)
-        query = " ".join(query.split())
-        example = " > ".join(f"[{x}]" for x in (["B", "A"] if n >= 2 else ["A"]))
-        body = "\n".join(f"[{label}] {text}" for label, text in zip(self._labels, passages))
-        user = "\n\n".join([INTRO.format(n=n, query=query), body, OUTRO.format(n=n, query=query, example=example)])
-        text = self.lm.chat(user, system=SYSTEM, assistant_prefix=OPEN)
+        text = self.lm.chat(window_request(query, passages, self._labels, outro=OUTRO), system=SYSTEM,
+                            assistant_prefix=OPEN)
         self._prompt_query.setdefault(text, []).append(query)
         return text
 
