@@ -32,7 +32,6 @@ not judged in ``changed.tsv``. Each query is run as ``query + " " + instruction`
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from typing import Any
 from eval.metrics import QrelsLike, RunLike, _run_dict
 from eval.pipeline import DatasetResult, PipelineSettings, run_pipeline
 from retrieval.errors import InputError
-from retrieval.formats import Corpus, iter_lines, read_qrels
+from retrieval.formats import Corpus, iter_lines, json_line, read_qrels
 
 SPLITS = ("og", "changed")
 FOLLOWIR_MEASURES = ("nDCG@5", "AP@1000")
@@ -108,12 +107,7 @@ def read_followir_queries(path: Path) -> dict[str, FollowQuery]:
     """Read ``queries.jsonl`` (fields in the module docstring); a bad line names file, line and field."""
     queries: dict[str, FollowQuery] = {}
     for number, line in iter_lines(path):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"malformed JSON: {err.msg} at column {err.colno}", path=path, line=number) from None
-        if not isinstance(obj, dict):
-            raise InputError("expected a JSON object", path=path, line=number)
+        obj = json_line(path, number, line)
         qid_field = "_id" if "_id" in obj else "query-id"
         text_field = "query" if "query" in obj else "text"
         values = {}

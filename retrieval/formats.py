@@ -46,7 +46,8 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                 yield number, line
 
 
-def _json_line(path: Path, number: int, line: str) -> dict:
+def json_line(path: Path, number: int, line: str) -> dict:
+    """One JSONL line as an object; malformed JSON or a non-object names the file and line."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as err:
@@ -164,7 +165,7 @@ class Corpus:
 
 def parse_jsonl_document(path: Path, number: int, line: str) -> Document:
     """One ``corpus.jsonl`` line (``_id``, optional ``title``, ``text``) as a :class:`Document`."""
-    obj = _json_line(path, number, line)
+    obj = json_line(path, number, line)
     doc_id = _check_id(_string_field(obj, "_id", path, number), path, number, "_id")
     title = _string_field(obj, "title", path, number, required=False)
     text = _string_field(obj, "text", path, number)
@@ -210,7 +211,7 @@ def read_queries(path: str | Path) -> dict[str, str]:
                 raise InputError(f"expected 2 tab-separated columns (id, text), got {len(cols)}", path=path, line=number)
             qid, text = _check_id(cols[0], path, number, "id"), cols[1]
         else:
-            obj = _json_line(path, number, line)
+            obj = json_line(path, number, line)
             qid = _check_id(_string_field(obj, "_id", path, number), path, number, "_id")
             text = _string_field(obj, "text", path, number)
         if qid in queries:
