@@ -118,7 +118,6 @@ def test_encoder_vectors_equal_sentence_transformers(tiny_encoder, texts, max_to
 
 
 def test_encoder_keeps_a_models_own_preprocess_when_it_differs(tiny_encoder, texts, monkeypatch):
-    from sentence_transformers import SentenceTransformer
 
     from retrieval.encoder import Encoder
 
