@@ -83,7 +83,6 @@ def train_bi_encoder(
     An interrupted run resumes from its last checkpoint in ``out/checkpoints``. The losses are the
     registry's (:mod:`training.losses.registry`); the flow is :mod:`training.flow`'s.
     """
-    import torch
     from sentence_transformers import SentenceTransformer
 
     settings = settings or TrainSettings()
@@ -98,7 +97,6 @@ def train_bi_encoder(
     description["scale"] = scale
     if loss == "adore":
         description.update(adore_depth=adore_depth, adore_metric=adore_metric, index=str(index) if index else None)
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
 
     def adore(out_dir: Path, identity: str) -> tuple[Any, Any]:
         return _adore(st, model, data, out_dir, identity, index, adore_depth, adore_metric, scale)
@@ -107,7 +105,7 @@ def train_bi_encoder(
         (_with_document_encoder(st, model) if loss == "adore" else st).save(str(path))
 
     return train_sentence_model(kind, checked, st, model, data, out, settings=settings, pg_rank=pg_rank,
-                                context=LossContext(st, scale=scale, cosine=cosine, distributed=distributed),
+                                context=LossContext(st, scale=scale, cosine=cosine),
                                 force=force, progress=progress, callbacks=callbacks, save_model=save,
                                 custom=adore if loss == "adore" else None)
 

@@ -100,7 +100,7 @@ def train_sentence_model(
             dataset = to_dataset(lambda: kind.rows(data.samples(), loss, k, difficulty),
                                  out / "checkpoints" / "dataset", identity)
             loss_fn = entry.build(LossContext(model, scale=context.scale, cosine=context.cosine, pg_rank=pg_rank,
-                                              teacher_labels=context.teacher_labels, distributed=context.distributed))
+                                              teacher_labels=context.teacher_labels))
             if difficulty is not None:
                 from training.losses.curriculum import with_curriculum
 

@@ -27,7 +27,13 @@ class LossContext:
     cosine: bool = True
     pg_rank: Any = None
     teacher_labels: bool = False  # labels are a teacher's scores (not 1/0)
-    distributed: bool = False
+
+
+def _distributed() -> bool:
+    """Whether torch.distributed runs: asked when the loss is built, after the TrainingArguments set it up."""
+    import torch
+
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 @dataclass(frozen=True)
@@ -106,14 +112,14 @@ class ScaledSimilarity:
 def _contrastive(c: LossContext) -> Any:
     from sentence_transformers import losses
 
-    return losses.MultipleNegativesRankingLoss(c.model, scale=c.scale, gather_across_devices=c.distributed)
+    return losses.MultipleNegativesRankingLoss(c.model, scale=c.scale, gather_across_devices=_distributed())
 
 
 @register(BI_ENCODER, "star", "STAR, Zhan et al. 2021", needs_negatives=True, in_batch=True)
 def _star(c: LossContext) -> Any:
     from training.losses.star import STARLoss
 
-    return STARLoss(c.model, scale=c.scale, gather_across_devices=c.distributed)
+    return STARLoss(c.model, scale=c.scale, gather_across_devices=_distributed())
 
 
 @register(BI_ENCODER, "adore", "ADORE, Zhan et al. 2021 (built over the fixed index by training.bi_encoder)")
