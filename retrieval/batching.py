@@ -11,6 +11,14 @@
 - **Prefetch.** :func:`prefetch` prepares (pads, tensorises, pins) the next batches in a bounded
   background thread while the model runs the current one; on CUDA the host tensors are pinned and
   copied with ``non_blocking=True`` (:func:`to_device`).
+- **Stream.** :func:`stream_batches` tokenizes in slices of ``slice_size`` texts, the next slice in a
+  background thread while the model runs the batches of the current one, so tokenization and the
+  model overlap instead of taking turns (the sort is per slice: a few thousand texts sort as well
+  as a million for padding's sake).
+
+Tokenization calls the fast tokenizer's Rust ``encode_batch_fast`` directly when its ids equal those
+of the tokenizer's own ``__call__`` (checked on each call's first texts), skipping ``transformers``'
+per-text Python conversion of each encoding (attention masks, offsets) that the path never reads.
 
 Padding changes nothing but the shape of a batch: with the attention mask, each text's vector is the
 same (within float error) whatever its batch-mates (Vaswani et al., 2017, masked attention).
@@ -28,7 +36,10 @@ import numpy as np
 
 T = TypeVar("T")
 R = TypeVar("R")
-__all__ = ["Tokenized", "as_tensors", "prefetch", "to_device", "token_batches", "tokenize"]
+__all__ = ["Tokenized", "as_tensors", "prefetch", "stream_batches", "to_device", "token_batches", "tokenize"]
+
+SLICE_SIZE = 2048  # texts tokenized at a time by stream_batches
+_CHECK = 4  # texts of each call tokenized both ways to check the fast path
 
 
 @dataclass
@@ -67,14 +78,53 @@ def tokenize(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None =
     texts = list(texts)
     if not texts:
         return Tokenized({"input_ids": []}, np.zeros(0, dtype=np.int64))
-    encoded = tokenizer(texts, list(pairs) if pairs is not None else None, padding=False,
-                        truncation="longest_first" if max_length else False, max_length=max_length or None,
-                        return_attention_mask=False)
-    ids = {k: list(v) for k, v in encoded.items() if k != "attention_mask"}
+    pairs = list(pairs) if pairs is not None else None
+    ids = _fast_ids(tokenizer, texts, pairs, max_length)
+    if ids is None:
+        ids = _call_ids(tokenizer, texts, pairs, max_length)
     lengths = np.fromiter((len(x) for x in ids["input_ids"]), dtype=np.int64, count=len(texts))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return Tokenized(ids, lengths, int(pad_id), int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
                      getattr(tokenizer, "padding_side", "right") == "left")
+
+
+def _call_ids(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int | None) -> dict[str, list]:
+    """Token lists from the tokenizer's own ``__call__`` (any tokenizer)."""
+    encoded = tokenizer(texts, pairs, padding=False, truncation="longest_first" if max_length else False,
+                        max_length=max_length or None, return_attention_mask=False)
+    return {k: list(v) for k, v in encoded.items() if k != "attention_mask"}
+
+
+def _fast_ids(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int | None) -> dict[str, list] | None:
+    """Token lists from the Rust tokenizer's ``encode_batch_fast``, or None when the tokenizer has none or its
+    ids differ from :func:`_call_ids` on the first texts (a tokenizer whose ``__call__`` does more)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch_fast"):
+        return None
+    keys = ["input_ids"] + (["token_type_ids"] if "token_type_ids" in getattr(tokenizer, "model_input_names", ()) else [])
+    truncation, padding = backend.truncation, backend.padding
+    try:
+        if max_length:
+            backend.enable_truncation(max_length, stride=0, strategy="longest_first",
+                                      direction=getattr(tokenizer, "truncation_side", "right"))
+        else:
+            backend.no_truncation()
+        backend.no_padding()
+        inputs: list[Any] = list(zip(texts, pairs)) if pairs is not None else texts
+        encodings = backend.encode_batch_fast(inputs, add_special_tokens=True)
+    except Exception:  # noqa: BLE001 - a tokenizer the fast path cannot drive: its __call__ can
+        return None
+    finally:
+        backend.enable_truncation(**truncation) if truncation else backend.no_truncation()
+        backend.enable_padding(**padding) if padding else backend.no_padding()
+    ids = {"input_ids": [e.ids for e in encodings]}
+    if "token_type_ids" in keys:
+        ids["token_type_ids"] = [e.type_ids for e in encodings]
+    n = min(_CHECK, len(texts))
+    check = _call_ids(tokenizer, texts[:n], pairs[:n] if pairs is not None else None, max_length)
+    if set(check) != set(ids) or any(check[k] != ids[k][:n] for k in check):
+        return None
+    return ids
 
 
 def token_batches(lengths: Sequence[int] | np.ndarray, batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
@@ -151,6 +201,42 @@ def prefetch(items: Iterable[T], prepare: Callable[[T], R], depth: int = 2) -> I
                 q.get_nowait()
             except queue.Empty:
                 thread.join(timeout=0.05)
+
+
+def stream_batches(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
+                   max_length: int | None, batch_size: int, max_tokens: int | None = None,
+                   prepare: Callable[[dict[str, np.ndarray]], Any] = lambda features: features, depth: int = 2,
+                   slice_size: int = SLICE_SIZE,
+                   on_slice: Callable[[Tokenized, int], None] | None = None) -> Iterator[tuple[np.ndarray, Any]]:
+    """``(indices into texts, prepare(padded features))`` for every batch of every slice of ``slice_size`` texts.
+
+    Each slice is tokenized once (:func:`tokenize`) and cut into :func:`token_batches`; with
+    ``depth > 0`` the next slice is tokenized in one background thread and the next ``depth``
+    batches padded and prepared in another while the caller runs the model, so the three overlap.
+    ``on_slice(tokenized, start)`` sees each slice (for counts such as truncation) before its batches.
+    Every text is in exactly one batch; ``depth=0`` does it all in the caller's thread.
+    """
+    texts = list(texts)
+    pairs = list(pairs) if pairs is not None else None
+    slice_size = max(1, slice_size)
+
+    def tokenize_slice(start: int) -> tuple[int, Tokenized]:
+        end = start + slice_size
+        return start, tokenize(tokenizer, texts[start:end], pairs[start:end] if pairs is not None else None,
+                               max_length=max_length)
+
+    def batches() -> Iterator[tuple[int, Tokenized, np.ndarray]]:
+        for start, tok in prefetch(range(0, len(texts), slice_size), tokenize_slice, min(depth, 1)):
+            if on_slice is not None:
+                on_slice(tok, start)
+            for idx in token_batches(tok.lengths, batch_size, max_tokens):
+                yield start, tok, idx
+
+    def pad(item: tuple[int, Tokenized, np.ndarray]) -> tuple[np.ndarray, Any]:
+        start, tok, idx = item
+        return idx + start, prepare(tok.pad(idx))
+
+    yield from prefetch(batches(), pad, depth)
 
 
 def as_tensors(features: dict[str, Any], pin: bool = False) -> dict[str, Any]:

@@ -170,3 +170,63 @@ def test_index_cli_max_tokens(capsys, tmp_path, synthetic_beir, tiny_encoder):
     code, err = rankwise("index", synthetic_beir, "--out", tmp_path / "idx", "--model", tiny_encoder, "--max-tokens", "40")
     assert code == 0, err
     assert len(open_retriever(tmp_path / "idx").index) > 0
+
+
+def test_fast_tokenization_equals_the_tokenizers_call_and_falls_back_when_it_differs(tiny_encoder, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from retrieval import batching
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
+    texts = corpus_texts()[:80] + ["wing " * 300, ""]
+    for max_length in (None, 16, 64):
+        fast = batching._fast_ids(tokenizer, texts, None, max_length)
+        assert fast == batching._call_ids(tokenizer, texts, None, max_length)
+        assert batching._fast_ids(tokenizer, texts[:20], texts[20:40], max_length) == \
+            batching._call_ids(tokenizer, texts[:20], texts[20:40], max_length)
+    assert tokenizer.backend_tokenizer.padding is None  # the tokenizer's settings are put back
+    original = batching._call_ids
+
+    def differs(tok, t, p, m):  # a tokenizer whose __call__ does more than the Rust tokenizer
+        out = original(tok, t, p, m)
+        out["input_ids"] = [ids + [7] for ids in out["input_ids"]]
+        return out
+
+    monkeypatch.setattr(batching, "_call_ids", differs)
+    assert batching._fast_ids(tokenizer, texts, None, 64) is None
+    assert tokenize(tokenizer, texts, max_length=64).ids["input_ids"][0][-1] == 7  # tokenize() fell back
+
+
+@pytest.mark.parametrize("depth", [0, 2])
+@pytest.mark.parametrize("slice_size", [1, 7, 10_000])
+def test_stream_batches_cover_every_text_once_with_the_same_features(tiny_encoder, depth, slice_size):
+    from transformers import AutoTokenizer
+
+    from retrieval.batching import stream_batches
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
+    texts = corpus_texts()[:60] + ["wing " * 300, "a"]
+    whole = tokenize(tokenizer, texts, max_length=64)
+    seen, slices = [], []
+    for idx, features in stream_batches(tokenizer, texts, max_length=64, batch_size=5, max_tokens=120, depth=depth,
+                                        slice_size=slice_size, on_slice=lambda tok, start: slices.append((start, len(tok)))):
+        assert 1 <= len(idx) <= 5 and (len(idx) == 1 or features["input_ids"].size <= 120)
+        assert all(start <= i < start + n for i in idx for start, n in [slices[-1]])  # batches stay in their slice
+        for row, i in enumerate(idx):
+            n = int(whole.lengths[i])
+            assert features["input_ids"][row, :n].tolist() == whole.ids["input_ids"][i]
+            assert features["attention_mask"][row].sum() == n
+        seen.extend(idx.tolist())
+    assert sorted(seen) == list(range(len(texts)))
+    assert [s for s, _ in slices] == list(range(0, len(texts), slice_size))
+
+
+def test_stream_batches_raise_a_tokenizer_error_in_the_caller():
+    from retrieval.batching import stream_batches
+
+    class Broken:
+        def __call__(self, *args, **kwargs):
+            raise ValueError("cannot tokenize")
+
+    with pytest.raises(ValueError, match="cannot tokenize"):
+        list(stream_batches(Broken(), ["a", "b"], max_length=8, batch_size=2))
