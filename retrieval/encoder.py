@@ -7,7 +7,8 @@ them (as in E5 or BGE models).
 
 ``backend="onnx"`` runs the same batches through ONNX Runtime (:mod:`retrieval.backend`): the model
 is exported once (cached per model fingerprint, parity-checked against torch), pooling and
-normalization run inside the graph, and ``int8=True`` uses the dynamically quantized graph. An fp32
+normalization run inside the graph, and ``"onnx-int8"`` uses the dynamically quantized graph. The
+forward pass is the engine's (:func:`retrieval.engines.encoder_engine`); batching is the encoder's. An fp32
 ONNX encoder has the torch encoder's fingerprint (its vectors match within 1e-4, so either can
 search the other's index); an int8 encoder has a fingerprint of its own.
 """
