@@ -24,6 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import command_line, log, machine, machine_line, write_json  # noqa: E402
 
+from retrieval.backend import BACKENDS, backend_name, check_backend  # noqa: E402
+from retrieval.errors import InputError  # noqa: E402
+
 SYSTEMS = ("pointwise-yesno", "pointwise-erank", "listwise-first", "listwise-generate", "groupwise",
            "eliminate-worst", "eliminate-best", "listwise-reason")
 
@@ -36,13 +39,17 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=20)
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="the LLM's inference backend")
-    p.add_argument("--int8", action="store_true", help="with --backend onnx: the int8 graph")
+    p.add_argument("--backend", choices=BACKENDS, default="torch", help="the LLM's inference backend")
+    p.add_argument("--int8", action="store_true", help="deprecated: --backend onnx --int8 is --backend onnx-int8")
     p.add_argument("--max-passage-tokens", type=int, default=100, help="listwise modes: tokens kept per passage")
     p.add_argument("--k", type=int, default=10, help="eliminate: stop once the top-k is fixed")
     p.add_argument("--max-reasoning-tokens", type=int, default=128, help="listwise-reason: reasoning budget")
     p.add_argument("--json-out")
     args = p.parse_args()
+    try:
+        args.backend = backend_name(*check_backend(args.backend, args.int8))  # one value from here on
+    except InputError as err:
+        p.error(str(err))
 
     from eval.datasets import resolve_dataset
     from eval.metrics import evaluate
@@ -64,7 +71,7 @@ def main() -> None:
     t = time.perf_counter()
     first = BM25Retriever(bm25_index(data)).search(queries, k=args.depth, progress=False)
     bm25_s = time.perf_counter() - t
-    lm = CausalLM(args.model, batch_size=args.batch_size, backend=args.backend, int8=args.int8)
+    lm = CausalLM(args.model, batch_size=args.batch_size, backend=args.backend)
     builders = {
         "pointwise-yesno": lambda: LLMPointwiseReranker(lm, mode="yesno", max_passage_tokens=100, batch_size=args.batch_size),
         "pointwise-erank": lambda: LLMPointwiseReranker(lm, mode="erank", max_passage_tokens=100, batch_size=args.batch_size),
@@ -91,7 +98,7 @@ def main() -> None:
                       "passes_per_query": reranker.stats.forward_passes / len(queries), **reranker.stats.extra}
         log(f"{name}: {rows[name]}")
     result = {"command": command_line(), "machine": machine(), "queries": len(queries), "depth": args.depth,
-              "model": args.model, "backend": args.backend + (" int8" if args.int8 else ""), "systems": rows}
+              "model": args.model, "backend": args.backend, "systems": rows}
     if "listwise-first" in rows and "listwise-generate" in rows:
         result["first_speedup_vs_generate"] = rows["listwise-generate"]["wall_s"] / rows["listwise-first"]["wall_s"]
     print(f"command: {result['command']}\nmachine: {machine_line(result['machine'])}")

@@ -82,7 +82,7 @@ def legacy_encode(encoder, texts: list[str], batch_size: int):
     order = np.argsort(-encoder._token_lengths(texts, encoder.doc_prompt), kind="stable")
     for start in range(0, len(texts), batch_size):
         idx = order[start:start + batch_size]
-        out[idx] = encoder._forward_torch([texts[i] for i in idx], encoder.doc_prompt, "document")
+        out[idx] = encoder.engine.forward_texts([texts[i] for i in idx], encoder.doc_prompt, "document")
     return out
 
 

@@ -4,20 +4,21 @@ Loads a Hugging Face folder, a hub name (``$RANKWISE_MODELS`` mirror first) or a
 (``transformers``' ``gguf_file=``, dequantized to float), applies the model's own chat template
 when it has one, and reads next-token logits in batches sorted by length with left padding (only
 the last position's logits are computed). The pointwise-LLM, listwise (FIRST) and groupwise
-rerankers all go through it, so the inference backend has one seam: ``backend``.
+rerankers all go through it, so the inference backend has one seam: its engine
+(:mod:`rerank.lm_engines`), picked once from the ``backend`` value.
 
 Besides plain prompts it runs *shared-prefix* sequences (:meth:`CausalLM.iter_tail_logits`): one
 context followed by several short tails, each of which sees the context and itself but no other
 tail (a 4-D attention mask and position ids that continue from the context), so the logits at
 each tail equal those of the separate prompt ``context + tail`` at the cost of one pass.
 
-``backend="onnx"`` runs every method on ONNX Runtime (:mod:`retrieval.backend`): the exported
+``backend="onnx"`` runs every method on ONNX Runtime (:class:`rerank.lm_engines.OnnxLMEngine`): the exported
 graph takes the attention mask per query position and returns the logits only at the positions and
 token ids asked for, which serves :meth:`next_token_logits` and :meth:`iter_tail_logits` alike;
 :meth:`generate` decodes greedily with one full pass per new token (the graph keeps no KV cache, so
 it is slower than torch's ``generate``: use ``mode="first"`` listwise reranking with ONNX).
-``int8=True`` uses the dynamically quantized graph, one prompt at a time (its activation scales
-are per batch).
+``"onnx-int8"`` uses the dynamically quantized graph, one prompt at a time on the CPU (its activation
+scales are per batch).
 """
 
 from __future__ import annotations
@@ -27,81 +28,45 @@ from typing import Any
 
 import numpy as np
 
-import rerank.onnx  # noqa: F401 - registers the causal-lm export kind
-from retrieval.backend import check_backend
+from rerank.lm_engines import CPU_BATCH_TOKENS, lm_engine  # noqa: F401 - CPU_BATCH_TOKENS: re-exported
+from retrieval.backend import backend_name, check_backend
 from retrieval.backend.sources import gguf_location
 from retrieval.errors import InputError
 from retrieval.models import resolve_model
 
 
-CPU_BATCH_TOKENS = 4096  # on the CPU, torch batches hold at most this many padded tokens
-
 
 class CausalLM:
-    """A causal LM with its tokenizer, ready for ranking prompts."""
+    """A causal LM with its tokenizer, ready for ranking prompts; the forward passes are its engine's
+    (:func:`rerank.lm_engines.lm_engine`)."""
 
     def __init__(self, model: str, *, backend: str = "torch", device: str | None = None, batch_size: int = 4,
                  max_length: int = 4096, int8: bool = False) -> None:
-        backend, int8 = check_backend(backend, int8)
+        self.backend, self.int8 = check_backend(backend, int8)
         self.name = model
         self.path, self.gguf_file = gguf_location(resolve_model(model))
-        self.batch_size = batch_size
-        self.batch_tokens: int | None = None  # most padded tokens in one batch (None: no limit)
         self.max_length = max_length
-        self.backend = backend
-        self.int8 = bool(int8)
-        if backend == "onnx":
-            self._init_onnx(device)
-        else:
-            self._init_torch(device)
+        self.engine = lm_engine(backend, model, self.path, gguf_file=self.gguf_file, int8=int8, device=device)
+        self.batch_size = self.engine.batch_size or batch_size
+        self.batch_tokens: int | None = self.engine.batch_tokens  # most padded tokens in one batch (None: no limit)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
 
-    def _init_torch(self, device: str | None) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    # what the engine holds, read through the model as before the engines
+    tokenizer = property(lambda self: self.engine.tokenizer)
+    model = property(lambda self: self.engine.model, doc="The Hugging Face model (torch), else None.")
+    device = property(lambda self: self.engine.device, doc="The torch device (torch), else None.")
+    export = property(lambda self: self.engine.export, doc="The checked export (onnx), else None.")
 
-        kwargs: dict[str, Any] = {"gguf_file": self.gguf_file} if self.gguf_file else {}
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path, **kwargs)
-            self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32, **kwargs)
-        except (OSError, ValueError) as err:
-            raise InputError(f"cannot load a causal LM: {str(err).splitlines()[0]}", path=self.path) from None
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if self.device.type == "cuda":
-            self.model.half()
-        self.model.to(self.device).eval()
-        if self.device.type == "cpu":
-            # a padded batch sends torch's attention down its masked path: on 2 Xeon cores, 20 FIRST windows
-            # took 116 s in batches of 4 and 86 s one at a time, while 300-token pointwise prompts batched
-            # ran 10% faster (BENCHMARKS.md)
-            self.batch_tokens = CPU_BATCH_TOKENS
-        self._torch = torch
+    @property
+    def session(self) -> Any:
+        """The ONNX Runtime session (onnx), else None; settable (a benchmark swaps in another provider's)."""
+        return self.engine.session
 
-    def _init_onnx(self, device: str | None) -> None:
-        from transformers import AutoTokenizer
-
-        from rerank.onnx.chunked_attention import chunk_prompt_attention
-        from retrieval.backend.cache import exported
-        from retrieval.backend.session import OnnxSession
-
-        export = exported(self.name, "causal-lm", int8=self.int8)
-        self.model = None
-        self.export = export
-        self.session = OnnxSession(export.file(self.int8), device=device, int8=self.int8,
-                                   rewrite=chunk_prompt_attention)
-        if self.session.provider == "CPUExecutionProvider":
-            # one prompt at a time on the CPU: the attention runs in query chunks only for a batch of one
-            # (rerank.onnx.chunked_attention), batching long prompts buys no speed there, and int8
-            # quantizes activations with one scale per batch, so a prompt's logits would depend on the
-            # prompts padded beside it (FIRST nDCG@10 on 20 SciFact queries: 0.6921 in batches of 4
-            # against 0.7090 one at a time, torch 0.7068)
-            self.batch_size = 1
-        self.device = None
-        self.tokenizer = AutoTokenizer.from_pretrained(export.folder)
-        self._vocab = np.arange(export.settings["vocab_size"], dtype=np.int64)
-        self._eos = set(export.settings["eos_token_ids"])
+    @session.setter
+    def session(self, value: Any) -> None:
+        self.engine.session = value
 
     # --- prompts ------------------------------------------------------------------------------
 
@@ -157,67 +122,29 @@ class CausalLM:
                 batch.append(i)
         return encoded, batches
 
-    def _batches(self, prompts: Sequence[str]) -> list[tuple[list[int], dict[str, Any]]]:
-        """Torch batches: ``(prompt indices, left-padded features with position ids)``."""
-        encoded, batches = self._encode(prompts)
-        out = []
-        for idx in batches:
-            features = self.tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
-            # left padding: positions count from each prompt's first real token
-            features["position_ids"] = (features["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-            out.append((idx, {k: v.to(self.device) for k, v in features.items()}))
-        return out
+    def _progress(self, progress: Any, total: int, desc: str, unit: str = "prompt") -> Any:
+        from tqdm.auto import tqdm
 
-    def _onnx_logits(self, sequences: Sequence[Sequence[int]], token_ids: np.ndarray) -> np.ndarray:
-        """``[len(sequences), len(token_ids)]`` next-token logits after each sequence, from the ONNX graph."""
-        from retrieval.backend.features import prompt_features
-
-        feed = prompt_features(sequences, self.tokenizer.pad_token_id)
-        feed["token_ids"] = token_ids
-        return self.session(feed)[:, 0, :]
+        return progress if hasattr(progress, "update") else tqdm(total=total, desc=desc, unit=unit,
+                                                                 disable=not progress, leave=False)
 
     def next_token_logits(self, prompts: Sequence[str], token_ids: Sequence[int] | None = None,
                           progress: Any = False) -> np.ndarray:
         """Logits of the next token after each prompt: ``[len(prompts), len(token_ids) or vocab]`` float32."""
-        if self.backend == "onnx":
-            return self._next_token_logits_onnx(prompts, token_ids, progress)
-        from tqdm.auto import tqdm
-
-        torch = self._torch
-        out: np.ndarray | None = None
-        cols = None if token_ids is None else torch.tensor(list(token_ids), device=self.device)
-        bar = progress if hasattr(progress, "update") else tqdm(total=len(prompts), desc="LLM", unit="prompt",
-                                                                  disable=not progress, leave=False)
-        with torch.inference_mode():
-            for idx, features in self._batches(prompts):
-                logits = self.model(**features, logits_to_keep=1).logits[:, -1, :].float()
-                if cols is not None:
-                    logits = logits.index_select(1, cols)
-                values = logits.cpu().numpy()
-                if out is None:
-                    out = np.empty((len(prompts), values.shape[1]), dtype=np.float32)
-                out[idx] = values
-                bar.update(len(idx))
-        if bar is not progress:
-            bar.close()
-        return out if out is not None else np.empty((0, 0), dtype=np.float32)
-
-    def _next_token_logits_onnx(self, prompts: Sequence[str], token_ids: Sequence[int] | None,
-                                progress: Any) -> np.ndarray:
-        from tqdm.auto import tqdm
-
-        cols = self._vocab if token_ids is None else np.asarray(list(token_ids), dtype=np.int64)
         if not len(prompts):
             return np.empty((0, 0), dtype=np.float32)
-        out = np.empty((len(prompts), len(cols)), dtype=np.float32)
         encoded, batches = self._encode(prompts)
-        bar = progress if hasattr(progress, "update") else tqdm(total=len(prompts), desc="LLM (onnx)", unit="prompt",
-                                                                  disable=not progress, leave=False)
+        out: np.ndarray | None = None
+        bar = self._progress(progress, len(prompts), f"LLM ({self.engine.backend})")
         for idx in batches:
-            out[idx] = self._onnx_logits([encoded[i] for i in idx], cols)
+            values = self.engine.next_token_logits([encoded[i] for i in idx], token_ids)
+            if out is None:
+                out = np.empty((len(prompts), values.shape[1]), dtype=np.float32)
+            out[idx] = values
             bar.update(len(idx))
         if bar is not progress:
             bar.close()
+        assert out is not None
         return out
 
     def split_common_prefix(self, prompts: Sequence[str]) -> tuple[list[int], list[list[int]]]:
@@ -272,8 +199,6 @@ class CausalLM:
         context and causally to itself, never to another tail, and its positions continue from the
         end of the context. Groups go ``batch_size`` at a time, longest first, left-padded.
         """
-        from tqdm.auto import tqdm
-
         sizes = [len(ctx) + sum(len(t) for t in tails) for ctx, tails in groups]
         for (ctx, tails), n in zip(groups, sizes):
             if n > self.max_length:
@@ -282,85 +207,29 @@ class CausalLM:
             if any(len(t) < last for t in tails):
                 raise InputError(f"every tail needs at least {last} tokens", field="tails")
         order = sorted(range(len(groups)), key=lambda g: -sizes[g])
-        forward = self._tail_forward_onnx if self.backend == "onnx" else self._tail_forward_torch
-        bar = progress if hasattr(progress, "update") else tqdm(total=len(groups), desc="LLM groups", unit="group",
-                                                                  disable=not progress, leave=False)
+        bar = self._progress(progress, len(groups), "LLM groups", unit="group")
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
             input_ids, positions, allowed, ends = self._group_batch(groups, chunk, sizes)
-            yield from zip(chunk, forward(input_ids, positions, allowed, ends, last))
+            yield from zip(chunk, self.engine.tail_logits(input_ids, positions, allowed, ends, last))
             bar.update(len(chunk))
         if bar is not progress:
             bar.close()
 
-    def _tail_forward_torch(self, input_ids: np.ndarray, positions: np.ndarray, allowed: np.ndarray,
-                            ends: list[list[int]], last: int) -> list[list[np.ndarray]]:
-        torch = self._torch
-        width = input_ids.shape[1]
-        keep = width - min(min(row) - last + 1 for row in ends)  # logits from the first position read
-        dtype = self.model.dtype
-        allowed_t = torch.from_numpy(allowed)
-        mask = torch.zeros(allowed_t.shape, dtype=dtype).masked_fill(~allowed_t, torch.finfo(dtype).min)
-        with torch.inference_mode():
-            logits = self.model(input_ids=torch.from_numpy(input_ids).to(self.device),
-                                attention_mask=mask[:, None].to(self.device),
-                                position_ids=torch.from_numpy(positions).to(self.device), logits_to_keep=keep).logits
-            offset = width - keep
-            return [[logits[b, end - offset - last + 1:end - offset + 1].float().cpu().numpy() for end in row]
-                    for b, row in enumerate(ends)]
-
-    def _tail_forward_onnx(self, input_ids: np.ndarray, positions: np.ndarray, allowed: np.ndarray,
-                           ends: list[list[int]], last: int) -> list[list[np.ndarray]]:
-        reads = [[p for end in row for p in range(end - last + 1, end + 1)] for row in ends]
-        gather = np.zeros((len(reads), max(len(r) for r in reads)), dtype=np.int64)
-        for b, row in enumerate(reads):
-            gather[b, :len(row)] = row
-        logits = self.session({"input_ids": input_ids, "allowed": allowed, "position_ids": positions,
-                               "positions": gather, "token_ids": self._vocab})
-        return [[logits[b, k * last:(k + 1) * last] for k in range(len(row))] for b, row in enumerate(ends)]
-
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 64, progress: Any = False) -> list[str]:
         """Greedy continuations of each prompt (special tokens removed)."""
-        from tqdm.auto import tqdm
-
         texts: list[str] = [""] * len(prompts)
-        bar = progress if hasattr(progress, "update") else tqdm(total=len(prompts), desc="LLM generate",
-                                                                  unit="prompt", disable=not progress, leave=False)
-        if self.backend == "onnx":
-            encoded, batches = self._encode(prompts)
-            for idx in batches:
-                for i, row in zip(idx, self._greedy_onnx([encoded[i] for i in idx], max_new_tokens)):
-                    texts[i] = self.tokenizer.decode(row, skip_special_tokens=True)
-                bar.update(len(idx))
-        else:
-            torch = self._torch
-            with torch.inference_mode():
-                for idx, features in self._batches(prompts):
-                    features = {k: v for k, v in features.items() if k != "position_ids"}
-                    ids = self.model.generate(**features, max_new_tokens=max_new_tokens, do_sample=False,
-                                              pad_token_id=self.tokenizer.pad_token_id)
-                    new = ids[:, features["input_ids"].shape[1]:]
-                    for i, row in zip(idx, new):
-                        texts[i] = self.tokenizer.decode(row, skip_special_tokens=True)
-                    bar.update(len(idx))
+        if not len(prompts):
+            return texts
+        bar = self._progress(progress, len(prompts), "LLM generate")
+        encoded, batches = self._encode(prompts)
+        for idx in batches:
+            for i, row in zip(idx, self.engine.generate([encoded[i] for i in idx], max_new_tokens)):
+                texts[i] = self.tokenizer.decode(row, skip_special_tokens=True)
+            bar.update(len(idx))
         if bar is not progress:
             bar.close()
         return texts
-
-    def _greedy_onnx(self, sequences: list[list[int]], max_new_tokens: int) -> list[list[int]]:
-        """Greedy decoding on the ONNX graph: one full pass per new token (no KV cache), unfinished rows only."""
-        seqs = [list(s) for s in sequences]
-        new: list[list[int]] = [[] for _ in seqs]
-        live = list(range(len(seqs)))
-        for _ in range(max_new_tokens):
-            if not live:
-                break
-            picks = self._onnx_logits([seqs[r] for r in live], self._vocab).argmax(-1)
-            for r, token in zip(live, picks.tolist()):
-                new[r].append(token)
-                seqs[r].append(token)
-            live = [r for r in live if new[r][-1] not in self._eos]
-        return new
 
 
 def load_lm(model: Any, *, backend: str = "torch", int8: bool = False, batch_size: int = 4) -> Any:
@@ -372,7 +241,6 @@ def load_lm(model: Any, *, backend: str = "torch", int8: bool = False, batch_siz
         return CausalLM(model, backend=runtime, int8=int8, batch_size=batch_size)
     have = (getattr(model, "backend", runtime), bool(getattr(model, "int8", int8)))
     if (runtime, int8) != ("torch", False) and have != (runtime, int8):
-        raise InputError(f"the loaded model runs backend {have[0]}{'-int8' if have[1] else ''}, not {backend}"
-                         f"{'-int8' if int8 and backend == 'onnx' else ''}; pass a model name to load it with "
-                         "that backend", field="backend")
+        raise InputError(f"the loaded model runs backend {backend_name(*have)}, not {backend_name(runtime, int8)}; "
+                         "pass a model name to load it with that backend", field="backend")
     return model

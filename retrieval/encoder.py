@@ -7,14 +7,14 @@ them (as in E5 or BGE models).
 
 ``backend="onnx"`` runs the same batches through ONNX Runtime (:mod:`retrieval.backend`): the model
 is exported once (cached per model fingerprint, parity-checked against torch), pooling and
-normalization run inside the graph, and ``int8=True`` uses the dynamically quantized graph. An fp32
+normalization run inside the graph, and ``"onnx-int8"`` uses the dynamically quantized graph. The
+forward pass is the engine's (:func:`retrieval.engines.encoder_engine`); batching is the encoder's. An fp32
 ONNX encoder has the torch encoder's fingerprint (its vectors match within 1e-4, so either can
 search the other's index); an int8 encoder has a fingerprint of its own.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from retrieval.backend import BACKENDS, check_backend
 from retrieval.backend.sources import DOC_PROMPTS, model_fingerprint
-from retrieval.errors import InputError
+from retrieval.engines import encoder_engine
 from retrieval.models import DEFAULT_ENCODER, resolve_model
 
 __all__ = ["BACKENDS", "DOC_PROMPTS", "Encoder", "model_fingerprint"]
@@ -50,80 +50,35 @@ class Encoder:
         self.name = model
         self.path = resolve_model(model)
         self.batch_size = batch_size
-        if self.backend == "onnx":
-            self._init_onnx(device, max_length)
-        else:
-            self._init_torch(device, max_length)
+        self.engine = encoder_engine(backend, model, self.path, int8=int8, device=device, max_length=max_length)
 
-    def _init_torch(self, device: str | None, max_length: int | None) -> None:
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        try:
-            self.model = SentenceTransformer(self.path, device=device)
-        except OSError as err:
-            raise InputError(f"cannot load encoder: {str(err).splitlines()[0]}", path=self.path) from None
-        if max_length is not None:
-            self.model.max_seq_length = max_length
-        self.similarity = self.model.similarity_fn_name or "cosine"
-        if self.similarity not in ("cosine", "dot", "euclidean"):
-            raise InputError(f"similarity {self.similarity!r} has no FAISS metric", path=self.path, field="similarity_fn_name")
-        self._fingerprint = model_fingerprint(self.model)
-        if self.model.device.type == "cuda":
-            self.model.half()
-        self.model.eval()
-        self._torch = torch
-        self.tokenizer = getattr(self.model, "tokenizer", None)
-        prompts = self.model.prompts or {}
-        self.query_prompt = prompts.get("query")
-        self.doc_prompt = next((prompts[p] for p in DOC_PROMPTS if p in prompts), None)
-        dim = self.model.get_embedding_dimension()
-        assert dim is not None
-        self._dim, self._max_length = int(dim), self.model.max_seq_length
-
-    def _init_onnx(self, device: str | None, max_length: int | None) -> None:
-        from transformers import AutoTokenizer
-
-        from retrieval.backend.cache import exported
-        from retrieval.backend.session import OnnxSession
-
-        export = exported(self.name, "encoder", int8=self.int8, max_length=max_length)
-        settings = export.settings
-        if max_length is not None and max_length != settings["max_length"]:
-            raise InputError(f"exported with max_length={settings['max_length']}, not {max_length}; export again",
-                             path=export.folder, field="max_length")
-        self.model = None
-        self.export = export
-        self.session = OnnxSession(export.file(self.int8), device=device, int8=self.int8)
-        self.tokenizer = AutoTokenizer.from_pretrained(export.folder)
-        self.similarity = settings["similarity"]
-        self.query_prompt, self.doc_prompt = settings["query_prompt"], settings["doc_prompt"]
-        self._dim, self._max_length = int(settings["dim"]), settings["max_length"]
-        self._fingerprint = settings["torch_fingerprint"]
-        if self.int8:  # other vectors: never the torch encoder's fingerprint
-            int8_sha = export.manifest["files"][export.file(True).name]["sha256"]
-            self._fingerprint = hashlib.sha256(f"{self._fingerprint}:onnx-int8:{int8_sha}".encode()).hexdigest()
+    # what the engine holds, read through the encoder as before the engines
+    model = property(lambda self: self.engine.model, doc="The sentence-transformers model (torch), else None.")
+    session = property(lambda self: self.engine.session, doc="The ONNX Runtime session (onnx), else None.")
+    export = property(lambda self: self.engine.export, doc="The checked export (onnx), else None.")
+    tokenizer = property(lambda self: self.engine.tokenizer)
+    similarity = property(lambda self: self.engine.similarity, doc="cosine, dot or euclidean.")
+    query_prompt = property(lambda self: self.engine.query_prompt)
+    doc_prompt = property(lambda self: self.engine.doc_prompt)
 
     @property
     def dim(self) -> int:
         """Embedding dimension."""
-        return self._dim
+        return self.engine.dim
 
     @property
     def fingerprint(self) -> str:
         """SHA-256 of the weights, tokenizer and pooling set-up: equal fingerprints give equal vectors."""
-        return self._fingerprint
+        return self.engine.fingerprint
 
     @property
     def max_length(self) -> int | None:
-        return self.model.max_seq_length if self.model is not None else self._max_length
+        return self.engine.max_length
 
     @property
     def index_key(self) -> str:
         """The fingerprint's short form plus the backend: what names a cached index of this encoder's vectors."""
-        if self.backend == "torch":
-            return self.fingerprint[:16]
-        return f"{self.fingerprint[:16]}-onnx{'-int8' if self.int8 else ''}"
+        return self.fingerprint[:16] + self.engine.index_suffix
 
     def describe(self) -> dict[str, Any]:
         """What an index manifest records about the encoder that built it."""
@@ -176,79 +131,31 @@ class Encoder:
             return out
         bar = progress if hasattr(progress, "update") else tqdm(total=len(texts), desc="encoding", unit="text",
                                                                   disable=not progress, leave=False)
+        engine = self.engine
         tokenizer = self.tokenizer
         tok, extras = None, None
         if tokenizer is not None and callable(tokenizer):
             tok = tokenize(tokenizer, [prompt + t for t in texts] if prompt else texts, max_length=self.max_length)
-            extras = {} if self.backend == "onnx" else self._batch_extras(texts, tok, prompt, task)
+            extras = engine.extras(texts, tok, prompt, task)
         lengths = tok.lengths if tok is not None else self._token_lengths(texts, prompt)
         batches = token_batches(lengths, self.batch_size, self.max_tokens)
         if tok is None or extras is None:  # the model's own preprocess, per batch
-            forward = self._forward_onnx if self.backend == "onnx" else self._forward_torch
             for idx in batches:
-                out[idx] = forward([texts[i] for i in idx], prompt, task)
-                bar.update(len(idx))
-        elif self.backend == "onnx":
-            for idx, features in prefetch(batches, lambda idx: (idx, tok.pad(idx)), self.prefetch_depth):
-                out[idx] = self.session(features)
+                out[idx] = engine.forward_texts([texts[i] for i in idx], prompt, task)
                 bar.update(len(idx))
         else:
-            self._encode_torch(tok, batches, extras, task, out, bar)
+            pending: list[tuple[np.ndarray, np.ndarray]] = []  # outputs still being copied (torch on CUDA)
+            with engine.inference():
+                for idx, features in prefetch(batches, lambda idx: (idx, engine.prepare(tok, idx)), self.prefetch_depth):
+                    vectors = engine.run(features, task, extras)
+                    if engine.asynchronous:
+                        pending.append((idx, vectors))
+                    else:
+                        out[idx] = vectors
+                    bar.update(len(idx))
+                engine.synchronize()
+            for idx, vectors in pending:
+                out[idx] = vectors
         if bar is not progress:
             bar.close()
         return out
-
-    def _batch_extras(self, texts: list[str], tok: Any, prompt: str | None, task: str) -> dict[str, Any] | None:
-        """The non-tensor entries of the model's features (e.g. ``modality``), or None when its own
-        ``preprocess`` of the longest and shortest text differs from the shared path's padded ids."""
-        torch = self._torch
-        sample = sorted({int(np.argmax(tok.lengths)), int(np.argmin(tok.lengths))})
-        reference = self.model.preprocess([texts[i] for i in sample], prompt=prompt, task=task)
-        tensors = {k: v for k, v in reference.items() if isinstance(v, torch.Tensor)}
-        mine = tok.pad(sample)
-        if set(tensors) != set(mine) or not all(np.array_equal(tensors[k].numpy(), mine[k]) for k in mine):
-            return None
-        return {k: v for k, v in reference.items() if k not in tensors}
-
-    def _encode_torch(self, tok: Any, batches: list[np.ndarray], extras: dict[str, Any], task: str,
-                      out: np.ndarray, bar: Any) -> None:
-        """The torch forward over prepared batches; on CUDA, pinned inputs and outputs, copied without a stall."""
-        from retrieval.batching import as_tensors, prefetch, to_device
-
-        torch = self._torch
-        device = self.model.device
-        cuda = device.type == "cuda"
-        pending: list[tuple[np.ndarray, Any]] = []
-        with torch.inference_mode():
-            for idx, features in prefetch(batches, lambda idx: (idx, as_tensors(tok.pad(idx), pin=cuda)),
-                                          self.prefetch_depth):
-                emb = self.model({**to_device(features, device), **extras}, task=task)["sentence_embedding"].float()
-                if self.similarity == "cosine":
-                    emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-                if cuda:
-                    host = torch.empty(emb.shape, dtype=torch.float32, pin_memory=True)
-                    host.copy_(emb, non_blocking=True)
-                    pending.append((idx, host))
-                else:
-                    out[idx] = emb.numpy()
-                bar.update(len(idx))
-            if pending:
-                torch.cuda.synchronize(device)
-                for idx, host in pending:
-                    out[idx] = host.numpy()
-
-    def _forward_torch(self, texts: list[str], prompt: str | None, task: str) -> np.ndarray:
-        torch = self._torch
-        with torch.inference_mode():
-            features = self.model.preprocess(texts, prompt=prompt, task=task)
-            features = {k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in features.items()}
-            emb = self.model(features, task=task)["sentence_embedding"].float()
-            if self.similarity == "cosine":
-                emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-            return emb.cpu().numpy()
-
-    def _forward_onnx(self, texts: list[str], prompt: str | None, task: str) -> np.ndarray:
-        from retrieval.backend.features import text_features
-
-        prefixed = [prompt + t for t in texts] if prompt else texts
-        return self.session(text_features(self.tokenizer, prefixed, self._max_length))

@@ -229,7 +229,7 @@ def test_int8_models_get_calls_of_their_own(reranker):
         lm = Int8Like()
 
     assert batch_invariant(reranker) and not batch_invariant(Int8Like()) and not batch_invariant(LLMLike())
-    assert str(server_spec("cross-encoder:m", gpu=False)) == "cross-encoder:m,backend=onnx,int8=True"
+    assert str(server_spec("cross-encoder:m", gpu=False)) == "cross-encoder:m,backend=onnx-int8"
     assert str(server_spec("cross-encoder:m,backend=torch", gpu=False)) == "cross-encoder:m,backend=torch"
     assert str(server_spec("cross-encoder:m", gpu=True)) == "cross-encoder:m"
     assert str(server_spec("listwise:m", gpu=False)) == "listwise:m"

@@ -15,6 +15,7 @@ import numpy as np
 
 from rerank.base import Reranker
 from rerank.spec import RerankerSpec, load_reranker, parse_spec
+from retrieval.backend import backend_name
 from retrieval.errors import InputError
 
 
@@ -48,7 +49,7 @@ def server_spec(spec: str | RerankerSpec, *, gpu: bool | None = None) -> Reranke
         gpu = torch.cuda.is_available()
     if gpu:
         return parsed
-    return RerankerSpec(parsed.paradigm, parsed.model, {**parsed.options, "backend": "onnx", "int8": True})
+    return RerankerSpec(parsed.paradigm, parsed.model, {**parsed.options, "backend": backend_name("onnx", True)})
 
 
 def batch_invariant(model: Any) -> bool:

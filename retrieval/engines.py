@@ -1,0 +1,309 @@
+"""Engines: the object that runs a model's forward pass, one class per backend and model kind.
+
+The backend value (``torch``, ``onnx``, ``onnx-int8``; :func:`retrieval.backend.check_backend`) is
+read once, by a factory per kind (:func:`encoder_engine`, :func:`pair_engine`; the causal LM's is
+:func:`rerank.lm_engines.lm_engine`), which picks the engine class. The model classes
+(:class:`retrieval.encoder.Encoder`, :class:`rerank.cross_encoder.CrossEncoderReranker`,
+:class:`rerank.llm.CausalLM`) keep the data path -- prompts, tokenizing once, token-budget batches,
+prefetch (:mod:`retrieval.batching`) -- and hand each prepared batch to their engine:
+
+- ``extras(...)``: the non-tensor entries the batches need (``{}``), or None when the model's own
+  ``preprocess`` gives other features than the shared path (then ``forward_*`` runs per batch);
+- ``prepare(tok, idx)``: a batch's inputs (padded NumPy arrays; CPU tensors, pinned for CUDA);
+- ``run(features, ...)``: the forward pass, float32 NumPy out.
+
+A torch engine on CUDA copies its outputs to pinned host memory without waiting
+(``asynchronous``): its arrays are read after :meth:`TorchEncoderEngine.synchronize`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from retrieval.backend import backend_name, check_backend
+from retrieval.backend.sources import DOC_PROMPTS, check_classification_head, model_fingerprint
+from retrieval.errors import InputError
+
+__all__ = ["OnnxEncoderEngine", "OnnxPairEngine", "TorchEncoderEngine", "TorchPairEngine", "encoder_engine",
+           "pair_engine"]
+
+
+# --- bi-encoders --------------------------------------------------------------------------------
+
+
+class TorchEncoderEngine:
+    """A sentence-transformers model run by torch (fp16 on CUDA, ``inference_mode``)."""
+
+    backend = "torch"
+    int8 = False
+    session = None
+    export = None
+    index_suffix = ""  # what follows the fingerprint in the name of a cached index of these vectors
+
+    def __init__(self, path: str, *, device: str | None = None, max_length: int | None = None) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            self.model = SentenceTransformer(path, device=device)
+        except OSError as err:
+            raise InputError(f"cannot load encoder: {str(err).splitlines()[0]}", path=path) from None
+        if max_length is not None:
+            self.model.max_seq_length = max_length
+        self.similarity = self.model.similarity_fn_name or "cosine"
+        if self.similarity not in ("cosine", "dot", "euclidean"):
+            raise InputError(f"similarity {self.similarity!r} has no FAISS metric", path=path, field="similarity_fn_name")
+        self.fingerprint = model_fingerprint(self.model)
+        if self.model.device.type == "cuda":
+            self.model.half()
+        self.model.eval()
+        self._torch = torch
+        self.tokenizer = getattr(self.model, "tokenizer", None)
+        prompts = self.model.prompts or {}
+        self.query_prompt = prompts.get("query")
+        self.doc_prompt = next((prompts[p] for p in DOC_PROMPTS if p in prompts), None)
+        dim = self.model.get_embedding_dimension()
+        assert dim is not None
+        self.dim = int(dim)
+        self.asynchronous = self.model.device.type == "cuda"
+
+    @property
+    def max_length(self) -> int | None:
+        return self.model.max_seq_length
+
+    def extras(self, texts: list[str], tok: Any, prompt: str | None, task: str) -> dict[str, Any] | None:
+        """The non-tensor entries of the model's features (e.g. ``modality``), or None when its own
+        ``preprocess`` of the longest and shortest text differs from the shared path's padded ids."""
+        torch = self._torch
+        sample = sorted({int(np.argmax(tok.lengths)), int(np.argmin(tok.lengths))})
+        reference = self.model.preprocess([texts[i] for i in sample], prompt=prompt, task=task)
+        tensors = {k: v for k, v in reference.items() if isinstance(v, torch.Tensor)}
+        mine = tok.pad(sample)
+        if set(tensors) != set(mine) or not all(np.array_equal(tensors[k].numpy(), mine[k]) for k in mine):
+            return None
+        return {k: v for k, v in reference.items() if k not in tensors}
+
+    def prepare(self, tok: Any, idx: np.ndarray) -> dict[str, Any]:
+        """Padded CPU tensors of texts ``idx`` (pinned when the model runs on CUDA)."""
+        from retrieval.batching import as_tensors
+
+        return as_tensors(tok.pad(idx), pin=self.asynchronous)
+
+    def inference(self) -> contextlib.AbstractContextManager:
+        return self._torch.inference_mode()
+
+    def _embed(self, features: dict[str, Any], task: str) -> Any:
+        emb = self.model(features, task=task)["sentence_embedding"].float()
+        if self.similarity == "cosine":
+            emb = self._torch.nn.functional.normalize(emb, p=2, dim=1)
+        return emb
+
+    def run(self, features: dict[str, Any], task: str, extras: dict[str, Any]) -> np.ndarray:
+        """``float32 [n, dim]``; on CUDA a pinned host array still being copied (read after :meth:`synchronize`)."""
+        from retrieval.batching import to_device
+
+        torch = self._torch
+        emb = self._embed({**to_device(features, self.model.device), **extras}, task)
+        if not self.asynchronous:
+            return emb.numpy()
+        host = torch.empty(emb.shape, dtype=torch.float32, pin_memory=True)
+        host.copy_(emb, non_blocking=True)
+        return host.numpy()
+
+    def synchronize(self) -> None:
+        """Wait for the copies :meth:`run` started (CUDA)."""
+        if self.asynchronous:
+            self._torch.cuda.synchronize(self.model.device)
+
+    def forward_texts(self, texts: list[str], prompt: str | None, task: str) -> np.ndarray:
+        """Vectors through the model's own ``preprocess`` (the fallback of :meth:`extras`)."""
+        with self._torch.inference_mode():
+            features = self.model.preprocess(texts, prompt=prompt, task=task)
+            features = {k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in features.items()}
+            return self._embed(features, task).cpu().numpy()
+
+
+class OnnxEncoderEngine:
+    """An exported encoder graph (pooling and normalization inside) run by ONNX Runtime, fp32 or int8."""
+
+    model = None
+    asynchronous = False
+
+    def __init__(self, name: str, *, int8: bool = False, device: str | None = None,
+                 max_length: int | None = None) -> None:
+        from transformers import AutoTokenizer
+
+        from retrieval.backend.cache import exported
+        from retrieval.backend.session import OnnxSession
+
+        self.int8 = bool(int8)
+        self.backend = backend_name("onnx", self.int8)
+        self.index_suffix = f"-{self.backend}"
+        export = exported(name, "encoder", int8=self.int8, max_length=max_length)
+        settings = export.settings
+        if max_length is not None and max_length != settings["max_length"]:
+            raise InputError(f"exported with max_length={settings['max_length']}, not {max_length}; export again",
+                             path=export.folder, field="max_length")
+        self.export = export
+        self.session = OnnxSession(export.file(self.int8), device=device, int8=self.int8)
+        self.tokenizer = AutoTokenizer.from_pretrained(export.folder)
+        self.similarity = settings["similarity"]
+        self.query_prompt, self.doc_prompt = settings["query_prompt"], settings["doc_prompt"]
+        self.dim, self.max_length = int(settings["dim"]), settings["max_length"]
+        self.fingerprint = settings["torch_fingerprint"]
+        if self.int8:  # other vectors: never the torch encoder's fingerprint
+            int8_sha = export.manifest["files"][export.file(True).name]["sha256"]
+            self.fingerprint = hashlib.sha256(f"{self.fingerprint}:onnx-int8:{int8_sha}".encode()).hexdigest()
+
+    def extras(self, texts: list[str], tok: Any, prompt: str | None, task: str) -> dict[str, Any] | None:
+        return {}  # the graph takes exactly the padded ids
+
+    def prepare(self, tok: Any, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return tok.pad(idx)
+
+    def inference(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def run(self, features: dict[str, Any], task: str, extras: dict[str, Any]) -> np.ndarray:
+        return self.session(features)
+
+    def synchronize(self) -> None:
+        pass
+
+    def forward_texts(self, texts: list[str], prompt: str | None, task: str) -> np.ndarray:
+        from retrieval.backend.features import text_features
+
+        prefixed = [prompt + t for t in texts] if prompt else texts
+        return self.session(text_features(self.tokenizer, prefixed, self.max_length))
+
+
+EncoderEngine = TorchEncoderEngine | OnnxEncoderEngine
+
+
+def encoder_engine(backend: str, model: str, path: str, *, int8: bool = False, device: str | None = None,
+                   max_length: int | None = None) -> EncoderEngine:
+    """The encoder engine of one backend value: ``model`` is the name an ONNX export is cached under,
+    ``path`` its resolved folder (what torch loads)."""
+    runtime, int8 = check_backend(backend, int8)
+    if runtime == "onnx":
+        return OnnxEncoderEngine(model, int8=int8, device=device, max_length=max_length)
+    return TorchEncoderEngine(path, device=device, max_length=max_length)
+
+
+# --- cross-encoders -----------------------------------------------------------------------------
+
+
+class TorchPairEngine:
+    """A sentence-transformers ``CrossEncoder`` run by torch; the score is :func:`retrieval.backend.graphs.pair_scores`."""
+
+    backend = "torch"
+    int8 = False
+    session = None
+    export = None
+
+    def __init__(self, path: str, *, device: str | None = None, max_length: int | None = None) -> None:
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        check_classification_head(path)
+        try:
+            self.model = CrossEncoder(path, device=device, max_length=max_length)
+        except (OSError, ValueError) as err:
+            raise InputError(f"cannot load a cross-encoder: {str(err).splitlines()[0]}", path=path) from None
+        if self.model.device.type == "cuda":
+            self.model.half()
+        self.model.eval()
+        self.tokenizer = self.model.tokenizer
+        self._torch = torch
+
+    @property
+    def max_length(self) -> int:
+        return int(self.model.max_length)
+
+    def extras(self, pairs: list[tuple[str, str]], tok: Any) -> dict[str, Any] | None:
+        """The non-tensor entries of the model's features, or None when its own ``preprocess`` of the
+        longest and shortest pair differs from the shared path's padded ids."""
+        torch = self._torch
+        sample = sorted({int(np.argmax(tok.lengths)), int(np.argmin(tok.lengths))})
+        reference = self.model.preprocess([pairs[i] for i in sample])
+        tensors = {k: v for k, v in reference.items() if isinstance(v, torch.Tensor)}
+        mine = tok.pad(sample)
+        if set(tensors) != set(mine) or not all(np.array_equal(tensors[k].numpy(), mine[k]) for k in mine):
+            return None
+        return {k: v for k, v in reference.items() if k not in tensors}
+
+    def prepare(self, tok: Any, idx: np.ndarray) -> dict[str, Any]:
+        from retrieval.batching import as_tensors
+
+        return as_tensors(tok.pad(idx), pin=self.model.device.type == "cuda")
+
+    def run(self, features: dict[str, Any], extras: dict[str, Any]) -> np.ndarray:
+        """One score per pair of the batch, ``float32 [n]``."""
+        from retrieval.backend.graphs import pair_scores
+        from retrieval.batching import to_device
+
+        with self._torch.inference_mode():
+            logits = self.model({**to_device(features, self.model.device), **extras})["scores"]
+            return pair_scores(logits.float()).reshape(-1).cpu().numpy()
+
+    def forward_pairs(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """Scores through the model's own ``preprocess`` (the fallback of :meth:`extras`)."""
+        from retrieval.backend.graphs import pair_scores
+
+        with self._torch.inference_mode():
+            features = self.model.preprocess(pairs)
+            features = {k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in features.items()}
+            return pair_scores(self.model(features)["scores"].float()).reshape(len(pairs)).cpu().tolist()
+
+
+class OnnxPairEngine:
+    """An exported cross-encoder graph (the score inside) run by ONNX Runtime, fp32 or int8."""
+
+    model = None
+
+    def __init__(self, name: str, *, int8: bool = False, device: str | None = None,
+                 max_length: int | None = None) -> None:
+        from transformers import AutoTokenizer
+
+        from retrieval.backend.cache import exported
+        from retrieval.backend.session import OnnxSession
+
+        self.int8 = bool(int8)
+        self.backend = backend_name("onnx", self.int8)
+        export = exported(name, "cross-encoder", int8=self.int8)
+        self.export = export
+        self.session = OnnxSession(export.file(self.int8), device=device, int8=self.int8)
+        self.tokenizer = AutoTokenizer.from_pretrained(export.folder)
+        self.max_length = int(max_length or export.settings["max_length"])  # the graph's axes are dynamic
+
+    def extras(self, pairs: list[tuple[str, str]], tok: Any) -> dict[str, Any] | None:
+        return {}
+
+    def prepare(self, tok: Any, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return tok.pad(idx)
+
+    def run(self, features: dict[str, Any], extras: dict[str, Any]) -> np.ndarray:
+        return self.session(features).reshape(-1)
+
+    def forward_pairs(self, pairs: list[tuple[str, str]]) -> list[float]:
+        from retrieval.backend.features import text_features
+
+        features = text_features(self.tokenizer, [q for q, _ in pairs], self.max_length, [d for _, d in pairs])
+        return self.session(features).reshape(len(pairs)).tolist()
+
+
+PairEngine = TorchPairEngine | OnnxPairEngine
+
+
+def pair_engine(backend: str, model: str, path: str, *, int8: bool = False, device: str | None = None,
+                max_length: int | None = None) -> PairEngine:
+    """The cross-encoder engine of one backend value (``model``: the export's name; ``path``: torch's folder)."""
+    runtime, int8 = check_backend(backend, int8)
+    if runtime == "onnx":
+        return OnnxPairEngine(model, int8=int8, device=device, max_length=max_length)
+    return TorchPairEngine(path, device=device, max_length=max_length)
+
