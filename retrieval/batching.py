@@ -205,10 +205,11 @@ def prefetch(items: Iterable[T], prepare: Callable[[T], R], depth: int = 2) -> I
 
 def stream_batches(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
                    max_length: int | None, batch_size: int, max_tokens: int | None = None,
-                   prepare: Callable[[dict[str, np.ndarray]], Any] = lambda features: features, depth: int = 2,
+                   prepare: Callable[[Tokenized, np.ndarray], Any] = lambda tok, idx: tok.pad(idx), depth: int = 2,
                    slice_size: int = SLICE_SIZE,
                    on_slice: Callable[[Tokenized, int], None] | None = None) -> Iterator[tuple[np.ndarray, Any]]:
-    """``(indices into texts, prepare(padded features))`` for every batch of every slice of ``slice_size`` texts.
+    """``(indices into texts, prepare(slice, indices into the slice))`` for every batch of every slice of
+    ``slice_size`` texts (``prepare`` pads by default: :meth:`Tokenized.pad`).
 
     Each slice is tokenized once (:func:`tokenize`) and cut into :func:`token_batches`; with
     ``depth > 0`` the next slice is tokenized in one background thread and the next ``depth``
@@ -234,7 +235,7 @@ def stream_batches(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | 
 
     def pad(item: tuple[int, Tokenized, np.ndarray]) -> tuple[np.ndarray, Any]:
         start, tok, idx = item
-        return idx + start, prepare(tok.pad(idx))
+        return idx + start, prepare(tok, idx)
 
     yield from prefetch(batches(), pad, depth)
 

@@ -111,19 +111,21 @@ class Encoder:
 
     max_tokens: int | None = None  # padded tokens per batch (None: ``batch_size`` texts); see retrieval.batching
     prefetch_depth: int = 2  # batches prepared ahead in a background thread (0: none)
+    slice_size: int = 2048  # texts tokenized at a time, the next slice while the model runs this one
 
     def _encode(self, texts: Sequence[str], prompt: str | None, progress: Any, task: str = "document") -> np.ndarray:
         """Encode in length-sorted batches (:mod:`retrieval.batching`); ``progress`` is a bool or a tqdm bar to update.
 
-        Each text is tokenized once; the ids give the sort and, padded, the model's inputs (prepared
-        ahead in a background thread). ``task`` ("query" / "document") routes a sentence-transformers
+        Each text is tokenized once, in slices of :attr:`slice_size` (the next slice in a background
+        thread while the model runs this one, :func:`retrieval.batching.stream_batches`); the ids give
+        the sort within a slice and, padded, the model's inputs (prepared ahead in another thread). ``task`` ("query" / "document") routes a sentence-transformers
         ``Router`` model (separate query and document encoders, e.g. ADORE's output) as
         ``encode_query`` / ``encode_document`` do; a model whose own ``preprocess`` gives other
         features than the shared path keeps its ``preprocess`` per batch.
         """
         from tqdm.auto import tqdm
 
-        from retrieval.batching import prefetch, token_batches, tokenize
+        from retrieval.batching import stream_batches, token_batches, tokenize
 
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -133,20 +135,25 @@ class Encoder:
                                                                   disable=not progress, leave=False)
         engine = self.engine
         tokenizer = self.tokenizer
-        tok, extras = None, None
-        if tokenizer is not None and callable(tokenizer):
-            tok = tokenize(tokenizer, [prompt + t for t in texts] if prompt else texts, max_length=self.max_length)
-            extras = engine.extras(texts, tok, prompt, task)
-        lengths = tok.lengths if tok is not None else self._token_lengths(texts, prompt)
-        batches = token_batches(lengths, self.batch_size, self.max_tokens)
-        if tok is None or extras is None:  # the model's own preprocess, per batch
-            for idx in batches:
+        prefixed = [prompt + t for t in texts] if prompt else texts
+        extras = None
+        if tokenizer is not None and callable(tokenizer):  # the check: the longest and the shortest text
+            chars = [len(t) for t in texts]
+            sample = sorted({int(np.argmax(chars)), int(np.argmin(chars))})
+            extras = engine.extras([texts[i] for i in sample],
+                                   tokenize(tokenizer, [prefixed[i] for i in sample], max_length=self.max_length),
+                                   prompt, task)
+        if extras is None:  # no tokenizer, or the model's own preprocess differs: it runs per batch
+            for idx in token_batches(self._token_lengths(texts, prompt), self.batch_size, self.max_tokens):
                 out[idx] = engine.forward_texts([texts[i] for i in idx], prompt, task)
                 bar.update(len(idx))
         else:
             pending: list[tuple[np.ndarray, np.ndarray]] = []  # outputs still being copied (torch on CUDA)
             with engine.inference():
-                for idx, features in prefetch(batches, lambda idx: (idx, engine.prepare(tok, idx)), self.prefetch_depth):
+                for idx, features in stream_batches(tokenizer, prefixed, max_length=self.max_length,
+                                                    batch_size=self.batch_size, max_tokens=self.max_tokens,
+                                                    prepare=engine.prepare, depth=self.prefetch_depth,
+                                                    slice_size=self.slice_size):
                     vectors = engine.run(features, task, extras)
                     if engine.asynchronous:
                         pending.append((idx, vectors))
