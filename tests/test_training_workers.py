@@ -102,3 +102,25 @@ def test_first_tokenizes_in_the_workers_and_trains_the_same(tmp_path, tiny_causa
     _same_run(lambda out, s, cb: train_listwise(str(tiny_causal_lm), TrainingInput(tuples), out, window=4,
                                                 settings=TrainSettings(**{**s.to_dict(), "batch_size": 2}),
                                                 lora=LoRASettings(r=4), progress=False, callbacks=cb), tmp_path)
+
+
+def test_cli_workers_option_reaches_the_trainer(tmp_path, tiny_encoder, monkeypatch):
+    import json
+
+    from transformers import Trainer
+
+    from rankwise.cli import main
+
+    tuples, _ = write_tuples(tmp_path)
+    seen = SeesTheLoader()
+    init = Trainer.__init__
+
+    def spy(self, *args, **kwargs):  # the CLI builds its own trainer: watch its DataLoader through a callback
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), seen]
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "__init__", spy)
+    main(["train", "cross-encoder", "--model", str(tiny_encoder), "--triples", str(tuples), "--out",
+          str(tmp_path / "ce"), "--max-steps", "1", "--batch-size", "4", "--workers", "2"])
+    assert seen.workers == 2
+    assert json.loads((tmp_path / "ce" / "rankwise_training.json").read_text())["settings"]["workers"] == 2
