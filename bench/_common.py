@@ -155,6 +155,60 @@ class CpuShare:
         self.steal = (steal - self._steal) / self.hz / capacity
 
 
+class GpuBusy:
+    """The share of time a CUDA device ran a kernel while a measurement ran (NVML's ``utilization.gpu``).
+
+    Sampled every ``interval`` seconds in a thread through ``torch.cuda.utilization`` (pynvml) or,
+    without pynvml, ``nvidia-smi``; ``share`` is the mean in [0, 1], or None where no GPU is used or
+    neither source answers (printed "n/a").
+    """
+
+    def __init__(self, device: str, interval: float = 0.2) -> None:
+        self.device, self.interval, self.share = device, interval, None
+        self._samples: list[float] = []
+
+    def _sample(self) -> float | None:
+        import subprocess
+
+        import torch
+
+        index = torch.device(self.device).index or 0
+        try:
+            return float(torch.cuda.utilization(index))
+        except Exception:  # no pynvml: ask nvidia-smi
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                      "-i", str(index)], capture_output=True, text=True, timeout=5)
+                return float(out.stdout.strip().splitlines()[0]) if out.returncode == 0 else None
+            except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+                return None
+
+    def __enter__(self) -> GpuBusy:
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = None
+        if self.device.startswith("cuda"):
+            def run() -> None:
+                while not self._stop.wait(self.interval):
+                    value = self._sample()
+                    if value is not None:
+                        self._samples.append(value)
+
+            self._thread = threading.Thread(target=run, name="gpu-busy", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.share = sum(self._samples) / len(self._samples) / 100 if self._samples else None
+
+    def text(self) -> str:
+        return "n/a" if self.share is None else f"{self.share:.0%}"
+
+
 def wait_until_quiet(max_wait_s: float, threshold: float = 0.10, window_s: float = 10.0) -> float:
     """Wait (up to ``max_wait_s``) until other processes use < ``threshold`` of the CPU over ``window_s``."""
     import time

@@ -55,13 +55,29 @@ def plain_run(model: str, triples: Path, loss: str, batch: int, steps: int, max_
     return steps * batch / (time.perf_counter() - t)
 
 
-def rankwise_run(model: str, triples: Path, loss: str, batch: int, steps: int, max_length: int, out: Path) -> float:
-    from training import TrainingInput, TrainSettings, train_bi_encoder
+def _settings(batch: int, steps: int, max_length: int, workers: int | None = None):
+    from training import TrainSettings
 
     # no checkpoint inside the timed steps: the plain trainer saves none either (save_strategy="no")
-    settings = TrainSettings(max_steps=steps, batch_size=batch, lr=2e-5, max_length=max_length,
-                             save_steps=steps + 1, logging_steps=10)
-    result = train_bi_encoder(model, TrainingInput(triples), out, loss=loss, settings=settings, progress=False)
+    return TrainSettings(max_steps=steps, batch_size=batch, lr=2e-5, max_length=max_length, save_steps=steps + 1,
+                         logging_steps=10, workers=workers)
+
+
+def rankwise_run(model: str, triples: Path, loss: str, batch: int, steps: int, max_length: int, out: Path) -> float:
+    from training import TrainingInput, train_bi_encoder
+
+    result = train_bi_encoder(model, TrainingInput(triples), out, loss=loss, settings=_settings(batch, steps, max_length),
+                              progress=False)
+    return result.samples_per_second
+
+
+def cross_encoder_run(model: str, triples: Path, loss: str, batch: int, steps: int, max_length: int, out: Path,
+                      workers: int | None = None) -> float:
+    """samples/s of rankwise's cross-encoder trainer (``train()`` time; one sample = a query's positive and negatives)."""
+    from training import TrainingInput, train_cross_encoder
+
+    result = train_cross_encoder(model, TrainingInput(triples), out, loss=loss,
+                                 settings=_settings(batch, steps, max_length, workers), progress=False)
     return result.samples_per_second
 
 

@@ -20,12 +20,16 @@ Tokenization calls the fast tokenizer's Rust ``encode_batch_fast`` directly when
 of the tokenizer's own ``__call__`` (checked on each call's first texts), skipping ``transformers``'
 per-text Python conversion of each encoding (attention masks, offsets) that the path never reads.
 
+- **Workers.** Trainers collate (tokenize and pad) in ``DataLoader`` worker processes
+  (:func:`default_workers` of them unless told), so a step never waits on the tokenizer.
+
 Padding changes nothing but the shape of a batch: with the attention mask, each text's vector is the
 same (within float error) whatever its batch-mates (Vaswani et al., 2017, masked attention).
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -36,10 +40,24 @@ import numpy as np
 
 T = TypeVar("T")
 R = TypeVar("R")
-__all__ = ["Tokenized", "as_tensors", "prefetch", "stream_batches", "to_device", "token_batches", "tokenize"]
+__all__ = ["Tokenized", "as_tensors", "default_workers", "prefetch", "stream_batches", "to_device", "token_batches",
+           "tokenize"]
 
 SLICE_SIZE = 2048  # texts tokenized at a time by stream_batches
 _CHECK = 4  # texts of each call tokenized both ways to check the fast path
+
+
+def default_workers(cores: int | None = None) -> int:
+    """DataLoader workers when none are asked for: ``min(4, cores - 1)``, and 0 on two cores or fewer.
+
+    One core stays with the training step; on a 2-core machine a worker would only take the step's
+    core (the collation then runs in the main process). ``cores`` defaults to the CPUs this process
+    may run on, shared among torchrun's processes on this machine (``LOCAL_WORLD_SIZE``).
+    """
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores //= max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return 0 if cores <= 2 else min(4, cores - 1)
 
 
 @dataclass

@@ -297,7 +297,7 @@ def build_dense_index(
     todo_docs = sum(min(chunk_size, count - c * chunk_size) for c in mine)
     if done:
         log.info("resuming %s: %d of %d chunks already encoded", out, len(done), len(mine))
-    empty = 0
+    empty = encoded = 0
     mine_set = set(mine)
     with tqdm(total=todo_docs, desc=f"indexing {corpus.path.name}", unit="doc", disable=not progress) as bar:
         bar.update(sum(min(chunk_size, count - c * chunk_size) for c in done))
@@ -313,6 +313,8 @@ def build_dense_index(
             with atomic_path(chunk_dir / f"{name}.npy") as tmp:
                 with open(tmp, "wb") as fh:
                     np.save(fh, vectors, allow_pickle=False)
+            encoded += 1
+    log.info("%s: %d chunks encoded in this run, %d kept from before", out, encoded, len(done))
     if empty:
         warnings.warn(f"{corpus.path}: {empty} documents have empty text; they are indexed all the same", stacklevel=2)
 

@@ -25,3 +25,6 @@ Int8 = Annotated[bool, typer.Option("--int8", help="deprecated: the same as --ba
 EncoderBatchSize = Annotated[int, typer.Option(help="encoder batch size")]
 IndexType = Annotated[str, typer.Option("--index-type", help="flat, hnsw, ivf or ivfpq (dense)")]
 Force = Annotated[bool, typer.Option("--force", help="replace what OUT holds when it was made with other settings")]
+# DataLoader worker processes of the trainers (retrieval.batching.default_workers when not given)
+Workers = Annotated[Optional[int], typer.Option(help="DataLoader worker processes that tokenize and collate batches "
+                                                     "(default: min(4, cores - 1); 0 on 2 cores: in the main process)")]

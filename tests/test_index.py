@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -161,21 +158,16 @@ def _index_cmd(corpus: Path, out: Path, model: Path, chunk: int) -> list[str]:
 
 
 def test_resume_after_kill_gives_the_uninterrupted_index(tmp_path, encoder, tiny_encoder):
+    from tests._helpers import kill_when, write_corpus
     from tests.tiny_models import corpus_texts
 
-    texts = corpus_texts() * 5
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    corpus = write_corpus(tmp_path / "corpus.jsonl", corpus_texts() * 5)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_index_cmd(corpus, killed, tiny_encoder, 10), env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     chunks = killed / ".work" / "chunks"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(chunks.glob("*.npy"))) < 5 and proc.poll() is None:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    status = kill_when(_index_cmd(corpus, killed, tiny_encoder, 10), lambda: len(list(chunks.glob("*.npy"))) >= 5,
+                       env=env)
+    assert status is None, "the build ended before it could be killed"
     done_before = len(list(chunks.glob("*.npy")))
     assert 5 <= done_before < 200, "the build must be killed part-way"
     assert not (killed / MANIFEST).exists()
@@ -186,6 +178,7 @@ def test_resume_after_kill_gives_the_uninterrupted_index(tmp_path, encoder, tiny
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{done_before} of 200 chunks already encoded" in resumed.stderr
+    assert f"{200 - done_before} chunks encoded in this run, {done_before} kept from before" in resumed.stderr
     fresh = subprocess.run(_index_cmd(corpus, tmp_path / "fresh", tiny_encoder, 10), env=env, cwd=ROOT,
                            capture_output=True, text=True)
     assert fresh.returncode == 0, fresh.stderr

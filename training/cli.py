@@ -13,7 +13,7 @@ import typer
 
 from retrieval.errors import InputError
 from retrieval.models import DEFAULT_ENCODER
-from retrieval.options import EncoderBatchSize, IndexBackend, IndexType
+from retrieval.options import EncoderBatchSize, IndexBackend, IndexType, Workers
 
 if TYPE_CHECKING:
     from training.candidates import CandidateSource
@@ -139,14 +139,14 @@ MaxPassageTokens = Annotated[int, typer.Option(help="tokens kept per passage (as
 def _settings(epochs: float, max_steps: int, batch_size: int, lr: float, warmup_ratio: float, seed: int,
               max_length: int | None, save_steps: int, logging_steps: int, curriculum: str,
               curriculum_fraction: float, gradient_accumulation: int,
-              curriculum_run: Path | None = None) -> "TrainSettings":
+              curriculum_run: Path | None = None, workers: int | None = None) -> "TrainSettings":
     from training.settings import TrainSettings
 
     return TrainSettings(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio,
                          seed=seed, max_length=max_length, save_steps=save_steps, logging_steps=logging_steps,
                          curriculum=curriculum, curriculum_fraction=curriculum_fraction,
                          curriculum_run=str(curriculum_run) if curriculum_run else None,
-                         gradient_accumulation_steps=gradient_accumulation)
+                         gradient_accumulation_steps=gradient_accumulation, workers=workers)
 
 
 def _pg_rank(samples: int, reward: str, temperature: float, baseline: str) -> "PGRankSettings":
@@ -216,6 +216,7 @@ def train_bi_encoder_cmd(
     curriculum: Annotated[str, typer.Option(help="none, bm25 or teacher (margin-mse)")] = "none",
     curriculum_fraction: CurriculumFraction = 0.5,
     gradient_accumulation: GradientAccumulation = 1,
+    workers: Workers = None,
     samples: Samples = 8,
     reward: Reward = "ndcg@10",
     temperature: Temperature = 1.0,
@@ -228,7 +229,8 @@ def train_bi_encoder_cmd(
     from training.data import TrainingInput
 
     settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, max_length, save_steps,
-                         logging_steps, curriculum, curriculum_fraction, gradient_accumulation)
+                         logging_steps, curriculum, curriculum_fraction, gradient_accumulation,
+                         workers=workers)
     data = TrainingInput(triples, queries=queries, corpus=corpus, teacher=teacher_scores,
                          group_by_query=group_by_query)
     with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps --json clean
@@ -263,6 +265,7 @@ def train_cross_encoder_cmd(
     curriculum_run: Annotated[Optional[Path], typer.Option(
         help="bm25 curriculum: ranks from this TREC run of the training queries, not the corpus's BM25 index")] = None,
     gradient_accumulation: GradientAccumulation = 1,
+    workers: Workers = None,
     samples: Samples = 8,
     reward: Reward = "ndcg@10",
     temperature: Temperature = 1.0,
@@ -275,7 +278,8 @@ def train_cross_encoder_cmd(
     from training.data import TrainingInput
 
     settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, max_length, save_steps,
-                         logging_steps, curriculum, curriculum_fraction, gradient_accumulation, curriculum_run)
+                         logging_steps, curriculum, curriculum_fraction, gradient_accumulation, curriculum_run,
+                         workers=workers)
     data = TrainingInput(triples, queries=queries, corpus=corpus, teacher=teacher_scores,
                          group_by_query=group_by_query)
     with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps --json clean
@@ -331,6 +335,7 @@ def train_listwise_cmd(
     save_steps: SaveSteps = 50,
     logging_steps: LoggingSteps = 5,
     gradient_accumulation: GradientAccumulation = 1,
+    workers: Workers = None,
     force: Force = False,
     json_output: JsonOutput = False,
 ) -> None:
@@ -338,7 +343,7 @@ def train_listwise_cmd(
     from training.listwise import train_listwise
 
     settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, None, save_steps, logging_steps,
-                         "none", 0.5, gradient_accumulation)
+                         "none", 0.5, gradient_accumulation, workers=workers)
     source = _candidates(triples, runs, qrels, queries, corpus, teacher_scores, group_by_query, depth)
     _train_llm(train_listwise, model, source, out, settings, lora, lora_r, force, json_output, loss=loss,
                window=window, rank_weight=rank_weight, max_passage_tokens=max_passage_tokens, order=order)
@@ -375,6 +380,7 @@ def train_groupwise_cmd(
     save_steps: SaveSteps = 50,
     logging_steps: LoggingSteps = 5,
     gradient_accumulation: GradientAccumulation = 1,
+    workers: Workers = None,
     force: Force = False,
     json_output: JsonOutput = False,
 ) -> None:
@@ -382,7 +388,7 @@ def train_groupwise_cmd(
     from training.groupwise import train_groupwise
 
     settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, None, save_steps, logging_steps,
-                         "none", 0.5, gradient_accumulation)
+                         "none", 0.5, gradient_accumulation, workers=workers)
     source = _candidates(triples, runs, qrels, queries, corpus, teacher_scores, group_by_query, depth)
     _train_llm(train_groupwise, model, source, out, settings, lora, lora_r, force, json_output, loss=loss,
                group_size=group_size, levels=levels, max_passage_tokens=max_passage_tokens,

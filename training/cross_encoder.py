@@ -77,6 +77,9 @@ def train_cross_encoder(
     settings = settings or TrainSettings()
     kind = _kind()
     checked = check_run(kind, data, loss, negatives, settings)
+    from transformers import set_seed
+
+    set_seed(settings.seed)  # a new classification head starts from the run's seed: equal settings, equal weights
     try:
         ce = CrossEncoder(resolve_model(model), num_labels=1, max_length=settings.max_length)
     except (OSError, ValueError) as err:

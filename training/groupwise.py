@@ -42,6 +42,7 @@ from training.runner import TrainResult
 from training.settings import PGRankSettings, TrainSettings
 
 GROUPWISE_LOSSES = ("listnet", "pg-rank")
+Group = tuple[Any, ...]  # GroupwiseReranker.group_tails: (context ids, slot tails, read positions)
 
 
 def expected_score(first_logits: torch.Tensor, p_second: dict[int, torch.Tensor], levels: int,
@@ -85,10 +86,23 @@ class GroupwiseObjective(WithLoggedStats):
                 out.append(([docs[i] for i in group], group_labels))
         return out
 
+    def tokenized(self, query: str, docs: Sequence[str]) -> Group:
+        """One group's shared context, slot tails and read positions, tokenized (no model needed)."""
+        r = self.reranker
+        return r.group_tails(r.slot_prompts(query, r.truncated(docs)))
+
+    def prepare(self, row: dict[str, Any]) -> list[tuple[Group, list[float]]]:
+        """What the collate function computes in a DataLoader worker: each informative group tokenized."""
+        return [(self.tokenized(row["query"], docs), labels) for docs, labels in self.groups(row)]
+
     def scores(self, model: Any, query: str, docs: Sequence[str]) -> torch.Tensor:
         """The group's expected scores, one shared-prefix pass with gradients (see the module docstring)."""
+        return self.scores_of(model, self.tokenized(query, docs))
+
+    def scores_of(self, model: Any, group: Group) -> torch.Tensor:
+        """:meth:`scores` of a group :meth:`tokenized` beforehand."""
         r = self.reranker
-        ctx, tails, reads = r.group_tails(r.slot_prompts(query, r.truncated(docs)))
+        ctx, tails, reads = group
         device = model_device(model)
         cache = model(input_ids=torch.tensor([ctx], device=device), use_cache=True).past_key_values
         cache.batch_repeat_interleave(len(tails))
@@ -114,12 +128,14 @@ class GroupwiseObjective(WithLoggedStats):
                               {f: torch.stack([rows[s] for s in slots]) for f, rows in p_second.items()},
                               r.levels, r._whole)
 
-    def __call__(self, model: Any, rows: Sequence[dict[str, Any]]) -> torch.Tensor:
-        groups = [(row["query"], docs, labels) for row in rows for docs, labels in self.groups(row)]
+    def __call__(self, model: Any, rows: Sequence[dict[str, Any]],
+                 prepared: Sequence[list[tuple[Group, list[float]]]] | None = None) -> torch.Tensor:
+        prepared = prepared if prepared is not None else [self.prepare(row) for row in rows]
+        groups = [group for row in prepared for group in row]
         if not groups:
             return torch.zeros((), device=model_device(model), requires_grad=True)
-        scores = torch.stack([self.scores(model, q, docs) for q, docs, _ in groups])
-        labels = torch.tensor([labels for _, _, labels in groups], device=scores.device)
+        scores = torch.stack([self.scores_of(model, tokens) for tokens, _ in groups])
+        labels = torch.tensor([labels for _, labels in groups], device=scores.device)
         if self.loss == "listnet":
             loss = listnet_loss(scores, labels)
             self.logged.record(groups=len(groups))

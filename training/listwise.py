@@ -78,8 +78,13 @@ class FIRSTObjective(WithLoggedStats):
         prompt = self.reranker.window_prompt(row["query"], docs)
         return self.reranker.lm.tokenizer.encode(prompt, add_special_tokens=False), self.reranker.answer_ids(gold), labels
 
-    def __call__(self, model: Any, rows: Sequence[dict[str, Any]]) -> torch.Tensor:
-        windows = [self.window(row) for row in rows]
+    def prepare(self, row: dict[str, Any]) -> tuple[list[int], list[int], list[float]]:
+        """What the collate function computes in a DataLoader worker: the tokenized :meth:`window`."""
+        return self.window(row)
+
+    def __call__(self, model: Any, rows: Sequence[dict[str, Any]],
+                 prepared: Sequence[tuple[list[int], list[int], list[float]]] | None = None) -> torch.Tensor:
+        windows = list(prepared) if prepared is not None else [self.window(row) for row in rows]
         answers = [len(a) for _, a, _ in windows]
         keep = max(answers) + 1
         features = left_padded([p + a for p, a, _ in windows], self.reranker.lm.tokenizer.pad_token_id,

@@ -7,7 +7,8 @@ Shared by :mod:`training.listwise` and :mod:`training.groupwise`:
 * LoRA adapters through peft (Hu et al. 2022, "LoRA: Low-Rank Adaptation of Large Language
   Models"; :class:`LoRASettings`) on every linear layer, or full fine-tuning;
 * :class:`LLMTrainer`: a Hugging Face ``Trainer`` whose ``compute_loss`` hands a batch of
-  candidate lists to the reranker's objective; checkpoints, resume, the run identity and the
+  candidate lists to the reranker's objective, their prompts tokenized beforehand in the
+  DataLoader's workers (:class:`PreparedRows`, the objective's ``prepare``); checkpoints, resume, the run identity and the
   atomic save are :mod:`training.runner`'s, the objective's statistics go into the training log;
 * the saved model is a plain Hugging Face folder (LoRA merged into the weights) with the
   tokenizer, so ``listwise:OUT`` / ``groupwise:OUT`` and ``rankwise beir --reranker`` load it as
@@ -16,6 +17,7 @@ Shared by :mod:`training.listwise` and :mod:`training.groupwise`:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -81,22 +83,48 @@ def save_reranker(model: Any, tokenizer: Any, path: Path) -> None:
     tokenizer.save_pretrained(str(path))
 
 
-def collate_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The batch as the list of its rows: the objective tokenizes them itself."""
-    return {"rows": rows}
+class PreparedRows:
+    """The collate function: the batch's rows and ``objective.prepare(row)`` of each (its prompts tokenized).
+
+    The Trainer's DataLoader runs it in its worker processes (``TrainSettings.workers``), so the
+    tokenizer works on the next batches while the model runs this one; the step only pads and runs
+    the model. ``prepare`` is deterministic (seeded by the run's seed and the query), so the batches
+    are the same with any number of workers.
+    """
+
+    def __init__(self, objective: Any) -> None:
+        self.objective = objective if hasattr(objective, "prepare") else None
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        prepared = [self.objective.prepare(row) for row in rows] if self.objective is not None else None
+        return {"rows": rows, "prepared": prepared}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for spawned workers: the objective with its reranker's LM reduced to the tokenizer
+        (``prepare`` only tokenizes; the model stays in the training process)."""
+        objective = self.objective
+        reranker = getattr(objective, "reranker", None)
+        if reranker is not None and getattr(reranker, "lm", None) is not None:
+            lm = copy.copy(reranker.lm)
+            lm.__dict__ = {k: v for k, v in vars(lm).items() if k not in ("model", "_torch")}
+            reranker = copy.copy(reranker)
+            reranker.lm = lm
+            objective = copy.copy(objective)
+            objective.reranker = reranker
+        return {"objective": objective}
 
 
 class LLMTrainer(Trainer):
-    """A ``Trainer`` whose loss is ``objective(model, rows)``; the objective's ``pop_logs`` feed the log."""
+    """A ``Trainer`` whose loss is ``objective(model, rows, prepared)``; the objective's ``pop_logs`` feed the log."""
 
-    def __init__(self, *args: Any, objective: Callable[[Any, list[dict[str, Any]]], torch.Tensor], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, objective: Callable[..., torch.Tensor], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.loss = objective
         self.model_accepts_loss_kwargs = False  # the loss is a mean per step: scale it for gradient accumulation
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        loss = self.loss(model, inputs["rows"])
+        loss = self.loss(model, inputs["rows"], inputs.get("prepared"))
         return (loss, {}) if return_outputs else loss
 
 
@@ -146,8 +174,12 @@ def train_llm_reranker(
     args = training_arguments(TrainingArguments, settings, out, progress=progress, remove_unused_columns=False)
     with args.main_process_first():
         dataset = to_dataset(lambda: candidate_rows(source, size), out / "checkpoints" / "dataset", identity)
+    from transformers import set_seed
+
+    set_seed(settings.seed)  # LoRA's A matrices start from the run's seed: equal settings, equal weights
     trainable = with_lora(lm.model, lora)
-    trainer = with_loss_logs(LLMTrainer)(model=trainable, args=args, train_dataset=dataset, data_collator=collate_rows,
-                                         objective=objective(lm), callbacks=list(callbacks))
+    loss = objective(lm)
+    trainer = with_loss_logs(LLMTrainer)(model=trainable, args=args, train_dataset=dataset,
+                                         data_collator=PreparedRows(loss), objective=loss, callbacks=list(callbacks))
     return run_training(trainer, out, save_model=lambda path: save_reranker(trainable, lm.tokenizer, path),
                         description=description)

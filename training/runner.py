@@ -67,11 +67,21 @@ def training_arguments(cls: type, settings: TrainSettings, out: Path, *, progres
         save_total_limit=settings.save_total_limit, logging_steps=settings.logging_steps,
         logging_first_step=True, report_to="none", disable_tqdm=not progress,
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        fp16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(), dataloader_drop_last=False, dataloader_pin_memory=torch.cuda.is_available(),
+        fp16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(), dataloader_drop_last=False,
+        **dataloader_options(settings.dataloader_workers),
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available() else None,
     )
     kwargs.update(overrides)
     return cls(**kwargs)
+
+
+def dataloader_options(workers: int) -> dict[str, Any]:
+    """TrainingArguments for the data path: ``workers`` collating processes, kept alive across epochs and
+    2 batches ahead each; pinned host memory (copied ``non_blocking``) when CUDA is there."""
+    import torch
+
+    return {"dataloader_num_workers": workers, "dataloader_pin_memory": torch.cuda.is_available(),
+            "dataloader_persistent_workers": workers > 0, "dataloader_prefetch_factor": 2 if workers > 0 else None}
 
 
 def with_loss_logs(trainer_class: type) -> type:

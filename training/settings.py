@@ -22,6 +22,9 @@ class TrainSettings:
     stopped. ``curriculum`` picks the difficulty heuristic of :mod:`training.curriculum`
     (``none`` = off), annealed to uniform weights by ``curriculum_fraction`` of training;
     ``curriculum_run`` (a TREC run of the training queries) gives the ``bm25`` heuristic its ranks.
+    ``workers``: DataLoader worker processes that collate (tokenize, pad) batches (None:
+    :func:`retrieval.batching.default_workers`); they change where collation runs, not the batches,
+    so they are not part of the identity and a run may resume with another number.
     """
 
     epochs: float = 1.0
@@ -39,6 +42,7 @@ class TrainSettings:
     curriculum_fraction: float = 0.5
     curriculum_run: str | None = None
     gradient_accumulation_steps: int = 1
+    workers: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -49,7 +53,8 @@ class TrainSettings:
                   "save_steps": self.save_steps >= 1, "logging_steps": self.logging_steps >= 1,
                   "warmup_ratio": 0 <= self.warmup_ratio < 1,
                   "curriculum_fraction": 0 < self.curriculum_fraction <= 1,
-                  "gradient_accumulation_steps": self.gradient_accumulation_steps >= 1}
+                  "gradient_accumulation_steps": self.gradient_accumulation_steps >= 1,
+                  "workers": self.workers is None or self.workers >= 0}
         for name, ok in checks.items():
             if not ok:
                 raise InputError(f"invalid value {getattr(self, name)!r}", field=name)
@@ -57,9 +62,17 @@ class TrainSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def dataloader_workers(self) -> int:
+        """``workers``, or :func:`retrieval.batching.default_workers` when not set."""
+        from retrieval.batching import default_workers
+
+        return default_workers() if self.workers is None else self.workers
+
     def identity(self, **inputs: Any) -> str:
         """A hash of everything that determines the trained weights except the checkpoint cadence."""
-        keep = {k: v for k, v in self.to_dict().items() if k not in ("save_steps", "save_total_limit", "logging_steps")}
+        keep = {k: v for k, v in self.to_dict().items() if k not in ("save_steps", "save_total_limit", "logging_steps",
+                                                                   "workers")}
         blob = json.dumps({"settings": keep, "inputs": inputs}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
