@@ -145,6 +145,18 @@ class Encoder:
         """Encode documents (with the model's document prompt, if any)."""
         return self._encode(texts, self.doc_prompt, progress, task="document")
 
+    def count_truncated(self, texts: Sequence[str]) -> int | None:
+        """How many of these documents (with the document prompt) are longer than ``max_length`` tokens
+        (None: the model has no tokenizer to count with)."""
+        from retrieval.batching import count_truncated, tokenize
+
+        tokenizer = self.tokenizer
+        if tokenizer is None or not callable(tokenizer):
+            return None
+        prefixed = [self.doc_prompt + t for t in texts] if self.doc_prompt else list(texts)
+        tok = tokenize(tokenizer, prefixed, max_length=self.max_length)
+        return count_truncated(tokenizer, tok, prefixed, max_length=self.max_length)
+
     def _token_lengths(self, texts: Sequence[str], prompt: str | None) -> np.ndarray:
         tokenizer = self.tokenizer
         if tokenizer is None or not callable(tokenizer):
@@ -155,6 +167,7 @@ class Encoder:
         return np.array([len(x) for x in ids])
 
     max_tokens: int | None = None  # padded tokens per batch (None: ``batch_size`` texts); see retrieval.batching
+    truncated: int = 0  # texts longer than max_length tokens encoded so far (cut to it; counted exactly)
     prefetch_depth: int = 2  # batches prepared ahead in a background thread (0: none)
 
     def _encode(self, texts: Sequence[str], prompt: str | None, progress: Any, task: str = "document") -> np.ndarray:
@@ -168,7 +181,7 @@ class Encoder:
         """
         from tqdm.auto import tqdm
 
-        from retrieval.batching import prefetch, token_batches, tokenize
+        from retrieval.batching import count_truncated, prefetch, token_batches, tokenize
 
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -179,7 +192,9 @@ class Encoder:
         tokenizer = self.tokenizer
         tok, extras = None, None
         if tokenizer is not None and callable(tokenizer):
-            tok = tokenize(tokenizer, [prompt + t for t in texts] if prompt else texts, max_length=self.max_length)
+            prefixed = [prompt + t for t in texts] if prompt else texts
+            tok = tokenize(tokenizer, prefixed, max_length=self.max_length)
+            self.truncated += count_truncated(tokenizer, tok, prefixed, max_length=self.max_length)
             extras = {} if self.backend == "onnx" else self._batch_extras(texts, tok, prompt, task)
         lengths = tok.lengths if tok is not None else self._token_lengths(texts, prompt)
         batches = token_batches(lengths, self.batch_size, self.max_tokens)
