@@ -72,18 +72,14 @@ class CrossEncoderReranker(Reranker):
         length-sorted batches prepared ahead of the model."""
         from tqdm.auto import tqdm
 
-        from retrieval.batching import prefetch, token_batches, tokenize
+        from retrieval.batching import count_truncated, prefetch, token_batches, tokenize
 
         pairs = list(pairs)
         if not pairs:
             return []
         queries, docs = [q for q, _ in pairs], [d for _, d in pairs]
         tok = tokenize(self.tokenizer, queries, docs, max_length=self.max_length)
-        at_cap = np.flatnonzero(tok.lengths >= self.max_length)  # truncated, or exactly max_length long
-        if len(at_cap):
-            full = self.tokenizer([queries[i] for i in at_cap], [docs[i] for i in at_cap], truncation=False,
-                                  return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-            self.stats.truncated += sum(1 for x in full if len(x) > self.max_length)
+        self.stats.truncated += count_truncated(self.tokenizer, tok, queries, docs, self.max_length)
         self.stats.passages += len(pairs)
         scores = np.zeros(len(pairs), dtype=np.float64)
         batches = token_batches(tok.lengths, self.batch_size, self.max_tokens)

@@ -40,8 +40,8 @@ import numpy as np
 
 T = TypeVar("T")
 R = TypeVar("R")
-__all__ = ["Tokenized", "as_tensors", "default_workers", "prefetch", "stream_batches", "to_device", "token_batches",
-           "tokenize"]
+__all__ = ["Tokenized", "as_tensors", "count_truncated", "default_workers", "prefetch", "stream_batches", "to_device",
+           "token_batches", "tokenize"]
 
 SLICE_SIZE = 2048  # texts tokenized at a time by stream_batches
 _CHECK = 4  # texts of each call tokenized both ways to check the fast path
@@ -143,6 +143,23 @@ def _fast_ids(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_len
     if set(check) != set(ids) or any(check[k] != ids[k][:n] for k in check):
         return None
     return ids
+
+
+def count_truncated(tokenizer: Any, tok: Tokenized, texts: Sequence[str], pairs: Sequence[str] | None = None,
+                    max_length: int | None = None) -> int:
+    """How many of the tokenized ``texts`` (or pairs) were longer than ``max_length`` tokens, exactly.
+
+    Only the texts at the cap (``length >= max_length``: truncated, or exactly that long) are
+    tokenized again, without truncation, so the count costs one tokenizer call over those alone.
+    """
+    if not max_length or not len(tok):
+        return 0
+    at_cap = np.flatnonzero(tok.lengths >= max_length)
+    if not len(at_cap):
+        return 0
+    full = tokenizer([texts[i] for i in at_cap], [pairs[i] for i in at_cap] if pairs is not None else None,
+                     truncation=False, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    return sum(1 for x in full if len(x) > max_length)
 
 
 def token_batches(lengths: Sequence[int] | np.ndarray, batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:

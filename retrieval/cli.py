@@ -73,6 +73,23 @@ def index(
             raise InputError(f"unknown retriever {retriever!r}; choose from {', '.join(RETRIEVERS)}", field="retriever")
     typer.echo(f"{out}: {manifest['kind']} index of {manifest.get('source', {}).get('count', manifest.get('count'))} documents",
                err=True)
+    line = truncation_line(manifest)
+    if line:
+        typer.echo(line, err=True)
+
+
+def truncation_line(manifest: dict) -> str | None:
+    """The report of a dense index's documents cut to the encoder's window (None when none were, or not dense)."""
+    if not str(manifest.get("kind", "")).startswith("dense"):
+        return None
+    truncated, count = manifest.get("truncated"), manifest.get("count")
+    max_length = manifest.get("encoder", {}).get("max_length")
+    if truncated is None:
+        return f"documents cut to max_length={max_length} tokens: not counted for this index"
+    if not truncated:
+        return None
+    return (f"{truncated} of {count} documents were cut to max_length={max_length} tokens; index passages "
+            "(see docs/long-documents.md) to keep their tails")
 
 
 def search(

@@ -100,6 +100,18 @@ class Encoder:
         """Encode documents (with the model's document prompt, if any)."""
         return self._encode(texts, self.doc_prompt, progress, task="document")
 
+    def count_truncated(self, texts: Sequence[str]) -> int | None:
+        """How many of these documents (with the document prompt) are longer than ``max_length`` tokens
+        (None: the model has no tokenizer to count with)."""
+        from retrieval.batching import count_truncated, tokenize
+
+        tokenizer = self.tokenizer
+        if tokenizer is None or not callable(tokenizer):
+            return None
+        prefixed = [self.doc_prompt + t for t in texts] if self.doc_prompt else list(texts)
+        tok = tokenize(tokenizer, prefixed, max_length=self.max_length)
+        return count_truncated(tokenizer, tok, prefixed, max_length=self.max_length)
+
     def _token_lengths(self, texts: Sequence[str], prompt: str | None) -> np.ndarray:
         tokenizer = self.tokenizer
         if tokenizer is None or not callable(tokenizer):
@@ -110,22 +122,27 @@ class Encoder:
         return np.array([len(x) for x in ids])
 
     max_tokens: int | None = None  # padded tokens per batch (None: ``batch_size`` texts); see retrieval.batching
+    truncated: int = 0  # texts longer than max_length tokens encoded so far (cut to it; counted exactly)
     prefetch_depth: int = 2  # batches prepared ahead in a background thread (0: none)
-    slice_size: int = 2048  # texts tokenized at a time, the next slice while the model runs this one
+    # texts tokenized at a time, the next slice while the model runs this one; None: SLICE_SIZE when the
+    # model runs on a GPU, else all at once (on the CPU the model and the tokenizer share the cores, and
+    # overlapping them measured 15-25% slower on 2 cores than tokenizing first: BENCHMARKS.md)
+    slice_size: int | None = None
 
     def _encode(self, texts: Sequence[str], prompt: str | None, progress: Any, task: str = "document") -> np.ndarray:
         """Encode in length-sorted batches (:mod:`retrieval.batching`); ``progress`` is a bool or a tqdm bar to update.
 
-        Each text is tokenized once, in slices of :attr:`slice_size` (the next slice in a background
-        thread while the model runs this one, :func:`retrieval.batching.stream_batches`); the ids give
-        the sort within a slice and, padded, the model's inputs (prepared ahead in another thread). ``task`` ("query" / "document") routes a sentence-transformers
-        ``Router`` model (separate query and document encoders, e.g. ADORE's output) as
+        Each text is tokenized once, on a GPU in slices of :attr:`slice_size` (the next slice in a
+        background thread while the model runs this one, :func:`retrieval.batching.stream_batches`);
+        the ids give the sort within a slice and, padded, the model's inputs (prepared ahead in
+        another thread). Texts longer than ``max_length`` tokens are counted in :attr:`truncated`.
+        ``task`` ("query" / "document") routes a sentence-transformers ``Router`` model (separate query and document encoders, e.g. ADORE's output) as
         ``encode_query`` / ``encode_document`` do; a model whose own ``preprocess`` gives other
         features than the shared path keeps its ``preprocess`` per batch.
         """
         from tqdm.auto import tqdm
 
-        from retrieval.batching import stream_batches, token_batches, tokenize
+        from retrieval.batching import SLICE_SIZE, count_truncated, stream_batches, token_batches, tokenize
 
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -137,23 +154,34 @@ class Encoder:
         tokenizer = self.tokenizer
         prefixed = [prompt + t for t in texts] if prompt else texts
         extras = None
-        if tokenizer is not None and callable(tokenizer):  # the check: the longest and the shortest text
+        extras_checked = tokenizer is not None and callable(tokenizer)
+        if extras_checked:  # the check: the longest and the shortest text
             chars = [len(t) for t in texts]
             sample = sorted({int(np.argmax(chars)), int(np.argmin(chars))})
             extras = engine.extras([texts[i] for i in sample],
                                    tokenize(tokenizer, [prefixed[i] for i in sample], max_length=self.max_length),
                                    prompt, task)
         if extras is None:  # no tokenizer, or the model's own preprocess differs: it runs per batch
-            for idx in token_batches(self._token_lengths(texts, prompt), self.batch_size, self.max_tokens):
+            lengths = self._token_lengths(texts, prompt)
+            if extras_checked:
+                tok = tokenize(tokenizer, prefixed, max_length=self.max_length)
+                self.truncated += count_truncated(tokenizer, tok, prefixed, max_length=self.max_length)
+                lengths = tok.lengths
+            for idx in token_batches(lengths, self.batch_size, self.max_tokens):
                 out[idx] = engine.forward_texts([texts[i] for i in idx], prompt, task)
                 bar.update(len(idx))
         else:
             pending: list[tuple[np.ndarray, np.ndarray]] = []  # outputs still being copied (torch on CUDA)
             with engine.inference():
+                def count(tok: Any, start: int) -> None:  # texts cut to max_length, counted exactly
+                    self.truncated += count_truncated(tokenizer, tok, prefixed[start:start + len(tok)],
+                                                      max_length=self.max_length)
+
+                slices = self.slice_size or (SLICE_SIZE if engine.accelerated else len(texts))
                 for idx, features in stream_batches(tokenizer, prefixed, max_length=self.max_length,
                                                     batch_size=self.batch_size, max_tokens=self.max_tokens,
                                                     prepare=engine.prepare, depth=self.prefetch_depth,
-                                                    slice_size=self.slice_size):
+                                                    slice_size=slices, on_slice=count):
                     vectors = engine.run(features, task, extras)
                     if engine.asynchronous:
                         pending.append((idx, vectors))

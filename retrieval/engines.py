@@ -69,7 +69,7 @@ class TorchEncoderEngine:
         dim = self.model.get_embedding_dimension()
         assert dim is not None
         self.dim = int(dim)
-        self.asynchronous = self.model.device.type == "cuda"
+        self.asynchronous = self.accelerated = self.model.device.type == "cuda"
 
     @property
     def max_length(self) -> int | None:
@@ -150,6 +150,7 @@ class OnnxEncoderEngine:
                              path=export.folder, field="max_length")
         self.export = export
         self.session = OnnxSession(export.file(self.int8), device=device, int8=self.int8)
+        self.accelerated = self.session.provider == "CUDAExecutionProvider"  # the model runs off the CPU's cores
         self.tokenizer = AutoTokenizer.from_pretrained(export.folder)
         self.similarity = settings["similarity"]
         self.query_prompt, self.doc_prompt = settings["query_prompt"], settings["doc_prompt"]

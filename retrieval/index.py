@@ -12,18 +12,19 @@ When FAISS sees GPUs, flat and IVF indexes are trained, filled and searched on a
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import shutil
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from retrieval.errors import InputError
-from retrieval.files import atomic_open, atomic_path
+from retrieval.files import atomic_open, atomic_path, write_json
 from retrieval.formats import Corpus, Document
 from retrieval.manifest import MANIFEST, read_manifest, remove_manifest, write_manifest
 from retrieval.workdir import claim_workdir, settings_hash
@@ -38,6 +39,7 @@ INDEX_FILE = "index.faiss"
 IDS_FILE = "docids.txt"
 WORK_DIR = ".work"
 CHUNK_DIR = "chunks"
+COUNTS_EXT = ".counts.json"  # per chunk: documents and how many were truncated
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +224,22 @@ def _chunk_name(number: int) -> str:
     return f"{number:06d}"
 
 
+def _chunk_truncated(chunk: Path) -> int | None:
+    """The documents of a finished chunk that the encoder cut to its max_length (None: not recorded,
+    a chunk encoded before the count was kept)."""
+    file = Path(f"{chunk}{COUNTS_EXT}")
+    if not file.is_file():
+        return None
+    value = json.loads(file.read_text(encoding="utf-8")).get("truncated")
+    return None if value is None else int(value)
+
+
+def _total_truncated(counts: Iterable[int | None]) -> int | None:
+    """The sum of per-chunk counts; None when any chunk has none."""
+    counts = list(counts)
+    return None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
+
+
 def _count(corpus: Corpus, progress: bool) -> int:
     from tqdm.auto import tqdm
 
@@ -302,12 +320,22 @@ def build_dense_index(
     with tqdm(total=todo_docs, desc=f"indexing {corpus.path.name}", unit="doc", disable=not progress) as bar:
         bar.update(sum(min(chunk_size, count - c * chunk_size) for c in done))
         for number, docs in enumerate(_chunks(iter(corpus), chunk_size)):
-            if number not in mine_set or number in done:
+            if number not in mine_set:
+                continue
+            if number in done:  # a chunk encoded before its count was kept: count it (tokenizing only)
+                counts = chunk_dir / f"{_chunk_name(number)}{COUNTS_EXT}"
+                if not counts.is_file():
+                    write_json(counts, {"documents": len(docs),
+                                        "truncated": encoder.count_truncated([d.full_text for d in docs])})
                 continue
             texts = [d.full_text for d in docs]
             empty += sum(1 for d in docs if not d.text.strip())
+            before = getattr(encoder, "truncated", 0)
             vectors = encoder.encode_docs(texts, progress=bar)
             name = _chunk_name(number)
+            counted = callable(getattr(encoder, "tokenizer", None))  # without a tokenizer: unknown
+            write_json(chunk_dir / f"{name}{COUNTS_EXT}", {
+                "documents": len(docs), "truncated": encoder.truncated - before if counted else None})
             with atomic_open(chunk_dir / f"{name}.ids") as fh:
                 fh.write("".join(d.doc_id + "\n" for d in docs))
             with atomic_path(chunk_dir / f"{name}.npy") as tmp:
@@ -319,6 +347,7 @@ def build_dense_index(
         warnings.warn(f"{corpus.path}: {empty} documents have empty text; they are indexed all the same", stacklevel=2)
 
     chunks = [chunk_dir / _chunk_name(c) for c in mine]
+    truncated = _total_truncated(_chunk_truncated(chunk) for chunk in chunks)
     if shard is not None:
         final = out / CHUNK_DIR
         if final.exists():
@@ -327,10 +356,10 @@ def build_dense_index(
         manifest = write_manifest(
             out, "dense-shard",
             files=[f"{CHUNK_DIR}/{_chunk_name(c)}{ext}" for c in mine for ext in (".npy", ".ids")],
-            **identity, count=count, chunks=mine, n_chunks=n_chunks,
+            **identity, count=count, chunks=mine, n_chunks=n_chunks, truncated=truncated,
         )
     else:
-        manifest = _assemble(chunks, out, identity, count, gpu=gpu, progress=progress)
+        manifest = _assemble(chunks, out, identity, count, gpu=gpu, progress=progress, truncated=truncated)
     shutil.rmtree(work, ignore_errors=True)
     return manifest
 
@@ -360,7 +389,8 @@ def merge_shards(shards: Sequence[str | Path], out: str | Path, *, gpu: bool | N
     identity["shard"] = None
     out = Path(out)
     remove_manifest(out)
-    return _assemble(chunks, out, identity, first["count"], gpu=gpu, progress=progress)
+    truncated = _total_truncated(m.get("truncated") for m in manifests)
+    return _assemble(chunks, out, identity, first["count"], gpu=gpu, progress=progress, truncated=truncated)
 
 
 def _train_sample(chunks: list[Path], limit: int) -> np.ndarray:
@@ -375,8 +405,9 @@ def _train_sample(chunks: list[Path], limit: int) -> np.ndarray:
 
 
 def _assemble(chunks: list[Path], out: Path, identity: dict[str, Any], count: int, *, gpu: bool | None,
-              progress: bool) -> dict[str, Any]:
-    """Add chunk vectors, in order, to a FAISS index; write index, ids and (last) the manifest."""
+              progress: bool, truncated: int | None = None) -> dict[str, Any]:
+    """Add chunk vectors, in order, to a FAISS index; write index, ids and (last) the manifest
+    (``truncated``: documents cut to the encoder's max_length, None when unknown)."""
     import faiss
     from tqdm.auto import tqdm
 
@@ -406,4 +437,4 @@ def _assemble(chunks: list[Path], out: Path, identity: dict[str, Any], count: in
     with atomic_path(out / INDEX_FILE) as tmp:
         faiss.write_index(index, str(tmp))
     return write_manifest(out, "dense", files=[INDEX_FILE, IDS_FILE], **identity, count=count, factory=factory,
-                          metric=identity["encoder"]["similarity"])
+                          metric=identity["encoder"]["similarity"], truncated=truncated)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -183,3 +184,62 @@ def test_resume_after_kill_gives_the_uninterrupted_index(tmp_path, encoder, tiny
                            capture_output=True, text=True)
     assert fresh.returncode == 0, fresh.stderr
     assert read_manifest(killed)["files"] == read_manifest(tmp_path / "fresh")["files"]  # byte-identical
+
+
+def _long_corpus(path: Path) -> tuple[Path, list[str]]:
+    from tests.tiny_models import corpus_texts
+
+    texts = corpus_texts()[:30]
+    texts = [" ".join(texts[i:i + 4]) if i % 3 == 0 else t for i, t in enumerate(texts)]  # every third is long
+    path.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)),
+                    encoding="utf-8")
+    return path, texts
+
+
+def _expected_truncated(encoder: Encoder, texts: list[str]) -> int:
+    ids = encoder.tokenizer(texts, truncation=False)["input_ids"]
+    return sum(1 for x in ids if len(x) > encoder.max_length)
+
+
+def test_truncated_documents_are_counted_in_the_manifest_and_on_resume(tmp_path, encoder, monkeypatch):
+    corpus, texts = _long_corpus(tmp_path / "corpus.jsonl")
+    expected = _expected_truncated(encoder, texts)
+    assert 0 < expected < len(texts)  # some documents are longer than the tiny encoder's 64 tokens, not all
+    whole = build_dense_index(Corpus(corpus), encoder, tmp_path / "whole", chunk_size=7, progress=False)
+    assert whole["truncated"] == expected
+
+    # a build killed after two chunks, resumed: the same total from the per-chunk counts
+    real, calls = Encoder.encode_docs, []
+
+    def dies_after_two(self, docs, progress=False):
+        calls.append(len(docs))
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real(self, docs, progress)
+
+    monkeypatch.setattr(Encoder, "encode_docs", dies_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        build_dense_index(Corpus(corpus), encoder, tmp_path / "resumed", chunk_size=7, progress=False)
+    monkeypatch.setattr(Encoder, "encode_docs", real)
+    chunks = tmp_path / "resumed" / ".work" / "chunks"
+    assert len(list(chunks.glob("*.npy"))) == 2
+    (chunks / "000001.counts.json").unlink()  # a chunk encoded before counts were kept is counted again
+    resumed = build_dense_index(Corpus(corpus), encoder, tmp_path / "resumed", chunk_size=7, progress=False)
+    assert resumed["truncated"] == expected
+
+    shards = [tmp_path / f"shard{i}" for i in range(2)]
+    for i, folder in enumerate(shards):
+        build_dense_index(Corpus(corpus), encoder, folder, chunk_size=7, shard=(i, 2), progress=False)
+    assert merge_shards(shards, tmp_path / "merged", progress=False)["truncated"] == expected
+
+
+def test_index_command_reports_truncated_documents(tmp_path, encoder, tiny_encoder, capsys):
+    from rankwise.cli import main
+
+    corpus, texts = _long_corpus(tmp_path / "corpus.jsonl")
+    expected = _expected_truncated(encoder, texts)
+    main(["index", str(corpus), "--out", str(tmp_path / "idx"), "--model", str(tiny_encoder), "--batch-size", "8"])
+    err = capsys.readouterr().err
+    assert (f"{expected} of {len(texts)} documents were cut to max_length=64 tokens; index passages "
+            "(see docs/long-documents.md) to keep their tails") in err
+    assert read_manifest(tmp_path / "idx")["truncated"] == expected

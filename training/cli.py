@@ -1,5 +1,5 @@
 """``rankwise mine`` (hard-negative triples and teacher scores) and ``rankwise train
-bi-encoder|cross-encoder|listwise|groupwise``."""
+bi-encoder|cross-encoder|listwise|groupwise|idcm-selector``."""
 
 from __future__ import annotations
 
@@ -393,6 +393,66 @@ def train_groupwise_cmd(
     _train_llm(train_groupwise, model, source, out, settings, lora, lora_r, force, json_output, loss=loss,
                group_size=group_size, levels=levels, max_passage_tokens=max_passage_tokens,
                pg_rank=_pg_rank(samples, reward, temperature, baseline))
+
+
+@train_app.command("idcm-selector")
+def train_idcm_selector_cmd(
+    corpus: Annotated[Path, typer.Option(help="BEIR folder or corpus.jsonl of long documents")],
+    scorer: Annotated[str, typer.Option(help="the teacher: a cross-encoder name or path (cross-encoder:PATH too), "
+                                             "the SCORER of idcm:SELECTOR>>SCORER")],
+    out: Out,
+    model: Annotated[str, typer.Option(help="the student bi-encoder: sentence-transformers name or path")]
+    = DEFAULT_ENCODER,
+    queries: Annotated[Optional[Path], typer.Option(help="queries file (default: the BEIR folder's queries.jsonl)")]
+    = None,
+    runs: Annotated[Optional[Path], typer.Option(help="TREC run of the training queries: candidates (default: BM25 "
+                                                      "top --depth over the corpus)")] = None,
+    qrels: Annotated[Optional[Path], typer.Option(help="use only the queries these qrels judge (default: the BEIR "
+                                                       "folder's qrels/train.tsv when there is one)")] = None,
+    depth: Annotated[int, typer.Option(help="candidate documents per query")] = 20,
+    max_queries: Annotated[Optional[int], typer.Option(help="keep the first N training queries")] = None,
+    passages: Annotated[int, typer.Option(help="words per passage (as the idcm reranker's passages=N)")] = 128,
+    stride: Annotated[Optional[int], typer.Option(help="words between passage starts (default: --passages)")] = None,
+    max_passages: Annotated[int, typer.Option(help="passages per document at most (a seeded sample beyond)")] = 64,
+    temperature: Annotated[float, typer.Option(help="softmax temperature of teacher and student")] = 1.0,
+    scale: Annotated[Optional[float], typer.Option(help="student similarity scale (default 20 cosine, 1 dot)")]
+    = None,
+    teacher_batch_size: Annotated[int, typer.Option(help="teacher (query, passage) pairs per batch")] = 32,
+    teacher_max_length: Annotated[Optional[int], typer.Option(help="teacher max tokens per pair "
+                                                                   "(default: the model's)")] = None,
+    epochs: Epochs = 1.0,
+    max_steps: MaxSteps = -1,
+    batch_size: Annotated[int, typer.Option(help="(query, document) lists per step")] = 8,
+    lr: LearningRate = 2e-5,
+    warmup_ratio: WarmupRatio = 0.1,
+    seed: Seed = 0,
+    max_length: Annotated[Optional[int], typer.Option(help="student max tokens per text")] = None,
+    save_steps: SaveSteps = 500,
+    logging_steps: LoggingSteps = 10,
+    gradient_accumulation: GradientAccumulation = 1,
+    force: Force = False,
+    json_output: JsonOutput = False,
+) -> None:
+    """Distill a cross-encoder's passage scores into a bi-encoder passage selector (IDCM, Hofstätter et al. 2021);
+    loads as idcm:dense:OUT>>SCORER."""
+    from training.idcm_selector import SelectorInput, train_idcm_selector
+
+    if corpus.is_dir():
+        if queries is None:
+            queries = next((corpus / n for n in ("queries.jsonl", "queries.tsv") if (corpus / n).is_file()), None)
+        if qrels is None and (corpus / "qrels" / "train.tsv").is_file():
+            qrels = corpus / "qrels" / "train.tsv"
+    if queries is None:
+        raise InputError("--queries is needed (no queries.jsonl beside the corpus)", path=corpus, field="queries")
+    settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, max_length, save_steps,
+                         logging_steps, "none", 0.5, gradient_accumulation)
+    data = SelectorInput(corpus, queries, run=runs, qrels=qrels, depth=depth, max_queries=max_queries)
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps --json clean
+        result = train_idcm_selector(data, out, scorer=scorer, model=model, passages=passages, stride=stride,
+                                     max_passages=max_passages, temperature=temperature, scale=scale,
+                                     settings=settings, teacher_batch_size=teacher_batch_size,
+                                     teacher_max_length=teacher_max_length, force=force)
+    _report(result, json_output)
 
 
 def register(app: typer.Typer) -> None:

@@ -4,17 +4,20 @@ Contrastive (in-batch + hard negatives), Margin-MSE, KL distillation, BCE, ListN
 Plackett-Luce (P)ListMLE for cross-encoders come from sentence-transformers itself; these modules
 add what it lacks: STAR (:mod:`.star`), ADORE (:mod:`.adore`), LCE (:mod:`.lce`), per-sample
 curriculum weighting (:mod:`.curriculum`), the Plackett-Luce policy gradient of PG-Rank
-(:mod:`.pg_rank`), FIRST's combined listwise objective (:mod:`.first`) and ListNet on score
-tensors for the groupwise LLM reranker (:mod:`.listnet`).
+(:mod:`.pg_rank`), FIRST's combined listwise objective (:mod:`.first`), ListNet on score tensors
+for the groupwise LLM reranker (:mod:`.listnet`) and IDCM's passage-selector distillation
+(:mod:`.idcm`).
 """
 
 from training.losses.adore import ADORELoss
 from training.losses.curriculum import CurriculumLoss, CurriculumSchedule
 from training.losses.first import first_loss, first_rank_loss
+from training.losses.idcm import IDCMSelectorLoss, selector_kl
 from training.losses.lce import LCELoss
 from training.losses.listnet import listnet_loss
 from training.losses.pg_rank import CrossEncoderPGRankLoss, PGRankLoss, pg_rank_objective
 from training.losses.star import STARLoss
 
-__all__ = ["ADORELoss", "CrossEncoderPGRankLoss", "CurriculumLoss", "CurriculumSchedule", "LCELoss", "PGRankLoss",
-           "STARLoss", "first_loss", "first_rank_loss", "listnet_loss", "pg_rank_objective"]
+__all__ = ["ADORELoss", "CrossEncoderPGRankLoss", "CurriculumLoss", "CurriculumSchedule", "IDCMSelectorLoss", "LCELoss",
+           "PGRankLoss", "STARLoss", "first_loss", "first_rank_loss", "listnet_loss", "pg_rank_objective",
+           "selector_kl"]

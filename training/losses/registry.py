@@ -16,6 +16,7 @@ from retrieval.errors import InputError
 
 BI_ENCODER = "bi-encoder"
 CROSS_ENCODER = "cross-encoder"
+IDCM_SELECTOR = "idcm-selector"  # a bi-encoder taught to pick passages (training.idcm_selector)
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class LossContext:
     cosine: bool = True
     pg_rank: Any = None
     teacher_labels: bool = False  # labels are a teacher's scores (not 1/0)
+    temperature: float = 1.0  # softmax temperature of the distillation losses that take one
 
 
 def _distributed() -> bool:
@@ -203,3 +205,14 @@ def _ce_pg_rank(c: LossContext) -> Any:
     from training.losses.pg_rank import CrossEncoderPGRankLoss
 
     return CrossEncoderPGRankLoss(c.model, c.pg_rank, gain="linear" if c.teacher_labels else "exp")
+
+
+# --- IDCM passage selectors ----------------------------------------------------------------------------
+
+
+@register(IDCM_SELECTOR, "kl", "IDCM, Hofstätter et al. 2021 (listwise KL over a document's passages)",
+          needs_teacher=True)
+def _idcm_kl(c: LossContext) -> Any:
+    from training.losses.idcm import IDCMSelectorLoss
+
+    return IDCMSelectorLoss(c.model, scale=c.scale, temperature=c.temperature, cosine=c.cosine)
