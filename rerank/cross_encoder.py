@@ -13,6 +13,7 @@ the engine's (:func:`retrieval.engines.pair_engine`); tokenizing and batching ar
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -67,32 +68,48 @@ class CrossEncoderReranker(Reranker):
     max_tokens: int | None = None  # padded tokens per batch (None: ``batch_size`` pairs); see retrieval.batching
     prefetch_depth: int = 2  # batches prepared ahead in a background thread (0: none)
 
+    slice_size: int | None = None  # pairs tokenized at a time (None: as :attr:`retrieval.encoder.Encoder.slice_size`)
+
     def score_pairs(self, pairs: Sequence[tuple[str, str]], progress: bool = False) -> list[float]:
-        """One score per ``(query, document)`` pair: tokenized once (:mod:`retrieval.batching`), scored in
-        length-sorted batches prepared ahead of the model."""
+        """One score per ``(query, document)`` pair: tokenized once (:func:`retrieval.batching.stream_batches`;
+        on a GPU in slices, the next one while the model scores this one), scored in length-sorted batches
+        prepared ahead of the model."""
         from tqdm.auto import tqdm
 
-        from retrieval.batching import count_truncated, prefetch, token_batches, tokenize
+        from retrieval.batching import SLICE_SIZE, count_truncated, stream_batches, token_batches, tokenize
 
         pairs = list(pairs)
         if not pairs:
             return []
         queries, docs = [q for q, _ in pairs], [d for _, d in pairs]
-        tok = tokenize(self.tokenizer, queries, docs, max_length=self.max_length)
-        self.stats.truncated += count_truncated(self.tokenizer, tok, queries, docs, self.max_length)
         self.stats.passages += len(pairs)
         scores = np.zeros(len(pairs), dtype=np.float64)
-        batches = token_batches(tok.lengths, self.batch_size, self.max_tokens)
         engine = self.engine
-        extras = engine.extras(pairs, tok)
+        chars = [len(q) + len(d) for q, d in pairs]  # the check: the longest and the shortest pair
+        sample = sorted({int(np.argmax(chars)), int(np.argmin(chars))})
+        extras = engine.extras([pairs[i] for i in sample],
+                               tokenize(self.tokenizer, [queries[i] for i in sample], [docs[i] for i in sample],
+                                        max_length=self.max_length))
+
+        def count(tok: Any, start: int) -> None:  # pairs cut to max_length, counted exactly
+            end = start + len(tok)
+            self.stats.truncated += count_truncated(self.tokenizer, tok, queries[start:end], docs[start:end],
+                                                    self.max_length)
+
         with tqdm(total=len(pairs), desc="cross-encoder", unit="pair", disable=not progress, leave=False) as bar:
             if extras is None:  # the model's own preprocess, per batch
-                for idx in batches:
+                tok = tokenize(self.tokenizer, queries, docs, max_length=self.max_length)
+                count(tok, 0)
+                for idx in token_batches(tok.lengths, self.batch_size, self.max_tokens):
                     scores[idx] = engine.forward_pairs([pairs[i] for i in idx])
                     self.stats.forward_passes += 1
                     bar.update(len(idx))
                 return scores.tolist()
-            for idx, features in prefetch(batches, lambda idx: (idx, engine.prepare(tok, idx)), self.prefetch_depth):
+            slices = self.slice_size or (SLICE_SIZE if engine.accelerated else len(pairs))
+            for idx, features in stream_batches(self.tokenizer, queries, docs, max_length=self.max_length,
+                                                batch_size=self.batch_size, max_tokens=self.max_tokens,
+                                                prepare=engine.prepare, depth=self.prefetch_depth,
+                                                slice_size=slices, on_slice=count):
                 scores[idx] = engine.run(features, extras)
                 self.stats.forward_passes += 1
                 bar.update(len(idx))

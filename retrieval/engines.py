@@ -220,6 +220,7 @@ class TorchPairEngine:
         self.model.eval()
         self.tokenizer = self.model.tokenizer
         self._torch = torch
+        self.accelerated = self.model.device.type == "cuda"  # the model runs off the CPU's cores
 
     @property
     def max_length(self) -> int:
@@ -278,6 +279,7 @@ class OnnxPairEngine:
         export = exported(name, "cross-encoder", int8=self.int8)
         self.export = export
         self.session = OnnxSession(export.file(self.int8), device=device, int8=self.int8)
+        self.accelerated = self.session.provider == "CUDAExecutionProvider"
         self.tokenizer = AutoTokenizer.from_pretrained(export.folder)
         self.max_length = int(max_length or export.settings["max_length"])  # the graph's axes are dynamic
 

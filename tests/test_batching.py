@@ -114,6 +114,10 @@ def test_encoder_vectors_equal_sentence_transformers(tiny_encoder, texts, max_to
     np.testing.assert_allclose(prefetched, reference, atol=1e-5)
     encoder.prefetch_depth = 0
     np.testing.assert_allclose(encoder.encode_docs(texts), prefetched, atol=1e-6)  # prefetch == plain
+    whole, encoder.truncated = encoder.truncated, 0
+    encoder.prefetch_depth, encoder.slice_size = 2, 7  # tokenized in slices, as on a GPU
+    np.testing.assert_allclose(encoder.encode_docs(texts), prefetched, atol=1e-6)
+    assert encoder.truncated == whole // 2 > 0  # the long text, counted once per call whatever the slices
     assert encoder.encode_docs([]).shape == (0, encoder.dim)
 
 
@@ -143,7 +147,7 @@ def test_cross_encoder_scores_equal_predict(tiny_cross_encoder, texts, max_token
 
     from rerank.cross_encoder import CrossEncoderReranker
 
-    pairs = [("airflow over a wing", t) for t in texts[:60]] + [("gene " * 40, "protein cell")]
+    pairs = [("airflow over a wing", t) for t in texts[:60]] + [("gene " * 40, "protein cell"), ("wing", texts[-2])]
     reference = CrossEncoder(str(tiny_cross_encoder)).predict(pairs, activation_fn=torch.nn.Identity(), batch_size=8)
     reranker = CrossEncoderReranker(str(tiny_cross_encoder), batch_size=8)
     reranker.max_tokens = max_tokens
@@ -151,6 +155,10 @@ def test_cross_encoder_scores_equal_predict(tiny_cross_encoder, texts, max_token
     np.testing.assert_allclose(scores, np.asarray(reference, dtype=float), atol=1e-5)
     reranker.prefetch_depth = 0
     np.testing.assert_allclose(reranker.score_pairs(pairs), scores, atol=1e-6)
+    truncated = reranker.stats.truncated
+    reranker.prefetch_depth, reranker.slice_size = 2, 9  # tokenized in slices, as on a GPU
+    np.testing.assert_allclose(reranker.score_pairs(pairs), scores, atol=1e-6)
+    assert reranker.stats.truncated == truncated * 3 // 2 > 0
 
 
 def test_index_cli_max_tokens(capsys, tmp_path, synthetic_beir, tiny_encoder):
