@@ -32,6 +32,20 @@ __all__ = ["OnnxEncoderEngine", "OnnxPairEngine", "TorchEncoderEngine", "TorchPa
            "pair_engine"]
 
 
+def _preprocess_extras(tok: Any, preprocess: Any) -> dict[str, Any] | None:
+    """The non-tensor entries of ``preprocess(sample)`` (the model's own features of the longest and the
+    shortest input of ``tok``), or None when its tensors differ from the shared path's padded ids."""
+    import torch
+
+    sample = sorted({int(np.argmax(tok.lengths)), int(np.argmin(tok.lengths))})
+    reference = preprocess(sample)
+    tensors = {k: v for k, v in reference.items() if isinstance(v, torch.Tensor)}
+    mine = tok.pad(sample)
+    if set(tensors) != set(mine) or not all(np.array_equal(tensors[k].numpy(), mine[k]) for k in mine):
+        return None
+    return {k: v for k, v in reference.items() if k not in tensors}
+
+
 # --- bi-encoders --------------------------------------------------------------------------------
 
 
@@ -78,14 +92,8 @@ class TorchEncoderEngine:
     def extras(self, texts: list[str], tok: Any, prompt: str | None, task: str) -> dict[str, Any] | None:
         """The non-tensor entries of the model's features (e.g. ``modality``), or None when its own
         ``preprocess`` of the longest and shortest text differs from the shared path's padded ids."""
-        torch = self._torch
-        sample = sorted({int(np.argmax(tok.lengths)), int(np.argmin(tok.lengths))})
-        reference = self.model.preprocess([texts[i] for i in sample], prompt=prompt, task=task)
-        tensors = {k: v for k, v in reference.items() if isinstance(v, torch.Tensor)}
-        mine = tok.pad(sample)
-        if set(tensors) != set(mine) or not all(np.array_equal(tensors[k].numpy(), mine[k]) for k in mine):
-            return None
-        return {k: v for k, v in reference.items() if k not in tensors}
+        return _preprocess_extras(tok, lambda sample: self.model.preprocess([texts[i] for i in sample], prompt=prompt,
+                                                                            task=task))
 
     def prepare(self, tok: Any, idx: np.ndarray) -> dict[str, Any]:
         """Padded CPU tensors of texts ``idx`` (pinned when the model runs on CUDA)."""
@@ -229,14 +237,7 @@ class TorchPairEngine:
     def extras(self, pairs: list[tuple[str, str]], tok: Any) -> dict[str, Any] | None:
         """The non-tensor entries of the model's features, or None when its own ``preprocess`` of the
         longest and shortest pair differs from the shared path's padded ids."""
-        torch = self._torch
-        sample = sorted({int(np.argmax(tok.lengths)), int(np.argmin(tok.lengths))})
-        reference = self.model.preprocess([pairs[i] for i in sample])
-        tensors = {k: v for k, v in reference.items() if isinstance(v, torch.Tensor)}
-        mine = tok.pad(sample)
-        if set(tensors) != set(mine) or not all(np.array_equal(tensors[k].numpy(), mine[k]) for k in mine):
-            return None
-        return {k: v for k, v in reference.items() if k not in tensors}
+        return _preprocess_extras(tok, lambda sample: self.model.preprocess([pairs[i] for i in sample]))
 
     def prepare(self, tok: Any, idx: np.ndarray) -> dict[str, Any]:
         from retrieval.batching import as_tensors
