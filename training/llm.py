@@ -21,6 +21,7 @@ import copy
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -106,7 +107,11 @@ class PreparedRows:
         reranker = getattr(objective, "reranker", None)
         if reranker is not None and getattr(reranker, "lm", None) is not None:
             lm = copy.copy(reranker.lm)
-            lm.__dict__ = {k: v for k, v in vars(lm).items() if k not in ("model", "_torch")}
+            engine = getattr(lm, "engine", None)
+            lm.__dict__ = {k: v for k, v in vars(lm).items() if k not in ("model", "_torch", "engine")}
+            if engine is not None:  # the engine without its model: what the LM's properties read
+                lm.engine = SimpleNamespace(tokenizer=engine.tokenizer, model=None, session=None, export=None,
+                                            device=None, batch_size=engine.batch_size, batch_tokens=engine.batch_tokens)
             reranker = copy.copy(reranker)
             reranker.lm = lm
             objective = copy.copy(objective)
