@@ -104,22 +104,17 @@ class CausalLM:
 
     def _encode(self, prompts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
         """``(token ids per prompt, batches of prompt indices)``: batches of ``batch_size``, longest first,
-        of at most :attr:`batch_tokens` padded tokens when that is set."""
-        encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-        too_long = [i for i, ids in enumerate(encoded) if len(ids) > self.max_length]
-        if too_long:
-            raise InputError(f"a prompt of {len(encoded[too_long[0]])} tokens exceeds max_length={self.max_length}",
+        of at most :attr:`batch_tokens` padded tokens when that is set (:mod:`retrieval.batching`: tokenized
+        once, :func:`~retrieval.batching.token_batches`)."""
+        from retrieval.batching import token_batches, tokenize
+
+        tok = tokenize(self.tokenizer, list(prompts), add_special_tokens=False)  # the shared data path, untruncated
+        encoded = tok.ids["input_ids"]
+        too_long = np.flatnonzero(tok.lengths > self.max_length)
+        if len(too_long):
+            raise InputError(f"a prompt of {tok.lengths[too_long[0]]} tokens exceeds max_length={self.max_length}",
                              field="max_length")
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-        budget = self.batch_tokens
-        batches: list[list[int]] = []
-        for i in order:  # longest first, so a batch's first prompt sets its padded width
-            batch = batches[-1] if batches else None
-            if batch is None or len(batch) >= self.batch_size or \
-                    (budget and (len(batch) + 1) * len(encoded[batch[0]]) > budget):
-                batches.append([i])
-            else:
-                batch.append(i)
+        batches = [b.tolist() for b in token_batches(tok.lengths, self.batch_size, self.batch_tokens)]
         return encoded, batches
 
     def _progress(self, progress: Any, total: int, desc: str, unit: str = "prompt") -> Any:

@@ -91,29 +91,32 @@ class Tokenized:
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None = None,
-             max_length: int | None = None) -> Tokenized:
+             max_length: int | None = None, add_special_tokens: bool = True) -> Tokenized:
     """Tokenize ``texts`` (or ``(texts, pairs)``) once, truncated ``longest_first`` to ``max_length``."""
     texts = list(texts)
     if not texts:
         return Tokenized({"input_ids": []}, np.zeros(0, dtype=np.int64))
     pairs = list(pairs) if pairs is not None else None
-    ids = _fast_ids(tokenizer, texts, pairs, max_length)
+    ids = _fast_ids(tokenizer, texts, pairs, max_length, add_special_tokens)
     if ids is None:
-        ids = _call_ids(tokenizer, texts, pairs, max_length)
+        ids = _call_ids(tokenizer, texts, pairs, max_length, add_special_tokens)
     lengths = np.fromiter((len(x) for x in ids["input_ids"]), dtype=np.int64, count=len(texts))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return Tokenized(ids, lengths, int(pad_id), int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
                      getattr(tokenizer, "padding_side", "right") == "left")
 
 
-def _call_ids(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int | None) -> dict[str, list]:
+def _call_ids(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int | None,
+              add_special_tokens: bool = True) -> dict[str, list]:
     """Token lists from the tokenizer's own ``__call__`` (any tokenizer)."""
     encoded = tokenizer(texts, pairs, padding=False, truncation="longest_first" if max_length else False,
-                        max_length=max_length or None, return_attention_mask=False)
+                        max_length=max_length or None, return_attention_mask=False,
+                        add_special_tokens=add_special_tokens)
     return {k: list(v) for k, v in encoded.items() if k != "attention_mask"}
 
 
-def _fast_ids(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int | None) -> dict[str, list] | None:
+def _fast_ids(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int | None,
+              add_special_tokens: bool = True) -> dict[str, list] | None:
     """Token lists from the Rust tokenizer's ``encode_batch_fast``, or None when the tokenizer has none or its
     ids differ from :func:`_call_ids` on the first texts (a tokenizer whose ``__call__`` does more)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -129,7 +132,7 @@ def _fast_ids(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_len
             backend.no_truncation()
         backend.no_padding()
         inputs: list[Any] = list(zip(texts, pairs)) if pairs is not None else texts
-        encodings = backend.encode_batch_fast(inputs, add_special_tokens=True)
+        encodings = backend.encode_batch_fast(inputs, add_special_tokens=add_special_tokens)
     except Exception:  # noqa: BLE001 - a tokenizer the fast path cannot drive: its __call__ can
         return None
     finally:
@@ -139,7 +142,7 @@ def _fast_ids(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_len
     if "token_type_ids" in keys:
         ids["token_type_ids"] = [e.type_ids for e in encodings]
     n = min(_CHECK, len(texts))
-    check = _call_ids(tokenizer, texts[:n], pairs[:n] if pairs is not None else None, max_length)
+    check = _call_ids(tokenizer, texts[:n], pairs[:n] if pairs is not None else None, max_length, add_special_tokens)
     if set(check) != set(ids) or any(check[k] != ids[k][:n] for k in check):
         return None
     return ids

@@ -192,11 +192,12 @@ def test_fast_tokenization_equals_the_tokenizers_call_and_falls_back_when_it_dif
         assert fast == batching._call_ids(tokenizer, texts, None, max_length)
         assert batching._fast_ids(tokenizer, texts[:20], texts[20:40], max_length) == \
             batching._call_ids(tokenizer, texts[:20], texts[20:40], max_length)
+    assert batching._fast_ids(tokenizer, texts, None, None, False) == batching._call_ids(tokenizer, texts, None, None, False)
     assert tokenizer.backend_tokenizer.padding is None  # the tokenizer's settings are put back
     original = batching._call_ids
 
-    def differs(tok, t, p, m):  # a tokenizer whose __call__ does more than the Rust tokenizer
-        out = original(tok, t, p, m)
+    def differs(tok, t, p, m, special=True):  # a tokenizer whose __call__ does more than the Rust tokenizer
+        out = original(tok, t, p, m, special)
         out["input_ids"] = [ids + [7] for ids in out["input_ids"]]
         return out
 
