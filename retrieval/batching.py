@@ -15,13 +15,14 @@
   background thread while the model runs the batches of the current one, so tokenization and the
   model overlap instead of taking turns (the sort is per slice: a few thousand texts sort as well
   as a million for padding's sake).
+- **Workers.** Trainers collate (tokenize and pad) in ``DataLoader`` worker processes
+  (:func:`default_workers` of them unless told), so a step never waits on the tokenizer.
 
 Tokenization calls the fast tokenizer's Rust ``encode_batch_fast`` directly when its ids equal those
 of the tokenizer's own ``__call__`` (checked on each call's first texts), skipping ``transformers``'
-per-text Python conversion of each encoding (attention masks, offsets) that the path never reads.
-
-- **Workers.** Trainers collate (tokenize and pad) in ``DataLoader`` worker processes
-  (:func:`default_workers` of them unless told), so a step never waits on the tokenizer.
+per-text Python conversion of each encoding (attention masks, offsets) that the path never reads;
+its encodings also say which texts were truncated (their ``overflowing`` part), so counting them
+costs no second tokenization.
 
 Padding changes nothing but the shape of a batch: with the attention mask, each text's vector is the
 same (within float error) whatever its batch-mates (Vaswani et al., 2017, masked attention).
@@ -69,6 +70,8 @@ class Tokenized:
     pad_id: int = 0
     pad_type_id: int = 0
     left: bool = False
+    max_length: int | None = None  # what the texts were truncated to
+    truncated: int | None = None  # texts longer than max_length (None: not known from the tokenization)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -97,13 +100,14 @@ def tokenize(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None =
     if not texts:
         return Tokenized({"input_ids": []}, np.zeros(0, dtype=np.int64))
     pairs = list(pairs) if pairs is not None else None
-    ids = _fast_ids(tokenizer, texts, pairs, max_length, add_special_tokens)
-    if ids is None:
-        ids = _call_ids(tokenizer, texts, pairs, max_length, add_special_tokens)
+    fast = _fast_ids(tokenizer, texts, pairs, max_length, add_special_tokens)
+    ids, truncated = fast if fast is not None else (_call_ids(tokenizer, texts, pairs, max_length,
+                                                              add_special_tokens), None)
     lengths = np.fromiter((len(x) for x in ids["input_ids"]), dtype=np.int64, count=len(texts))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return Tokenized(ids, lengths, int(pad_id), int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
-                     getattr(tokenizer, "padding_side", "right") == "left")
+                     getattr(tokenizer, "padding_side", "right") == "left", max_length,
+                     truncated if max_length else 0)
 
 
 def _call_ids(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int | None,
@@ -116,13 +120,13 @@ def _call_ids(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_len
 
 
 def _fast_ids(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int | None,
-              add_special_tokens: bool = True) -> dict[str, list] | None:
-    """Token lists from the Rust tokenizer's ``encode_batch_fast``, or None when the tokenizer has none or its
-    ids differ from :func:`_call_ids` on the first texts (a tokenizer whose ``__call__`` does more)."""
+              add_special_tokens: bool = True) -> tuple[dict[str, list], int] | None:
+    """``(token lists, how many texts were truncated)`` from the Rust tokenizer's ``encode_batch_fast``, or
+    None when the tokenizer has none or its ids differ from :func:`_call_ids` on the first texts (a
+    tokenizer whose ``__call__`` does more)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or not hasattr(backend, "encode_batch_fast"):
         return None
-    keys = ["input_ids"] + (["token_type_ids"] if "token_type_ids" in getattr(tokenizer, "model_input_names", ()) else [])
     truncation, padding = backend.truncation, backend.padding
     try:
         if max_length:
@@ -139,24 +143,27 @@ def _fast_ids(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_len
         backend.enable_truncation(**truncation) if truncation else backend.no_truncation()
         backend.enable_padding(**padding) if padding else backend.no_padding()
     ids = {"input_ids": [e.ids for e in encodings]}
-    if "token_type_ids" in keys:
+    if "token_type_ids" in getattr(tokenizer, "model_input_names", ()):
         ids["token_type_ids"] = [e.type_ids for e in encodings]
     n = min(_CHECK, len(texts))
     check = _call_ids(tokenizer, texts[:n], pairs[:n] if pairs is not None else None, max_length, add_special_tokens)
     if set(check) != set(ids) or any(check[k] != ids[k][:n] for k in check):
         return None
-    return ids
+    return ids, sum(1 for e in encodings if e.overflowing)  # a truncated text keeps its cut tail there
 
 
 def count_truncated(tokenizer: Any, tok: Tokenized, texts: Sequence[str], pairs: Sequence[str] | None = None,
                     max_length: int | None = None) -> int:
     """How many of the tokenized ``texts`` (or pairs) were longer than ``max_length`` tokens, exactly.
 
-    Only the texts at the cap (``length >= max_length``: truncated, or exactly that long) are
-    tokenized again, without truncation, so the count costs one tokenizer call over those alone.
+    The tokenization's own count when it has one (the Rust path); otherwise only the texts at the cap
+    (``length >= max_length``: truncated, or exactly that long) are tokenized again, without
+    truncation, so the count costs one tokenizer call over those alone.
     """
     if not max_length or not len(tok):
         return 0
+    if tok.truncated is not None and tok.max_length == max_length:
+        return tok.truncated
     at_cap = np.flatnonzero(tok.lengths >= max_length)
     if not len(at_cap):
         return 0

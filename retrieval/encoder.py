@@ -136,8 +136,8 @@ class Encoder:
         background thread while the model runs this one, :func:`retrieval.batching.stream_batches`);
         the ids give the sort within a slice and, padded, the model's inputs (prepared ahead in
         another thread). Texts longer than ``max_length`` tokens are counted in :attr:`truncated`.
-        ``task`` ("query" / "document") routes a sentence-transformers ``Router`` model (separate query and document encoders, e.g. ADORE's output) as
-        ``encode_query`` / ``encode_document`` do; a model whose own ``preprocess`` gives other
+        ``task`` ("query" / "document") routes a sentence-transformers ``Router`` model (separate query
+        and document encoders, e.g. ADORE's output) as ``encode_query`` / ``encode_document`` do; a model whose own ``preprocess`` gives other
         features than the shared path keeps its ``preprocess`` per batch.
         """
         from tqdm.auto import tqdm
@@ -162,11 +162,12 @@ class Encoder:
                                    tokenize(tokenizer, [prefixed[i] for i in sample], max_length=self.max_length),
                                    prompt, task)
         if extras is None:  # no tokenizer, or the model's own preprocess differs: it runs per batch
-            lengths = self._token_lengths(texts, prompt)
             if extras_checked:
                 tok = tokenize(tokenizer, prefixed, max_length=self.max_length)
                 self.truncated += count_truncated(tokenizer, tok, prefixed, max_length=self.max_length)
                 lengths = tok.lengths
+            else:
+                lengths = self._token_lengths(texts, prompt)
             for idx in token_batches(lengths, self.batch_size, self.max_tokens):
                 out[idx] = engine.forward_texts([texts[i] for i in idx], prompt, task)
                 bar.update(len(idx))

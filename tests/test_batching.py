@@ -188,11 +188,11 @@ def test_fast_tokenization_equals_the_tokenizers_call_and_falls_back_when_it_dif
     tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
     texts = corpus_texts()[:80] + ["wing " * 300, ""]
     for max_length in (None, 16, 64):
-        fast = batching._fast_ids(tokenizer, texts, None, max_length)
+        fast, _ = batching._fast_ids(tokenizer, texts, None, max_length)
         assert fast == batching._call_ids(tokenizer, texts, None, max_length)
-        assert batching._fast_ids(tokenizer, texts[:20], texts[20:40], max_length) == \
+        assert batching._fast_ids(tokenizer, texts[:20], texts[20:40], max_length)[0] == \
             batching._call_ids(tokenizer, texts[:20], texts[20:40], max_length)
-    assert batching._fast_ids(tokenizer, texts, None, None, False) == batching._call_ids(tokenizer, texts, None, None, False)
+    assert batching._fast_ids(tokenizer, texts, None, None, False)[0] == batching._call_ids(tokenizer, texts, None, None, False)
     assert tokenizer.backend_tokenizer.padding is None  # the tokenizer's settings are put back
     original = batching._call_ids
 
