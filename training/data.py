@@ -318,6 +318,13 @@ def _merge(run: list[TrainingSample]) -> TrainingSample:
     return first._replace(negatives=negatives, negative_ids=negative_ids, teacher=teacher)
 
 
+def file_stats(path: Path) -> list[tuple[str, int, int]]:
+    """``(resolved path, size, mtime_ns)`` of a file, or of every file under a folder: what tells a resumed
+    run its inputs did not change."""
+    targets = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in targets if p.exists()]
+
+
 @dataclass(frozen=True)
 class TrainingInput:
     """Where a trainer's samples come from: the arguments of :func:`read_training_samples`, re-readable."""
@@ -354,7 +361,5 @@ class TrainingInput:
             value = getattr(self, name)
             if value is None:
                 continue
-            path = Path(value)
-            targets = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-            files[name] = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in targets if p.exists()]
+            files[name] = file_stats(Path(value))
         return {"files": files, "group_by_query": self.group_by_query, "split": self.split}

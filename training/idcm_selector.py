@@ -41,6 +41,7 @@ from retrieval.models import DEFAULT_ENCODER
 from retrieval.passages import Splitter
 from retrieval.run import Run
 from retrieval.workdir import claim_workdir
+from training.data import file_stats
 from training.flow import CheckedRun, ModelKind, train_sentence_model
 from training.losses.registry import IDCM_SELECTOR, LossContext, check_loss, get_loss
 from training.runner import TrainResult
@@ -73,14 +74,9 @@ class SelectorInput:
 
     def signature(self) -> dict[str, Any]:
         """The input files' stats and the candidate settings: what a resumed run must match."""
-        files = {name: _stat(Path(p)) for name in ("corpus", "queries", "run", "qrels")
+        files = {name: file_stats(Path(p)) for name in ("corpus", "queries", "run", "qrels")
                  if (p := getattr(self, name)) is not None}
         return {"files": files, "depth": self.depth, "max_queries": self.max_queries}
-
-
-def _stat(path: Path) -> list:
-    targets = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in targets if p.exists()]
 
 
 @dataclass
@@ -291,7 +287,7 @@ def train_idcm_selector(
     scorer_name = scorer if isinstance(scorer, str) else type(scorer).__name__
     # what the cached scores depend on: the texts and the split, not which queries or candidates are used
     # (a run with more queries or another depth scores only the (query, document) pairs not yet cached)
-    texts = {name: _stat(Path(getattr(data, name))) for name in ("corpus", "queries")}
+    texts = {name: file_stats(Path(getattr(data, name))) for name in ("corpus", "queries")}
     teacher_settings = {"scorer": scorer_name, "passages": passages, "stride": stride, "max_passages": max_passages,
                         "max_length": teacher_max_length, "seed": settings.seed, "texts": texts}
     if isinstance(scorer, str):
