@@ -23,7 +23,9 @@ scales are per batch).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -67,6 +69,15 @@ class CausalLM:
     @session.setter
     def session(self, value: Any) -> None:
         self.engine.session = value
+
+    def without_model(self) -> "CausalLM":
+        """A copy with the tokenizer and settings but no model or session: what a process that only
+        tokenizes prompts needs (a training DataLoader worker), cheap to pickle."""
+        lm = copy.copy(self)
+        engine = self.engine
+        lm.engine = SimpleNamespace(tokenizer=engine.tokenizer, model=None, session=None, export=None, device=None,
+                                    batch_size=engine.batch_size, batch_tokens=engine.batch_tokens)
+        return lm
 
     # --- prompts ------------------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ import copy
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -105,15 +104,9 @@ class PreparedRows:
         (``prepare`` only tokenizes; the model stays in the training process)."""
         objective = self.objective
         reranker = getattr(objective, "reranker", None)
-        if reranker is not None and getattr(reranker, "lm", None) is not None:
-            lm = copy.copy(reranker.lm)
-            engine = getattr(lm, "engine", None)
-            lm.__dict__ = {k: v for k, v in vars(lm).items() if k not in ("model", "_torch", "engine")}
-            if engine is not None:  # the engine without its model: what the LM's properties read
-                lm.engine = SimpleNamespace(tokenizer=engine.tokenizer, model=None, session=None, export=None,
-                                            device=None, batch_size=engine.batch_size, batch_tokens=engine.batch_tokens)
+        if reranker is not None and hasattr(getattr(reranker, "lm", None), "without_model"):
             reranker = copy.copy(reranker)
-            reranker.lm = lm
+            reranker.lm = reranker.lm.without_model()
             objective = copy.copy(objective)
             objective.reranker = reranker
         return {"objective": objective}
