@@ -126,7 +126,7 @@ class Encoder:
     prefetch_depth: int = 2  # batches prepared ahead in a background thread (0: none)
     # texts tokenized at a time, the next slice while the model runs this one; None: SLICE_SIZE when the
     # model runs on a GPU, else all at once (on the CPU the model and the tokenizer share the cores, and
-    # overlapping them measured 15-25% slower on 2 cores than tokenizing first: BENCHMARKS.md)
+    # overlapping them measured 15-25% slower on 2 cores than tokenizing first: docs/scale.md)
     slice_size: int | None = None
 
     def _encode(self, texts: Sequence[str], prompt: str | None, progress: Any, task: str = "document") -> np.ndarray:
