@@ -14,12 +14,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from retrieval.formats import Corpus, read_qrels, read_queries  # noqa: E402
+from rankwise.retrieval.formats import Corpus, read_qrels, read_queries  # noqa: E402
 
 
 def scifact_folder(name: str = "scifact") -> Path:
     """The SciFact BEIR folder: a path, or ``$RANKWISE_DATA/<name>``."""
-    from eval.datasets import resolve_dataset
+    from rankwise.eval.datasets import resolve_dataset
 
     return Path(resolve_dataset(name, download=False).root)
 

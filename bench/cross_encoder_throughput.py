@@ -46,10 +46,10 @@ def main() -> None:
     import torch
     from sentence_transformers import CrossEncoder
 
-    from eval.datasets import resolve_dataset
-    from eval.pipeline import bm25_index
-    from rerank.cross_encoder import CrossEncoderReranker, init_cross_encoder
-    from retrieval.bm25 import BM25Retriever
+    from rankwise.eval.datasets import resolve_dataset
+    from rankwise.eval.pipeline import bm25_index
+    from rankwise.rerank.cross_encoder import CrossEncoderReranker, init_cross_encoder
+    from rankwise.retrieval.bm25 import BM25Retriever
 
     tmp = tempfile.TemporaryDirectory(prefix="rankwise-ce-bench-")
     model = args.model or str(init_cross_encoder("sentence-transformers/all-MiniLM-L6-v2", Path(tmp.name) / "ce",

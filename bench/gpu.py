@@ -89,8 +89,8 @@ def train_figure(args: argparse.Namespace, texts: list[str]) -> tuple[float, Gpu
 def main(argv: list[str] | None = None) -> dict:
     import numpy as np
 
-    from rerank.cross_encoder import CrossEncoderReranker
-    from retrieval.encoder import Encoder
+    from rankwise.rerank.cross_encoder import CrossEncoderReranker
+    from rankwise.retrieval.encoder import Encoder
     from scale import synthetic_texts
 
     args = parse_args(argv)

@@ -4,7 +4,7 @@ For held-out (query, document) pairs whose teacher passage scores a `rankwise tr
 run cached (OUT/teacher/scores.jsonl), each selector ranks the document's passages; the figures are
 the share of documents whose teacher-best passage is among the selector's top K (the document's
 IDCM score is then exactly its MaxP score) and the mean overlap of the selector's and the teacher's
-top K. Selectors: ``bm25`` and ``dense:MODEL`` as :mod:`rerank.idcm` builds them, beside the
+top K. Selectors: ``bm25`` and ``dense:MODEL`` as :mod:`rankwise.rerank.idcm` builds them, beside the
 expected figures of a random choice.
 
     python bench/idcm_selector_agreement.py --out SELECTOR_OUT --corpus C --queries Q --qrels QRELS \
@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rerank.idcm import DenseSelector, bm25_passage_scores, top_passages  # noqa: E402
-from retrieval.passages import Splitter  # noqa: E402
-from training.idcm_selector import SCORES_FILE, TEACHER_DIR, SelectorInput, build_examples  # noqa: E402
+from rankwise.rerank.idcm import DenseSelector, bm25_passage_scores, top_passages  # noqa: E402
+from rankwise.retrieval.passages import Splitter  # noqa: E402
+from rankwise.training.idcm_selector import SCORES_FILE, TEACHER_DIR, SelectorInput, build_examples  # noqa: E402
 
 
 def main() -> None:

@@ -70,9 +70,9 @@ def proc_status(key: str) -> int:
 def child(corpus: str, model: str, out: str, chunk_size: int, result: str, batch_size: int) -> None:
     import torch  # noqa: F401  (imports first: they belong to the baseline)
 
-    from retrieval.encoder import Encoder
-    from retrieval.formats import Corpus
-    from retrieval.index import IndexConfig, build_dense_index
+    from rankwise.retrieval.encoder import Encoder
+    from rankwise.retrieval.formats import Corpus
+    from rankwise.retrieval.index import IndexConfig, build_dense_index
 
     encoder = Encoder(model, batch_size=batch_size, device="cpu")
     baseline = proc_status("VmRSS")

@@ -69,10 +69,10 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     from sentence_transformers import SentenceTransformer
 
-    from retrieval.encoder import Encoder
-    from retrieval.formats import Corpus
-    from retrieval.index import IndexConfig, build_dense_index
-    from retrieval.models import resolve_model
+    from rankwise.retrieval.encoder import Encoder
+    from rankwise.retrieval.formats import Corpus
+    from rankwise.retrieval.index import IndexConfig, build_dense_index
+    from rankwise.retrieval.models import resolve_model
 
     cmd = command_line()
     mach = machine()

@@ -4,7 +4,7 @@ position among ``--fillers`` (default 7) other abstracts of the corpus; queries 
 So a relevant document is still relevant (its abstract is in it, whole), but where the abstract
 sits (first, second, ..., last of 8) is known: ``positions.tsv`` beside the corpus records, for
 every long document, its own abstract's position (0-based), the number of abstracts and the filler
-ids, which is what :mod:`eval.position_bias` buckets by. Each abstract is written as
+ids, which is what :mod:`rankwise.eval.position_bias` buckets by. Each abstract is written as
 ``title. text`` inside the long document's text, and the long document's title is empty by
 default (``--keep-title`` keeps the original title as the title: a title repeated in every passage
 then tells every passage which document it belongs to, which hides the position effect).
@@ -29,8 +29,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from retrieval.files import atomic_open, write_json  # noqa: E402
-from retrieval.formats import Corpus, iter_qrels, read_queries  # noqa: E402
+from rankwise.retrieval.files import atomic_open, write_json  # noqa: E402
+from rankwise.retrieval.formats import Corpus, iter_qrels, read_queries  # noqa: E402
 
 POSITIONS = "positions.tsv"
 

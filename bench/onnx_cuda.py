@@ -1,8 +1,8 @@
 """ONNX Runtime's CUDA provider against torch on the same GPU, measured in the same run.
 
 - Encoding the SciFact corpus (first ``--docs``) with all-MiniLM-L6-v2: docs/s of the torch backend
-  (fp16 under ``torch.autocast``, as :class:`retrieval.encoder.Encoder` runs on a GPU) and of the ONNX
-  graph on the CUDA provider (fp16 weights, :mod:`retrieval.backend.session`), alternating over
+  (fp16 under ``torch.autocast``, as :class:`rankwise.retrieval.encoder.Encoder` runs on a GPU) and of the ONNX
+  graph on the CUDA provider (fp16 weights, :mod:`rankwise.retrieval.backend.session`), alternating over
   ``--rounds``; max abs diff and min cosine of the ONNX embeddings against torch's.
 - Cross-encoder pairs/s (SciFact test queries with corpus documents), torch vs ONNX on CUDA, and the
   largest score difference.
@@ -48,7 +48,7 @@ def main() -> int:
     args = parse_args()
     import torch
 
-    from retrieval.backend.session import cuda_available
+    from rankwise.retrieval.backend.session import cuda_available
 
     if not torch.cuda.is_available() or not cuda_available():
         log("needs a GPU that torch sees and onnxruntime-gpu's CUDAExecutionProvider "
@@ -56,9 +56,9 @@ def main() -> int:
         return 2
     import onnxruntime as ort
 
-    from eval.datasets import resolve_dataset
-    from rerank.cross_encoder import CrossEncoderReranker, init_cross_encoder
-    from retrieval.encoder import Encoder
+    from rankwise.eval.datasets import resolve_dataset
+    from rankwise.rerank.cross_encoder import CrossEncoderReranker, init_cross_encoder
+    from rankwise.retrieval.encoder import Encoder
 
     m = machine()
     gpu = torch.cuda.get_device_name(0)

@@ -71,7 +71,7 @@ def peak_rss() -> int:
 
 def encode_child(args: argparse.Namespace) -> None:
     """In a child: load the encoder of one variant, encode the texts, write docs/s and peak RSS."""
-    from retrieval.encoder import Encoder
+    from rankwise.retrieval.encoder import Encoder
 
     variant, texts_file, result = args._encode
     backend, int8 = VARIANTS[variant]
@@ -110,7 +110,7 @@ def encoder_flops(model: str, texts: list[str], batch_size: int) -> float:
     """FLOPs of encoding ``texts``: 2 x linear weights x real tokens + attention (4 x layers x hidden x T^2)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from retrieval.backend.sources import local_folder
+    from rankwise.retrieval.backend.sources import local_folder
 
     folder = local_folder(model)
     config, tokenizer = AutoConfig.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
@@ -125,8 +125,8 @@ def bench_encoding(args: argparse.Namespace, result: dict) -> None:
 
     import numpy as np
 
-    from eval.datasets import resolve_dataset
-    from retrieval.encoder import Encoder
+    from rankwise.eval.datasets import resolve_dataset
+    from rankwise.retrieval.encoder import Encoder
 
     data = resolve_dataset("scifact", progress=False)
     texts = [doc.full_text for _, doc in zip(range(args.docs), data.corpus)]
@@ -179,8 +179,8 @@ def bench_encoding(args: argparse.Namespace, result: dict) -> None:
 def bench_cross_encoder(args: argparse.Namespace, result: dict) -> None:
     import tempfile
 
-    from eval.datasets import resolve_dataset
-    from rerank.cross_encoder import CrossEncoderReranker, init_cross_encoder
+    from rankwise.eval.datasets import resolve_dataset
+    from rankwise.rerank.cross_encoder import CrossEncoderReranker, init_cross_encoder
 
     tmp = tempfile.TemporaryDirectory(prefix="rankwise-onnx-ce-")
     model = args.ce_model or str(init_cross_encoder(ENCODER, Path(tmp.name) / "ce", max_length=256))
@@ -204,9 +204,9 @@ def bench_cross_encoder(args: argparse.Namespace, result: dict) -> None:
 
 
 def bench_listwise(args: argparse.Namespace, result: dict) -> None:
-    from eval.datasets import resolve_dataset
-    from rerank.listwise import ListwiseReranker
-    from rerank.llm import CausalLM
+    from rankwise.eval.datasets import resolve_dataset
+    from rankwise.rerank.listwise import ListwiseReranker
+    from rankwise.rerank.llm import CausalLM
 
     data = resolve_dataset("scifact", progress=False)
     queries = list(data.queries("test").values())
@@ -214,7 +214,7 @@ def bench_listwise(args: argparse.Namespace, result: dict) -> None:
     lms = {"torch": CausalLM(args.llm, device="cpu", batch_size=1), "onnx fp32": CausalLM(args.llm, backend="onnx"),
            "onnx int8": CausalLM(args.llm, backend="onnx", int8=True)}
     if args.unchunked:  # the same graphs with the single attention operator (no query chunks on the CPU)
-        from retrieval.backend.session import OnnxSession
+        from rankwise.retrieval.backend.session import OnnxSession
 
         for name in ("onnx fp32", "onnx int8"):
             lm = CausalLM(args.llm, backend="onnx", int8=lms[name].int8)

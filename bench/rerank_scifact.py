@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import command_line, log, machine, machine_line, write_json  # noqa: E402
 
-from retrieval.backend import BACKENDS, backend_name, check_backend  # noqa: E402
-from retrieval.errors import InputError  # noqa: E402
+from rankwise.retrieval.backend import BACKENDS, backend_name, check_backend  # noqa: E402
+from rankwise.retrieval.errors import InputError  # noqa: E402
 
 SYSTEMS = ("pointwise-yesno", "pointwise-erank", "listwise-first", "listwise-generate", "groupwise",
            "eliminate-worst", "eliminate-best", "listwise-reason")
@@ -51,16 +51,16 @@ def main() -> None:
     except InputError as err:
         p.error(str(err))
 
-    from eval.datasets import resolve_dataset
-    from eval.metrics import evaluate
-    from eval.pipeline import bm25_index
-    from rerank.elimination import EliminationReranker
-    from rerank.groupwise import GroupwiseReranker
-    from rerank.listwise import ListwiseReranker
-    from rerank.llm import CausalLM
-    from rerank.pointwise import LLMPointwiseReranker
-    from rerank.reasoning import ReasoningReranker
-    from retrieval.bm25 import BM25Retriever
+    from rankwise.eval.datasets import resolve_dataset
+    from rankwise.eval.metrics import evaluate
+    from rankwise.eval.pipeline import bm25_index
+    from rankwise.rerank.elimination import EliminationReranker
+    from rankwise.rerank.groupwise import GroupwiseReranker
+    from rankwise.rerank.listwise import ListwiseReranker
+    from rankwise.rerank.llm import CausalLM
+    from rankwise.rerank.pointwise import LLMPointwiseReranker
+    from rankwise.rerank.reasoning import ReasoningReranker
+    from rankwise.retrieval.bm25 import BM25Retriever
 
     data = resolve_dataset(args.dataset)
     qrels = data.qrels("test")

@@ -8,7 +8,7 @@ each build in a child process whose peak RSS (``VmHWM``) is read. In the same ru
 - docs/s of the new path (tokenize once, token-budget batches, prefetch) and of the old loop
   (tokenize for the sort, ``preprocess`` again per batch, fixed batch size) on the same texts;
 - tokenizing the same texts alone with the fast tokenizer's batch call on all cores (the issue's
-  baseline), and through ``retrieval.batching.tokenize`` (the Rust ``encode_batch_fast`` the path uses);
+  baseline), and through ``rankwise.retrieval.batching.tokenize`` (the Rust ``encode_batch_fast`` the path uses);
 - index size, search queries/s, and IVF-PQ recall@10 against the flat index.
 
     HF_HUB_OFFLINE=1 python bench/scale.py --docs 100000
@@ -95,9 +95,9 @@ def proc_status(key: str) -> int:
 
 def child(args: argparse.Namespace) -> None:
     """Build one index through ``build_dense_index`` and write its time and peak RSS."""
-    from retrieval.encoder import Encoder
-    from retrieval.formats import Corpus
-    from retrieval.index import IndexConfig, build_dense_index
+    from rankwise.retrieval.encoder import Encoder
+    from rankwise.retrieval.formats import Corpus
+    from rankwise.retrieval.index import IndexConfig, build_dense_index
 
     corpus, out, kind, result = args._child
     encoder = Encoder(args.model, batch_size=args.batch_size, device="cpu")
@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
 
     sys.path.insert(0, str(REPO))
-    from retrieval.encoder import Encoder
-    from retrieval.index import DenseIndex
+    from rankwise.retrieval.encoder import Encoder
+    from rankwise.retrieval.index import DenseIndex
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="rankwise-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     encoder = Encoder(args.model, batch_size=args.batch_size, device="cpu")
     encoder.max_tokens = args.max_tokens
     sample = texts[:args.compare_docs]
-    from retrieval.batching import tokenize
+    from rankwise.retrieval.batching import tokenize
 
     t0 = time.perf_counter()
     encoder.tokenizer(sample, truncation=True, max_length=encoder.max_length)

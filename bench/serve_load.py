@@ -11,7 +11,7 @@ Reported: requests/s of each and their ratio (target >= 2), p50/p99 latency, err
 server's RSS at the start and end of its run, and its mean requests per model call.
 
 No pretrained cross-encoder is available here: the default model is all-MiniLM-L6-v2 with a fresh
-one-label head (``CrossEncoder(path, num_labels=1)`` through :func:`rerank.init_cross_encoder`).
+one-label head (``CrossEncoder(path, num_labels=1)`` through :func:`rankwise.rerank.init_cross_encoder`).
 Throughput does not depend on what the head learned, only on the architecture and the inputs.
 
     RANKWISE_DATA=../shared/data/beir RANKWISE_MODELS=~/.cache/rankwise/models HF_HUB_OFFLINE=1 \\
@@ -154,7 +154,7 @@ def batch_stats(url: str) -> dict:
 
 
 def build_requests(n: int, per_request: int, seed: int = 0) -> list[dict]:
-    from eval.datasets import resolve_dataset
+    from rankwise.eval.datasets import resolve_dataset
 
     data = resolve_dataset("scifact", progress=False)
     queries = list(data.queries("test").values())
@@ -164,7 +164,7 @@ def build_requests(n: int, per_request: int, seed: int = 0) -> list[dict]:
 
 
 def longest_requests(n: int, per_request: int) -> list[dict]:
-    from eval.datasets import resolve_dataset
+    from rankwise.eval.datasets import resolve_dataset
 
     data = resolve_dataset("scifact", progress=False)
     docs = sorted((doc.full_text for doc in data.corpus), key=len, reverse=True)[:n * per_request]
@@ -172,9 +172,9 @@ def longest_requests(n: int, per_request: int) -> list[dict]:
 
 
 def default_model(max_length: int) -> str:
-    from rerank.cross_encoder import init_cross_encoder
-    from retrieval.models import resolve_model
-    from retrieval.paths import cache_root
+    from rankwise.rerank.cross_encoder import init_cross_encoder
+    from rankwise.retrieval.models import resolve_model
+    from rankwise.retrieval.paths import cache_root
 
     folder = cache_root() / "bench" / f"minilm-cross-encoder-{max_length}"
     if not (folder / "config.json").is_file():

@@ -37,7 +37,7 @@ def plain_run(model: str, triples: Path, loss: str, batch: int, steps: int, max_
                                        SentenceTransformerTrainingArguments, losses)
     from sentence_transformers.training_args import BatchSamplers
 
-    from retrieval.models import resolve_model
+    from rankwise.retrieval.models import resolve_model
 
     rows = [line.rstrip("\n").split("\t") for line in triples.open(encoding="utf-8") if line.strip()]
     data = datasets.Dataset.from_dict({"query": [r[0] for r in rows], "positive": [r[1] for r in rows],
@@ -56,7 +56,7 @@ def plain_run(model: str, triples: Path, loss: str, batch: int, steps: int, max_
 
 
 def _settings(batch: int, steps: int, max_length: int, workers: int | None = None):
-    from training import TrainSettings
+    from rankwise.training import TrainSettings
 
     # no checkpoint inside the timed steps: the plain trainer saves none either (save_strategy="no")
     return TrainSettings(max_steps=steps, batch_size=batch, lr=2e-5, max_length=max_length, save_steps=steps + 1,
@@ -64,7 +64,7 @@ def _settings(batch: int, steps: int, max_length: int, workers: int | None = Non
 
 
 def rankwise_run(model: str, triples: Path, loss: str, batch: int, steps: int, max_length: int, out: Path) -> float:
-    from training import TrainingInput, train_bi_encoder
+    from rankwise.training import TrainingInput, train_bi_encoder
 
     result = train_bi_encoder(model, TrainingInput(triples), out, loss=loss, settings=_settings(batch, steps, max_length),
                               progress=False)
@@ -74,7 +74,7 @@ def rankwise_run(model: str, triples: Path, loss: str, batch: int, steps: int, m
 def cross_encoder_run(model: str, triples: Path, loss: str, batch: int, steps: int, max_length: int, out: Path,
                       workers: int | None = None) -> float:
     """samples/s of rankwise's cross-encoder trainer (``train()`` time; one sample = a query's positive and negatives)."""
-    from training import TrainingInput, train_cross_encoder
+    from rankwise.training import TrainingInput, train_cross_encoder
 
     result = train_cross_encoder(model, TrainingInput(triples), out, loss=loss,
                                  settings=_settings(batch, steps, max_length, workers), progress=False)

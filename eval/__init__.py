@@ -1,8 +1,8 @@
 """Evaluation: the BEIR dataset registry and resolver, and metrics over ir-measures."""
 
-from eval.datasets import BEIR_DATASETS, BeirDataset, BeirSource, resolve_dataset
-from eval.metrics import DEFAULT_MEASURES, evaluate, evaluate_per_query, parse_measures
-from eval import irds, msmarco  # noqa: F401, E402 - register the irds: scheme and the MS MARCO folder layout
+from rankwise.eval.datasets import BEIR_DATASETS, BeirDataset, BeirSource, resolve_dataset
+from rankwise.eval.metrics import DEFAULT_MEASURES, evaluate, evaluate_per_query, parse_measures
+from rankwise.eval import irds, msmarco  # noqa: F401, E402 - register the irds: scheme and the MS MARCO folder layout
 
 __all__ = [
     "BEIR_DATASETS",

@@ -8,11 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from eval.metrics import DEFAULT_MEASURES
-from eval import compare_cli
-from retrieval.errors import InputError
-from retrieval.models import DEFAULT_ENCODER
-from retrieval.options import EncoderBatchSize, IndexType, Int8
+from rankwise.eval.metrics import DEFAULT_MEASURES
+from rankwise.eval import compare_cli
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.models import DEFAULT_ENCODER
+from rankwise.retrieval.options import EncoderBatchSize, IndexType, Int8
 
 
 def beir(
@@ -56,10 +56,10 @@ def beir(
     """
     from rich.console import Console
 
-    from eval.compare_cli import auto_depth, beir_systems
-    from eval.datasets import resolve_dataset
-    from eval.pipeline import PipelineSettings, run_beir
-    from eval.report import metrics_json, metrics_table, result_rows
+    from rankwise.eval.compare_cli import auto_depth, beir_systems
+    from rankwise.eval.datasets import resolve_dataset
+    from rankwise.eval.pipeline import PipelineSettings, run_beir
+    from rankwise.eval.report import metrics_json, metrics_table, result_rows
 
     chosen = tuple(m.strip() for m in (measures or "").split(",") if m.strip())  # none: each dataset's official
     names = [d.strip() for d in datasets.split(",") if d.strip()]
@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
     """Add this package's commands to the ``rankwise`` app."""
     app.command("beir")(beir)
     compare_cli.register(app)
-    from eval import followir_cli, position_bias_cli
+    from rankwise.eval import followir_cli, position_bias_cli
 
     position_bias_cli.register(app)
     followir_cli.register(app)

@@ -2,7 +2,7 @@
 
 ``compare(runs, qrels, measures, baseline=...)`` answers the question an IR experiment asks ("is B
 better than A, and on which queries?") the way PyTerrier's ``Experiment`` does (Macdonald et al.,
-CIKM 2021): per-query values from ir-measures (:mod:`eval.metrics`), then for every system other
+CIKM 2021): per-query values from ir-measures (:mod:`rankwise.eval.metrics`), then for every system other
 than the baseline and every measure
 
 * the mean and its difference to the baseline's mean;
@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from eval.metrics import DEFAULT_MEASURES, QrelsLike, RunLike, evaluate_per_query, parse_measures
-from retrieval.errors import InputError
-from retrieval.run import Run
+from rankwise.eval.metrics import DEFAULT_MEASURES, QrelsLike, RunLike, evaluate_per_query, parse_measures
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.run import Run
 
 TESTS = ("t", "randomization")
 CORRECTIONS = ("holm", "bonferroni", "none")
@@ -53,7 +53,7 @@ def per_query_values(
     """Per-query values, long form: columns ``system, query_id, measure, value``.
 
     ``runs`` is ``{name: run}`` or a list of :class:`Run` (named by ``Run.name``). Every judged query
-    of ``qrels`` gets a value for every system (0 where a run lacks it, see :mod:`eval.metrics`).
+    of ``qrels`` gets a value for every system (0 where a run lacks it, see :mod:`rankwise.eval.metrics`).
     With ``strict``, a run naming a query that has no judgements is an :class:`InputError`: it
     usually means the run and the qrels are of different query sets.
     """

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from retrieval.errors import InputError
+from rankwise.retrieval.errors import InputError
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 DELTA_PNG = "per-query-delta.png"
@@ -27,8 +27,8 @@ def emit(table: Any, values: Any, *, fmt: str, title: str, per_query: Path | Non
     """Print ``table`` in ``fmt``, write the per-query CSV and the plots; return the files written."""
     from rich.console import Console
 
-    from eval.compare import render
-    from retrieval.files import atomic_open
+    from rankwise.eval.compare import render
+    from rankwise.retrieval.files import atomic_open
 
     written: dict[str, str] = {}
     if per_query is not None:
@@ -36,7 +36,7 @@ def emit(table: Any, values: Any, *, fmt: str, title: str, per_query: Path | Non
             values.to_csv(fh, index=False, lineterminator="\n", float_format="%.10g")
         written["per_query"] = str(per_query)
     if plot is not None:
-        from eval import plots
+        from rankwise.eval import plots
 
         measure = str(values["measure"].iloc[0])
         baseline = table.attrs["baseline"]
@@ -61,7 +61,7 @@ def emit(table: Any, values: Any, *, fmt: str, title: str, per_query: Path | Non
 
 
 def _check_choices(test: str, correction: str, fmt: str) -> None:
-    from eval.compare import CORRECTIONS, FORMATS, TESTS
+    from rankwise.eval.compare import CORRECTIONS, FORMATS, TESTS
 
     for value, allowed, field in ((test, TESTS, "test"), (correction, CORRECTIONS, "correction"), (fmt, FORMATS, "format")):
         if value not in allowed:
@@ -85,7 +85,7 @@ def _named_run_files(runs: list[str]) -> dict[str, Path]:
 
 def _timings_from(results: Path) -> dict[str, float]:
     """System name -> query seconds from a ``results.json`` of ``rankwise beir`` (one dataset)."""
-    from eval.systems import query_seconds
+    from rankwise.eval.systems import query_seconds
 
     try:
         doc = json.loads(results.read_text(encoding="utf-8"))
@@ -99,7 +99,7 @@ def _timings_from(results: Path) -> dict[str, float]:
                 out[name] = query_seconds(system.get("timings", {}))
                 out[file_label(name)] = out[name]
         elif "timings" in entry:  # one system: its run file is <label>.trec
-            from eval.pipeline import PipelineSettings
+            from rankwise.eval.pipeline import PipelineSettings
 
             fields = {f.name for f in dataclasses.fields(PipelineSettings)}
             settings = {k: v for k, v in doc.get("settings", {}).items() if k in fields}
@@ -128,10 +128,10 @@ def compare_command(
                                                                       "for the quality-cost plot")] = None,
 ) -> None:
     """Compare TREC runs on the same qrels: measures, deltas, paired tests (corrected), win/tie/loss."""
-    from eval.compare import compare_per_query, per_query_values
-    from eval.datasets import resolve_dataset
-    from retrieval.formats import read_qrels
-    from retrieval.run import Run
+    from rankwise.eval.compare import compare_per_query, per_query_values
+    from rankwise.eval.datasets import resolve_dataset
+    from rankwise.retrieval.formats import read_qrels
+    from rankwise.retrieval.run import Run
 
     _check_choices(test, correction, fmt)
     named = _named_run_files(runs)
@@ -148,7 +148,7 @@ def compare_command(
         if not by_path:
             raise InputError(f"the baseline {baseline!r} is not one of the runs ({', '.join(loaded)})", field="baseline")
         baseline = by_path[0]
-    from eval.metrics import DEFAULT_MEASURES
+    from rankwise.eval.metrics import DEFAULT_MEASURES
 
     values = per_query_values(loaded, judgements, chosen or DEFAULT_MEASURES, ignore_identical_ids=identical)
     table = compare_per_query(values, baseline=baseline, test=test, correction=correction, alpha=significance,
@@ -162,13 +162,13 @@ def beir_systems(datasets: list[str], systems: str, base: Any, *, first_stage_we
                  test: str, correction: str, significance: float, seed: int, per_query: Path | None, fmt: str,
                  plot: Path | None, out: Path | None, k_given: bool) -> None:
     """``rankwise beir DATASET --systems ...``: run every system on each dataset, then compare them."""
-    from eval.compare import compare_per_query, flat_rows, per_query_values
-    from eval.datasets import resolve_dataset
-    from eval.provenance import provenance
-    from eval.systems import parse_systems, query_seconds, run_systems, system_settings
-    from retrieval.files import write_json
+    from rankwise.eval.compare import compare_per_query, flat_rows, per_query_values
+    from rankwise.eval.datasets import resolve_dataset
+    from rankwise.eval.provenance import provenance
+    from rankwise.eval.systems import parse_systems, query_seconds, run_systems, system_settings
+    from rankwise.retrieval.files import write_json
 
-    from eval.metrics import parse_measures
+    from rankwise.eval.metrics import parse_measures
 
     _check_choices(test, correction, fmt)
     if base.measures:
@@ -223,7 +223,7 @@ def _per_dataset(path: Path | None, label: str, several: bool) -> Path | None:
 def auto_depth(measures: tuple[str, ...], datasets: list[Any], split: str) -> int:
     """Documents per query when ``-k`` is not given: 100, or the deepest cut-off of the measures
     used (1000 for TREC DL's R(rel=2)@1000)."""
-    from eval.metrics import parse_measures
+    from rankwise.eval.metrics import parse_measures
 
     depth = 100
     for dataset in datasets:

@@ -37,11 +37,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from retrieval.errors import InputError
-from retrieval.paths import cache_root
-from retrieval.files import write_json
-from retrieval.formats import Corpus, read_qrels, read_queries
-from eval.metrics import DEFAULT_MEASURES
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.paths import cache_root
+from rankwise.retrieval.files import write_json
+from rankwise.retrieval.formats import Corpus, read_qrels, read_queries
+from rankwise.eval.metrics import DEFAULT_MEASURES
 
 # Other layouts register here, so that this module imports none of them (they build on BeirDataset):
 # ``scheme:NAME`` openers (eval.irds: ``irds:``) and folder layouts (eval.msmarco: collection.tsv).
@@ -116,7 +116,7 @@ class BeirDataset:
 
     @property
     def corpus(self) -> Corpus:
-        """The documents, streamed (see :class:`retrieval.formats.Corpus`)."""
+        """The documents, streamed (see :class:`rankwise.retrieval.formats.Corpus`)."""
         return Corpus(self.root)
 
     def official_measures(self, split: str = "test") -> tuple[str, ...]:
@@ -125,7 +125,7 @@ class BeirDataset:
 
     @property
     def ignore_identical_ids(self) -> bool:
-        """BEIR's evaluation drops a retrieved document whose id is the query's (see :mod:`eval.metrics`)."""
+        """BEIR's evaluation drops a retrieved document whose id is the query's (see :mod:`rankwise.eval.metrics`)."""
         return True
 
     @property
@@ -188,8 +188,8 @@ def resolve_dataset(
     See the module docstring for the order. ``cqadupstack`` is one dataset per forum: name it
     ``cqadupstack/<forum>`` (e.g. ``cqadupstack/android``). ``download=False`` never touches the
     network: a name not found locally is an :class:`InputError`. ``irds:NAME`` is any ir_datasets
-    collection (:mod:`eval.irds`), read offline; a folder holding ``collection.tsv`` is MS MARCO
-    layout (:mod:`eval.msmarco`).
+    collection (:mod:`rankwise.eval.irds`), read offline; a folder holding ``collection.tsv`` is MS MARCO
+    layout (:mod:`rankwise.eval.msmarco`).
     """
     text = os.fspath(name_or_path)
     scheme, colon, rest = text.partition(":")

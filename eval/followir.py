@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.metrics import QrelsLike, RunLike, _run_dict
-from eval.pipeline import DatasetResult, PipelineSettings, run_pipeline
-from retrieval.errors import InputError
-from retrieval.formats import Corpus, iter_lines, json_line, read_qrels
+from rankwise.eval.metrics import QrelsLike, RunLike, _run_dict
+from rankwise.eval.pipeline import DatasetResult, PipelineSettings, run_pipeline
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import Corpus, iter_lines, json_line, read_qrels
 
 SPLITS = ("og", "changed")
 FOLLOWIR_MEASURES = ("nDCG@5", "AP@1000")
@@ -132,7 +132,7 @@ def read_followir_queries(path: Path) -> dict[str, FollowQuery]:
 class FollowIRDataset:
     """A FollowIR folder (layout in the module docstring); splits ``og`` and ``changed``.
 
-    It has the interface :func:`eval.pipeline.run_pipeline` takes, so any first stage and reranker
+    It has the interface :func:`rankwise.eval.pipeline.run_pipeline` takes, so any first stage and reranker
     runs on it; ``queries(split)`` joins the query and that split's instruction.
     """
 

@@ -10,8 +10,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from retrieval.errors import InputError
-from retrieval.models import DEFAULT_ENCODER
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.models import DEFAULT_ENCODER
 
 SystemsOpt = Annotated[str, typer.Option(help="FIRST[>>RERANKER],... e.g. bm25,dense,bm25>>cross-encoder:MODEL")]
 ModelOpt = Annotated[str, typer.Option(help="encoder name or path (dense, hybrid)")]
@@ -22,7 +22,7 @@ BackendOpt = Annotated[str, typer.Option(help="torch or onnx")]
 
 
 def _systems(systems: str, base: Any) -> dict[str, Any]:
-    from eval.systems import parse_systems, system_settings
+    from rankwise.eval.systems import parse_systems, system_settings
 
     return {spec: system_settings(spec, base) for spec in parse_systems(systems)}
 
@@ -31,9 +31,9 @@ def _emit(rows: dict[str, dict[str, float]], document: dict[str, Any], *, title:
           out: Path | None, runs: dict[str, Any]) -> None:
     from rich.console import Console
 
-    from eval.compare_cli import file_label
-    from eval.report import metrics_table
-    from retrieval.files import write_json
+    from rankwise.eval.compare_cli import file_label
+    from rankwise.eval.report import metrics_table
+    from rankwise.retrieval.files import write_json
 
     if out is not None:
         for name, run in runs.items():
@@ -60,9 +60,9 @@ def followir(
     out: OutOpt = None,
 ) -> None:
     """p-MRR (Weller et al. 2024) of each system, beside nDCG@5 and MAP@1000 of the original queries."""
-    from eval.followir import FOLLOWIR_MEASURES, FollowIRDataset, run_followir
-    from eval.pipeline import PipelineSettings
-    from eval.provenance import provenance
+    from rankwise.eval.followir import FOLLOWIR_MEASURES, FollowIRDataset, run_followir
+    from rankwise.eval.pipeline import PipelineSettings
+    from rankwise.eval.provenance import provenance
 
     if not folder.is_dir():
         raise InputError("not a folder", path=folder)
@@ -99,11 +99,11 @@ def screening(
     out: OutOpt = None,
 ) -> None:
     """Rank each topic's candidates with each system and report the screening measures."""
-    from eval.metrics import evaluate_per_query, parse_measures
-    from eval.pipeline import PipelineSettings
-    from eval.provenance import provenance
-    from eval.screening import ScreeningDataset, read_tar, run_screening
-    from retrieval.files import atomic_open
+    from rankwise.eval.metrics import evaluate_per_query, parse_measures
+    from rankwise.eval.pipeline import PipelineSettings
+    from rankwise.eval.provenance import provenance
+    from rankwise.eval.screening import ScreeningDataset, read_tar, run_screening
+    from rankwise.retrieval.files import atomic_open
 
     chosen_measures = tuple(m.strip() for m in measures.split(",") if m.strip())
     parse_measures(chosen_measures)

@@ -3,7 +3,7 @@
 ir_datasets (MacAvaney et al., SIGIR 2021) knows where every collection's files come from and
 how to read them; rankwise reads queries and qrels through it and exports the documents once into
 its own cache (``cache_root()/datasets/irds/<docs parent>/corpus.jsonl``), where the BM25 and dense
-indexes of :mod:`retrieval.cached` are built from them. The export is keyed by ir_datasets' docs
+indexes of :mod:`rankwise.retrieval.cached` are built from them. The export is keyed by ir_datasets' docs
 parent, so ``msmarco-passage/dev/small`` and ``msmarco-passage/trec-dl-2019/judged`` share one
 corpus and one set of indexes.
 
@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from eval.datasets import SCHEMES
-from eval.metrics import DEFAULT_MEASURES
-from eval.msmarco import MSMARCO_DEV_MEASURES, TREC_DL_MEASURES
-from retrieval.errors import InputError
-from retrieval.files import atomic_open, write_json
-from retrieval.formats import Corpus
-from retrieval.paths import cache_root
+from rankwise.eval.datasets import SCHEMES
+from rankwise.eval.metrics import DEFAULT_MEASURES
+from rankwise.eval.msmarco import MSMARCO_DEV_MEASURES, TREC_DL_MEASURES
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.files import atomic_open, write_json
+from rankwise.retrieval.formats import Corpus
+from rankwise.retrieval.paths import cache_root
 
 PREFIX = "irds:"
 _SOURCE_RECORD = ".rankwise-source.json"
@@ -104,7 +104,7 @@ def official_measures_for(name: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class IrdsDataset:
-    """An ir_datasets collection; the same interface as :class:`eval.datasets.BeirDataset`.
+    """An ir_datasets collection; the same interface as :class:`rankwise.eval.datasets.BeirDataset`.
 
     ``name`` is the docs parent (what indexes are cached under), ``label`` the full ir_datasets
     name. The queries and qrels are the ones the name selects: its only split is ``test``.

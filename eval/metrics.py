@@ -3,7 +3,7 @@
 Measures are named as ir-measures names them (``nDCG@10``, ``R@100``, ``RR@10``, ``AP@100``,
 ``P@5``, ``Judged@10``, ...) and computed by its providers (pytrec_eval for most), so values match
 ``trec_eval`` and BEIR. The screening measures ``Recall@K%``, ``WSS@R`` and ``LastRel`` are computed
-by :mod:`eval.screening` on the same ranking.
+by :mod:`rankwise.eval.screening` on the same ranking.
 
 Conventions, all explicit here rather than left to a provider:
 
@@ -28,8 +28,8 @@ from typing import Any
 
 import ir_measures
 
-from retrieval.errors import InputError
-from retrieval.run import Run
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.run import Run
 
 DEFAULT_MEASURES: tuple[str, ...] = ("nDCG@10", "R@100", "RR@10", "AP@100")
 
@@ -43,7 +43,7 @@ def parse_measures(measures: str | Iterable[Any] = DEFAULT_MEASURES) -> list[ir_
         measures = [measures]
     parsed: list[ir_measures.Measure] = []
     for item in measures:
-        from eval.screening_measures import parse_screening  # Recall@10%, WSS@95, LastRel (eval/screening.py)
+        from rankwise.eval.screening_measures import parse_screening  # Recall@10%, WSS@95, LastRel (eval/screening.py)
 
         if isinstance(item, ir_measures.Measure):
             measure = item
@@ -108,7 +108,7 @@ def evaluate_per_query(
 def _per_query(
     run: RunLike, qrels: QrelsLike, measures: list[ir_measures.Measure], ignore_identical_ids: bool
 ) -> dict[ir_measures.Measure, dict[str, float]]:
-    from eval.screening_measures import ScreeningMeasure, screening_per_query
+    from rankwise.eval.screening_measures import ScreeningMeasure, screening_per_query
 
     qrels_dict = _qrels_dict(qrels)
     run_dict = _run_dict(run, ignore_identical_ids)

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.datasets import FOLDER_LAYOUTS, BeirDataset
-from retrieval.errors import InputError
-from retrieval.formats import read_qrels, read_queries
+from rankwise.eval.datasets import FOLDER_LAYOUTS, BeirDataset
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import read_qrels, read_queries
 
 MSMARCO_DEV_MEASURES: tuple[str, ...] = ("RR@10",)
 TREC_DL_MEASURES: tuple[str, ...] = ("nDCG@10", "R(rel=2)@1000", "AP(rel=2)@1000")

@@ -1,6 +1,6 @@
 """BEIR pipelines: resolve a dataset, index it (reusing a cached index), retrieve, evaluate.
 
-Indexes are cached by :mod:`retrieval.cached` under ``$RANKWISE_CACHE/indexes/<dataset>-<corpus sha256[:16]>/``
+Indexes are cached by :mod:`rankwise.retrieval.cached` under ``$RANKWISE_CACHE/indexes/<dataset>-<corpus sha256[:16]>/``
 (the same code hard-negative mining uses) and reused when their manifest matches the corpus,
 encoder and index settings.
 """
@@ -12,15 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eval.datasets import BeirDataset, resolve_dataset
-from eval.metrics import DEFAULT_MEASURES, evaluate
-from retrieval import cached
-from retrieval.errors import InputError
-from retrieval.files import write_json
-from retrieval.hybrid import FUSIONS, fuse
-from retrieval.index import IndexConfig
-from retrieval.models import DEFAULT_ENCODER
-from retrieval.run import Run
+from rankwise.eval.datasets import BeirDataset, resolve_dataset
+from rankwise.eval.metrics import DEFAULT_MEASURES, evaluate
+from rankwise.retrieval import cached
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.files import write_json
+from rankwise.retrieval.hybrid import FUSIONS, fuse
+from rankwise.retrieval.index import IndexConfig
+from rankwise.retrieval.models import DEFAULT_ENCODER
+from rankwise.retrieval.run import Run
 
 RETRIEVERS = ("bm25", "dense", "hybrid")
 
@@ -51,7 +51,7 @@ class PipelineSettings:
         if self.fusion not in FUSIONS:
             raise InputError(f"unknown fusion {self.fusion!r}; choose from {', '.join(FUSIONS)}", field="fusion")
         if self.reranker:
-            from rerank.spec import parse_spec
+            from rankwise.rerank.spec import parse_spec
 
             parse_spec(self.reranker)  # fail before any indexing
         if not 0.0 <= self.first_stage_weight < 1.0:
@@ -65,7 +65,7 @@ class PipelineSettings:
     def label(self) -> str:
         first = f"hybrid-{self.fusion}" if self.retriever == "hybrid" else self.retriever
         if self.reranker:
-            from rerank.spec import parse_spec
+            from rankwise.rerank.spec import parse_spec
 
             mix = f"(w={self.first_stage_weight:g})" if self.first_stage_weight else ""
             return f"{first}+{parse_spec(self.reranker).paradigm}{mix}"
@@ -87,12 +87,12 @@ class DatasetResult:
 
 
 def bm25_index(dataset: BeirDataset, progress: bool = True) -> Path:
-    """The cached BM25 index of ``dataset`` (see :func:`retrieval.cached.bm25_index`)."""
+    """The cached BM25 index of ``dataset`` (see :func:`rankwise.retrieval.cached.bm25_index`)."""
     return cached.bm25_index(dataset.corpus, name=dataset.name, progress=progress)
 
 
 def dense_index(dataset: BeirDataset, encoder: Any, config: IndexConfig, progress: bool = True) -> Path:
-    """The cached dense index of ``dataset`` (see :func:`retrieval.cached.dense_index`)."""
+    """The cached dense index of ``dataset`` (see :func:`rankwise.retrieval.cached.dense_index`)."""
     return cached.dense_index(dataset.corpus, encoder, config, name=dataset.name, progress=progress)
 
 
@@ -120,7 +120,7 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
     corpus = shared["corpus"]
     model: Any = settings.model
     if settings.retriever in ("dense", "hybrid"):
-        from retrieval.encoder import Encoder
+        from rankwise.retrieval.encoder import Encoder
 
         key = ("encoder", settings.model, settings.backend, settings.int8, settings.batch_size)
         if key not in shared:
@@ -153,7 +153,7 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
         run = runs[settings.retriever].top(settings.k)  # a copy: the shared run keeps its name
     stats: dict[str, Any] = {}
     if settings.reranker:
-        from rerank.spec import load_reranker
+        from rankwise.rerank.spec import load_reranker
 
         components["first-stage"] = evaluate(run, qrels, measures, ignore_identical_ids=identical)
         # --backend / --int8 also reach the reranker unless its spec names its own
@@ -165,8 +165,8 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
         stats = dataclasses.asdict(reranker.stats)
         key = ("reranker-fingerprint", settings.reranker)
         if key not in shared:
-            from eval.provenance import model_fingerprint
-            from rerank.spec import parse_spec
+            from rankwise.eval.provenance import model_fingerprint
+            from rankwise.rerank.spec import parse_spec
 
             shared[key] = model_fingerprint(parse_spec(settings.reranker).model)
         models["reranker"] = shared[key]
@@ -192,7 +192,7 @@ def run_beir(datasets: list[Any], settings: PipelineSettings, *, out: Path | Non
 
 def results_document(results: list[DatasetResult], settings: PipelineSettings) -> dict[str, Any]:
     """The results JSON: settings, and for each dataset its metrics, component metrics and timings."""
-    from eval.provenance import provenance
+    from rankwise.eval.provenance import provenance
 
     return {
         "provenance": provenance(),

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from retrieval.errors import InputError
-from retrieval.files import atomic_path
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.files import atomic_path
 
 GAIN, LOSS, TIE = "#2a9d58", "#c8553d", "#999999"
 
@@ -33,7 +33,7 @@ def per_query_delta(values: pd.DataFrame, path: str | Path, *, baseline: str, me
                     title: str | None = None) -> Path:
     """Write sorted per-query difference bars (system minus ``baseline``) to ``path`` (PNG).
 
-    ``values`` is the long per-query frame of :func:`eval.compare.per_query_values`; ``measure``
+    ``values`` is the long per-query frame of :func:`rankwise.eval.compare.per_query_values`; ``measure``
     defaults to its first. One panel per system other than the baseline.
     """
     measure = measure or str(values["measure"].iloc[0])

@@ -6,12 +6,12 @@ comes first (Coelho et al., 2024, "Dwell in the Beginning: How Language Models E
 Documents for Dense Retrieval"; Hofstätter et al., 2021, IDCM, for FirstP / MaxP). For every
 (query, relevant document) pair this probe takes the document's rank in each system's run and the
 pair's own nDCG@10 (the query judged by that one document, with ir-measures through
-:mod:`eval.metrics`), and averages them per position bucket (``buckets`` equal parts of the
+:mod:`rankwise.eval.metrics`), and averages them per position bucket (``buckets`` equal parts of the
 document; 8 buckets of 8 abstracts: one per abstract).
 
-``rankwise position-bias DATASET --systems ...`` runs the systems of :mod:`eval.systems` (plus
+``rankwise position-bias DATASET --systems ...`` runs the systems of :mod:`rankwise.eval.systems` (plus
 ``dense-passages[:MODEL]``, a dense index of passages returning documents; see
-:mod:`retrieval.passage_index`) and prints the table; ``--plot`` writes one line per system.
+:mod:`rankwise.retrieval.passage_index`) and prints the table; ``--plot`` writes one line per system.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval.metrics import evaluate_per_query
-from retrieval.errors import InputError
-from retrieval.formats import iter_lines
-from retrieval.run import Run
+from rankwise.eval.metrics import evaluate_per_query
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import iter_lines
+from rankwise.retrieval.run import Run
 
 MEASURE = "nDCG@10"
 POSITIONS_FILE = "positions.tsv"
@@ -103,8 +103,8 @@ def wide(table: pd.DataFrame, value: str = MEASURE) -> pd.DataFrame:
 
 
 def plot(table: pd.DataFrame, path: str | Path, *, value: str = MEASURE, title: str | None = None) -> Path:
-    """Quality by position bucket, one line per system (PNG; the style of :mod:`eval.plots`)."""
-    from eval.plots import _pyplot, _save
+    """Quality by position bucket, one line per system (PNG; the style of :mod:`rankwise.eval.plots`)."""
+    from rankwise.eval.plots import _pyplot, _save
 
     data = wide(table, value).drop(columns="all")
     plt = _pyplot()

@@ -1,4 +1,4 @@
-"""``rankwise position-bias DATASET --systems ...``: the position-bias probe of :mod:`eval.position_bias`."""
+"""``rankwise position-bias DATASET --systems ...``: the position-bias probe of :mod:`rankwise.eval.position_bias`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from retrieval.errors import InputError
-from retrieval.models import DEFAULT_ENCODER
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.models import DEFAULT_ENCODER
 
 DENSE_PASSAGES = "dense-passages"
 
@@ -19,8 +19,8 @@ DENSE_PASSAGES = "dense-passages"
 def run_probe_systems(dataset: Any, specs: list[str], base: Any, *, passages: int, stride: int | None,
                       progress: bool = True) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Run ``specs`` on ``dataset``: ``{system: Run}`` and ``{system: summary}`` (metrics, seconds, passages)."""
-    from eval.metrics import evaluate
-    from eval.systems import query_seconds, run_systems, system_settings
+    from rankwise.eval.metrics import evaluate
+    from rankwise.eval.systems import query_seconds, run_systems, system_settings
 
     plain = [s for s in specs if not s.startswith(DENSE_PASSAGES)]
     for spec in plain:
@@ -43,9 +43,9 @@ def run_probe_systems(dataset: Any, specs: list[str], base: Any, *, passages: in
                              "truncated": (r.rerank_stats or {}).get("truncated")}
             runs[spec] = r.run
             continue
-        from retrieval.encoder import Encoder
-        from retrieval.passage_index import PassageDenseRetriever
-        from retrieval.passages import Splitter
+        from rankwise.retrieval.encoder import Encoder
+        from rankwise.retrieval.passage_index import PassageDenseRetriever
+        from rankwise.retrieval.passages import Splitter
 
         encoder = Encoder(spec.partition(":")[2] or base.model, batch_size=base.batch_size, backend=base.backend,
                           int8=base.int8)
@@ -68,7 +68,7 @@ def run_probe_systems(dataset: Any, specs: list[str], base: Any, *, passages: in
 
 def render(table: Any, summary: dict[str, dict[str, Any]], fmt: str) -> str:
     """The nDCG@10 by bucket table, with each system's overall nDCG@10, query seconds and passages per doc."""
-    from eval.position_bias import MEASURE, wide
+    from rankwise.eval.position_bias import MEASURE, wide
 
     frame = wide(table).round(4)
     frame.insert(0, "pairs", [int(table[(table.system == s) & (table.bucket == 0)]["pairs"].iloc[0])
@@ -108,12 +108,12 @@ def position_bias_command(
                                                               "settings")] = None,
 ) -> None:
     """nDCG@10 and the relevant document's rank by where its abstract sits (docs/long-documents.md)."""
-    from eval.datasets import resolve_dataset
-    from eval.pipeline import PipelineSettings
-    from eval.position_bias import plot as plot_table
-    from eval.position_bias import position_table, read_positions
-    from eval.systems import parse_systems
-    from retrieval.files import write_json
+    from rankwise.eval.datasets import resolve_dataset
+    from rankwise.eval.pipeline import PipelineSettings
+    from rankwise.eval.position_bias import plot as plot_table
+    from rankwise.eval.position_bias import position_table, read_positions
+    from rankwise.eval.systems import parse_systems
+    from rankwise.retrieval.files import write_json
 
     if fmt not in ("table", "markdown", "csv", "json"):
         raise InputError(f"--format {fmt!r} is not table, markdown, csv or json", field="format")

@@ -17,8 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from retrieval.files import sha256_file
-from retrieval.models import resolve_model
+from rankwise.retrieval.files import sha256_file
+from rankwise.retrieval.models import resolve_model
 
 PACKAGES = ("torch", "sentence-transformers", "transformers", "tokenizers", "numpy", "faiss-cpu", "faiss-gpu",
             "pyserini", "ir-measures", "pytrec-eval-terrier", "onnxruntime", "scipy", "pandas", "statsmodels",

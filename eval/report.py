@@ -29,5 +29,5 @@ def metrics_json(rows: dict[str, dict[str, float]]) -> str:
 
 
 def result_rows(results: Sequence[Any]) -> dict[str, dict[str, float]]:
-    """Dataset name -> metrics for a list of :class:`eval.pipeline.DatasetResult`."""
+    """Dataset name -> metrics for a list of :class:`rankwise.eval.pipeline.DatasetResult`."""
     return {r.dataset: r.metrics for r in results}

@@ -2,7 +2,7 @@
 
 Technology-assisted review (CLEF eHealth TAR, Kanoulas et al. 2017, 2018) ranks each review's
 candidate studies so that reviewers meet every relevant one early. The measures (``Recall@K%``,
-``WSS@R``, ``LastRel``) are in :mod:`eval.screening_measures`, re-exported here.
+``WSS@R``, ``LastRel``) are in :mod:`rankwise.eval.screening_measures`, re-exported here.
 
 CLEF TAR folder (:func:`read_tar`)::
 
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retrieval.errors import InputError
-from eval.screening_measures import (SCREENING_MEASURES, ScreeningMeasure, parse_screening, screening_per_query,
+from rankwise.retrieval.errors import InputError
+from rankwise.eval.screening_measures import (SCREENING_MEASURES, ScreeningMeasure, parse_screening, screening_per_query,
                                       screening_value)
-from retrieval.formats import iter_lines, iter_qrels
+from rankwise.retrieval.formats import iter_lines, iter_qrels
 
 __all__ = ["SCREENING_MEASURES", "ScreeningMeasure", "parse_screening", "screening_per_query", "screening_value",
            "TarTopic", "TarCollection", "ScreeningDataset", "read_tar", "restrict_to_candidates", "run_screening"]
@@ -136,7 +136,7 @@ def read_tar(folder: str | Path) -> TarCollection:
 
 @dataclass
 class ScreeningDataset:
-    """A :class:`TarCollection` with the interface :func:`eval.pipeline.run_pipeline` takes: the
+    """A :class:`TarCollection` with the interface :func:`rankwise.eval.pipeline.run_pipeline` takes: the
     queries are the topics' titles, the qrels the candidates' judgements."""
 
     name: str
@@ -148,7 +148,7 @@ class ScreeningDataset:
 
     @property
     def corpus(self) -> Any:
-        from retrieval.formats import Corpus
+        from rankwise.retrieval.formats import Corpus
 
         return Corpus(self.tar.corpus_path)
 
@@ -169,7 +169,7 @@ class ScreeningDataset:
 def restrict_to_candidates(run: Any, topics: Mapping[str, TarTopic]) -> Any:
     """Each topic's candidates in ``run``'s order; candidates the run lacks follow in the topic
     file's order, scored below every retrieved one."""
-    from retrieval.run import Run
+    from rankwise.retrieval.run import Run
 
     out = {}
     for tid, topic in topics.items():
@@ -191,8 +191,8 @@ def run_screening(dataset: ScreeningDataset, systems: Mapping[str, Any], *, prog
     import dataclasses
     import time
 
-    from eval.metrics import evaluate
-    from eval.pipeline import run_pipeline
+    from rankwise.eval.metrics import evaluate
+    from rankwise.eval.pipeline import run_pipeline
 
     shared = {} if shared is None else shared
     results = {}
@@ -203,7 +203,7 @@ def run_screening(dataset: ScreeningDataset, systems: Mapping[str, Any], *, prog
         result = run_pipeline(dataset, first, progress, shared=shared)
         run = restrict_to_candidates(result.run, dataset.tar.topics)
         if settings.reranker:
-            from rerank.spec import load_reranker
+            from rankwise.rerank.spec import load_reranker
 
             result.components["first-stage"] = evaluate(run, qrels, measures, ignore_identical_ids=False)
             reranker = load_reranker(settings.reranker, batch_size=None, backend=settings.backend, int8=settings.int8)

@@ -1,4 +1,4 @@
-"""Screening prioritisation measures: Recall@K%, WSS@R and LastRel (used by :mod:`eval.metrics`).
+"""Screening prioritisation measures: Recall@K%, WSS@R and LastRel (used by :mod:`rankwise.eval.metrics`).
 
 Technology-assisted review (CLEF eHealth TAR, Kanoulas et al. 2017, 2018) ranks each review's
 candidate studies so that reviewers meet every relevant one early. The measures:
@@ -12,7 +12,7 @@ candidate studies so that reviewers meet every relevant one early. The measures:
 
 N is the number of documents ranked for the topic: in a screening run every candidate, so the
 collection; relevant documents the run lacks count as ranked after it (positions N+1...), which
-makes N grow by their number. The order is the one :mod:`eval.metrics` fixes (score descending,
+makes N grow by their number. The order is the one :mod:`rankwise.eval.metrics` fixes (score descending,
 ties by document id descending). ``WSS`` of a topic with no relevant document is undefined: an
 :class:`InputError` naming the topic. These names are accepted wherever ``--measures`` is.
 """
@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from retrieval.errors import InputError
+from rankwise.retrieval.errors import InputError
 
 _NAME = re.compile(r"^(?:(recall|r)@(\d+(?:\.\d+)?)%|(wss)@(\d+(?:\.\d+)?)|(lastrel))$", re.IGNORECASE)
 SCREENING_MEASURES = ("Recall@10%", "WSS@95", "LastRel")
@@ -98,7 +98,7 @@ def screening_value(measure: ScreeningMeasure, ranking: list[str], relevant: set
 def screening_per_query(run_dict: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
                         measures: Iterable[ScreeningMeasure]) -> dict[ScreeningMeasure, dict[str, float]]:
     """``{measure: {qid: value}}`` over the judged topics of ``qrels``; ``run_dict`` holds strictly
-    ranked scores (as :func:`eval.metrics._run_dict` makes them)."""
+    ranked scores (as :func:`rankwise.eval.metrics._run_dict` makes them)."""
     out: dict[ScreeningMeasure, dict[str, float]] = {m: {} for m in measures}
     for qid, judged in qrels.items():
         docs = run_dict.get(qid, {})

@@ -2,8 +2,8 @@
 
 A system spec is ``FIRST[>>RERANKER]``: FIRST is ``bm25``, ``dense`` or ``hybrid`` (optionally
 ``dense:MODEL`` / ``hybrid:MODEL`` for another encoder than ``--model``), RERANKER a reranker spec
-(:mod:`rerank.spec`, e.g. ``cross-encoder:./my-ce,batch_size=16``). Each system is the single
-pipeline of :func:`eval.pipeline.run_pipeline` with its own settings, so its numbers are those of
+(:mod:`rankwise.rerank.spec`, e.g. ``cross-encoder:./my-ce,batch_size=16``). Each system is the single
+pipeline of :func:`rankwise.eval.pipeline.run_pipeline` with its own settings, so its numbers are those of
 ``rankwise beir --retriever FIRST --reranker RERANKER``; the systems of one dataset share one
 corpus, the cached indexes, the encoders and every first-stage run (``bm25`` and
 ``bm25>>cross-encoder:M`` search BM25 once).
@@ -15,8 +15,8 @@ import dataclasses
 import re
 from typing import Any
 
-from eval.pipeline import RETRIEVERS, DatasetResult, PipelineSettings, run_pipeline
-from retrieval.errors import InputError
+from rankwise.eval.pipeline import RETRIEVERS, DatasetResult, PipelineSettings, run_pipeline
+from rankwise.retrieval.errors import InputError
 
 _OPTION = re.compile(r"^\s*[A-Za-z_][\w-]*\s*=")
 

@@ -1,6 +1,6 @@
 """The ``rankwise`` command: the commands each package defines, behind one front door.
 
-Bad input (:class:`retrieval.errors.InputError`) ends in one line on stderr and exit status 2.
+Bad input (:class:`rankwise.retrieval.errors.InputError`) ends in one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -12,17 +12,31 @@ import sys
 import click
 import typer
 
-from retrieval.errors import InputError
+from rankwise.retrieval.errors import InputError
 
 app = typer.Typer(name="rankwise", help="Neural retrieval and reranking: index, search, rerank, train, evaluate.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from rankwise import __version__
+
+        typer.echo(f"rankwise {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
+    """Neural retrieval and reranking: index, search, rerank, train, evaluate."""
+
+
 def _register() -> None:
-    from eval import cli as eval_cli
-    from rerank import cli as rerank_cli
-    from retrieval import cli as retrieval_cli
-    from training import cli as training_cli
+    from rankwise.eval import cli as eval_cli
+    from rankwise.rerank import cli as rerank_cli
+    from rankwise.retrieval import cli as retrieval_cli
+    from rankwise.training import cli as training_cli
 
     retrieval_cli.register(app)
     rerank_cli.register(app)

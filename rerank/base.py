@@ -1,7 +1,7 @@
 """The Reranker protocol shared by every paradigm (pointwise, listwise, groupwise).
 
 ``rerank(query, docs)`` returns ``[(index, score), ...]`` best first; ``rerank_run(run, queries,
-corpus, depth)`` reranks the top ``depth`` of every query of a :class:`retrieval.Run`, batching
+corpus, depth)`` reranks the top ``depth`` of every query of a :class:`rankwise.retrieval.Run`, batching
 across queries, and keeps the documents below ``depth`` after the reranked ones. A subclass
 implements one method, :meth:`Reranker.score`, which scores many ``(query, candidates)`` lists at
 once; listwise models that produce an order turn it into scores (higher is better).
@@ -14,9 +14,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from retrieval.errors import InputError
-from retrieval.formats import Corpus, Document
-from retrieval.run import Run
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import Corpus, Document
+from rankwise.retrieval.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Reranker(abc.ABC):
         """Rerank the top ``depth`` documents of each query of ``run``; the rest follow, in their order.
 
         ``first_stage_weight`` > 0 ranks the top ``depth`` by ``w * first-stage + (1 - w) * reranker``
-        over per-query min-max normalized scores (:func:`retrieval.fusion.interpolate`): the usual
+        over per-query min-max normalized scores (:func:`rankwise.retrieval.fusion.interpolate`): the usual
         interpolation of a reranker with BM25 (e.g. Nogueira & Cho 2019; Lin et al., "Pretrained
         Transformers for Text Ranking", sec. 3.2). Choose ``w`` on held-out queries, not on test.
         """
@@ -90,7 +90,7 @@ class Reranker(abc.ABC):
                      self.name, self.stats.truncated, self.stats.passages)
         reranked = Run({q: zip(heads[q], s) for q, s in zip(qids, scores)})
         if first_stage_weight > 0.0:
-            from retrieval.fusion import interpolate
+            from rankwise.retrieval.fusion import interpolate
 
             first = Run({q: run[q][:depth] for q in qids})
             reranked = interpolate(first, reranked, alpha=first_stage_weight)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from retrieval.options import Int8, RerankBackend
+from rankwise.retrieval.options import Int8, RerankBackend
 
 
 def rerank(
@@ -26,13 +26,13 @@ def rerank(
         "--save-reasoning", help="with listwise mode=reason: write each window's reasoning to this JSONL file")] = None,
 ) -> None:
     """Rerank the top --depth documents of each query of a run."""
-    from rerank.spec import load_reranker, parse_spec
-    from retrieval.formats import Corpus, read_queries
-    from retrieval.run import Run
+    from rankwise.rerank.spec import load_reranker, parse_spec
+    from rankwise.retrieval.formats import Corpus, read_queries
+    from rankwise.retrieval.run import Run
 
     spec = parse_spec(model)  # a bad spec fails before anything is loaded
     if save_reasoning is not None and (spec.paradigm, spec.options.get("mode")) != ("listwise", "reason"):
-        from retrieval.errors import InputError
+        from rankwise.retrieval.errors import InputError
 
         raise InputError("--save-reasoning needs a listwise:MODEL,mode=reason reranker", field="save-reasoning")
     run = Run.read(run_file)
@@ -42,7 +42,7 @@ def rerank(
     reranked = reranker.rerank_run(run, texts, docs, depth=depth, first_stage_weight=first_stage_weight)
     reranked.write(out, tag=f"rankwise-{spec.paradigm}")
     if save_reasoning is not None:
-        from rerank.reasoning import write_reasoning
+        from rankwise.rerank.reasoning import write_reasoning
 
         write_reasoning(save_reasoning, reranker.records, texts)
     s = reranker.stats
@@ -53,6 +53,6 @@ def rerank(
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the ``rankwise`` app."""
     app.command("rerank")(rerank)
-    from rerank.server.cli import serve
+    from rankwise.rerank.server.cli import serve
 
     app.command("serve")(serve)

@@ -5,9 +5,9 @@ padding than ``CrossEncoder.predict``'s character-length sort), under ``torch.in
 Scores are the raw logit (one label) or the relevant-minus-irrelevant logit (two labels); both are
 monotone in the model's relevance probability. (Nogueira & Cho, 2019, "Passage Re-ranking with BERT".)
 
-``backend="onnx"`` scores the same batches with ONNX Runtime (:mod:`retrieval.backend`; the score is
+``backend="onnx"`` scores the same batches with ONNX Runtime (:mod:`rankwise.retrieval.backend`; the score is
 computed inside the graph), ``"onnx-int8"`` with the dynamically quantized graph. The forward pass is
-the engine's (:func:`retrieval.engines.pair_engine`); tokenizing and batching are the reranker's.
+the engine's (:func:`rankwise.retrieval.engines.pair_engine`); tokenizing and batching are the reranker's.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rerank.base import Reranker
-from retrieval.backend import check_backend
-from retrieval.engines import pair_engine
-from retrieval.models import resolve_model
+from rankwise.rerank.base import Reranker
+from rankwise.retrieval.backend import check_backend
+from rankwise.retrieval.engines import pair_engine
+from rankwise.retrieval.models import resolve_model
 
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 
@@ -68,15 +68,15 @@ class CrossEncoderReranker(Reranker):
     max_tokens: int | None = None  # padded tokens per batch (None: ``batch_size`` pairs); see retrieval.batching
     prefetch_depth: int = 2  # batches prepared ahead in a background thread (0: none)
 
-    slice_size: int | None = None  # pairs tokenized at a time (None: as :attr:`retrieval.encoder.Encoder.slice_size`)
+    slice_size: int | None = None  # pairs tokenized at a time (None: as :attr:`rankwise.retrieval.encoder.Encoder.slice_size`)
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]], progress: bool = False) -> list[float]:
-        """One score per ``(query, document)`` pair: tokenized once (:func:`retrieval.batching.stream_batches`;
+        """One score per ``(query, document)`` pair: tokenized once (:func:`rankwise.retrieval.batching.stream_batches`;
         on a GPU in slices, the next one while the model scores this one), scored in length-sorted batches
         prepared ahead of the model."""
         from tqdm.auto import tqdm
 
-        from retrieval.batching import SLICE_SIZE, count_truncated, stream_batches, token_batches, tokenize
+        from rankwise.retrieval.batching import SLICE_SIZE, count_truncated, stream_batches, token_batches, tokenize
 
         pairs = list(pairs)
         if not pairs:

@@ -11,7 +11,7 @@ relabelled ``[A]``, ``[B]``, ... in their current order at every step.
 - ``eliminate="best"``: top-down (the first candidate picked is first).
 
 Lists longer than ``window`` go through the same back-to-front sliding window as FIRST
-(:func:`rerank.listwise.window_schedule`), each window ordered by elimination, so a relevant
+(:func:`rankwise.rerank.listwise.window_schedule`), each window ordered by elimination, so a relevant
 passage can climb from the bottom to the top in one sweep. Steps of every query's current window
 run as one batched model call.
 
@@ -29,11 +29,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rerank.base import Reranker
-from rerank.listwise import PREFIX, SYSTEM, order_scores, window_schedule
-from rerank.llm import CausalLM, load_lm
-from rerank.permutation import labels
-from retrieval.errors import InputError
+from rankwise.rerank.base import Reranker
+from rankwise.rerank.listwise import PREFIX, SYSTEM, order_scores, window_schedule
+from rankwise.rerank.llm import CausalLM, load_lm
+from rankwise.rerank.permutation import labels
+from rankwise.retrieval.errors import InputError
 
 ELIMINATE = ("worst", "best")
 

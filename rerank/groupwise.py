@@ -16,7 +16,7 @@ How a score is read here (zero-shot, from next-token logits, as ERank reads a po
   tokenizer writes the digit as its own token). The next-token distribution over the answer
   tokens is that document's score distribution; its score is the expected value
   ``sum_k k * p(k)``. When the tokenizer writes a two-digit answer as two tokens (``levels >= 10``;
-  "10" is "1" + "0" for most), p("1") is split as in :mod:`rerank.pointwise`: p(10) = p("1")
+  "10" is "1" + "0" for most), p("1") is split as in :mod:`rankwise.rerank.pointwise`: p(10) = p("1")
   p("0" | "1"), read from the slot prompt followed by the token "1".
   Every slot prompt contains the whole group, so each score is conditioned on all G documents:
   the groupwise property.
@@ -65,10 +65,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rerank.base import Reranker
-from rerank.llm import CausalLM, load_lm
-from rerank.scores import expected_score, log_softmax, two_token_firsts
-from retrieval.errors import InputError
+from rankwise.rerank.base import Reranker
+from rankwise.rerank.llm import CausalLM, load_lm
+from rankwise.rerank.scores import expected_score, log_softmax, two_token_firsts
+from rankwise.retrieval.errors import InputError
 
 CALIBRATIONS = ("none", "zscore")
 LABELS = string.ascii_uppercase

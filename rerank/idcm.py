@@ -1,7 +1,7 @@
 """IDCM, intra-document cascading (Hofstätter et al., 2021, "Intra-Document Cascading: Learning to
 Select Passages for Neural Document Ranking", SIGIR).
 
-Each document is split into passages (:mod:`retrieval.passages`); a cheap selector ranks them and
+Each document is split into passages (:mod:`rankwise.retrieval.passages`); a cheap selector ranks them and
 only the ``select`` best are scored by the expensive cross-encoder; the document's score is the max
 of those scores (MaxP over the selected passages). A document of at most ``select`` passages has
 all of them scored, so ``select`` >= the passage count is exactly MaxP.
@@ -28,10 +28,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rerank.base import Reranker
-from retrieval.errors import InputError
-from retrieval.formats import Document
-from retrieval.passages import Splitter
+from rankwise.rerank.base import Reranker
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import Document
+from rankwise.retrieval.passages import Splitter
 
 _TOKEN = re.compile(r"\w+")
 K1, B = 0.9, 0.4
@@ -75,7 +75,7 @@ class DenseSelector:
     """A bi-encoder selector: similarity of the query's and the passages' vectors."""
 
     def __init__(self, model: str, **kwargs: Any) -> None:
-        from retrieval.encoder import Encoder
+        from rankwise.retrieval.encoder import Encoder
 
         self.encoder = Encoder(model, **kwargs)
 
@@ -119,7 +119,7 @@ class IDCMReranker(Reranker):
             self.selector = DenseSelector(selector[6:], device=device)
         else:
             raise InputError(f"idcm selector {selector!r} is not bm25 or dense:ENCODER", field="reranker")
-        from rerank.cross_encoder import CrossEncoderReranker
+        from rankwise.rerank.cross_encoder import CrossEncoderReranker
 
         scorer = scorer.removeprefix("cross-encoder:")
         self.scorer = CrossEncoderReranker(scorer, batch_size=batch_size, max_length=max_length, backend=backend,

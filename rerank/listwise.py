@@ -9,7 +9,7 @@ Two ways to read the model's order:
   first identifier of the answer, and ONE forward pass gives the window's order: the identifiers
   sorted by their logits at that position (ties keep the input order).
 - ``mode="generate"``: greedy-decode the whole permutation (``"[C] > [A] > [B]"``) and parse it with
-  :func:`rerank.permutation.parse_permutation` (RankGPT's repair of missing/repeated/unknown ids).
+  :func:`rankwise.rerank.permutation.parse_permutation` (RankGPT's repair of missing/repeated/unknown ids).
 
 Deeper lists go through RankGPT's sliding window, from the back of the list to the front: with
 window 20 and stride 10, ``[n-20, n)``, ``[n-30, n-10)``, ... and last ``[0, 20)``; each window's
@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from rerank.base import Reranker
-from rerank.llm import CausalLM, load_lm
-from rerank.permutation import labels, read_permutation
-from retrieval.errors import InputError
+from rankwise.rerank.base import Reranker
+from rankwise.rerank.llm import CausalLM, load_lm
+from rankwise.rerank.permutation import labels, read_permutation
+from rankwise.retrieval.errors import InputError
 
 MODES = ("first", "generate")
 

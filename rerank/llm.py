@@ -5,14 +5,14 @@ Loads a Hugging Face folder, a hub name (``$RANKWISE_MODELS`` mirror first) or a
 when it has one, and reads next-token logits in batches sorted by length with left padding (only
 the last position's logits are computed). The pointwise-LLM, listwise (FIRST) and groupwise
 rerankers all go through it, so the inference backend has one seam: its engine
-(:mod:`rerank.lm_engines`), picked once from the ``backend`` value.
+(:mod:`rankwise.rerank.lm_engines`), picked once from the ``backend`` value.
 
 Besides plain prompts it runs *shared-prefix* sequences (:meth:`CausalLM.iter_tail_logits`): one
 context followed by several short tails, each of which sees the context and itself but no other
 tail (a 4-D attention mask and position ids that continue from the context), so the logits at
 each tail equal those of the separate prompt ``context + tail`` at the cost of one pass.
 
-``backend="onnx"`` runs every method on ONNX Runtime (:class:`rerank.lm_engines.OnnxLMEngine`): the exported
+``backend="onnx"`` runs every method on ONNX Runtime (:class:`rankwise.rerank.lm_engines.OnnxLMEngine`): the exported
 graph takes the attention mask per query position and returns the logits only at the positions and
 token ids asked for, which serves :meth:`next_token_logits` and :meth:`iter_tail_logits` alike;
 :meth:`generate` decodes greedily with one full pass per new token (the graph keeps no KV cache, so
@@ -30,17 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from rerank.lm_engines import CPU_BATCH_TOKENS, lm_engine  # noqa: F401 - CPU_BATCH_TOKENS: re-exported
-from retrieval.backend import backend_name, check_backend
-from retrieval.backend.sources import gguf_location
-from retrieval.errors import InputError
-from retrieval.models import resolve_model
+from rankwise.rerank.lm_engines import CPU_BATCH_TOKENS, lm_engine  # noqa: F401 - CPU_BATCH_TOKENS: re-exported
+from rankwise.retrieval.backend import backend_name, check_backend
+from rankwise.retrieval.backend.sources import gguf_location
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.models import resolve_model
 
 
 
 class CausalLM:
     """A causal LM with its tokenizer, ready for ranking prompts; the forward passes are its engine's
-    (:func:`rerank.lm_engines.lm_engine`)."""
+    (:func:`rankwise.rerank.lm_engines.lm_engine`)."""
 
     def __init__(self, model: str, *, backend: str = "torch", device: str | None = None, batch_size: int = 4,
                  max_length: int = 4096, int8: bool = False) -> None:
@@ -115,9 +115,9 @@ class CausalLM:
 
     def _encode(self, prompts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
         """``(token ids per prompt, batches of prompt indices)``: batches of ``batch_size``, longest first,
-        of at most :attr:`batch_tokens` padded tokens when that is set (:mod:`retrieval.batching`: tokenized
+        of at most :attr:`batch_tokens` padded tokens when that is set (:mod:`rankwise.retrieval.batching`: tokenized
         once, :func:`~retrieval.batching.token_batches`)."""
-        from retrieval.batching import token_batches, tokenize
+        from rankwise.retrieval.batching import token_batches, tokenize
 
         tok = tokenize(self.tokenizer, list(prompts), add_special_tokens=False)  # the shared data path, untruncated
         encoded = tok.ids["input_ids"]

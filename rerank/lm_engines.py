@@ -1,19 +1,19 @@
-"""Causal-LM engines: the forward passes :class:`rerank.llm.CausalLM` runs, one class per backend.
+"""Causal-LM engines: the forward passes :class:`rankwise.rerank.llm.CausalLM` runs, one class per backend.
 
-:class:`rerank.llm.CausalLM` keeps prompts, tokenization and batching (token ids per prompt,
+:class:`rankwise.rerank.llm.CausalLM` keeps prompts, tokenization and batching (token ids per prompt,
 batches of prompt indices, the shared-prefix group arrays); its engine turns them into logits:
 
 - ``next_token_logits(sequences, token_ids)``: ``[len(sequences), len(token_ids)]`` float32 logits
   of the token after each (unpadded) id sequence of one batch, all the vocabulary when ``token_ids``
   is None;
 - ``tail_logits(input_ids, positions, allowed, ends, last)``: the logits at the last ``last``
-  positions of every tail of one shared-prefix batch (:meth:`rerank.llm.CausalLM.iter_tail_logits`);
+  positions of every tail of one shared-prefix batch (:meth:`rankwise.rerank.llm.CausalLM.iter_tail_logits`);
 - ``generate(sequences, max_new_tokens)``: the greedy new token ids of each sequence of one batch.
 
 :class:`TorchLMEngine` runs the Hugging Face model (fp16 on CUDA); :class:`OnnxLMEngine` the exported
 graph that takes the attention mask per query position and returns the logits only at the positions
-and token ids asked for (:mod:`rerank.onnx`). :func:`lm_engine` is the one place a backend value
-picks the class (as :mod:`retrieval.engines` does for encoders and cross-encoders).
+and token ids asked for (:mod:`rankwise.rerank.onnx`). :func:`lm_engine` is the one place a backend value
+picks the class (as :mod:`rankwise.retrieval.engines` does for encoders and cross-encoders).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-import rerank.onnx  # noqa: F401 - registers the causal-lm export kind
-from retrieval.backend import backend_name, check_backend
-from retrieval.errors import InputError
+import rankwise.rerank.onnx  # noqa: F401 - registers the causal-lm export kind
+from rankwise.retrieval.backend import backend_name, check_backend
+from rankwise.retrieval.errors import InputError
 
 CPU_BATCH_TOKENS = 4096  # on the CPU, torch batches hold at most this many padded tokens
 
@@ -102,7 +102,7 @@ class OnnxLMEngine:
     """The exported causal-LM graph run by ONNX Runtime (fp32, or int8 with SmoothQuant).
 
     On the CPU it takes one prompt at a time (``batch_size = 1``): the attention runs in query chunks
-    only for a batch of one (:mod:`rerank.onnx.chunked_attention`), batching long prompts buys no
+    only for a batch of one (:mod:`rankwise.rerank.onnx.chunked_attention`), batching long prompts buys no
     speed there, and int8 quantizes activations with one scale per batch, so a prompt's logits would
     depend on the prompts padded beside it (FIRST nDCG@10 on 20 SciFact queries: 0.6921 in batches of
     4 against 0.7090 one at a time, torch 0.7068). :meth:`generate` decodes with one full pass per
@@ -116,9 +116,9 @@ class OnnxLMEngine:
     def __init__(self, name: str, *, int8: bool = False, device: str | None = None) -> None:
         from transformers import AutoTokenizer
 
-        from rerank.onnx.chunked_attention import chunk_prompt_attention
-        from retrieval.backend.cache import exported
-        from retrieval.backend.session import OnnxSession
+        from rankwise.rerank.onnx.chunked_attention import chunk_prompt_attention
+        from rankwise.retrieval.backend.cache import exported
+        from rankwise.retrieval.backend.session import OnnxSession
 
         self.int8 = bool(int8)
         self.backend = backend_name("onnx", self.int8)
@@ -131,7 +131,7 @@ class OnnxLMEngine:
         self.eos = set(self.export.settings["eos_token_ids"])
 
     def _logits(self, sequences: Sequence[Sequence[int]], token_ids: np.ndarray) -> np.ndarray:
-        from retrieval.backend.features import prompt_features
+        from rankwise.retrieval.backend.features import prompt_features
 
         feed = prompt_features(sequences, self.tokenizer.pad_token_id)
         feed["token_ids"] = token_ids

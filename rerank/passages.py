@@ -1,4 +1,4 @@
-"""Any reranker over passages: split each document (:mod:`retrieval.passages`), score every passage
+"""Any reranker over passages: split each document (:mod:`rankwise.retrieval.passages`), score every passage
 with the wrapped reranker, aggregate (FirstP / MaxP / SumP / kmaxavg:K; Dai & Callan, 2019).
 
 Spec: ``PARADIGM:MODEL,passages=N[,stride=S][,agg=maxp]`` wraps the reranker the rest of the spec
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rerank.base import Reranker
-from retrieval.formats import Document
-from retrieval.passages import Splitter, aggregate, parse_aggregation
+from rankwise.rerank.base import Reranker
+from rankwise.retrieval.formats import Document
+from rankwise.retrieval.passages import Splitter, aggregate, parse_aggregation
 
 
 class PassageReranker(Reranker):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import string
 
-from retrieval.errors import InputError
+from rankwise.retrieval.errors import InputError
 
 LABELS: tuple[str, ...] = tuple(string.ascii_uppercase)
 

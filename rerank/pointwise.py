@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rerank.base import Reranker
-from rerank.llm import CausalLM, load_lm
-from rerank.scores import expected_score, log_softmax, two_token_firsts
-from retrieval.errors import InputError
+from rankwise.rerank.base import Reranker
+from rankwise.rerank.llm import CausalLM, load_lm
+from rankwise.rerank.scores import expected_score, log_softmax, two_token_firsts
+from rankwise.retrieval.errors import InputError
 
 MODES = ("yesno", "erank")
 
@@ -89,7 +89,7 @@ class LLMPointwiseReranker(Reranker):
         return yes - no
 
     def _expected(self, prompts: list[str], progress: bool) -> np.ndarray:
-        """Expected integer score over 0..levels (see :func:`rerank.scores.expected_score`)."""
+        """Expected integer score over 0..levels (see :func:`rankwise.rerank.scores.expected_score`)."""
         if not prompts:
             return np.empty(0)
         first_logits = self.lm.next_token_logits(prompts, self._digits, progress=progress)

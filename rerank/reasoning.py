@@ -3,7 +3,7 @@
 ReasonRank (Liu et al., 2025, "ReasonRank: Empowering Passage Ranking with Strong Reasoning
 Ability") has the LLM write its reasoning inside ``<think> ... </think>`` and then the ranking
 ``[C] > [A] > [B]``. Here, for each window (the same back-to-front sliding window as FIRST and
-generation, :mod:`rerank.listwise`):
+generation, :mod:`rankwise.rerank.listwise`):
 
 1. the assistant turn opens with ``<think>`` and up to ``max_reasoning_tokens`` tokens are decoded
    greedily;
@@ -13,7 +13,7 @@ generation, :mod:`rerank.listwise`):
    reasoning is cut there, closed with ``</think>`` and ``[``, and the permutation is decoded in a
    second call (at most 4 tokens per passage): "budget forcing";
 4. the permutation is repaired as generation mode repairs it
-   (:func:`rerank.permutation.read_permutation`: repeated and unknown identifiers dropped, missing
+   (:func:`rankwise.rerank.permutation.read_permutation`: repeated and unknown identifiers dropped, missing
    ones appended in input order), so an answer with no identifier at all keeps the input order.
 
 The reasoning of every window is kept in :attr:`ReasoningReranker.records` (query, passages in the
@@ -28,11 +28,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rerank.listwise import SYSTEM, TOKENS_PER_PASSAGE, ListwiseReranker, window_request
-from rerank.llm import CausalLM
-from rerank.permutation import _IDENTIFIER, LABELS, read_permutation
-from retrieval.errors import InputError
-from retrieval.files import atomic_open
+from rankwise.rerank.listwise import SYSTEM, TOKENS_PER_PASSAGE, ListwiseReranker, window_request
+from rankwise.rerank.llm import CausalLM
+from rankwise.rerank.permutation import _IDENTIFIER, LABELS, read_permutation
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.files import atomic_open
 
 OPEN, CLOSE = "<think>", "</think>"
 OUTRO = ("Search query: {query}\n\n"

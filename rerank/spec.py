@@ -13,10 +13,10 @@ paradigm           class                                options (key=value)
 =================  ===================================  ==========================================
 
 Every paradigm but ``idcm`` also takes ``passages=N[,stride=S][,agg=firstp|maxp|sump|kmaxavg:K]``:
-documents are split into passages of N words (:class:`rerank.passages.PassageReranker`); where the
+documents are split into passages of N words (:class:`rankwise.rerank.passages.PassageReranker`); where the
 paradigm has a ``stride`` of its own (listwise), the passage stride is ``passage_stride=S``.
 ``idcm:SELECTOR>>SCORER`` (SELECTOR ``bm25`` or ``dense:ENCODER``, SCORER a cross-encoder model)
-scores only the ``select`` passages the selector ranks best (:mod:`rerank.idcm`).
+scores only the ``select`` passages the selector ranks best (:mod:`rankwise.rerank.idcm`).
 
 Every paradigm also takes ``backend`` (``torch``, ``onnx`` or ``onnx-int8``; ``int8=true`` with ``onnx``
 is the older spelling of ``onnx-int8``), which each reranker class takes as it is.
@@ -33,27 +33,27 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from rerank.base import Reranker
-from retrieval.errors import InputError
+from rankwise.rerank.base import Reranker
+from rankwise.retrieval.errors import InputError
 
 BACKEND_OPTIONS = ("backend", "int8")
 PASSAGE_OPTIONS = ("passages", "stride", "agg", "passage_stride")  # a paradigm's own option of the name wins
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 PARADIGMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "cross-encoder": ("rerank.cross_encoder", "CrossEncoderReranker", ("batch_size", "max_length")),
-    "pointwise-llm": ("rerank.pointwise", "LLMPointwiseReranker",
+    "cross-encoder": ("rankwise.rerank.cross_encoder", "CrossEncoderReranker", ("batch_size", "max_length")),
+    "pointwise-llm": ("rankwise.rerank.pointwise", "LLMPointwiseReranker",
                       ("mode", "levels", "max_passage_tokens", "batch_size")),
-    "listwise": ("rerank.listwise", "ListwiseReranker",
+    "listwise": ("rankwise.rerank.listwise", "ListwiseReranker",
                  ("mode", "window", "stride", "max_passage_tokens", "batch_size", "eliminate", "k",
                   "max_reasoning_tokens")),
-    "groupwise": ("rerank.groupwise", "GroupwiseReranker",
+    "groupwise": ("rankwise.rerank.groupwise", "GroupwiseReranker",
                   ("group_size", "rounds", "levels", "max_passage_tokens", "batch_size", "seed")),
-    "idcm": ("rerank.idcm", "IDCMReranker", ("select", "passages", "stride", "batch_size", "max_length")),
+    "idcm": ("rankwise.rerank.idcm", "IDCMReranker", ("select", "passages", "stride", "batch_size", "max_length")),
 }
 # listwise modes served by their own class, and the options only that mode takes
 LISTWISE_MODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "eliminate": ("rerank.elimination", "EliminationReranker", ("eliminate", "k")),
-    "reason": ("rerank.reasoning", "ReasoningReranker", ("max_reasoning_tokens",)),
+    "eliminate": ("rankwise.rerank.elimination", "EliminationReranker", ("eliminate", "k")),
+    "reason": ("rankwise.rerank.reasoning", "ReasoningReranker", ("max_reasoning_tokens",)),
 }
 
 
@@ -139,7 +139,7 @@ def load_reranker(spec: str | RerankerSpec, **overrides: Any) -> Reranker:
         raise InputError(f"bad option for {parsed.paradigm}: {err}", field="reranker") from None
     if not split:
         return reranker
-    from rerank.passages import PassageReranker
+    from rankwise.rerank.passages import PassageReranker
 
     try:
         return PassageReranker(reranker, **split)

@@ -1,15 +1,15 @@
 """First-stage retrieval: data formats, Run, encoders, the FAISS index layer, BM25, fusion."""
 
-from retrieval.bm25 import BM25Retriever, build_bm25_index
-from retrieval.dense import DenseRetriever
-from retrieval.encoder import Encoder
-from retrieval.errors import InputError
-from retrieval.formats import Corpus, Document, read_qrels, read_queries
-from retrieval.fusion import interpolate, normalize, rrf
-from retrieval.hybrid import HybridRetriever, Retriever, fuse
-from retrieval.index import DenseIndex, IndexConfig, build_dense_index, merge_shards
-from retrieval.open import open_retriever
-from retrieval.run import Run
+from rankwise.retrieval.bm25 import BM25Retriever, build_bm25_index
+from rankwise.retrieval.dense import DenseRetriever
+from rankwise.retrieval.encoder import Encoder
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import Corpus, Document, read_qrels, read_queries
+from rankwise.retrieval.fusion import interpolate, normalize, rrf
+from rankwise.retrieval.hybrid import HybridRetriever, Retriever, fuse
+from rankwise.retrieval.index import DenseIndex, IndexConfig, build_dense_index, merge_shards
+from rankwise.retrieval.open import open_retriever
+from rankwise.retrieval.run import Run
 
 __all__ = [
     "BM25Retriever", "Corpus", "DenseIndex", "DenseRetriever", "Document", "Encoder", "HybridRetriever",

@@ -39,10 +39,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from retrieval.errors import InputError
-from retrieval.formats import Corpus
-from retrieval.manifest import read_manifest, remove_manifest, write_manifest
-from retrieval.run import Run
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import Corpus
+from rankwise.retrieval.manifest import read_manifest, remove_manifest, write_manifest
+from rankwise.retrieval.run import Run
 
 logger = logging.getLogger(__name__)
 

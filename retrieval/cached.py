@@ -14,16 +14,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from retrieval.errors import InputError
-from retrieval.formats import Corpus
-from retrieval.index import IndexConfig
-from retrieval.manifest import MANIFEST, read_manifest
-from retrieval.models import DEFAULT_ENCODER
-from retrieval.paths import cache_root
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import Corpus
+from rankwise.retrieval.index import IndexConfig
+from rankwise.retrieval.manifest import MANIFEST, read_manifest
+from rankwise.retrieval.models import DEFAULT_ENCODER
+from rankwise.retrieval.paths import cache_root
 
 if TYPE_CHECKING:
-    from retrieval.encoder import Encoder
-    from retrieval.hybrid import Retriever
+    from rankwise.retrieval.encoder import Encoder
+    from rankwise.retrieval.hybrid import Retriever
 
 KINDS = ("bm25", "dense", "hybrid")
 _STANDARD_FILES = ("corpus.jsonl", "corpus.jsonl.gz", "collection.tsv", "collection.tsv.gz")
@@ -45,7 +45,7 @@ def index_root(corpus: Corpus, name: str | None = None) -> Path:
 
 def bm25_index(corpus: Corpus, *, name: str | None = None, progress: bool = True) -> Path:
     """The cached BM25 index of ``corpus``, built when missing or stale."""
-    from retrieval.bm25 import build_bm25_index
+    from rankwise.retrieval.bm25 import build_bm25_index
 
     folder = index_root(corpus, name) / "bm25"
     if (folder / MANIFEST).is_file():
@@ -59,7 +59,7 @@ def bm25_index(corpus: Corpus, *, name: str | None = None, progress: bool = True
 def dense_index(corpus: Corpus, encoder: Encoder, config: IndexConfig | None = None, *, name: str | None = None,
                 progress: bool = True) -> Path:
     """The cached dense index of ``corpus`` for ``encoder`` and ``config`` (built, resumed or reused)."""
-    from retrieval.index import build_dense_index
+    from rankwise.retrieval.index import build_dense_index
 
     config = config or IndexConfig()
     key = getattr(encoder, "index_key", encoder.fingerprint[:16])
@@ -86,24 +86,24 @@ def cached_retriever(
     """A retriever over the cached index(es) of ``corpus``, building what is missing.
 
     ``kind`` is ``bm25``, ``dense`` (``model``: an encoder name, path or :class:`Encoder`; default
-    all-MiniLM-L6-v2) or ``hybrid`` (a :class:`retrieval.hybrid.HybridRetriever` fusing BM25 first
+    all-MiniLM-L6-v2) or ``hybrid`` (a :class:`rankwise.retrieval.hybrid.HybridRetriever` fusing BM25 first
     and dense second, by ``fusion`` over the top ``fusion_depth`` of each).
     """
     if kind not in KINDS:
         raise InputError(f"unknown retriever {kind!r}; choose from {', '.join(KINDS)}", field="retriever")
     if kind == "bm25":
-        from retrieval.bm25 import BM25Retriever
+        from rankwise.retrieval.bm25 import BM25Retriever
 
         return BM25Retriever(bm25_index(corpus, name=name, progress=progress))
     if kind == "dense":
-        from retrieval.dense import DenseRetriever
-        from retrieval.encoder import Encoder
+        from rankwise.retrieval.dense import DenseRetriever
+        from rankwise.retrieval.encoder import Encoder
 
         encoder = model if isinstance(model, Encoder) else Encoder(model or DEFAULT_ENCODER, backend=backend,
                                                                     int8=int8, batch_size=batch_size)
         folder = dense_index(corpus, encoder, IndexConfig(type=index_type), name=name, progress=progress)
         return DenseRetriever(folder, encoder)
-    from retrieval.hybrid import FUSIONS, HybridRetriever
+    from rankwise.retrieval.hybrid import FUSIONS, HybridRetriever
 
     if fusion not in FUSIONS:  # before any indexing
         raise InputError(f"unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}", field="fusion")

@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from retrieval.errors import InputError
-from retrieval.models import DEFAULT_ENCODER
-from retrieval.options import Backend, EncoderBatchSize, Force, IndexBackend, IndexType, Int8
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.models import DEFAULT_ENCODER
+from rankwise.retrieval.options import Backend, EncoderBatchSize, Force, IndexBackend, IndexType, Int8
 
 RETRIEVERS = ("bm25", "dense")
 
@@ -35,8 +35,8 @@ def index(
     force: Force = False,
 ) -> None:
     """Index a collection for BM25 or dense retrieval (resumable; shardable with --shard I/N)."""
-    from retrieval.formats import Corpus
-    from retrieval.index import IndexConfig, build_dense_index, merge_shards, parse_shard
+    from rankwise.retrieval.formats import Corpus
+    from rankwise.retrieval.index import IndexConfig, build_dense_index, merge_shards, parse_shard
 
     if merge:
         manifest = merge_shards(paths, out)
@@ -47,16 +47,16 @@ def index(
         if retriever == "bm25":
             if shard:
                 raise InputError("--shard applies to dense indexes", field="shard")
-            from retrieval.bm25 import build_bm25_index
+            from rankwise.retrieval.bm25 import build_bm25_index
 
             manifest = build_bm25_index(corpus, out, threads=threads)
         elif retriever == "dense":
-            from retrieval.encoder import Encoder
+            from rankwise.retrieval.encoder import Encoder
 
             config = IndexConfig(type=index_type, nlist=nlist, pq_m=pq_m)
             if max_tokens is not None and max_tokens < 1:
                 raise InputError(f"--max-tokens must be >= 1, got {max_tokens}", field="max_tokens")
-            from retrieval.distributed import device_for_rank, distributed_build, world
+            from rankwise.retrieval.distributed import device_for_rank, distributed_build, world
 
             _, world_size, local_rank = world()  # under torchrun: one shard per rank, rank 0 merges
             if world_size > 1 and shard:
@@ -102,8 +102,8 @@ def search(
     backend: IndexBackend = None,
 ) -> None:
     """Search an index with a queries file and write a TREC run."""
-    from retrieval.formats import read_queries
-    from retrieval.open import open_retriever
+    from rankwise.retrieval.formats import read_queries
+    from rankwise.retrieval.open import open_retriever
 
     retriever = open_retriever(index_dir, model=model, backend=backend, batch_size=batch_size)
     run = retriever.search(read_queries(queries), k=k)
@@ -123,7 +123,7 @@ def export(
                                                                        "whose int8 kernels saturate)")] = False,
 ) -> None:
     """Export a model to ONNX, check parity with torch, and write a manifest (checksums, parity)."""
-    from retrieval.backend.cache import export_model
+    from rankwise.retrieval.backend.cache import export_model
 
     exported = export_model(model, kind, out_dir, int8=int8, optimize=optimize, max_length=max_length,
                             reduce_range=reduce_range)

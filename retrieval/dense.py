@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from retrieval.backend import backend_name
-from retrieval.encoder import Encoder
-from retrieval.errors import InputError
-from retrieval.index import DenseIndex
-from retrieval.manifest import MANIFEST
-from retrieval.run import Run
+from rankwise.retrieval.backend import backend_name
+from rankwise.retrieval.encoder import Encoder
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.index import DenseIndex
+from rankwise.retrieval.manifest import MANIFEST
+from rankwise.retrieval.run import Run
 
 
 class DenseRetriever:
-    """``search(queries, k) -> Run`` over an index built by :func:`retrieval.build_dense_index`.
+    """``search(queries, k) -> Run`` over an index built by :func:`rankwise.retrieval.build_dense_index`.
 
     The encoder defaults to the one named in the index manifest, run by the backend the manifest
     records (``backend=None``; an index built by the int8 ONNX encoder is searched by it). An encoder whose fingerprint

@@ -4,9 +4,9 @@
     torchrun --nnodes 2 --node_rank R --nproc_per_node 8 --master_addr HOST -m rankwise index ...  # 2 machines
 
 No home-made launcher: torchrun sets ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``; each rank builds the
-shard ``RANK/WORLD_SIZE`` (the ``--shard`` logic of :func:`retrieval.index.build_dense_index`, resumable
+shard ``RANK/WORLD_SIZE`` (the ``--shard`` logic of :func:`rankwise.retrieval.index.build_dense_index`, resumable
 per chunk) into ``OUT/.ranks/shard-RANK``, all ranks meet at a barrier (gloo on CPU, NCCL on GPU), and
-rank 0 joins the shards with :func:`retrieval.index.merge_shards`, so the index is byte-identical to a
+rank 0 joins the shards with :func:`rankwise.retrieval.index.merge_shards`, so the index is byte-identical to a
 one-process build. A killed run resumes: started again, every rank keeps the chunks it had finished.
 With several machines, ``OUT`` must be on a file system all of them see.
 """
@@ -40,11 +40,11 @@ def distributed_build(corpus: Any, encoder: Any, out: str | Path, config: Any, *
     """Build this rank's shard, wait for all ranks, and (rank 0) merge into ``out``; returns the manifest."""
     import torch.distributed as dist
 
-    from retrieval.index import build_dense_index, merge_shards
-    from retrieval.manifest import read_manifest
+    from rankwise.retrieval.index import build_dense_index, merge_shards
+    from rankwise.retrieval.manifest import read_manifest
 
-    from retrieval.index import _identity, _same_build
-    from retrieval.manifest import MANIFEST
+    from rankwise.retrieval.index import _identity, _same_build
+    from rankwise.retrieval.manifest import MANIFEST
 
     rank, size, _ = world()
     out = Path(out)

@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from retrieval.errors import InputError
-from retrieval.files import atomic_open
-from retrieval.formats import Corpus, Document, document_parser
-from retrieval.manifest import read_manifest, remove_manifest, write_manifest
-from retrieval.paths import cache_root
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.files import atomic_open
+from rankwise.retrieval.formats import Corpus, Document, document_parser
+from rankwise.retrieval.manifest import read_manifest, remove_manifest, write_manifest
+from rankwise.retrieval.paths import cache_root
 
 KIND = "docstore"
 _ARRAYS = ("hashes", "offsets", "lengths", "lines")

@@ -5,10 +5,10 @@ which is what ``SentenceTransformer.encode`` does), run under ``torch.inference_
 on GPU. Queries and documents get the model's own ``query`` / ``document`` prompts when it defines
 them (as in E5 or BGE models).
 
-``backend="onnx"`` runs the same batches through ONNX Runtime (:mod:`retrieval.backend`): the model
+``backend="onnx"`` runs the same batches through ONNX Runtime (:mod:`rankwise.retrieval.backend`): the model
 is exported once (cached per model fingerprint, parity-checked against torch), pooling and
 normalization run inside the graph, and ``"onnx-int8"`` uses the dynamically quantized graph. The
-forward pass is the engine's (:func:`retrieval.engines.encoder_engine`); batching is the encoder's. An fp32
+forward pass is the engine's (:func:`rankwise.retrieval.engines.encoder_engine`); batching is the encoder's. An fp32
 ONNX encoder has the torch encoder's fingerprint (its vectors match within 1e-4, so either can
 search the other's index); an int8 encoder has a fingerprint of its own.
 """
@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.backend import BACKENDS, check_backend
-from retrieval.backend.sources import DOC_PROMPTS, model_fingerprint
-from retrieval.engines import encoder_engine
-from retrieval.models import DEFAULT_ENCODER, resolve_model
+from rankwise.retrieval.backend import BACKENDS, check_backend
+from rankwise.retrieval.backend.sources import DOC_PROMPTS, model_fingerprint
+from rankwise.retrieval.engines import encoder_engine
+from rankwise.retrieval.models import DEFAULT_ENCODER, resolve_model
 
 __all__ = ["BACKENDS", "DOC_PROMPTS", "Encoder", "model_fingerprint"]
 
@@ -103,7 +103,7 @@ class Encoder:
     def count_truncated(self, texts: Sequence[str]) -> int | None:
         """How many of these documents (with the document prompt) are longer than ``max_length`` tokens
         (None: the model has no tokenizer to count with)."""
-        from retrieval.batching import count_truncated, tokenize
+        from rankwise.retrieval.batching import count_truncated, tokenize
 
         tokenizer = self.tokenizer
         if tokenizer is None or not callable(tokenizer):
@@ -130,10 +130,10 @@ class Encoder:
     slice_size: int | None = None
 
     def _encode(self, texts: Sequence[str], prompt: str | None, progress: Any, task: str = "document") -> np.ndarray:
-        """Encode in length-sorted batches (:mod:`retrieval.batching`); ``progress`` is a bool or a tqdm bar to update.
+        """Encode in length-sorted batches (:mod:`rankwise.retrieval.batching`); ``progress`` is a bool or a tqdm bar to update.
 
         Each text is tokenized once, on a GPU in slices of :attr:`slice_size` (the next slice in a
-        background thread while the model runs this one, :func:`retrieval.batching.stream_batches`);
+        background thread while the model runs this one, :func:`rankwise.retrieval.batching.stream_batches`);
         the ids give the sort within a slice and, padded, the model's inputs (prepared ahead in
         another thread). Texts longer than ``max_length`` tokens are counted in :attr:`truncated`.
         ``task`` ("query" / "document") routes a sentence-transformers ``Router`` model (separate query
@@ -142,7 +142,7 @@ class Encoder:
         """
         from tqdm.auto import tqdm
 
-        from retrieval.batching import SLICE_SIZE, count_truncated, stream_batches, token_batches, tokenize
+        from rankwise.retrieval.batching import SLICE_SIZE, count_truncated, stream_batches, token_batches, tokenize
 
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)

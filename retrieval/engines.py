@@ -1,11 +1,11 @@
 """Engines: the object that runs a model's forward pass, one class per backend and model kind.
 
-The backend value (``torch``, ``onnx``, ``onnx-int8``; :func:`retrieval.backend.check_backend`) is
+The backend value (``torch``, ``onnx``, ``onnx-int8``; :func:`rankwise.retrieval.backend.check_backend`) is
 read once, by a factory per kind (:func:`encoder_engine`, :func:`pair_engine`; the causal LM's is
-:func:`rerank.lm_engines.lm_engine`), which picks the engine class. The model classes
-(:class:`retrieval.encoder.Encoder`, :class:`rerank.cross_encoder.CrossEncoderReranker`,
-:class:`rerank.llm.CausalLM`) keep the data path -- prompts, tokenizing once, token-budget batches,
-prefetch (:mod:`retrieval.batching`) -- and hand each prepared batch to their engine:
+:func:`rankwise.rerank.lm_engines.lm_engine`), which picks the engine class. The model classes
+(:class:`rankwise.retrieval.encoder.Encoder`, :class:`rankwise.rerank.cross_encoder.CrossEncoderReranker`,
+:class:`rankwise.rerank.llm.CausalLM`) keep the data path -- prompts, tokenizing once, token-budget batches,
+prefetch (:mod:`rankwise.retrieval.batching`) -- and hand each prepared batch to their engine:
 
 - ``extras(...)``: the non-tensor entries the batches need (``{}``), or None when the model's own
   ``preprocess`` gives other features than the shared path (then ``forward_*`` runs per batch);
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.backend import backend_name, check_backend
-from retrieval.backend.sources import DOC_PROMPTS, check_classification_head, model_fingerprint
-from retrieval.errors import InputError
+from rankwise.retrieval.backend import backend_name, check_backend
+from rankwise.retrieval.backend.sources import DOC_PROMPTS, check_classification_head, model_fingerprint
+from rankwise.retrieval.errors import InputError
 
 __all__ = ["OnnxEncoderEngine", "OnnxPairEngine", "TorchEncoderEngine", "TorchPairEngine", "encoder_engine",
            "pair_engine"]
@@ -97,7 +97,7 @@ class TorchEncoderEngine:
 
     def prepare(self, tok: Any, idx: np.ndarray) -> dict[str, Any]:
         """Padded CPU tensors of texts ``idx`` (pinned when the model runs on CUDA)."""
-        from retrieval.batching import as_tensors
+        from rankwise.retrieval.batching import as_tensors
 
         return as_tensors(tok.pad(idx), pin=self.asynchronous)
 
@@ -112,7 +112,7 @@ class TorchEncoderEngine:
 
     def run(self, features: dict[str, Any], task: str, extras: dict[str, Any]) -> np.ndarray:
         """``float32 [n, dim]``; on CUDA a pinned host array still being copied (read after :meth:`synchronize`)."""
-        from retrieval.batching import to_device
+        from rankwise.retrieval.batching import to_device
 
         torch = self._torch
         emb = self._embed({**to_device(features, self.model.device), **extras}, task)
@@ -145,8 +145,8 @@ class OnnxEncoderEngine:
                  max_length: int | None = None) -> None:
         from transformers import AutoTokenizer
 
-        from retrieval.backend.cache import exported
-        from retrieval.backend.session import OnnxSession
+        from rankwise.retrieval.backend.cache import exported
+        from rankwise.retrieval.backend.session import OnnxSession
 
         self.int8 = bool(int8)
         self.backend = backend_name("onnx", self.int8)
@@ -184,7 +184,7 @@ class OnnxEncoderEngine:
         pass
 
     def forward_texts(self, texts: list[str], prompt: str | None, task: str) -> np.ndarray:
-        from retrieval.backend.features import text_features
+        from rankwise.retrieval.backend.features import text_features
 
         prefixed = [prompt + t for t in texts] if prompt else texts
         return self.session(text_features(self.tokenizer, prefixed, self.max_length))
@@ -207,7 +207,7 @@ def encoder_engine(backend: str, model: str, path: str, *, int8: bool = False, d
 
 
 class TorchPairEngine:
-    """A sentence-transformers ``CrossEncoder`` run by torch; the score is :func:`retrieval.backend.graphs.pair_scores`."""
+    """A sentence-transformers ``CrossEncoder`` run by torch; the score is :func:`rankwise.retrieval.backend.graphs.pair_scores`."""
 
     backend = "torch"
     int8 = False
@@ -240,14 +240,14 @@ class TorchPairEngine:
         return _preprocess_extras(tok, lambda sample: self.model.preprocess([pairs[i] for i in sample]))
 
     def prepare(self, tok: Any, idx: np.ndarray) -> dict[str, Any]:
-        from retrieval.batching import as_tensors
+        from rankwise.retrieval.batching import as_tensors
 
         return as_tensors(tok.pad(idx), pin=self.model.device.type == "cuda")
 
     def run(self, features: dict[str, Any], extras: dict[str, Any]) -> np.ndarray:
         """One score per pair of the batch, ``float32 [n]``."""
-        from retrieval.backend.graphs import pair_scores
-        from retrieval.batching import to_device
+        from rankwise.retrieval.backend.graphs import pair_scores
+        from rankwise.retrieval.batching import to_device
 
         with self._torch.inference_mode():
             logits = self.model({**to_device(features, self.model.device), **extras})["scores"]
@@ -255,7 +255,7 @@ class TorchPairEngine:
 
     def forward_pairs(self, pairs: list[tuple[str, str]]) -> list[float]:
         """Scores through the model's own ``preprocess`` (the fallback of :meth:`extras`)."""
-        from retrieval.backend.graphs import pair_scores
+        from rankwise.retrieval.backend.graphs import pair_scores
 
         with self._torch.inference_mode():
             features = self.model.preprocess(pairs)
@@ -272,8 +272,8 @@ class OnnxPairEngine:
                  max_length: int | None = None) -> None:
         from transformers import AutoTokenizer
 
-        from retrieval.backend.cache import exported
-        from retrieval.backend.session import OnnxSession
+        from rankwise.retrieval.backend.cache import exported
+        from rankwise.retrieval.backend.session import OnnxSession
 
         self.int8 = bool(int8)
         self.backend = backend_name("onnx", self.int8)
@@ -294,7 +294,7 @@ class OnnxPairEngine:
         return self.session(features).reshape(-1)
 
     def forward_pairs(self, pairs: list[tuple[str, str]]) -> list[float]:
-        from retrieval.backend.features import text_features
+        from rankwise.retrieval.backend.features import text_features
 
         features = text_features(self.tokenizer, [q for q, _ in pairs], self.max_length, [d for _, d in pairs])
         return self.session(features).reshape(len(pairs)).tolist()

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from retrieval.errors import InputError
-from retrieval.files import sha256_file
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.files import sha256_file
 
 
 class Document(NamedTuple):

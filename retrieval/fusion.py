@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from retrieval.run import Run
+from rankwise.retrieval.run import Run
 
 
 def rrf(runs: Sequence[Run], k: int = 60, depth: int | None = None) -> Run:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from retrieval.errors import InputError
-from retrieval.fusion import interpolate, rrf
-from retrieval.run import Run
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.fusion import interpolate, rrf
+from rankwise.retrieval.run import Run
 
 FUSIONS = ("rrf", "interpolation")
 

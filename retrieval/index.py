@@ -5,7 +5,7 @@ factory string). Documents are encoded in chunks that are saved as they finish, 
 resumes from the last complete chunk, memory stays bounded by one chunk plus the index, and
 ``--shard I/N`` builds encode disjoint sets of chunks that :func:`merge_shards` joins into the
 index an unsharded build gives. An index folder holds ``index.faiss`` (FAISS's own format),
-``docids.txt`` and ``manifest.json`` (written last; see :mod:`retrieval.manifest`). No pickle.
+``docids.txt`` and ``manifest.json`` (written last; see :mod:`rankwise.retrieval.manifest`). No pickle.
 When FAISS sees GPUs, flat and IVF indexes are trained, filled and searched on all of them.
 """
 
@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from retrieval.errors import InputError
-from retrieval.files import atomic_open, atomic_path, write_json
-from retrieval.formats import Corpus, Document
-from retrieval.manifest import MANIFEST, read_manifest, remove_manifest, write_manifest
-from retrieval.workdir import claim_workdir, settings_hash
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.files import atomic_open, atomic_path, write_json
+from rankwise.retrieval.formats import Corpus, Document
+from rankwise.retrieval.manifest import MANIFEST, read_manifest, remove_manifest, write_manifest
+from rankwise.retrieval.workdir import claim_workdir, settings_hash
 
 if TYPE_CHECKING:
-    from retrieval.encoder import Encoder
+    from rankwise.retrieval.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ def build_dense_index(
 
     Resumable: chunk vectors are kept in ``out/.work`` as they finish, and a re-run with the same
     corpus, encoder and config continues from the last complete chunk (unfinished work made another
-    way is discarded only with ``force``, :mod:`retrieval.workdir`). A folder that already holds
+    way is discarded only with ``force``, :mod:`rankwise.retrieval.workdir`). A folder that already holds
     a complete index built the same way is reused; one built another way is refused unless
     ``force``. With ``shard=(I, N)`` only chunks ``c`` with ``c % N == I`` are encoded and the
     folder becomes a shard for :func:`merge_shards`.

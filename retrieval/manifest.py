@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from retrieval.errors import InputError
-from retrieval.files import file_record, sha256_file, write_json
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.files import file_record, sha256_file, write_json
 
 FORMAT = "rankwise-index"
 FORMAT_VERSION = 1

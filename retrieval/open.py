@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retrieval.errors import InputError
-from retrieval.formats import Corpus
-from retrieval.hybrid import Retriever
-from retrieval.manifest import MANIFEST, read_manifest
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import Corpus
+from rankwise.retrieval.hybrid import Retriever
+from rankwise.retrieval.manifest import MANIFEST, read_manifest
 
 
 def open_retriever(index_dir: str | Path, *, model: str | None = None, backend: str | None = None,
@@ -24,11 +24,11 @@ def open_retriever(index_dir: str | Path, *, model: str | None = None, backend: 
         raise InputError(f"was built from another corpus than {corpus.path}", path=Path(index_dir) / MANIFEST,
                          field="source.sha256")
     if kind == "dense":
-        from retrieval.dense import DenseRetriever
+        from rankwise.retrieval.dense import DenseRetriever
 
         return DenseRetriever(index_dir, model, backend=backend, batch_size=batch_size)
     if kind == "bm25":
-        from retrieval.bm25 import BM25Retriever
+        from rankwise.retrieval.bm25 import BM25Retriever
 
         return BM25Retriever(index_dir)
     if kind == "dense-shard":

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from retrieval.backend import BACKENDS
+from rankwise.retrieval.backend import BACKENDS
 
 _BACKENDS = ", ".join(BACKENDS)
 

@@ -2,9 +2,9 @@
 (MaxP at retrieval time; Dai & Callan, 2019, and the FirstP / MaxP dense baselines of Hofstätter
 et al., 2021).
 
-The passages of a corpus (:class:`retrieval.passages.Splitter`, ids ``DOCID#pN``, the title in
+The passages of a corpus (:class:`rankwise.retrieval.passages.Splitter`, ids ``DOCID#pN``, the title in
 every passage) are written once as a corpus of their own beside the cached indexes, and indexed by
-the ordinary index layer (:func:`retrieval.cached.dense_index`), so caching, resuming and every index
+the ordinary index layer (:func:`rankwise.retrieval.cached.dense_index`), so caching, resuming and every index
 type come with it. ``search`` asks the index for ``passage_depth`` passages per query (default
 ``10 * k``) and keeps each document's best.
 """
@@ -16,19 +16,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from retrieval.files import atomic_open, write_json
-from retrieval.formats import Corpus
-from retrieval.index import IndexConfig
-from retrieval.passages import Splitter, document_id, passage_id
-from retrieval.run import Run
+from rankwise.retrieval.files import atomic_open, write_json
+from rankwise.retrieval.formats import Corpus
+from rankwise.retrieval.index import IndexConfig
+from rankwise.retrieval.passages import Splitter, document_id, passage_id
+from rankwise.retrieval.run import Run
 
 if TYPE_CHECKING:
-    from retrieval.encoder import Encoder
+    from rankwise.retrieval.encoder import Encoder
 
 
 def passage_corpus(corpus: Corpus, splitter: Splitter, *, name: str | None = None) -> tuple[Corpus, dict[str, int]]:
     """The passages of ``corpus`` as a cached corpus (written when missing) and its counts."""
-    from retrieval.cached import index_root
+    from rankwise.retrieval.cached import index_root
 
     label = f"passages-{splitter.passage_tokens}-{splitter.step}"
     folder = index_root(corpus, name) / label
@@ -65,8 +65,8 @@ class PassageDenseRetriever:
 
     def __init__(self, corpus: Corpus, encoder: Encoder, splitter: Splitter, *, config: IndexConfig | None = None,
                  name: str | None = None, progress: bool = True) -> None:
-        from retrieval.cached import dense_index
-        from retrieval.dense import DenseRetriever
+        from rankwise.retrieval.cached import dense_index
+        from rankwise.retrieval.dense import DenseRetriever
 
         self.passages, self.counts = passage_corpus(corpus, splitter, name=name)
         folder: Path = dense_index(self.passages, encoder, config, name=f"{name or 'corpus'}-passages",

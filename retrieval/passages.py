@@ -8,8 +8,8 @@ one passage holding the title (or the empty string). Word windows with a stride 
 (2019, "Deeper Text Understanding for IR with Contextual Neural Language Modeling": 150 words,
 stride 75, FirstP / MaxP / SumP); ``kmaxavg:K`` is the mean of the K best passage scores.
 
-This is the retrieval layer's module, so dense indexing (:mod:`retrieval.passage_index`) and every
-reranker (:mod:`rerank.passages`) split the same way.
+This is the retrieval layer's module, so dense indexing (:mod:`rankwise.retrieval.passage_index`) and every
+reranker (:mod:`rankwise.rerank.passages`) split the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from retrieval.errors import InputError
+from rankwise.retrieval.errors import InputError
 
 AGGREGATIONS = ("firstp", "maxp", "sump", "kmaxavg:K")
 PASSAGE_SEP = "#p"  # passage ids are DOCID#pN

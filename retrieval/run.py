@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from retrieval.errors import InputError
-from retrieval.files import atomic_open
-from retrieval.formats import iter_lines
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.files import atomic_open
+from rankwise.retrieval.formats import iter_lines
 
 
 class Run(Mapping[str, list[tuple[str, float]]]):

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from retrieval.errors import InputError
-from retrieval.files import write_json
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.files import write_json
 
 log = logging.getLogger(__name__)
 SETTINGS_FILE = "settings.json"

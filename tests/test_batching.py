@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from retrieval.batching import prefetch, token_batches, tokenize
+from rankwise.retrieval.batching import prefetch, token_batches, tokenize
 from tests.tiny_models import corpus_texts
 
 
@@ -105,7 +105,7 @@ def texts() -> list[str]:
 def test_encoder_vectors_equal_sentence_transformers(tiny_encoder, texts, max_tokens):
     from sentence_transformers import SentenceTransformer
 
-    from retrieval.encoder import Encoder
+    from rankwise.retrieval.encoder import Encoder
 
     reference = SentenceTransformer(str(tiny_encoder), device="cpu").encode(texts, batch_size=16)
     encoder = Encoder(str(tiny_encoder), batch_size=16)
@@ -123,7 +123,7 @@ def test_encoder_vectors_equal_sentence_transformers(tiny_encoder, texts, max_to
 
 def test_encoder_keeps_a_models_own_preprocess_when_it_differs(tiny_encoder, texts, monkeypatch):
 
-    from retrieval.encoder import Encoder
+    from rankwise.retrieval.encoder import Encoder
 
     encoder = Encoder(str(tiny_encoder), batch_size=16)
     calls = []
@@ -145,7 +145,7 @@ def test_cross_encoder_scores_equal_predict(tiny_cross_encoder, texts, max_token
     import torch
     from sentence_transformers import CrossEncoder
 
-    from rerank.cross_encoder import CrossEncoderReranker
+    from rankwise.rerank.cross_encoder import CrossEncoderReranker
 
     pairs = [("airflow over a wing", t) for t in texts[:60]] + [("gene " * 40, "protein cell"), ("wing", texts[-2])]
     reference = CrossEncoder(str(tiny_cross_encoder)).predict(pairs, activation_fn=torch.nn.Identity(), batch_size=8)
@@ -163,7 +163,7 @@ def test_cross_encoder_scores_equal_predict(tiny_cross_encoder, texts, max_token
 
 def test_index_cli_max_tokens(capsys, tmp_path, synthetic_beir, tiny_encoder):
     from rankwise.cli import main
-    from retrieval.open import open_retriever
+    from rankwise.retrieval.open import open_retriever
 
     def rankwise(*args: str) -> tuple[int, str]:
         code = 0
@@ -183,7 +183,7 @@ def test_index_cli_max_tokens(capsys, tmp_path, synthetic_beir, tiny_encoder):
 def test_fast_tokenization_equals_the_tokenizers_call_and_falls_back_when_it_differs(tiny_encoder, monkeypatch):
     from transformers import AutoTokenizer
 
-    from retrieval import batching
+    from rankwise.retrieval import batching
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
     texts = corpus_texts()[:80] + ["wing " * 300, ""]
@@ -211,7 +211,7 @@ def test_fast_tokenization_equals_the_tokenizers_call_and_falls_back_when_it_dif
 def test_stream_batches_cover_every_text_once_with_the_same_features(tiny_encoder, depth, slice_size):
     from transformers import AutoTokenizer
 
-    from retrieval.batching import stream_batches
+    from rankwise.retrieval.batching import stream_batches
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
     texts = corpus_texts()[:60] + ["wing " * 300, "a"]
@@ -231,7 +231,7 @@ def test_stream_batches_cover_every_text_once_with_the_same_features(tiny_encode
 
 
 def test_stream_batches_raise_a_tokenizer_error_in_the_caller():
-    from retrieval.batching import stream_batches
+    from rankwise.retrieval.batching import stream_batches
 
     class Broken:
         def __call__(self, *args, **kwargs):

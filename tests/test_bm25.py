@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.bm25 import BM25Retriever, build_bm25_index
-from retrieval.errors import InputError
-from retrieval.formats import Corpus
-from retrieval.manifest import read_manifest
+from rankwise.retrieval.bm25 import BM25Retriever, build_bm25_index
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import Corpus
+from rankwise.retrieval.manifest import read_manifest
 
 DOCS = [
     {"_id": "d1", "title": "Photosynthesis", "text": "Plants convert sunlight, water and carbon dioxide into glucose."},
@@ -142,8 +142,8 @@ def test_rebuild_replaces_an_existing_index(tmp_path):
 
 def test_relative_paths_after_chdir(tmp_path, monkeypatch):
     """The JVM keeps the working directory it started in; relative paths must still work after chdir."""
-    from retrieval.bm25 import BM25Retriever, build_bm25_index
-    from retrieval.formats import Corpus
+    from rankwise.retrieval.bm25 import BM25Retriever, build_bm25_index
+    from rankwise.retrieval.formats import Corpus
 
     folder = tmp_path / "cwd"
     folder.mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import rerank.onnx  # noqa: F401 - registers the causal-lm export kind
+import rankwise.rerank.onnx  # noqa: F401 - registers the causal-lm export kind
 
 HEADS, KV_HEADS, DIM = 4, 2, 8
 
@@ -41,7 +41,7 @@ def attention_graph(consume_present: bool = False):
 
 def feeds(lengths: list[int], seed: int = 0) -> dict[str, np.ndarray]:
     """Random q/k/v for left-padded prompts of ``lengths`` and the additive mask the causal-LM graph builds."""
-    from retrieval.backend.features import causal_allowed, left_padded
+    from rankwise.retrieval.backend.features import causal_allowed, left_padded
 
     rng = np.random.default_rng(seed)
     _, mask = left_padded([[1] * n for n in lengths], 0)
@@ -56,7 +56,7 @@ def feeds(lengths: list[int], seed: int = 0) -> dict[str, np.ndarray]:
 def sessions():
     import onnxruntime as ort
 
-    from rerank.onnx.chunked_attention import CHUNKS, chunk_prompt_attention
+    from rankwise.rerank.onnx.chunked_attention import CHUNKS, chunk_prompt_attention
 
     plain = attention_graph()
     chunked = attention_graph()
@@ -90,7 +90,7 @@ def test_a_left_padded_single_prompt_masks_its_padding(sessions):
 
 
 def test_a_graph_that_reads_the_present_keys_is_left_alone():
-    from rerank.onnx.chunked_attention import chunk_prompt_attention
+    from rankwise.rerank.onnx.chunked_attention import chunk_prompt_attention
 
     model = attention_graph(consume_present=True)
     assert chunk_prompt_attention(model) == 0
@@ -99,9 +99,9 @@ def test_a_graph_that_reads_the_present_keys_is_left_alone():
 
 
 def test_the_causal_lm_session_runs_chunked_on_the_cpu(tiny_causal_lm, tmp_path):
-    from rerank.llm import CausalLM
-    from retrieval.backend.cache import export_model, read_export
-    from retrieval.backend.session import OnnxSession
+    from rankwise.rerank.llm import CausalLM
+    from rankwise.retrieval.backend.cache import export_model, read_export
+    from rankwise.retrieval.backend.session import OnnxSession
 
     export = read_export(export_model(str(tiny_causal_lm), "causal-lm", tmp_path / "lm").folder, kind="causal-lm")
     # parity was checked on the chunked graph, each probe prompt alone

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rankwise.cli import main
-from retrieval.run import Run
+from rankwise.retrieval.run import Run
 
 ROOT = Path(__file__).resolve().parent.parent
 

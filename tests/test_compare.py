@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from eval.compare import compare, compare_per_query, correct, paired_test, per_query_values, render
-from retrieval.errors import InputError
-from retrieval.run import Run
+from rankwise.eval.compare import compare, compare_per_query, correct, paired_test, per_query_values, render
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.run import Run
 from tests.test_cli import _rankwise
 
 N = 20
@@ -143,7 +143,7 @@ def test_every_format_renders_the_same_numbers():
 
 
 def test_plots_are_png_files(tmp_path):
-    from eval import plots
+    from rankwise.eval import plots
 
     runs = {"base": _run(), "seven": _run(improved=set(range(7))), "mixed": _run(improved={1}, hurt={2})}
     values = per_query_values(runs, _qrels(), ["RR@10"])
@@ -209,8 +209,8 @@ def test_compare_command_bad_inputs_are_one_line_and_exit_2(tmp_path, capsys):
 
 def test_beir_systems_numbers_equal_the_single_system_runs(synthetic_beir, tiny_encoder, tiny_cross_encoder,
                                                            tmp_path, capsys, monkeypatch):
-    from eval.datasets import resolve_dataset
-    from eval.pipeline import PipelineSettings, run_pipeline
+    from rankwise.eval.datasets import resolve_dataset
+    from rankwise.eval.pipeline import PipelineSettings, run_pipeline
 
     ce = f"cross-encoder:{tiny_cross_encoder}"
     systems = f"bm25,dense,hybrid,bm25>>{ce},batch_size=8"
@@ -260,7 +260,7 @@ def test_beir_systems_bad_specs_fail_before_any_work(synthetic_beir, capsys):
 
 
 def test_system_specs_keep_reranker_options_together():
-    from eval.systems import parse_systems
+    from rankwise.eval.systems import parse_systems
 
     assert parse_systems("bm25, dense,bm25>>cross-encoder:./m,batch_size=8,max_length=64,hybrid") == [
         "bm25", "dense", "bm25>>cross-encoder:./m,batch_size=8,max_length=64", "hybrid"]
@@ -269,9 +269,9 @@ def test_system_specs_keep_reranker_options_together():
 @pytest.mark.integration
 def test_scifact_subset_bm25_dense_hybrid_compared_with_corrected_p_values(tmp_path, tiny_encoder, capsys):
     """Real SciFact text: 40 test queries over their relevant documents plus the first 1,000 others."""
-    from eval.datasets import resolve_dataset
-    from eval.pipeline import PipelineSettings, run_pipeline
-    from retrieval.formats import read_qrels, read_queries
+    from rankwise.eval.datasets import resolve_dataset
+    from rankwise.eval.pipeline import PipelineSettings, run_pipeline
+    from rankwise.retrieval.formats import read_qrels, read_queries
     from tests.conftest import require_shared, write_beir
 
     root = require_shared("scifact")

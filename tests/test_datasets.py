@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import eval.datasets as ds
-from eval.datasets import BEIR_DATASETS, BeirSource, resolve_dataset
-from retrieval.errors import InputError
+import rankwise.eval.datasets as ds
+from rankwise.eval.datasets import BEIR_DATASETS, BeirSource, resolve_dataset
+from rankwise.retrieval.errors import InputError
 
 REAL_MIRROR = Path("/work/shared/data/beir")
 

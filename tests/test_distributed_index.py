@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from retrieval.distributed import RANKS_DIR, world
-from retrieval.manifest import MANIFEST
+from rankwise.retrieval.distributed import RANKS_DIR, world
+from rankwise.retrieval.manifest import MANIFEST
 from tests._helpers import ROOT, free_port, kill_when, write_corpus
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

@@ -10,10 +10,10 @@ import re
 import numpy as np
 import pytest
 
-import retrieval.docstore as docstore_module
-from retrieval.docstore import DocStore
-from retrieval.errors import InputError
-from retrieval.formats import Corpus, Document
+import rankwise.retrieval.docstore as docstore_module
+from rankwise.retrieval.docstore import DocStore
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import Corpus, Document
 
 
 @pytest.fixture(autouse=True)

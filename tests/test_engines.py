@@ -1,7 +1,7 @@
 """Engines: one per backend and model kind, picked once by a factory; the model classes hold no backend branch.
 
-The factories (:func:`retrieval.engines.encoder_engine`, :func:`retrieval.engines.pair_engine`,
-:func:`rerank.lm_engines.lm_engine`) are the one place a backend value picks a class; torch and
+The factories (:func:`rankwise.retrieval.engines.encoder_engine`, :func:`rankwise.retrieval.engines.pair_engine`,
+:func:`rankwise.rerank.lm_engines.lm_engine`) are the one place a backend value picks a class; torch and
 ONNX engines of the same weights agree within 1e-4 on the batches the shared data path prepares.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.errors import InputError
+from rankwise.retrieval.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CLASSES = ("retrieval/encoder.py", "rerank/cross_encoder.py", "rerank/llm.py")
@@ -28,14 +28,14 @@ def texts():
 
 @pytest.fixture(scope="module")
 def encoder_export(tiny_encoder, tmp_path_factory):
-    from retrieval.backend.cache import export_model
+    from rankwise.retrieval.backend.cache import export_model
 
     return export_model(str(tiny_encoder), "encoder", tmp_path_factory.mktemp("onnx") / "enc", int8=True).folder
 
 
 @pytest.fixture(scope="module")
 def pair_export(tiny_cross_encoder, tmp_path_factory):
-    from retrieval.backend.cache import export_model
+    from rankwise.retrieval.backend.cache import export_model
 
     return export_model(str(tiny_cross_encoder), "cross-encoder", tmp_path_factory.mktemp("onnx") / "ce",
                         int8=True).folder
@@ -43,8 +43,8 @@ def pair_export(tiny_cross_encoder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lm_export(tiny_causal_lm, tmp_path_factory):
-    import rerank.onnx  # noqa: F401 - registers the causal-lm export kind
-    from retrieval.backend.cache import export_model
+    import rankwise.rerank.onnx  # noqa: F401 - registers the causal-lm export kind
+    from rankwise.retrieval.backend.cache import export_model
 
     return export_model(str(tiny_causal_lm), "causal-lm", tmp_path_factory.mktemp("onnx") / "lm").folder
 
@@ -53,7 +53,7 @@ def lm_export(tiny_causal_lm, tmp_path_factory):
                                                 ("onnx", "OnnxEncoderEngine", False),
                                                 ("onnx-int8", "OnnxEncoderEngine", True)])
 def test_encoder_engine_per_backend(tiny_encoder, encoder_export, backend, cls, int8):
-    from retrieval import engines
+    from rankwise.retrieval import engines
 
     path = str(tiny_encoder if backend == "torch" else encoder_export)
     engine = engines.encoder_engine(backend, path, path, device="cpu")
@@ -66,7 +66,7 @@ def test_encoder_engine_per_backend(tiny_encoder, encoder_export, backend, cls, 
 @pytest.mark.parametrize("backend, cls", [("torch", "TorchPairEngine"), ("onnx", "OnnxPairEngine"),
                                           ("onnx-int8", "OnnxPairEngine")])
 def test_pair_engine_per_backend(tiny_cross_encoder, pair_export, backend, cls):
-    from retrieval import engines
+    from rankwise.retrieval import engines
 
     path = str(tiny_cross_encoder if backend == "torch" else pair_export)
     engine = engines.pair_engine(backend, path, path, device="cpu")
@@ -75,7 +75,7 @@ def test_pair_engine_per_backend(tiny_cross_encoder, pair_export, backend, cls):
 
 
 def test_lm_engine_per_backend(tiny_causal_lm, lm_export):
-    from rerank import lm_engines
+    from rankwise.rerank import lm_engines
 
     torch_engine = lm_engines.lm_engine("torch", str(tiny_causal_lm), str(tiny_causal_lm), device="cpu")
     onnx_engine = lm_engines.lm_engine("onnx", str(lm_export), str(lm_export), device="cpu")
@@ -91,8 +91,8 @@ def test_lm_engine_per_backend(tiny_causal_lm, lm_export):
 
 
 def test_torch_and_onnx_encoder_engines_agree(tiny_encoder, encoder_export, texts):
-    from retrieval.batching import token_batches, tokenize
-    from retrieval.engines import encoder_engine
+    from rankwise.retrieval.batching import token_batches, tokenize
+    from rankwise.retrieval.engines import encoder_engine
 
     torch_engine = encoder_engine("torch", str(tiny_encoder), str(tiny_encoder), device="cpu")
     onnx_engine = encoder_engine("onnx", str(encoder_export), str(encoder_export), device="cpu")
@@ -111,8 +111,8 @@ def test_torch_and_onnx_encoder_engines_agree(tiny_encoder, encoder_export, text
 
 
 def test_torch_and_onnx_pair_engines_agree(tiny_cross_encoder, pair_export, texts):
-    from retrieval.batching import tokenize
-    from retrieval.engines import pair_engine
+    from rankwise.retrieval.batching import tokenize
+    from rankwise.retrieval.engines import pair_engine
 
     torch_engine = pair_engine("torch", str(tiny_cross_encoder), str(tiny_cross_encoder), device="cpu")
     onnx_engine = pair_engine("onnx", str(pair_export), str(pair_export), device="cpu")
@@ -127,8 +127,8 @@ def test_torch_and_onnx_pair_engines_agree(tiny_cross_encoder, pair_export, text
     assert np.abs(np.array(onnx_engine.forward_pairs(pairs)) - theirs).max() <= 1e-5
 
 
-@pytest.mark.parametrize("factory", ["retrieval.engines:encoder_engine", "retrieval.engines:pair_engine",
-                                     "rerank.lm_engines:lm_engine"])
+@pytest.mark.parametrize("factory", ["rankwise.retrieval.engines:encoder_engine", "rankwise.retrieval.engines:pair_engine",
+                                     "rankwise.rerank.lm_engines:lm_engine"])
 def test_an_unknown_backend_is_refused_before_loading(factory):
     import importlib
 
@@ -171,8 +171,8 @@ def test_the_model_classes_hold_no_backend_branch(file):
 
 
 def test_the_model_classes_read_through_their_engines(tiny_encoder, tiny_cross_encoder):
-    from rerank.cross_encoder import CrossEncoderReranker
-    from retrieval.encoder import Encoder
+    from rankwise.rerank.cross_encoder import CrossEncoderReranker
+    from rankwise.retrieval.encoder import Encoder
 
     encoder = Encoder(str(tiny_encoder), device="cpu")
     assert encoder.model is encoder.engine.model and encoder.tokenizer is encoder.engine.tokenizer

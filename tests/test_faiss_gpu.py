@@ -6,8 +6,8 @@ import faiss
 import numpy as np
 import pytest
 
-from retrieval.errors import InputError
-from retrieval.index import DenseIndex, IndexConfig, build_dense_index
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.index import DenseIndex, IndexConfig, build_dense_index
 
 
 @pytest.fixture()
@@ -35,8 +35,8 @@ def fake_gpus(monkeypatch):
 
 @pytest.fixture()
 def built(tmp_path_factory, synthetic_beir, tiny_encoder):
-    from retrieval.encoder import Encoder
-    from retrieval.formats import Corpus
+    from rankwise.retrieval.encoder import Encoder
+    from rankwise.retrieval.formats import Corpus
 
     encoder = Encoder(str(tiny_encoder), batch_size=32)
     out = tmp_path_factory.mktemp("idx") / "flat"
@@ -61,8 +61,8 @@ def test_gpus_take_flat_indexes_sharded_unless_told_not_to(fake_gpus, built):
 
 
 def test_build_trains_and_adds_on_the_gpus_and_writes_a_cpu_index(fake_gpus, tmp_path, synthetic_beir, tiny_encoder):
-    from retrieval.encoder import Encoder
-    from retrieval.formats import Corpus
+    from rankwise.retrieval.encoder import Encoder
+    from rankwise.retrieval.formats import Corpus
 
     encoder = Encoder(str(tiny_encoder), batch_size=32)
     build_dense_index(Corpus(synthetic_beir), encoder, tmp_path / "ivf", IndexConfig(type="ivf", nlist=2), progress=False)

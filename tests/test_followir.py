@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from eval.followir import FollowIRDataset, changed_documents, p_mrr, p_mrr_per_query, pair_score
-from retrieval.errors import InputError
+from rankwise.eval.followir import FollowIRDataset, changed_documents, p_mrr, p_mrr_per_query, pair_score
+from rankwise.retrieval.errors import InputError
 from tests.conftest import require_shared
 from tests.test_cli import _error_line, _rankwise
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from retrieval.errors import InputError
-from retrieval.formats import Corpus, Document, read_qrels, read_queries
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import Corpus, Document, read_qrels, read_queries
 from tests.conftest import require_shared
 
 

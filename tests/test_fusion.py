@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.fusion import interpolate, normalize, rrf
-from retrieval.hybrid import HybridRetriever
-from retrieval.run import Run
+from rankwise.retrieval.fusion import interpolate, normalize, rrf
+from rankwise.retrieval.hybrid import HybridRetriever
+from rankwise.retrieval.run import Run
 
 A = Run({"q": [("d1", 10.0), ("d2", 8.0), ("d3", 2.0)]})
 B = Run({"q": [("d3", 0.9), ("d1", 0.5), ("d4", 0.1)]})

@@ -8,14 +8,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from rerank.groupwise import SYSTEM as GW_SYSTEM
-from rerank.groupwise import GroupwiseReranker
-from retrieval.errors import InputError
+from rankwise.rerank.groupwise import SYSTEM as GW_SYSTEM
+from rankwise.rerank.groupwise import GroupwiseReranker
+from rankwise.retrieval.errors import InputError
 
 
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
-    from rerank.llm import CausalLM
+    from rankwise.rerank.llm import CausalLM
     from tests.tiny_models import build_tiny_causal_lm
 
     return CausalLM(str(build_tiny_causal_lm(tmp_path_factory.mktemp("models") / "tiny-llm")), batch_size=8)

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from retrieval.errors import InputError
-from retrieval.passages import Splitter
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.passages import Splitter
 from tests.conftest import write_beir
 from tests.tiny_models import corpus_texts
-from training.idcm_selector import SCORES_FILE, TEACHER_DIR, SelectorInput, build_examples, train_idcm_selector
-from training.losses.idcm import selector_kl
-from training.settings import TrainSettings
+from rankwise.training.idcm_selector import SCORES_FILE, TEACHER_DIR, SelectorInput, build_examples, train_idcm_selector
+from rankwise.training.losses.idcm import selector_kl
+from rankwise.training.settings import TrainSettings
 
 PASSAGES = 12  # words per passage: the documents below have 4-9 passages
 STEPS = 12
@@ -131,8 +131,8 @@ def test_teacher_scores_are_cached_and_a_rerun_scores_nothing(long_beir, tiny_en
 
 
 def test_the_trained_folder_is_the_dense_selector_of_idcm(long_beir, tiny_cross_encoder, trained):
-    from rerank.idcm import IDCMReranker
-    from retrieval.formats import Corpus
+    from rankwise.rerank.idcm import IDCMReranker
+    from rankwise.retrieval.formats import Corpus
 
     out, _, _ = trained
     reranker = IDCMReranker(f"dense:{out}>>{tiny_cross_encoder}", select=2, passages=PASSAGES)

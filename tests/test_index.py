@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.dense import DenseRetriever
-from retrieval.encoder import Encoder
-from retrieval.errors import InputError
-from retrieval.formats import Corpus
-from retrieval.index import DenseIndex, IndexConfig, build_dense_index, merge_shards, parse_shard
-from retrieval.manifest import MANIFEST, read_manifest
+from rankwise.retrieval.dense import DenseRetriever
+from rankwise.retrieval.encoder import Encoder
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import Corpus
+from rankwise.retrieval.index import DenseIndex, IndexConfig, build_dense_index, merge_shards, parse_shard
+from rankwise.retrieval.manifest import MANIFEST, read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,7 +148,7 @@ def test_shards_merge_into_the_unsharded_index(tmp_path, synthetic_beir, encoder
     merged = merge_shards(list(reversed(shards)), tmp_path / "merged", progress=False)
     assert merged["files"] == whole["files"]  # byte-identical index.faiss and docids.txt
     with pytest.raises(InputError, match="one shard of an index"):
-        from retrieval.open import open_retriever
+        from rankwise.retrieval.open import open_retriever
 
         open_retriever(tmp_path / "shard0")
 

@@ -7,7 +7,7 @@ index manifest; their results must equal what the int8 encoder gives on the inde
 from __future__ import annotations
 
 from rankwise.cli import main
-from retrieval.run import Run
+from rankwise.retrieval.run import Run
 
 
 def _rankwise(capsys, *args) -> str:
@@ -20,8 +20,8 @@ def _rankwise(capsys, *args) -> str:
 
 def _by_hand(index_dir, tiny_encoder, queries: dict[str, str], k: int) -> dict[str, list[str]]:
     """The top ``k`` of each query: the int8 encoder's query vectors against the index, no retriever code."""
-    from retrieval.encoder import Encoder
-    from retrieval.index import DenseIndex
+    from rankwise.retrieval.encoder import Encoder
+    from rankwise.retrieval.index import DenseIndex
 
     encoder = Encoder(str(tiny_encoder), backend="onnx-int8", batch_size=64)
     index = DenseIndex.load(index_dir)
@@ -31,8 +31,8 @@ def _by_hand(index_dir, tiny_encoder, queries: dict[str, str], k: int) -> dict[s
 
 
 def test_an_int8_index_is_searched_and_mined_with_the_int8_encoder(tmp_path, capsys, synthetic_beir, tiny_encoder):
-    from retrieval.dense import DenseRetriever
-    from retrieval.formats import read_qrels, read_queries
+    from rankwise.retrieval.dense import DenseRetriever
+    from rankwise.retrieval.formats import read_qrels, read_queries
 
     idx = tmp_path / "int8-index"
     _rankwise(capsys, "index", synthetic_beir, "--out", idx, "--model", tiny_encoder, "--backend", "onnx", "--int8")

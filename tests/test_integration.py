@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from eval.datasets import resolve_dataset
-from eval.pipeline import PipelineSettings, run_pipeline
-from retrieval.bm25 import BM25Retriever, build_bm25_index
+from rankwise.eval.datasets import resolve_dataset
+from rankwise.eval.pipeline import PipelineSettings, run_pipeline
+from rankwise.retrieval.bm25 import BM25Retriever, build_bm25_index
 from tests.conftest import require_model, require_shared
 
 pytestmark = pytest.mark.integration

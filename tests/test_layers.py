@@ -18,12 +18,20 @@ LAYERS = ("retrieval", "rerank", "training", "eval", "rankwise")
 
 
 def _modules() -> dict[str, Path]:
+    """``rankwise.retrieval.index -> retrieval/index.py``: each top-level folder installs under ``rankwise``."""
     found = {}
     for package in LAYERS:
         for file in sorted((ROOT / package).rglob("*.py")):
             parts = file.relative_to(ROOT).with_suffix("").parts
-            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = file
+            parts = parts[:-1] if parts[-1] == "__init__" else parts
+            found[".".join(parts if package == "rankwise" else ("rankwise", *parts))] = file
     return found
+
+
+def layer(module: str) -> str:
+    """The layer a module belongs to: ``rankwise.rerank.x`` is rerank, ``rankwise.cli`` the front door."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS[:-1] else "rankwise"
 
 
 MODULES = _modules()
@@ -59,7 +67,7 @@ def import_graph(modules: dict[str, Path] = MODULES) -> dict[str, set[str]]:
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import cycle as ``[a, b, ..., a]``, or None (depth-first search, three colours).
 
-    A package importing its own submodules (``rerank/__init__`` re-exporting ``rerank.llm``) is the
+    A package importing its own submodules (``rerank/__init__`` re-exporting ``rankwise.rerank.llm``) is the
     package's interface, not a cycle: edges from a module to its own package are left out.
     """
     state: dict[str, int] = {}
@@ -98,15 +106,15 @@ def test_no_import_cycle():
 def test_no_lower_layer_imports_a_higher_one():
     rank = {layer: i for i, layer in enumerate(LAYERS)}
     wrong = sorted(f"{a} -> {b}" for a, targets in import_graph().items() for b in targets
-                   if rank[b.split(".")[0]] > rank[a.split(".")[0]])
+                   if rank[layer(b)] > rank[layer(a)])
     assert wrong == []
 
 
 def test_the_retrieval_backend_holds_no_causal_lm_specifics():
     graph = import_graph()
-    backend = {m for m in MODULES if m.startswith("retrieval.backend")}
-    assert {"retrieval.backend.attention", "retrieval.backend.chunked_attention", "retrieval.backend.smooth"} & backend == set()
-    assert "retrieval.encoder" not in graph["retrieval.backend.build"]
+    backend = {m for m in MODULES if m.startswith("rankwise.retrieval.backend")}
+    assert {"rankwise.retrieval.backend.attention", "rankwise.retrieval.backend.chunked_attention", "rankwise.retrieval.backend.smooth"} & backend == set()
+    assert "rankwise.retrieval.encoder" not in graph["rankwise.retrieval.backend.build"]
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

@@ -7,10 +7,10 @@ import re
 import numpy as np
 import pytest
 
-from rerank.listwise import ListwiseReranker, window_schedule
-from rerank.llm import CausalLM
-from rerank.permutation import parse_permutation, read_permutation
-from retrieval.errors import InputError
+from rankwise.rerank.listwise import ListwiseReranker, window_schedule
+from rankwise.rerank.llm import CausalLM
+from rankwise.rerank.permutation import parse_permutation, read_permutation
+from rankwise.retrieval.errors import InputError
 from tests.tiny_models import corpus_texts
 
 LINE = re.compile(r"^\[([A-Z])\] (.*)$", re.MULTILINE)
@@ -192,6 +192,6 @@ def test_bad_settings_are_input_errors():
 
 
 def test_identifiers_that_are_not_one_token_are_refused(lm, monkeypatch):
-    monkeypatch.setattr("rerank.listwise.labels", lambda n: ["AB"] * n)
+    monkeypatch.setattr("rankwise.rerank.listwise.labels", lambda n: ["AB"] * n)
     with pytest.raises(InputError, match="not one"):
         ListwiseReranker(lm, window=3, stride=2)

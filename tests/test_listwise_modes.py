@@ -8,12 +8,12 @@ import re
 import numpy as np
 import pytest
 
-from rerank.elimination import EliminationReranker
-from rerank.llm import CausalLM
-from rerank.reasoning import ReasoningReranker
-from rerank.spec import load_reranker, parse_spec
-from retrieval.errors import InputError
-from retrieval.run import Run
+from rankwise.rerank.elimination import EliminationReranker
+from rankwise.rerank.llm import CausalLM
+from rankwise.rerank.reasoning import ReasoningReranker
+from rankwise.rerank.spec import load_reranker, parse_spec
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.run import Run
 from tests.tiny_models import corpus_texts
 
 LINE = re.compile(r"^\[([A-Z])\] (.*)$", re.MULTILINE)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.errors import InputError
+from rankwise.retrieval.errors import InputError
 
 
 @pytest.fixture(scope="module")
 def lm(tiny_causal_lm):
-    from rerank.llm import CausalLM
+    from rankwise.rerank.llm import CausalLM
 
     return CausalLM(str(tiny_causal_lm), batch_size=2)
 
@@ -52,7 +52,7 @@ def test_tail_logits_refuse_a_group_over_max_length(lm):
 
 
 def test_cpu_batches_hold_at_most_batch_tokens_padded_tokens(tiny_causal_lm):
-    from rerank.llm import CPU_BATCH_TOKENS, CausalLM
+    from rankwise.rerank.llm import CPU_BATCH_TOKENS, CausalLM
 
     lm = CausalLM(str(tiny_causal_lm), device="cpu", batch_size=3)
     assert lm.batch_tokens == CPU_BATCH_TOKENS

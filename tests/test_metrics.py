@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from eval.metrics import DEFAULT_MEASURES, evaluate, evaluate_per_query, parse_measures
-from retrieval.errors import InputError
-from retrieval.run import Run
+from rankwise.eval.metrics import DEFAULT_MEASURES, evaluate, evaluate_per_query, parse_measures
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.run import Run
 
 # Graded qrels. A document counts as relevant for R, RR and AP when its grade is >= 1.
 QRELS = {

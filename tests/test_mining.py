@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from rankwise.cli import main
-from rerank.base import Reranker
-from retrieval.cached import cached_retriever, index_root
-from retrieval.errors import InputError
-from retrieval.formats import Corpus, read_qrels, read_queries
-from retrieval.run import Run
+from rankwise.rerank.base import Reranker
+from rankwise.retrieval.cached import cached_retriever, index_root
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import Corpus, read_qrels, read_queries
+from rankwise.retrieval.run import Run
 from tests.conftest import write_beir
-from training.mining import MiningStats, mine_negatives, parse_depth
+from rankwise.training.mining import MiningStats, mine_negatives, parse_depth
 
 N_QUERIES = 24
 
@@ -330,12 +330,12 @@ def test_cli_mines_a_beir_folder_with_a_dense_retriever(beir, tmp_path, capsys, 
 
 def test_eval_and_mining_share_the_cached_indexes(synthetic_beir, tiny_encoder):
     """After the move to retrieval/cached.py, eval keeps its folder layout and reuses what mining built."""
-    import eval.pipeline as pipeline
-    from eval.datasets import resolve_dataset
-    from retrieval.encoder import Encoder
-    from retrieval.hybrid import HybridRetriever
-    from retrieval.index import IndexConfig
-    from retrieval.paths import cache_root
+    import rankwise.eval.pipeline as pipeline
+    from rankwise.eval.datasets import resolve_dataset
+    from rankwise.retrieval.encoder import Encoder
+    from rankwise.retrieval.hybrid import HybridRetriever
+    from rankwise.retrieval.index import IndexConfig
+    from rankwise.retrieval.paths import cache_root
 
     dataset = resolve_dataset(str(synthetic_beir), download=False, progress=False)
     corpus = dataset.corpus

@@ -12,11 +12,11 @@ import uuid
 
 import pytest
 
-from eval.datasets import resolve_dataset
-from eval.irds import official_measures_for
-from eval.metrics import evaluate
-from eval.msmarco import MSMARCO_DEV_MEASURES, TREC_DL_MEASURES, MsMarcoFolder
-from retrieval.errors import InputError
+from rankwise.eval.datasets import resolve_dataset
+from rankwise.eval.irds import official_measures_for
+from rankwise.eval.metrics import evaluate
+from rankwise.eval.msmarco import MSMARCO_DEV_MEASURES, TREC_DL_MEASURES, MsMarcoFolder
+from rankwise.retrieval.errors import InputError
 from tests.conftest import ROOT
 
 PASSAGES = {f"{i}": f"passage {i} about topic {i % 3}" for i in range(12)}
@@ -138,7 +138,7 @@ _SCRIPT = textwrap.dedent("""
     (home / "trec-dl-2019" / "queries.tsv").write_text("100\\tpassage number 3\\n101\\tnumber 5\\n102\\tunjudged\\n")
     (home / "trec-dl-2019" / "qrels").write_text("100 Q0 3 3\\n100 Q0 4 1\\n101 Q0 5 2\\n101 Q0 6 0\\n")
     Path("run.trec").write_text("100 Q0 3 1 2.0 r\\n100 Q0 4 2 1.0 r\\n101 Q0 6 1 2.0 r\\n101 Q0 5 2 1.0 r\\n")
-    from eval.datasets import resolve_dataset
+    from rankwise.eval.datasets import resolve_dataset
     from rankwise.cli import main
     dataset = resolve_dataset("irds:msmarco-passage/trec-dl-2019/judged")
     out = {"label": dataset.label, "name": dataset.name, "queries": dataset.queries(),

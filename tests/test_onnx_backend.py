@@ -7,12 +7,12 @@ import shutil
 import numpy as np
 import pytest
 
-from retrieval.errors import InputError
+from rankwise.retrieval.errors import InputError
 
 
 @pytest.fixture(scope="module")
 def encoder_export(tiny_encoder, tmp_path_factory):
-    from retrieval.backend.cache import export_model
+    from rankwise.retrieval.backend.cache import export_model
 
     return export_model(str(tiny_encoder), "encoder", tmp_path_factory.mktemp("onnx") / "encoder", int8=True).folder
 
@@ -25,7 +25,7 @@ def texts():
 
 
 def test_encoder_fp32_matches_torch(tiny_encoder, encoder_export, texts):
-    from retrieval.encoder import Encoder
+    from rankwise.retrieval.encoder import Encoder
 
     torch_enc = Encoder(str(tiny_encoder), device="cpu", batch_size=16)
     onnx_enc = Encoder(str(encoder_export), device="cpu", backend="onnx", batch_size=16)
@@ -37,7 +37,7 @@ def test_encoder_fp32_matches_torch(tiny_encoder, encoder_export, texts):
 
 
 def test_encoder_int8_cosine_and_its_own_fingerprint(tiny_encoder, encoder_export, texts):
-    from retrieval.encoder import Encoder
+    from rankwise.retrieval.encoder import Encoder
 
     torch_enc = Encoder(str(tiny_encoder), device="cpu", batch_size=16)
     int8 = Encoder(str(encoder_export), device="cpu", backend="onnx", int8=True, batch_size=16)
@@ -53,7 +53,7 @@ def test_encoder_int8_cosine_and_its_own_fingerprint(tiny_encoder, encoder_expor
 def test_a_bert_encoder_is_fused_and_quantized_to_qattention(encoder_export):
     import onnx
 
-    from retrieval.backend.cache import read_export
+    from rankwise.retrieval.backend.cache import read_export
 
     export = read_export(encoder_export, int8=True)
     assert export.manifest["fused"].get("Attention") == 2  # one per layer of the tiny BERT
@@ -64,9 +64,9 @@ def test_a_bert_encoder_is_fused_and_quantized_to_qattention(encoder_export):
 
 
 def test_a_failed_fusion_falls_back_to_the_plain_graph(tiny_encoder, tmp_path, monkeypatch, texts):
-    from retrieval.backend import optimize
-    from retrieval.backend.cache import export_model
-    from retrieval.encoder import Encoder
+    from rankwise.retrieval.backend import optimize
+    from rankwise.retrieval.backend.cache import export_model
+    from rankwise.retrieval.encoder import Encoder
 
     def broken(*args, **kwargs):
         raise ValueError("no attention fused")
@@ -80,10 +80,10 @@ def test_a_failed_fusion_falls_back_to_the_plain_graph(tiny_encoder, tmp_path, m
 
 
 def test_int8_index_never_reuses_a_torch_index(tiny_encoder, encoder_export, synthetic_beir):
-    from retrieval import cached
-    from retrieval.dense import DenseRetriever
-    from retrieval.encoder import Encoder
-    from retrieval.formats import Corpus
+    from rankwise.retrieval import cached
+    from rankwise.retrieval.dense import DenseRetriever
+    from rankwise.retrieval.encoder import Encoder
+    from rankwise.retrieval.formats import Corpus
 
     corpus = Corpus(synthetic_beir)
     torch_enc = Encoder(str(tiny_encoder), device="cpu", batch_size=64)
@@ -103,7 +103,7 @@ def _corrupt(path):
 
 
 def test_cache_reuse_corrupt_rebuild_and_stale_rebuild(tiny_encoder, other_tiny_encoder, tmp_path, texts):
-    from retrieval.encoder import Encoder
+    from rankwise.retrieval.encoder import Encoder
 
     model = tmp_path / "model"
     shutil.copytree(tiny_encoder, model)
@@ -124,8 +124,8 @@ def test_cache_reuse_corrupt_rebuild_and_stale_rebuild(tiny_encoder, other_tiny_
 
 
 def test_corrupt_export_is_refused(encoder_export, tmp_path):
-    from retrieval.backend.cache import CorruptExport
-    from retrieval.encoder import Encoder
+    from rankwise.retrieval.backend.cache import CorruptExport
+    from rankwise.retrieval.encoder import Encoder
 
     broken = tmp_path / "broken"
     shutil.copytree(encoder_export, broken)
@@ -145,7 +145,7 @@ def cross_encoder_export(tiny_cross_encoder, tmp_path_factory):
 
 
 def test_cross_encoder_parity_and_int8(tiny_cross_encoder, cross_encoder_export):
-    from rerank.cross_encoder import CrossEncoderReranker
+    from rankwise.rerank.cross_encoder import CrossEncoderReranker
     from tests.tiny_models import corpus_texts
 
 
@@ -169,9 +169,9 @@ def test_cross_encoder_parity_and_int8(tiny_cross_encoder, cross_encoder_export)
 @pytest.mark.slow
 def test_int8_cross_encoder_ranks_as_fp32_does(tmp_path):
     """A cross-encoder on a trained encoder (all-MiniLM-L6-v2, new head): int8 keeps fp32's rankings."""
-    from rerank.cross_encoder import CrossEncoderReranker, init_cross_encoder
-    from retrieval.backend.cache import export_model
-    from retrieval.backend.parity import ranking_agreement
+    from rankwise.rerank.cross_encoder import CrossEncoderReranker, init_cross_encoder
+    from rankwise.retrieval.backend.cache import export_model
+    from rankwise.retrieval.backend.parity import ranking_agreement
     from tests.conftest import require_model
     from tests.tiny_models import corpus_texts
 
@@ -201,7 +201,7 @@ def test_cli_export_and_bad_model(cross_encoder_export, tiny_cross_encoder, tiny
 
 
 def test_spec_backend_options():
-    from rerank.spec import parse_spec
+    from rankwise.rerank.spec import parse_spec
 
     spec = parse_spec("cross-encoder:some/model,backend=onnx,int8=true")
     assert spec.options == {"backend": "onnx", "int8": True}
@@ -210,7 +210,7 @@ def test_spec_backend_options():
 
 
 def test_int8_needs_onnx(tiny_encoder):
-    from retrieval.encoder import Encoder
+    from rankwise.retrieval.encoder import Encoder
 
     with pytest.raises(InputError, match="int8"):
         Encoder(str(tiny_encoder), device="cpu", int8=True)
@@ -218,7 +218,7 @@ def test_int8_needs_onnx(tiny_encoder):
 
 def test_a_cuda_provider_that_cannot_start_is_an_error_not_a_silent_cpu_run(encoder_export, monkeypatch):
     """ONNX Runtime falls back to the CPU when the CUDA provider cannot start; the session says so instead."""
-    from retrieval.backend import session
+    from rankwise.retrieval.backend import session
 
     monkeypatch.setattr(session, "cuda_available", lambda: True)
     monkeypatch.setattr(session, "_fp16", lambda path: str(path))  # no GPU here: keep the fp32 graph
@@ -231,7 +231,7 @@ def test_a_cuda_provider_that_cannot_start_is_an_error_not_a_silent_cpu_run(enco
 @pytest.mark.skipif("CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers(),
                     reason="needs onnxruntime-gpu and a GPU (run on the lent device machine)")
 def test_cuda_provider_fp16_matches_torch(tiny_encoder, encoder_export, texts):
-    from retrieval.encoder import Encoder
+    from rankwise.retrieval.encoder import Encoder
 
     torch_enc = Encoder(str(tiny_encoder), device="cpu", batch_size=16)
     cuda_enc = Encoder(str(encoder_export), backend="onnx", device="cuda", batch_size=16)

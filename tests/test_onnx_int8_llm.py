@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import rerank.onnx  # noqa: F401 - registers the causal-lm export kind
+import rankwise.rerank.onnx  # noqa: F401 - registers the causal-lm export kind
 import torch
 
 
 @pytest.fixture()
 def lm_and_calibration(tiny_causal_lm):
-    from rerank.onnx.causal_lm import calibration_features
-    from retrieval.backend.sources import load_causal_lm
+    from rankwise.rerank.onnx.causal_lm import calibration_features
+    from rankwise.retrieval.backend.sources import load_causal_lm
 
     lm, tokenizer = load_causal_lm(str(tiny_causal_lm))
     return lm, calibration_features(tokenizer)
@@ -24,7 +24,7 @@ def _logits(lm, features):
 
 
 def test_smoothing_is_exact_and_shrinks_the_outlier_channel(lm_and_calibration):
-    from rerank.onnx.smooth import smooth_causal_lm
+    from rankwise.rerank.onnx.smooth import smooth_causal_lm
 
     lm, features = lm_and_calibration
     norm = lm.model.layers[0].input_layernorm
@@ -46,7 +46,7 @@ def test_smoothing_is_exact_and_shrinks_the_outlier_channel(lm_and_calibration):
 
 
 def test_smoothing_restores_a_model_it_cannot_fold(lm_and_calibration):
-    from rerank.onnx.smooth import smooth_causal_lm
+    from rankwise.rerank.onnx.smooth import smooth_causal_lm
 
     lm, features = lm_and_calibration
 
@@ -68,7 +68,7 @@ def test_smoothing_restores_a_model_it_cannot_fold(lm_and_calibration):
 
 
 def test_smoothing_skips_a_model_without_pre_norm_projections(lm_and_calibration):
-    from rerank.onnx.smooth import smooth_causal_lm
+    from rankwise.rerank.onnx.smooth import smooth_causal_lm
 
     lm, features = lm_and_calibration
     del lm.model.layers[0].mlp.gate_proj, lm.model.layers[0].mlp.up_proj
@@ -78,9 +78,9 @@ def test_smoothing_skips_a_model_without_pre_norm_projections(lm_and_calibration
 def test_int8_causal_lm_keeps_down_projections_and_head_float(tiny_causal_lm, tmp_path):
     import onnx
 
-    from rerank.llm import CausalLM
-    from retrieval.backend.cache import export_model, read_export
-    from retrieval.backend.quantize import nodes_of_modules
+    from rankwise.rerank.llm import CausalLM
+    from rankwise.retrieval.backend.cache import export_model, read_export
+    from rankwise.retrieval.backend.quantize import nodes_of_modules
 
     folder = export_model(str(tiny_causal_lm), "causal-lm", tmp_path / "lm", int8=True).folder
     export = read_export(folder, int8=True, kind="causal-lm")

@@ -5,21 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import rerank.onnx  # noqa: F401 - registers the causal-lm export kind
+import rankwise.rerank.onnx  # noqa: F401 - registers the causal-lm export kind
 
 PROMPTS = ["query heart [A] yes", "no [B] > [C] 1 2 3 query document search index", "x"]
 
 
 @pytest.fixture(scope="module")
 def lm_export(tiny_causal_lm, tmp_path_factory):
-    from retrieval.backend.cache import export_model
+    from rankwise.retrieval.backend.cache import export_model
 
     return export_model(str(tiny_causal_lm), "causal-lm", tmp_path_factory.mktemp("onnx") / "lm").folder
 
 
 @pytest.fixture(scope="module")
 def lms(tiny_causal_lm, lm_export):
-    from rerank.llm import CausalLM
+    from rankwise.rerank.llm import CausalLM
 
     return CausalLM(str(tiny_causal_lm), device="cpu"), CausalLM(str(lm_export), backend="onnx", device="cpu")
 
@@ -33,7 +33,7 @@ def lists():
 
 
 def test_export_parity_and_graph_inputs(lm_export):
-    from retrieval.backend.cache import read_export
+    from rankwise.retrieval.backend.cache import read_export
 
     export = read_export(lm_export, kind="causal-lm")
     assert export.manifest["parity"]["fp32"]["max_abs_diff"] <= 1e-4
@@ -51,8 +51,8 @@ def test_export_parity_and_graph_inputs(lm_export):
 def test_attention_the_fused_operator_lacks_falls_back_to_the_plain_graph(tiny_causal_lm, tmp_path, monkeypatch):
     import onnx
 
-    from rerank.onnx import attention
-    from retrieval.backend.cache import export_model, read_export
+    from rankwise.rerank.onnx import attention
+    from rankwise.retrieval.backend.cache import export_model, read_export
 
     def sliding(*args, **kwargs):
         raise attention.Unsupported("attention with sliding_window")
@@ -68,7 +68,7 @@ def test_attention_the_fused_operator_lacks_falls_back_to_the_plain_graph(tiny_c
 def test_fused_attention_refuses_what_the_operator_lacks():
     import torch
 
-    from rerank.onnx.attention import Unsupported, attention_forward
+    from rankwise.rerank.onnx.attention import Unsupported, attention_forward
 
     q, kv = torch.randn(1, 4, 3, 8), torch.randn(1, 2, 3, 8)
     mask = torch.zeros(1, 1, 3, 3)
@@ -114,9 +114,9 @@ def test_generate(lms):
     ("groupwise", {"group_size": 3, "rounds": 1, "levels": 10, "share_prefix": False}),
 ])
 def test_reranker_on_onnx_agrees_with_torch(lms, lists, paradigm, options):
-    from rerank.groupwise import GroupwiseReranker
-    from rerank.listwise import ListwiseReranker
-    from rerank.pointwise import LLMPointwiseReranker
+    from rankwise.rerank.groupwise import GroupwiseReranker
+    from rankwise.rerank.listwise import ListwiseReranker
+    from rankwise.rerank.pointwise import LLMPointwiseReranker
 
     cls = {"pointwise": LLMPointwiseReranker, "listwise": ListwiseReranker, "groupwise": GroupwiseReranker}[paradigm]
     torch_lm, onnx_lm = lms
@@ -127,7 +127,7 @@ def test_reranker_on_onnx_agrees_with_torch(lms, lists, paradigm, options):
 
 
 def test_spec_loads_an_onnx_llm(lm_export):
-    from rerank.spec import load_reranker
+    from rankwise.rerank.spec import load_reranker
 
     reranker = load_reranker(f"pointwise-llm:{lm_export},backend=onnx,batch_size=2")
     # on the CPU the graph reads one prompt at a time (chunked attention, per-batch int8 scales)
@@ -136,8 +136,8 @@ def test_spec_loads_an_onnx_llm(lm_export):
 
 @pytest.mark.parametrize("paradigm", ["pointwise-llm", "listwise", "groupwise"])
 def test_every_llm_reranker_takes_backend(lm_export, lms, paradigm):
-    from rerank.spec import PARADIGMS, load_reranker
-    from retrieval.errors import InputError
+    from rankwise.rerank.spec import PARADIGMS, load_reranker
+    from rankwise.retrieval.errors import InputError
 
     reranker = load_reranker(f"{paradigm}:{lm_export},backend=onnx")
     assert (reranker.lm.backend, reranker.lm.int8) == ("onnx", False)

@@ -6,13 +6,13 @@ from collections.abc import Sequence
 
 import pytest
 
-from rerank.base import Reranker
-from rerank.idcm import IDCMReranker, bm25_passage_scores, top_passages
-from rerank.passages import PassageReranker
-from rerank.spec import load_reranker, parse_spec
-from retrieval.errors import InputError
-from retrieval.formats import Document
-from retrieval.passages import Splitter, aggregate, document_id, passage_id
+from rankwise.rerank.base import Reranker
+from rankwise.rerank.idcm import IDCMReranker, bm25_passage_scores, top_passages
+from rankwise.rerank.passages import PassageReranker
+from rankwise.rerank.spec import load_reranker, parse_spec
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import Document
+from rankwise.retrieval.passages import Splitter, aggregate, document_id, passage_id
 
 
 @pytest.mark.parametrize("n,size,stride", [(10, 4, 2), (11, 4, 3), (7, 3, 3), (100, 16, 5), (5, 5, 1)])
@@ -143,7 +143,7 @@ def test_scifact_long_generator_is_deterministic(tmp_path, synthetic_beir):
     import importlib.util
     from pathlib import Path
 
-    from retrieval.formats import Corpus, read_qrels
+    from rankwise.retrieval.formats import Corpus, read_qrels
 
     path = Path(__file__).resolve().parent.parent / "bench" / "make_scifact_long.py"
     spec = importlib.util.spec_from_file_location("make_scifact_long", path)
@@ -174,8 +174,8 @@ def test_scifact_long_generator_is_deterministic(tmp_path, synthetic_beir):
 def test_position_table_by_hand(tmp_path):
     import math
 
-    from eval.position_bias import position_table, read_positions, wide
-    from retrieval.run import Run
+    from rankwise.eval.position_bias import position_table, read_positions, wide
+    from rankwise.retrieval.run import Run
 
     (tmp_path / "positions.tsv").write_text("doc-id\tposition\tabstracts\tfillers\n"
                                             "a\t0\t8\tx\nb\t7\t8\ty\nc\t3\t8\tz\n", encoding="utf-8")
@@ -196,10 +196,10 @@ def test_position_table_by_hand(tmp_path):
 
 
 def test_dense_passage_index_returns_documents(tmp_path, tiny_encoder):
-    from retrieval.encoder import Encoder
-    from retrieval.formats import Corpus
-    from retrieval.passage_index import PassageDenseRetriever, max_over_passages
-    from retrieval.run import Run
+    from rankwise.retrieval.encoder import Encoder
+    from rankwise.retrieval.formats import Corpus
+    from rankwise.retrieval.passage_index import PassageDenseRetriever, max_over_passages
+    from rankwise.retrieval.run import Run
     from tests.conftest import write_beir
 
     assert max_over_passages(Run({"q": [("a#p1", 3.0), ("b#p0", 2.0), ("a#p0", 1.0)]}), 5)["q"] == [

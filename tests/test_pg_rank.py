@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.errors import InputError
-from training.losses.pg_rank import (CrossEncoderPGRankLoss, PGRankLoss, advantages, ndcg, pg_rank_objective,
+from rankwise.retrieval.errors import InputError
+from rankwise.training.losses.pg_rank import (CrossEncoderPGRankLoss, PGRankLoss, advantages, ndcg, pg_rank_objective,
                                      plackett_luce_log_prob, sample_rankings)
-from training.settings import PGRankSettings
+from rankwise.training.settings import PGRankSettings
 from tests.test_training import settings, write_tuples
 
 SCORES = torch.tensor([[0.5, -0.3, 1.2, 0.1]])
@@ -157,8 +157,8 @@ def _logged(out) -> list[dict]:
 def test_bi_encoder_trains_with_pg_rank_and_loads_back(tmp_path, tiny_encoder):
     from sentence_transformers import SentenceTransformer
 
-    from training.bi_encoder import train_bi_encoder
-    from training.data import TrainingInput
+    from rankwise.training.bi_encoder import train_bi_encoder
+    from rankwise.training.data import TrainingInput
 
     tuples, _ = write_tuples(tmp_path)
     result = train_bi_encoder(str(tiny_encoder), TrainingInput(tuples), tmp_path / "bi", loss="pg-rank",
@@ -172,9 +172,9 @@ def test_bi_encoder_trains_with_pg_rank_and_loads_back(tmp_path, tiny_encoder):
 
 @pytest.mark.parametrize("teacher", [False, True])
 def test_cross_encoder_trains_with_pg_rank_and_reranks(tmp_path, tiny_encoder, teacher):
-    from rerank.cross_encoder import CrossEncoderReranker
-    from training.cross_encoder import train_cross_encoder
-    from training.data import TrainingInput
+    from rankwise.rerank.cross_encoder import CrossEncoderReranker
+    from rankwise.training.cross_encoder import train_cross_encoder
+    from rankwise.training.data import TrainingInput
 
     tuples, scores = write_tuples(tmp_path)
     data = TrainingInput(tuples, teacher=scores if teacher else None)
@@ -187,8 +187,8 @@ def test_cross_encoder_trains_with_pg_rank_and_reranks(tmp_path, tiny_encoder, t
 
 
 def test_cross_encoder_listmle_trains(tmp_path, tiny_encoder):
-    from training.cross_encoder import train_cross_encoder
-    from training.data import TrainingInput
+    from rankwise.training.cross_encoder import train_cross_encoder
+    from rankwise.training.data import TrainingInput
 
     tuples, _ = write_tuples(tmp_path)
     result = train_cross_encoder(str(tiny_encoder), TrainingInput(tuples), tmp_path / "ce", loss="listmle",

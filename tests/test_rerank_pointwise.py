@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rerank.base import Reranker
-from rerank.cross_encoder import CrossEncoderReranker
-from rerank.llm import CausalLM
-from rerank.pointwise import LLMPointwiseReranker
-from rerank.spec import load_reranker, parse_spec
-from retrieval.errors import InputError
-from retrieval.formats import Corpus
-from retrieval.run import Run
+from rankwise.rerank.base import Reranker
+from rankwise.rerank.cross_encoder import CrossEncoderReranker
+from rankwise.rerank.llm import CausalLM
+from rankwise.rerank.pointwise import LLMPointwiseReranker
+from rankwise.rerank.spec import load_reranker, parse_spec
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import Corpus
+from rankwise.retrieval.run import Run
 
 DOCS = ["protein cell gene", "wing airflow pressure", "heart blood", "shock wave boundary layer", "vaccine virus"]
 

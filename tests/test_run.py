@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.errors import InputError
-from retrieval.run import Run
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.run import Run
 
 
 def test_run_sorts_and_round_trips(tmp_path):

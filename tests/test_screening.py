@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from eval.metrics import evaluate, evaluate_per_query, parse_measures
-from eval.screening import parse_screening, read_tar, screening_value
-from retrieval.errors import InputError
+from rankwise.eval.metrics import evaluate, evaluate_per_query, parse_measures
+from rankwise.eval.screening import parse_screening, read_tar, screening_value
+from rankwise.retrieval.errors import InputError
 
 RANKING = list("abcdefghij")  # N = 10
 RELEVANT = {"b", "e", "f"}  # positions 2, 5, 6
@@ -163,9 +163,9 @@ def test_scifact_stand_in_end_to_end(tmp_path, tiny_encoder, capsys):
 
 
 def test_beir_accepts_screening_measures(synthetic_beir, capsys, tmp_path):
-    from eval.metrics import evaluate
-    from retrieval.formats import read_qrels
-    from retrieval.run import Run
+    from rankwise.eval.metrics import evaluate
+    from rankwise.retrieval.formats import read_qrels
+    from rankwise.retrieval.run import Run
 
     code, out, err = _rankwise(capsys, "beir", synthetic_beir, "--measures", "nDCG@10,WSS@95,LastRel,Recall@10%",
                                "-k", "400", "--json", "--out", tmp_path / "out")

@@ -15,17 +15,17 @@ import httpx
 import numpy as np
 import pytest
 
-from rerank.server import Limits, Services, create_app
-from rerank.server.batcher import DynamicBatcher, QueueFull
-from rerank.server.metrics import Metrics
-from rerank.server.services import batch_invariant, server_spec
+from rankwise.rerank.server import Limits, Services, create_app
+from rankwise.rerank.server.batcher import DynamicBatcher, QueueFull
+from rankwise.rerank.server.metrics import Metrics
+from rankwise.rerank.server.services import batch_invariant, server_spec
 
 DOCS = ["heart blood cell", {"text": "wing airflow shock wave"}, "cancer gene protein virus vaccine", "ünïcödé ☃ 心臓"]
 
 
 @pytest.fixture(scope="module")
 def reranker(tiny_cross_encoder):
-    from rerank.spec import load_reranker
+    from rankwise.rerank.spec import load_reranker
 
     return load_reranker(f"cross-encoder:{tiny_cross_encoder}")
 
@@ -327,10 +327,10 @@ def test_shutdown_drains_in_flight_requests(reranker):
 
 @pytest.fixture()
 def dense_services(tmp_path, synthetic_beir, tiny_encoder):
-    from rerank.server.services import load_services
-    from retrieval.encoder import Encoder
-    from retrieval.formats import Corpus
-    from retrieval.index import build_dense_index
+    from rankwise.rerank.server.services import load_services
+    from rankwise.retrieval.encoder import Encoder
+    from rankwise.retrieval.formats import Corpus
+    from rankwise.retrieval.index import build_dense_index
 
     build_dense_index(Corpus(synthetic_beir), Encoder(str(tiny_encoder)), tmp_path / "idx", progress=False)
     services = load_services(index=tmp_path / "idx")
@@ -403,9 +403,9 @@ def test_serve_command_needs_something_to_serve(capsys):
 
 def test_search_endpoint_over_bm25(tmp_path, synthetic_beir):
     """`--index` naming a BM25 (Lucene) folder: /v1/search answers with Anserini's ranking and the texts."""
-    from rerank.server.services import load_services
-    from retrieval.bm25 import build_bm25_index
-    from retrieval.formats import Corpus
+    from rankwise.rerank.server.services import load_services
+    from rankwise.retrieval.bm25 import build_bm25_index
+    from rankwise.retrieval.formats import Corpus
 
     build_bm25_index(Corpus(synthetic_beir), tmp_path / "bm25", threads=1, progress=False)
     services = load_services(index=tmp_path / "bm25")

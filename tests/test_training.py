@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.errors import InputError
-from training.bi_encoder import train_bi_encoder
-from training.cross_encoder import train_cross_encoder
-from training.data import TrainingInput
-from training.settings import TrainSettings
+from rankwise.retrieval.errors import InputError
+from rankwise.training.bi_encoder import train_bi_encoder
+from rankwise.training.cross_encoder import train_cross_encoder
+from rankwise.training.data import TrainingInput
+from rankwise.training.settings import TrainSettings
 
 WORDS = "heart protein gene blood cell virus drug brain lung liver kidney bone".split()
 
@@ -54,7 +54,7 @@ def weights(path: Path) -> dict[str, np.ndarray]:
 def test_bi_encoder_losses_train_and_load_back(tmp_path, tiny_encoder, loss):
     from sentence_transformers import SentenceTransformer
 
-    from retrieval.encoder import Encoder
+    from rankwise.retrieval.encoder import Encoder
 
     tuples, scores = write_tuples(tmp_path)
     data = TrainingInput(tuples, teacher=scores if loss in ("margin-mse", "kl") else None)
@@ -74,7 +74,7 @@ def test_bi_encoder_losses_train_and_load_back(tmp_path, tiny_encoder, loss):
 
 @pytest.mark.parametrize("loss", ["bce", "lce", "margin-mse", "listnet", "plistmle"])
 def test_cross_encoder_losses_train_and_rerank(tmp_path, tiny_encoder, loss):
-    from rerank.cross_encoder import CrossEncoderReranker
+    from rankwise.rerank.cross_encoder import CrossEncoderReranker
 
     tuples, scores = write_tuples(tmp_path)
     data = TrainingInput(tuples, teacher=scores if loss == "margin-mse" else None)
@@ -139,7 +139,7 @@ def test_a_run_with_other_settings_is_refused_unless_forced(tmp_path, tiny_encod
 
 
 def test_a_run_stopped_before_its_first_checkpoint_starts_over_with_new_settings(tmp_path, tiny_encoder):
-    from training.runner import prepare_out
+    from rankwise.training.runner import prepare_out
 
     tuples, _ = write_tuples(tmp_path)
     out = tmp_path / "ce"
@@ -185,9 +185,9 @@ def test_teacher_curriculum_trains_cross_encoder(tmp_path, tiny_encoder, loss):
 def test_mined_triples_train_adore_and_the_router_keeps_documents_fixed(tmp_path, synthetic_beir, tiny_encoder):
     from sentence_transformers import SentenceTransformer
 
-    from retrieval.cached import dense_index
-    from retrieval.encoder import Encoder
-    from retrieval.formats import Corpus
+    from rankwise.retrieval.cached import dense_index
+    from rankwise.retrieval.encoder import Encoder
+    from rankwise.retrieval.formats import Corpus
 
     corpus = Corpus(synthetic_beir / "corpus.jsonl")
     index = dense_index(corpus, Encoder(str(tiny_encoder)), progress=False)
@@ -204,9 +204,9 @@ def test_mined_triples_train_adore_and_the_router_keeps_documents_fixed(tmp_path
 
 
 def test_adore_refuses_an_index_of_another_encoder(tmp_path, synthetic_beir, tiny_encoder, other_tiny_encoder):
-    from retrieval.cached import dense_index
-    from retrieval.encoder import Encoder
-    from retrieval.formats import Corpus
+    from rankwise.retrieval.cached import dense_index
+    from rankwise.retrieval.encoder import Encoder
+    from rankwise.retrieval.formats import Corpus
 
     index = dense_index(Corpus(synthetic_beir / "corpus.jsonl"), Encoder(str(other_tiny_encoder)), progress=False)
     (synthetic_beir / "qrels" / "train.tsv").write_text((synthetic_beir / "qrels" / "test.tsv").read_text())
@@ -240,9 +240,9 @@ def test_cli_bad_triples_exit_2(tmp_path, tiny_encoder, capsys):
 
 def test_cross_architecture_distillation_end_to_end(tmp_path, synthetic_beir, tiny_encoder):
     """A cross-encoder teacher scores mined triples; the bi-encoder student learns from the margins."""
-    from retrieval.cached import cached_retriever
-    from retrieval.formats import Corpus
-    from training.mining import mine_negatives
+    from rankwise.retrieval.cached import cached_retriever
+    from rankwise.retrieval.formats import Corpus
+    from rankwise.training.mining import mine_negatives
 
     (synthetic_beir / "qrels" / "train.tsv").write_text((synthetic_beir / "qrels" / "test.tsv").read_text())
     tuples, _ = write_tuples(tmp_path)
@@ -266,8 +266,8 @@ def test_cross_architecture_distillation_end_to_end(tmp_path, synthetic_beir, ti
 
 
 def test_bm25_difficulty_follows_reciprocal_ranks():
-    from training.curriculum import BM25Difficulty
-    from training.data import TrainingSample
+    from rankwise.training.curriculum import BM25Difficulty
+    from rankwise.training.data import TrainingSample
 
     ranks = {"easy q": {"p": 1, "n1": 50, "n2": 2}, "hard q": {"p": 40, "n1": 1}}
     d = BM25Difficulty(lambda q: ranks[q], depth=100)
@@ -282,9 +282,9 @@ def test_bm25_difficulty_follows_reciprocal_ranks():
 
 
 def test_run_difficulty_reads_ranks_from_a_trec_run(tmp_path):
-    from training.curriculum import RunDifficulty, difficulty_for
-    from training.data import TrainingSample
-    from training.settings import TrainSettings
+    from rankwise.training.curriculum import RunDifficulty, difficulty_for
+    from rankwise.training.data import TrainingSample
+    from rankwise.training.settings import TrainSettings
 
     run = tmp_path / "bm25.trec"
     run.write_text("q1 Q0 p 1 9.0 bm25\nq1 Q0 n2 2 8.0 bm25\nq1 Q0 n1 3 7.5 bm25\nq2 Q0 n1 1 3.0 bm25\n")
@@ -304,9 +304,9 @@ def test_run_difficulty_reads_ranks_from_a_trec_run(tmp_path):
 
 
 def test_bm25_curriculum_on_mined_id_triples(tmp_path, synthetic_beir, tiny_encoder):
-    from retrieval.cached import cached_retriever
-    from retrieval.formats import Corpus
-    from training.mining import mine_negatives
+    from rankwise.retrieval.cached import cached_retriever
+    from rankwise.retrieval.formats import Corpus
+    from rankwise.training.mining import mine_negatives
 
     (synthetic_beir / "qrels" / "train.tsv").write_text((synthetic_beir / "qrels" / "test.tsv").read_text())
     corpus = Corpus(synthetic_beir / "corpus.jsonl")
@@ -322,8 +322,8 @@ def test_bm25_curriculum_on_mined_id_triples(tmp_path, synthetic_beir, tiny_enco
 
 
 def test_a_changed_curriculum_run_is_another_run(tmp_path):
-    from training.runner import run_identity
-    from training.settings import TrainSettings
+    from rankwise.training.runner import run_identity
+    from rankwise.training.settings import TrainSettings
 
     run = tmp_path / "bm25.trec"
     run.write_text("q Q0 d 1 1.0 bm25\n")

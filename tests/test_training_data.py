@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from retrieval.docstore import DocStore
-from retrieval.errors import InputError
+from rankwise.retrieval.docstore import DocStore
+from rankwise.retrieval.errors import InputError
 from tests.conftest import write_beir
-from training.data import (
+from rankwise.training.data import (
     BeirFiles,
     TrainingSample,
     check_training_input,

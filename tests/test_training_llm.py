@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.errors import InputError
+from rankwise.retrieval.errors import InputError
 from tests.test_training import settings, write_tuples
-from training.candidates import RunInput
-from training.data import TrainingInput
-from training.llm import LoRASettings
-from training.losses.first import first_loss, first_rank_loss
-from training.losses.listnet import listnet_loss
+from rankwise.training.candidates import RunInput
+from rankwise.training.data import TrainingInput
+from rankwise.training.llm import LoRASettings
+from rankwise.training.losses.first import first_loss, first_rank_loss
+from rankwise.training.losses.listnet import listnet_loss
 
 
 def softplus(x: float) -> float:
@@ -51,8 +51,8 @@ def test_listnet_by_hand():
 
 
 def test_torch_expected_score_equals_the_rerankers():
-    from rerank.scores import expected_score as reference
-    from training.groupwise import expected_score
+    from rankwise.rerank.scores import expected_score as reference
+    from rankwise.training.groupwise import expected_score
 
     rng = np.random.default_rng(0)
     first = rng.normal(size=(4, 10))
@@ -69,7 +69,7 @@ def test_torch_expected_score_equals_the_rerankers():
 
 @pytest.fixture(scope="module")
 def lm(tiny_causal_lm):
-    from rerank.llm import CausalLM
+    from rankwise.rerank.llm import CausalLM
 
     return CausalLM(str(tiny_causal_lm), device="cpu")
 
@@ -79,9 +79,9 @@ ROW = {"query": "heart protein", "docs": ["heart protein study", "bone notes", "
 
 
 def test_first_window_is_the_listwise_prompt_and_its_gold_answer(lm):
-    from rerank.listwise import ListwiseReranker
-    from rerank.permutation import read_permutation
-    from training.listwise import FIRSTObjective
+    from rankwise.rerank.listwise import ListwiseReranker
+    from rankwise.rerank.permutation import read_permutation
+    from rankwise.training.listwise import FIRSTObjective
 
     assert FIRSTObjective(lm, window=4).shown(ROW) == (ROW["docs"], ROW["labels"])  # retrieved order by default
     objective = FIRSTObjective(lm, window=4, seed=0, order="shuffled")
@@ -104,8 +104,8 @@ def test_first_window_is_the_listwise_prompt_and_its_gold_answer(lm):
 
 @pytest.mark.parametrize("levels", [10, 3])
 def test_groupwise_training_scores_are_the_rerankers_scores(lm, levels):
-    from rerank.groupwise import GroupwiseReranker
-    from training.groupwise import GroupwiseObjective
+    from rankwise.rerank.groupwise import GroupwiseReranker
+    from rankwise.training.groupwise import GroupwiseObjective
 
     objective = GroupwiseObjective(lm, group_size=4, levels=levels)
     reranker = GroupwiseReranker(lm, group_size=4, rounds=1, levels=levels)
@@ -135,12 +135,12 @@ def llm_settings(**kw):
 
 
 def _rerank_through_rerank(spec: str, beir: Path) -> None:
-    from rerank.spec import load_reranker
-    from retrieval.formats import Corpus, read_queries
+    from rankwise.rerank.spec import load_reranker
+    from rankwise.retrieval.formats import Corpus, read_queries
 
     reranker = load_reranker(spec)
     run = bm25_like_run(beir, beir / "run.trec")
-    from retrieval.run import Run
+    from rankwise.retrieval.run import Run
 
     queries = read_queries(beir / "queries.jsonl")
     reranked = reranker.rerank_run(Run.read(run).top(5), queries, Corpus(beir), depth=5, progress=False)
@@ -148,7 +148,7 @@ def _rerank_through_rerank(spec: str, beir: Path) -> None:
 
 
 def test_listwise_first_lora_trains_and_reranks(tmp_path, tiny_causal_lm, synthetic_beir):
-    from training.listwise import train_listwise
+    from rankwise.training.listwise import train_listwise
 
     tuples, _ = write_tuples(tmp_path, n=8, negatives=3)
     result = train_listwise(str(tiny_causal_lm), TrainingInput(tuples), tmp_path / "lw", window=4,
@@ -163,7 +163,7 @@ def test_listwise_first_lora_trains_and_reranks(tmp_path, tiny_causal_lm, synthe
 def test_groupwise_full_fine_tuning_from_a_run_and_resume(tmp_path, tiny_causal_lm, synthetic_beir):
     from safetensors.numpy import load_file
 
-    from training.groupwise import train_groupwise
+    from rankwise.training.groupwise import train_groupwise
 
     source = RunInput(bm25_like_run(synthetic_beir, tmp_path / "train.trec"), synthetic_beir / "qrels" / "test.tsv",
                       synthetic_beir / "queries.jsonl", synthetic_beir, depth=5)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from training.losses.adore import ADORELoss, rank_gain
-from training.losses.curriculum import CurriculumLoss, CurriculumSchedule
-from training.losses.star import STARLoss
+from rankwise.training.losses.adore import ADORELoss, rank_gain
+from rankwise.training.losses.curriculum import CurriculumLoss, CurriculumSchedule
+from rankwise.training.losses.star import STARLoss
 
 
 def softplus(x: float) -> float:
@@ -85,7 +85,7 @@ def test_contrastive_is_infonce_over_in_batch_and_hard_negatives(tiny_encoder):
 def test_margin_mse_and_kl_with_scaled_similarity(tiny_encoder):
     from sentence_transformers import SentenceTransformer, losses
 
-    from training.losses.registry import ScaledSimilarity
+    from rankwise.training.losses.registry import ScaledSimilarity
 
     model = SentenceTransformer(str(tiny_encoder))
     sim = ScaledSimilarity(5.0, cosine=True)
@@ -183,7 +183,7 @@ def test_cross_encoder_margin_mse_by_hand():
 
 
 def test_lce_by_hand():
-    from training.losses.registry import CROSS_ENCODER, LossContext, get_loss
+    from rankwise.training.losses.registry import CROSS_ENCODER, LossContext, get_loss
 
     loss = get_loss(CROSS_ENCODER, "lce").build(LossContext(FakeCrossEncoder(TABLE)))
     got = loss([["q1", "q2"], ["a", "d"], ["b", "e"], ["c", "f"]], torch.tensor([0.0, 0.0])).item()
@@ -252,7 +252,7 @@ def test_curriculum_weights_per_sample_bce():
 
 
 def test_curriculum_weights_per_query_lce():
-    from training.losses.registry import CROSS_ENCODER, LossContext, get_loss
+    from rankwise.training.losses.registry import CROSS_ENCODER, LossContext, get_loss
 
     schedule = CurriculumSchedule(fraction=1.0, progress=0.0)
     loss = CurriculumLoss(get_loss(CROSS_ENCODER, "lce").build(LossContext(FakeCrossEncoder(TABLE))), schedule)
@@ -273,11 +273,11 @@ def test_loss_registry_builds_every_loss_and_checks_what_each_needs(tiny_encoder
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.cross_encoder import CrossEncoder
 
-    from retrieval.errors import InputError
-    from training.bi_encoder import BI_ENCODER_LOSSES
-    from training.cross_encoder import CROSS_ENCODER_LOSSES
-    from training.losses.registry import BI_ENCODER, CROSS_ENCODER, LossContext, check_loss, get_loss
-    from training.settings import PGRankSettings
+    from rankwise.retrieval.errors import InputError
+    from rankwise.training.bi_encoder import BI_ENCODER_LOSSES
+    from rankwise.training.cross_encoder import CROSS_ENCODER_LOSSES
+    from rankwise.training.losses.registry import BI_ENCODER, CROSS_ENCODER, LossContext, check_loss, get_loss
+    from rankwise.training.settings import PGRankSettings
 
     assert BI_ENCODER_LOSSES == ("contrastive", "star", "adore", "margin-mse", "kl", "pg-rank")
     assert CROSS_ENCODER_LOSSES == ("bce", "lce", "margin-mse", "listnet", "plistmle", "listmle", "pg-rank")

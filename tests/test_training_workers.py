@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from transformers import TrainerCallback
 
-from retrieval.batching import default_workers
+from rankwise.retrieval.batching import default_workers
 from tests.test_training import settings, weights, write_tuples
-from training.data import TrainingInput
-from training.settings import TrainSettings
+from rankwise.training.data import TrainingInput
+from rankwise.training.settings import TrainSettings
 
 
 def test_default_workers_leave_a_core_for_the_step(monkeypatch):
@@ -28,7 +28,7 @@ def test_default_workers_leave_a_core_for_the_step(monkeypatch):
 def test_workers_set_the_dataloader_arguments_and_not_the_run_identity(tmp_path):
     from transformers import TrainingArguments
 
-    from training.runner import training_arguments
+    from rankwise.training.runner import training_arguments
 
     two = training_arguments(TrainingArguments, TrainSettings(workers=2), tmp_path)
     assert (two.dataloader_num_workers, two.dataloader_persistent_workers, two.dataloader_prefetch_factor) == (2, True, 2)
@@ -72,7 +72,7 @@ def _same_run(train, tmp_path) -> None:
 
 
 def test_cross_encoder_trains_the_same_with_workers(tmp_path, tiny_encoder):
-    from training.cross_encoder import train_cross_encoder
+    from rankwise.training.cross_encoder import train_cross_encoder
 
     tuples, _ = write_tuples(tmp_path)
     _same_run(lambda out, s, cb: train_cross_encoder(str(tiny_encoder), TrainingInput(tuples), out, loss="lce",
@@ -80,7 +80,7 @@ def test_cross_encoder_trains_the_same_with_workers(tmp_path, tiny_encoder):
 
 
 def test_bi_encoder_trains_the_same_with_workers(tmp_path, tiny_encoder):
-    from training.bi_encoder import train_bi_encoder
+    from rankwise.training.bi_encoder import train_bi_encoder
 
     tuples, _ = write_tuples(tmp_path)
     _same_run(lambda out, s, cb: train_bi_encoder(str(tiny_encoder), TrainingInput(tuples), out, loss="contrastive",
@@ -88,9 +88,9 @@ def test_bi_encoder_trains_the_same_with_workers(tmp_path, tiny_encoder):
 
 
 def test_first_tokenizes_in_the_workers_and_trains_the_same(tmp_path, tiny_causal_lm):
-    from rerank.llm import CausalLM
-    from training.listwise import FIRSTObjective, train_listwise
-    from training.llm import LoRASettings, PreparedRows
+    from rankwise.rerank.llm import CausalLM
+    from rankwise.training.listwise import FIRSTObjective, train_listwise
+    from rankwise.training.llm import LoRASettings, PreparedRows
 
     row = {"query": "heart protein", "docs": ["heart study", "bone notes", "lung flow"], "labels": [1.0, 0.0, 2.0]}
     objective = FIRSTObjective(CausalLM(str(tiny_causal_lm), device="cpu"), window=3, order="shuffled")

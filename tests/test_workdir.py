@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.errors import InputError
-from retrieval.workdir import claim_workdir
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.workdir import claim_workdir
 
 
 def test_same_settings_resume_other_settings_need_force(tmp_path):

@@ -117,8 +117,8 @@ def build_tiny_causal_lm(directory: Path, seed: int = 0, chat_template: bool = T
 
 
 def build_tiny_cross_encoder(directory: Path, seed: int = 0) -> Path:
-    """A one-label cross-encoder (tiny BERT + new head) made with :func:`rerank.init_cross_encoder`."""
-    from rerank.cross_encoder import init_cross_encoder
+    """A one-label cross-encoder (tiny BERT + new head) made with :func:`rankwise.rerank.init_cross_encoder`."""
+    from rankwise.rerank.cross_encoder import init_cross_encoder
 
     hf = build_tiny_bert(directory.parent / f"{directory.name}-hf", seed)
     return init_cross_encoder(str(hf), directory, seed=seed, max_length=64)

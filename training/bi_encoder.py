@@ -2,7 +2,7 @@
 
 sentence-transformers' ``SentenceTransformerTrainer`` (the Hugging Face Trainer: DDP under
 torchrun, checkpoints, resume) does the training; the losses are sentence-transformers' own where
-it has them and :mod:`training.losses` where it does not:
+it has them and :mod:`rankwise.training.losses` where it does not:
 
 ========== ================================================================ =====================
 loss       what it is                                                       data
@@ -34,14 +34,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from retrieval.errors import InputError
-from retrieval.models import resolve_model
-from training.columns import bi_encoder_rows, to_dataset
-from training.data import TrainingInput
-from training.flow import ModelKind, check_run, train_sentence_model
-from training.losses.registry import BI_ENCODER, LossContext, ScaledSimilarity, losses_for
-from training.runner import TrainResult
-from training.settings import PGRankSettings, TrainSettings
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.models import resolve_model
+from rankwise.training.columns import bi_encoder_rows, to_dataset
+from rankwise.training.data import TrainingInput
+from rankwise.training.flow import ModelKind, check_run, train_sentence_model
+from rankwise.training.losses.registry import BI_ENCODER, LossContext, ScaledSimilarity, losses_for
+from rankwise.training.runner import TrainResult
+from rankwise.training.settings import PGRankSettings, TrainSettings
 
 BI_ENCODER_LOSSES = losses_for(BI_ENCODER)
 __all__ = ["BI_ENCODER_LOSSES", "ScaledSimilarity", "train_bi_encoder"]
@@ -81,7 +81,7 @@ def train_bi_encoder(
     for dot product). ``index``: ADORE's fixed document index (default: the cached flat index of the
     corpus built with ``model``). ``pg_rank``: PG-Rank's samples, reward, temperature and baseline.
     An interrupted run resumes from its last checkpoint in ``out/checkpoints``. The losses are the
-    registry's (:mod:`training.losses.registry`); the flow is :mod:`training.flow`'s.
+    registry's (:mod:`rankwise.training.losses.registry`); the flow is :mod:`rankwise.training.flow`'s.
     """
     from sentence_transformers import SentenceTransformer
 
@@ -120,14 +120,14 @@ def _load(cls: type, model: str) -> Any:
 def _adore(st: Any, model: str, data: TrainingInput, out: Path, identity: str, index: str | Path | None,
            depth: int, metric: str, scale: float) -> tuple[Any, Any]:
     """ADORE's dataset (one row per query: its text and number) and loss over the fixed index."""
-    from retrieval.encoder import Encoder
-    from retrieval.index import DenseIndex
-    from training.losses.adore import ADORELoss
+    from rankwise.retrieval.encoder import Encoder
+    from rankwise.retrieval.index import DenseIndex
+    from rankwise.training.losses.adore import ADORELoss
 
     encoder = Encoder(model)
     if index is None:
-        from retrieval.cached import dense_index
-        from retrieval.formats import Corpus
+        from rankwise.retrieval.cached import dense_index
+        from rankwise.retrieval.formats import Corpus
 
         if data.corpus is None and not Path(data.triples).is_dir():
             raise InputError("ADORE needs the corpus (--corpus) or a fixed index (--index)", field="index")

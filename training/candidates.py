@@ -12,7 +12,7 @@ Two sources (issue 5, windows "built from mined candidates, labels from qrels or
 
 A list whose labels are all equal carries no ranking signal and is skipped (and counted). Rows
 are plain ``{"query", "docs", "labels"}`` dicts written to an on-disk dataset
-(:func:`training.columns.to_dataset`); windows and groups are cut from them at batch time.
+(:func:`rankwise.training.columns.to_dataset`); windows and groups are cut from them at batch time.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retrieval.docstore import DocStore
-from retrieval.errors import InputError
-from retrieval.formats import read_qrels, read_queries
-from retrieval.run import Run
-from training.data import TrainingInput
+from rankwise.retrieval.docstore import DocStore
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import read_qrels, read_queries
+from rankwise.retrieval.run import Run
+from rankwise.training.data import TrainingInput
 
 Row = dict[str, Any]
 

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from retrieval.errors import InputError
-from retrieval.models import DEFAULT_ENCODER
-from retrieval.options import EncoderBatchSize, IndexBackend, IndexType, Workers
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.models import DEFAULT_ENCODER
+from rankwise.retrieval.options import EncoderBatchSize, IndexBackend, IndexType, Workers
 
 if TYPE_CHECKING:
-    from training.candidates import CandidateSource
-    from training.runner import TrainResult
-    from training.settings import PGRankSettings, TrainSettings
+    from rankwise.training.candidates import CandidateSource
+    from rankwise.training.runner import TrainResult
+    from rankwise.training.settings import PGRankSettings, TrainSettings
 
 
 def _beir_defaults(corpus: Path, queries: Path | None, qrels: Path | None) -> tuple[Path, Path]:
@@ -70,9 +70,9 @@ def mine(
     = False,
 ) -> None:
     """Mine hard negatives from the --depth window of a retriever's ranking (resumable); write triples."""
-    from retrieval.cached import KINDS, cached_retriever
-    from retrieval.formats import Corpus
-    from training.mining import mine_negatives, parse_depth
+    from rankwise.retrieval.cached import KINDS, cached_retriever
+    from rankwise.retrieval.formats import Corpus
+    from rankwise.training.mining import mine_negatives, parse_depth
 
     window = parse_depth(depth)
     if retriever not in KINDS:
@@ -84,7 +84,7 @@ def mine(
         if index is None:
             return cached_retriever(docs, retriever, model, index_type=index_type, fusion=fusion,
                                     batch_size=batch_size, backend=backend or "torch")
-        from retrieval.open import open_retriever
+        from rankwise.retrieval.open import open_retriever
 
         return open_retriever(index, backend=backend, batch_size=batch_size, corpus=docs)
 
@@ -140,7 +140,7 @@ def _settings(epochs: float, max_steps: int, batch_size: int, lr: float, warmup_
               max_length: int | None, save_steps: int, logging_steps: int, curriculum: str,
               curriculum_fraction: float, gradient_accumulation: int,
               curriculum_run: Path | None = None, workers: int | None = None) -> "TrainSettings":
-    from training.settings import TrainSettings
+    from rankwise.training.settings import TrainSettings
 
     return TrainSettings(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio,
                          seed=seed, max_length=max_length, save_steps=save_steps, logging_steps=logging_steps,
@@ -150,7 +150,7 @@ def _settings(epochs: float, max_steps: int, batch_size: int, lr: float, warmup_
 
 
 def _pg_rank(samples: int, reward: str, temperature: float, baseline: str) -> "PGRankSettings":
-    from training.settings import PGRankSettings
+    from rankwise.training.settings import PGRankSettings
 
     return PGRankSettings(samples=samples, reward=reward, temperature=temperature, baseline=baseline)
 
@@ -158,8 +158,8 @@ def _pg_rank(samples: int, reward: str, temperature: float, baseline: str) -> "P
 def _candidates(triples: Path | None, runs: Path | None, qrels: Path | None, queries: Path | None,
                 corpus: Path | None, teacher: Path | None, group_by_query: bool, depth: int) -> "CandidateSource":
     """The LLM trainers' input: triples (as the other trainers read them) or a run with qrels."""
-    from training.candidates import RunInput
-    from training.data import TrainingInput
+    from rankwise.training.candidates import RunInput
+    from rankwise.training.data import TrainingInput
 
     if (triples is None) == (runs is None):
         raise InputError("give either --triples or --runs (a TREC run, with --qrels, --queries and --corpus)",
@@ -225,8 +225,8 @@ def train_bi_encoder_cmd(
     json_output: JsonOutput = False,
 ) -> None:
     """Train a bi-encoder (resumes from OUT/checkpoints; data-parallel under torchrun)."""
-    from training.bi_encoder import train_bi_encoder
-    from training.data import TrainingInput
+    from rankwise.training.bi_encoder import train_bi_encoder
+    from rankwise.training.data import TrainingInput
 
     settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, max_length, save_steps,
                          logging_steps, curriculum, curriculum_fraction, gradient_accumulation,
@@ -274,8 +274,8 @@ def train_cross_encoder_cmd(
     json_output: JsonOutput = False,
 ) -> None:
     """Train a cross-encoder reranker (resumes from OUT/checkpoints; data-parallel under torchrun)."""
-    from training.cross_encoder import train_cross_encoder
-    from training.data import TrainingInput
+    from rankwise.training.cross_encoder import train_cross_encoder
+    from rankwise.training.data import TrainingInput
 
     settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, max_length, save_steps,
                          logging_steps, curriculum, curriculum_fraction, gradient_accumulation, curriculum_run,
@@ -299,7 +299,7 @@ Depth = Annotated[int, typer.Option(help="--runs: candidates per query (the top 
 
 def _train_llm(train: Any, model: str, source: "CandidateSource", out: Path, settings: "TrainSettings", lora: bool,
                lora_r: int, force: bool, json_output: bool, **options: Any) -> None:
-    from training.llm import LoRASettings
+    from rankwise.training.llm import LoRASettings
 
     lora_settings = LoRASettings(enabled=lora, r=lora_r)
     with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps --json clean
@@ -340,7 +340,7 @@ def train_listwise_cmd(
     json_output: JsonOutput = False,
 ) -> None:
     """Train a causal LM as a FIRST listwise reranker (resumes from OUT/checkpoints); loads as listwise:OUT."""
-    from training.listwise import train_listwise
+    from rankwise.training.listwise import train_listwise
 
     settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, None, save_steps, logging_steps,
                          "none", 0.5, gradient_accumulation, workers=workers)
@@ -385,7 +385,7 @@ def train_groupwise_cmd(
     json_output: JsonOutput = False,
 ) -> None:
     """Train a causal LM as a groupwise reranker (resumes from OUT/checkpoints); loads as groupwise:OUT."""
-    from training.groupwise import train_groupwise
+    from rankwise.training.groupwise import train_groupwise
 
     settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, None, save_steps, logging_steps,
                          "none", 0.5, gradient_accumulation, workers=workers)
@@ -435,7 +435,7 @@ def train_idcm_selector_cmd(
 ) -> None:
     """Distill a cross-encoder's passage scores into a bi-encoder passage selector (IDCM, Hofstätter et al. 2021);
     loads as idcm:dense:OUT>>SCORER."""
-    from training.idcm_selector import SelectorInput, train_idcm_selector
+    from rankwise.training.idcm_selector import SelectorInput, train_idcm_selector
 
     if corpus.is_dir():
         if queries is None:

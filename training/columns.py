@@ -1,12 +1,12 @@
 """Training samples -> the dataset columns each sentence-transformers loss reads.
 
 sentence-transformers losses take the dataset's text columns in order (query, then documents) and
-one ``label`` column. These builders turn :class:`training.data.TrainingSample` streams into those
+one ``label`` column. These builders turn :class:`rankwise.training.data.TrainingSample` streams into those
 rows; :func:`to_dataset` writes them to an on-disk Arrow dataset (``datasets.Dataset.from_generator``,
 memory-mapped), so even the 40M-line MS MARCO triples are never held in memory.
 
-With a curriculum (:mod:`training.curriculum`), each row's difficulty is appended as the last
-value of its ``label`` (read back by :class:`training.losses.curriculum.CurriculumLoss`).
+With a curriculum (:mod:`rankwise.training.curriculum`), each row's difficulty is appended as the last
+value of its ``label`` (read back by :class:`rankwise.training.losses.curriculum.CurriculumLoss`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from retrieval.errors import InputError
-from training.curriculum import Difficulty
-from training.data import TrainingSample
+from rankwise.retrieval.errors import InputError
+from rankwise.training.curriculum import Difficulty
+from rankwise.training.data import TrainingSample
 
 Row = dict[str, Any]
 

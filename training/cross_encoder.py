@@ -22,7 +22,7 @@ pg-rank     Plackett-Luce policy gradient of nDCG@k over the query's          n-
 
 A model without a sequence-classification head (e.g. the all-MiniLM-L6-v2 bi-encoder) starts
 with a new one-logit head. A curriculum (``settings.curriculum``) weights the per-sample losses of
-``bce``, ``lce`` and ``margin-mse`` (MacAvaney et al. 2020; :mod:`training.curriculum`).
+``bce``, ``lce`` and ``margin-mse`` (MacAvaney et al. 2020; :mod:`rankwise.training.curriculum`).
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from retrieval.errors import InputError
-from retrieval.models import resolve_model
-from training.columns import cross_encoder_rows
-from training.data import TrainingInput
-from training.flow import ModelKind, check_run, train_sentence_model
-from training.losses.registry import CROSS_ENCODER, LossContext, losses_for
-from training.runner import TrainResult
-from training.settings import PGRankSettings, TrainSettings
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.models import resolve_model
+from rankwise.training.columns import cross_encoder_rows
+from rankwise.training.data import TrainingInput
+from rankwise.training.flow import ModelKind, check_run, train_sentence_model
+from rankwise.training.losses.registry import CROSS_ENCODER, LossContext, losses_for
+from rankwise.training.runner import TrainResult
+from rankwise.training.settings import PGRankSettings, TrainSettings
 
 CROSS_ENCODER_LOSSES = losses_for(CROSS_ENCODER)
 
@@ -70,7 +70,7 @@ def train_cross_encoder(
     losses use n-tuples (``data.group_by_query`` merges mined triples); labels are the teacher's
     scores when ``data.teacher`` is given, else 1 for the positive and 0 for the negatives.
     ``pg_rank``: PG-Rank's samples, reward, temperature and baseline (teacher scores are linear gains).
-    The losses are the registry's (:mod:`training.losses.registry`); the flow is :mod:`training.flow`'s.
+    The losses are the registry's (:mod:`rankwise.training.losses.registry`); the flow is :mod:`rankwise.training.flow`'s.
     """
     from sentence_transformers.cross_encoder import CrossEncoder
 

@@ -2,7 +2,7 @@
 
 "Training Curricula for Open Domain Answer Re-Ranking" weights each training sample by how
 difficult a cheap heuristic judges it, down-weighting hard samples early and annealing to uniform
-weights (the weighting itself is :class:`training.losses.curriculum.CurriculumLoss`). A difficulty
+weights (the weighting itself is :class:`rankwise.training.losses.curriculum.CurriculumLoss`). A difficulty
 is in [0, 1]: 0 easy, 1 hard. Two heuristics:
 
 * ``bm25``: the paper's reciprocal-rank heuristic. A positive the BM25 ranker puts at rank ``r``
@@ -22,8 +22,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from retrieval.errors import InputError
-from training.data import TrainingSample
+from rankwise.retrieval.errors import InputError
+from rankwise.training.data import TrainingSample
 
 
 def _sigmoid(x: float) -> float:
@@ -107,9 +107,9 @@ class RunDifficulty(BM25Difficulty):
 
 
 def bm25_difficulty(corpus: Any, *, depth: int = 1000, progress: bool = False) -> BM25Difficulty:
-    """A :class:`BM25Difficulty` over the cached BM25 index of ``corpus`` (a :class:`retrieval.formats.Corpus`)."""
-    from retrieval.bm25 import BM25Retriever
-    from retrieval.cached import bm25_index
+    """A :class:`BM25Difficulty` over the cached BM25 index of ``corpus`` (a :class:`rankwise.retrieval.formats.Corpus`)."""
+    from rankwise.retrieval.bm25 import BM25Retriever
+    from rankwise.retrieval.cached import bm25_index
 
     retriever = BM25Retriever(bm25_index(corpus, progress=progress))
 
@@ -121,13 +121,13 @@ def bm25_difficulty(corpus: Any, *, depth: int = 1000, progress: bool = False) -
 
 
 def difficulty_for(settings: Any, data: Any) -> Difficulty | None:
-    """The heuristic ``settings.curriculum`` names for ``data`` (a :class:`training.data.TrainingInput`); None when off."""
+    """The heuristic ``settings.curriculum`` names for ``data`` (a :class:`rankwise.training.data.TrainingInput`); None when off."""
     if settings.curriculum == "none":
         return None
     if getattr(settings, "curriculum_run", None):
         if settings.curriculum != "bm25":
             raise InputError("a curriculum run gives BM25 ranks: use it with --curriculum bm25", field="curriculum_run")
-        from retrieval.run import Run
+        from rankwise.retrieval.run import Run
 
         return RunDifficulty(Run.read(settings.curriculum_run), str(settings.curriculum_run))
     if settings.curriculum == "teacher":
@@ -136,7 +136,7 @@ def difficulty_for(settings: Any, data: Any) -> Difficulty | None:
         return TeacherDifficulty()
     from pathlib import Path
 
-    from retrieval.formats import Corpus
+    from rankwise.retrieval.formats import Corpus
 
     if data.corpus is None and not Path(data.triples).is_dir():
         raise InputError("the bm25 curriculum needs the corpus (--corpus)", field="curriculum")

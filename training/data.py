@@ -17,7 +17,7 @@ triples line ``i``: ``score_pos \\t score_neg \\t query_id \\t pos_id \\t neg_id
 triples the ids of both files must agree; with text triples only the number of lines and of columns
 can be checked, so the teacher file's ids are taken on trust there.
 
-Line pairing counts non-blank lines, as :func:`retrieval.formats.iter_lines` reads them. Every
+Line pairing counts non-blank lines, as :func:`rankwise.retrieval.formats.iter_lines` reads them. Every
 problem is an :class:`InputError` naming the file, the line and the field.
 """
 
@@ -31,9 +31,9 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from retrieval.docstore import DocStore
-from retrieval.errors import InputError
-from retrieval.formats import Corpus, iter_lines, iter_qrels, read_queries
+from rankwise.retrieval.docstore import DocStore
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import Corpus, iter_lines, iter_qrels, read_queries
 
 _TEXT_FIELDS = ("query", "positive", "negative")
 _ID_FIELDS = ("query_id", "positive_id", "negative_id")

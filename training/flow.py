@@ -1,8 +1,8 @@
 """One trainer flow for sentence-transformers models: bi-encoders and cross-encoders.
 
 :func:`train_sentence_model` is what both trainers run: check the loss against the registry
-(:mod:`training.losses.registry`) and the input (streamed, before anything loads), describe and
-identify the run, refuse or resume its folder (:mod:`training.runner`), build the columns, the loss
+(:mod:`rankwise.training.losses.registry`) and the input (streamed, before anything loads), describe and
+identify the run, refuse or resume its folder (:mod:`rankwise.training.runner`), build the columns, the loss
 (plus a curriculum where asked) and the sentence-transformers trainer, then train and save. The two
 kinds differ only in what :class:`ModelKind` holds: the trainer and argument classes, how rows are
 made, and what the description records.
@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrieval.errors import InputError
-from training.columns import to_dataset
-from training.curriculum import difficulty_for
-from training.data import TrainingInput
-from training.losses.registry import LossContext, LossEntry, check_loss, get_loss
-from training.runner import TrainResult, prepare_out, run_identity, run_training, training_arguments, with_loss_logs
-from training.settings import PGRankSettings, TrainSettings
+from rankwise.retrieval.errors import InputError
+from rankwise.training.columns import to_dataset
+from rankwise.training.curriculum import difficulty_for
+from rankwise.training.data import TrainingInput
+from rankwise.training.losses.registry import LossContext, LossEntry, check_loss, get_loss
+from rankwise.training.runner import TrainResult, prepare_out, run_identity, run_training, training_arguments, with_loss_logs
+from rankwise.training.settings import PGRankSettings, TrainSettings
 
 
 @dataclass
@@ -102,7 +102,7 @@ def train_sentence_model(
             loss_fn = entry.build(LossContext(model, scale=context.scale, cosine=context.cosine, pg_rank=pg_rank,
                                               teacher_labels=context.teacher_labels))
             if difficulty is not None:
-                from training.losses.curriculum import with_curriculum
+                from rankwise.training.losses.curriculum import with_curriculum
 
                 loss_fn = with_curriculum(loss_fn, settings.curriculum_fraction, extra_callbacks)
     trainer = with_loss_logs(kind.trainer_class)(model=model, args=args, train_dataset=dataset, loss=loss_fn,

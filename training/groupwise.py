@@ -2,10 +2,10 @@
 
 GroupRank ("GroupRank: A Groupwise Reranking Paradigm Driven by Reinforcement Learning", 2025)
 trains a model that reads the query with a group of documents and gives each an absolute score,
-with a ranking reward. Here the scores are exactly those :class:`rerank.groupwise.GroupwiseReranker`
+with a ranking reward. Here the scores are exactly those :class:`rankwise.rerank.groupwise.GroupwiseReranker`
 reads at inference, made differentiable:
 
-* each training list (:mod:`training.candidates`) is cut into the reranker's own groups
+* each training list (:mod:`rankwise.training.candidates`) is cut into the reranker's own groups
   (:meth:`~rerank.groupwise.GroupwiseReranker.plan`, one round: a shuffle seeded by ``seed`` and
   the query, the short last group filled up); a group whose labels are all equal is skipped;
 * a group's slot prompts (:meth:`~rerank.groupwise.GroupwiseReranker.slot_prompts`) are split into
@@ -14,10 +14,10 @@ reads at inference, made differentiable:
   cache, repeated for every tail, lets all tails run as one batch -- one shared-prefix pass with
   gradients, each tail seeing the context and itself only, as at inference;
 * each document's score is the expected integer answer 0..``levels`` under the answer-token
-  distribution (:func:`expected_score`, the torch form of :func:`rerank.scores.expected_score`,
+  distribution (:func:`expected_score`, the torch form of :func:`rankwise.rerank.scores.expected_score`,
   two-digit answers included);
-* the group's scores are trained with ListNet (:func:`training.losses.listnet.listnet_loss`) or the
-  PG-Rank reward (:func:`training.losses.pg_rank.pg_rank_objective`: nDCG@k of Plackett-Luce
+* the group's scores are trained with ListNet (:func:`rankwise.training.losses.listnet.listnet_loss`) or the
+  PG-Rank reward (:func:`rankwise.training.losses.pg_rank.pg_rank_objective`: nDCG@k of Plackett-Luce
   rankings sampled from the scores, REINFORCE with a leave-one-out baseline).
 """
 
@@ -29,17 +29,17 @@ from typing import Any
 
 import torch
 
-from rerank.groupwise import GroupwiseReranker
-from rerank.llm import CausalLM
-from rerank.scores import two_token_firsts
-from retrieval.errors import InputError
-from training.candidates import CandidateSource, RunInput
-from training.llm import LoRASettings, model_device, train_llm_reranker
-from training.losses.listnet import listnet_loss
-from training.losses.pg_rank import pg_rank_objective
-from training.losses.stats import LoggedStats, WithLoggedStats
-from training.runner import TrainResult
-from training.settings import PGRankSettings, TrainSettings
+from rankwise.rerank.groupwise import GroupwiseReranker
+from rankwise.rerank.llm import CausalLM
+from rankwise.rerank.scores import two_token_firsts
+from rankwise.retrieval.errors import InputError
+from rankwise.training.candidates import CandidateSource, RunInput
+from rankwise.training.llm import LoRASettings, model_device, train_llm_reranker
+from rankwise.training.losses.listnet import listnet_loss
+from rankwise.training.losses.pg_rank import pg_rank_objective
+from rankwise.training.losses.stats import LoggedStats, WithLoggedStats
+from rankwise.training.runner import TrainResult
+from rankwise.training.settings import PGRankSettings, TrainSettings
 
 GROUPWISE_LOSSES = ("listnet", "pg-rank")
 Group = tuple[Any, ...]  # GroupwiseReranker.group_tails: (context ids, slot tails, read positions)
@@ -47,7 +47,7 @@ Group = tuple[Any, ...]  # GroupwiseReranker.group_tails: (context ids, slot tai
 
 def expected_score(first_logits: torch.Tensor, p_second: dict[int, torch.Tensor], levels: int,
                    whole: bool = False) -> torch.Tensor:
-    """:func:`rerank.scores.expected_score` on torch tensors (differentiable): ``sum_k k * p(k)`` per row."""
+    """:func:`rankwise.rerank.scores.expected_score` on torch tensors (differentiable): ``sum_k k * p(k)`` per row."""
     p_first = first_logits.float().softmax(-1)
     if whole:
         return p_first @ torch.arange(levels + 1, dtype=p_first.dtype, device=p_first.device)

@@ -1,20 +1,20 @@
 """Train IDCM's passage selector by distillation (Hofstätter et al., 2021, "Intra-Document Cascading:
 Learning to Select Passages for Neural Document Ranking", SIGIR).
 
-IDCM (:mod:`rerank.idcm`) scores only the ``select`` passages of a document that a cheap selector
+IDCM (:mod:`rankwise.rerank.idcm`) scores only the ``select`` passages of a document that a cheap selector
 ranks best. The paper's selector is trained by distillation from the expensive scorer: for every
 candidate document of a training query,
 
-1. the document is split into passages exactly as the reranker splits it (:mod:`retrieval.passages`);
+1. the document is split into passages exactly as the reranker splits it (:mod:`rankwise.retrieval.passages`);
 2. the teacher (a cross-encoder) scores every (query, passage) pair; the scores are cached in
    ``OUT/teacher/scores.jsonl`` (one line per query and document, rewritten atomically after every
    chunk of documents), so a rerun, or a run that only changes the training settings, scores nothing
-   again; the folder is a :mod:`retrieval.workdir` work folder keyed by the scorer, the passage
+   again; the folder is a :mod:`rankwise.retrieval.workdir` work folder keyed by the scorer, the passage
    settings and the corpus and queries files (other settings: refused unless ``force``; other
    candidates or more queries only add the pairs not yet cached);
 3. the student bi-encoder is trained so that its similarity distribution over the document's
-   passages matches the teacher's: the listwise KL of :mod:`training.losses.idcm` (registry kind
-   ``idcm-selector``, loss ``kl``), on the shared trainer flow (:mod:`training.flow`: checkpoints,
+   passages matches the teacher's: the listwise KL of :mod:`rankwise.training.losses.idcm` (registry kind
+   ``idcm-selector``, loss ``kl``), on the shared trainer flow (:mod:`rankwise.training.flow`: checkpoints,
    resume, atomic save).
 
 Candidates come from a TREC run (the top ``depth`` of each query) or, without one, from BM25's top
@@ -34,18 +34,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from retrieval.errors import InputError
-from retrieval.files import atomic_open
-from retrieval.formats import Corpus, read_qrels, read_queries
-from retrieval.models import DEFAULT_ENCODER
-from retrieval.passages import Splitter
-from retrieval.run import Run
-from retrieval.workdir import claim_workdir
-from training.data import file_stats
-from training.flow import CheckedRun, ModelKind, train_sentence_model
-from training.losses.registry import IDCM_SELECTOR, LossContext, check_loss, get_loss
-from training.runner import TrainResult
-from training.settings import TrainSettings
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.files import atomic_open
+from rankwise.retrieval.formats import Corpus, read_qrels, read_queries
+from rankwise.retrieval.models import DEFAULT_ENCODER
+from rankwise.retrieval.passages import Splitter
+from rankwise.retrieval.run import Run
+from rankwise.retrieval.workdir import claim_workdir
+from rankwise.training.data import file_stats
+from rankwise.training.flow import CheckedRun, ModelKind, train_sentence_model
+from rankwise.training.losses.registry import IDCM_SELECTOR, LossContext, check_loss, get_loss
+from rankwise.training.runner import TrainResult
+from rankwise.training.settings import TrainSettings
 
 TEACHER_DIR = "teacher"
 SCORES_FILE = "scores.jsonl"
@@ -123,7 +123,7 @@ def candidates(data: SelectorInput, *, progress: bool = False) -> dict[str, list
         keep = set(wanted)
         lists = {qid: [d for d, _ in run[qid][: data.depth]] for qid in run if qid in keep}
     else:
-        from retrieval.cached import cached_retriever
+        from rankwise.retrieval.cached import cached_retriever
 
         retriever = cached_retriever(Corpus(data.corpus), "bm25")
         run = retriever.search({q: queries[q] for q in wanted}, k=data.depth)
@@ -190,7 +190,7 @@ def teacher_scores(examples: list[Example], scorer: PairScorer, folder: Path, se
                    force: bool = False, chunk: int = 32, progress: bool = True) -> dict[str, int]:
     """Fill ``example.teacher`` with the teacher's passage scores, cached in ``folder/scores.jsonl``.
 
-    ``folder`` is a work folder for ``settings`` (:func:`retrieval.workdir.claim_workdir`): cached
+    ``folder`` is a work folder for ``settings`` (:func:`rankwise.retrieval.workdir.claim_workdir`): cached
     scores made with other settings are refused unless ``force``. Documents already in the cache
     are not scored again; the file is rewritten atomically after every ``chunk`` documents, or an
     eighth of those cached, whichever is more (so the rewrites add up to a few times the file), and
@@ -272,8 +272,8 @@ def train_idcm_selector(
     from sentence_transformers import SentenceTransformerTrainingArguments as Arguments
     from sentence_transformers.training_args import BatchSamplers
 
-    from training.bi_encoder import _load
-    from training.columns import to_dataset
+    from rankwise.training.bi_encoder import _load
+    from rankwise.training.columns import to_dataset
 
     settings = settings or TrainSettings()
     if not temperature > 0:
@@ -291,7 +291,7 @@ def train_idcm_selector(
     teacher_settings = {"scorer": scorer_name, "passages": passages, "stride": stride, "max_passages": max_passages,
                         "max_length": teacher_max_length, "seed": settings.seed, "texts": texts}
     if isinstance(scorer, str):
-        from rerank.cross_encoder import CrossEncoderReranker
+        from rankwise.rerank.cross_encoder import CrossEncoderReranker
 
         scorer = CrossEncoderReranker(scorer.removeprefix("cross-encoder:"), batch_size=teacher_batch_size,
                                       max_length=teacher_max_length)

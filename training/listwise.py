@@ -1,13 +1,13 @@
 """FIRST training of the listwise LLM reranker (Reddy et al., EMNLP 2024).
 
-Each training list (:mod:`training.candidates`: mined triples / n-tuples, or a run's top-k with
+Each training list (:mod:`rankwise.training.candidates`: mined triples / n-tuples, or a run's top-k with
 qrels) becomes one window of at most ``window`` passages, shown in ``order``: ``"retrieved"`` (the
 list's own order, as the reranker's sliding windows show a first-stage run at inference, so the
 model may keep the retriever's prior) or ``"shuffled"`` (a shuffle seeded by ``seed`` and the query,
 so it cannot). On SciFact with 60 training windows, SmolLM2-135M trained on shuffled windows came out
 preferring two late identifiers whatever the passages and ranked BM25 top-20 at nDCG@10 0.016 (see
 BENCHMARKS.md); in retrieved order it reached 0.722 against 0.707 untrained. The window is written
-in exactly the prompt :class:`rerank.listwise.ListwiseReranker` builds at inference
+in exactly the prompt :class:`rankwise.rerank.listwise.ListwiseReranker` builds at inference
 (:meth:`~rerank.listwise.ListwiseReranker.window_prompt`, passages truncated the same way). The
 gold ranking sorts the window by label, ties kept in window order (FIRST's own tie rule at
 inference), and the target is its answer string ``C] > [A] > ...`` (continuing the prompt's ``[``;
@@ -15,9 +15,9 @@ inference), and the target is its answer string ``C] > [A] > ...`` (continuing t
 
 * the language-modelling loss on the answer tokens, and
 * the logits of the first answer token at the window's identifiers, trained with FIRST's weighted
-  RankNet (:func:`training.losses.first.first_rank_loss`),
+  RankNet (:func:`rankwise.training.losses.first.first_rank_loss`),
 
-combined as ``L_LM + rank_weight * L_rank`` (:mod:`training.losses.first`); both terms are logged.
+combined as ``L_LM + rank_weight * L_rank`` (:mod:`rankwise.training.losses.first`); both terms are logged.
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rerank.listwise import ListwiseReranker
-from rerank.llm import CausalLM
-from retrieval.errors import InputError
-from training.candidates import CandidateSource
-from training.llm import LoRASettings, left_padded, model_device, train_llm_reranker
-from training.losses.first import first_loss, first_rank_loss
-from training.losses.stats import LoggedStats, WithLoggedStats
-from training.runner import TrainResult
-from training.settings import TrainSettings
+from rankwise.rerank.listwise import ListwiseReranker
+from rankwise.rerank.llm import CausalLM
+from rankwise.retrieval.errors import InputError
+from rankwise.training.candidates import CandidateSource
+from rankwise.training.llm import LoRASettings, left_padded, model_device, train_llm_reranker
+from rankwise.training.losses.first import first_loss, first_rank_loss
+from rankwise.training.losses.stats import LoggedStats, WithLoggedStats
+from rankwise.training.runner import TrainResult
+from rankwise.training.settings import TrainSettings
 
 LISTWISE_LOSSES = ("first",)
 ORDERS = ("retrieved", "shuffled")

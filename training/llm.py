@@ -1,15 +1,15 @@
 """Training the LLM rerankers (listwise FIRST, groupwise): the model, LoRA, the trainer, the saved folder.
 
-Shared by :mod:`training.listwise` and :mod:`training.groupwise`:
+Shared by :mod:`rankwise.training.listwise` and :mod:`rankwise.training.groupwise`:
 
-* the causal LM is loaded through :class:`rerank.llm.CausalLM` (the same loader, tokenizer and chat
+* the causal LM is loaded through :class:`rankwise.rerank.llm.CausalLM` (the same loader, tokenizer and chat
   template the rerankers use; GGUF files are dequantized to float), in float32 and train mode;
 * LoRA adapters through peft (Hu et al. 2022, "LoRA: Low-Rank Adaptation of Large Language
   Models"; :class:`LoRASettings`) on every linear layer, or full fine-tuning;
 * :class:`LLMTrainer`: a Hugging Face ``Trainer`` whose ``compute_loss`` hands a batch of
   candidate lists to the reranker's objective, their prompts tokenized beforehand in the
   DataLoader's workers (:class:`PreparedRows`, the objective's ``prepare``); checkpoints, resume, the run identity and the
-  atomic save are :mod:`training.runner`'s, the objective's statistics go into the training log;
+  atomic save are :mod:`rankwise.training.runner`'s, the objective's statistics go into the training log;
 * the saved model is a plain Hugging Face folder (LoRA merged into the weights) with the
   tokenizer, so ``listwise:OUT`` / ``groupwise:OUT`` and ``rankwise beir --reranker`` load it as
   they load any causal LM.
@@ -26,12 +26,12 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainingArguments
 
-from rerank.llm import CausalLM
-from retrieval.errors import InputError
-from training.candidates import CandidateSource, candidate_rows, source_description, summarize
-from training.columns import to_dataset
-from training.runner import TrainResult, prepare_out, run_identity, run_training, training_arguments, with_loss_logs
-from training.settings import TrainSettings
+from rankwise.rerank.llm import CausalLM
+from rankwise.retrieval.errors import InputError
+from rankwise.training.candidates import CandidateSource, candidate_rows, source_description, summarize
+from rankwise.training.columns import to_dataset
+from rankwise.training.runner import TrainResult, prepare_out, run_identity, run_training, training_arguments, with_loss_logs
+from rankwise.training.settings import TrainSettings
 
 
 @dataclass(frozen=True)

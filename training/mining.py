@@ -7,7 +7,7 @@ ranks avoids most unlabelled positives (Qu et al., "RocketQA", NAACL 2021); samp
 inside the window rather than taking the top keeps the negatives varied (Xiong et al., "ANCE",
 ICLR 2021; Zhan et al., "STAR/ADORE", SIGIR 2021).
 
-A teacher (any :class:`rerank.base.Reranker`, e.g. a trained cross-encoder) scores the positive and
+A teacher (any :class:`rankwise.rerank.base.Reranker`, e.g. a trained cross-encoder) scores the positive and
 the candidates; a candidate scoring above ``teacher(positive) - margin`` is taken for a false
 negative and dropped, the margin-based filtering of CoRNStack (Suresh et al., 2024) and LG-ANNA
 (Nguyen et al., 2023). The teacher's scores can be written beside the triples in the Margin-MSE
@@ -41,15 +41,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from retrieval.docstore import DocStore
-from retrieval.errors import InputError
-from retrieval.files import atomic_open, sha256_file, write_json
-from retrieval.formats import Corpus, iter_lines, read_qrels, read_queries
-from retrieval.workdir import claim_workdir
+from rankwise.retrieval.docstore import DocStore
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.files import atomic_open, sha256_file, write_json
+from rankwise.retrieval.formats import Corpus, iter_lines, read_qrels, read_queries
+from rankwise.retrieval.workdir import claim_workdir
 
 if TYPE_CHECKING:
-    from rerank.base import Reranker
-    from retrieval.hybrid import Retriever
+    from rankwise.rerank.base import Reranker
+    from rankwise.retrieval.hybrid import Retriever
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ def mine_negatives(
     per (positive, negative): ``query_id \\t pos_id \\t neg_id``, or ``query \\t positive \\t
     negative`` texts with ``text=True``.
 
-    ``teacher`` (a :class:`rerank.base.Reranker` or a spec such as ``cross-encoder:PATH``) scores
+    ``teacher`` (a :class:`rankwise.rerank.base.Reranker` or a spec such as ``cross-encoder:PATH``) scores
     the positives and candidates; with ``margin``, a candidate with ``teacher(neg) >
     teacher(pos) - margin`` is dropped before sampling. ``scores_out`` receives the teacher's
     scores in the Margin-MSE format, line ``i`` matching triple line ``i``.
@@ -375,7 +375,7 @@ def mine_negatives(
     if scores_out is not None and teacher is None:
         raise InputError("teacher scores need a teacher (--teacher)", field="scores")
     if isinstance(teacher, str):
-        from rerank.spec import parse_spec
+        from rankwise.rerank.spec import parse_spec
 
         teacher = str(parse_spec(teacher))  # a bad spec fails before anything is loaded
     out = Path(out)
@@ -414,7 +414,7 @@ def mine_negatives(
         stats.add(MiningStats(**json.loads(_part(work, n, "json").read_text(encoding="utf-8"))))
 
     if isinstance(teacher, str) and len(done) < len(chunks):
-        from rerank.spec import load_reranker
+        from rankwise.rerank.spec import load_reranker
 
         teacher = load_reranker(teacher, batch_size=None)
     job = _Job(corpus, query_texts, judged, retriever, window, negatives, sampling, seed,

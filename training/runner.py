@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrieval.files import atomic_open, write_json
-from retrieval.workdir import claim_workdir
-from training.settings import TrainSettings
+from rankwise.retrieval.files import atomic_open, write_json
+from rankwise.retrieval.workdir import claim_workdir
+from rankwise.training.settings import TrainSettings
 
 RUN_FILE = "run.json"
 RESULT_FILE = "rankwise_training.json"
@@ -114,7 +114,7 @@ def run_identity(settings: TrainSettings, description: dict[str, Any], signature
 def prepare_out(out: Path, identity: str, description: dict[str, Any], *, force: bool = False) -> None:
     """Create ``OUT/checkpoints`` with ``run.json``; refuse checkpoints of a different run unless ``force``
     (a different run that never reached a checkpoint has nothing to lose and is started over):
-    :func:`retrieval.workdir.claim_workdir`'s rule."""
+    :func:`rankwise.retrieval.workdir.claim_workdir`'s rule."""
     claim_workdir(out / "checkpoints", description, key=identity, force=force, file=RUN_FILE,
                   what="checkpoints of a training run", has_work=lambda: last_checkpoint(out) is not None,
                   write=_is_main_process())

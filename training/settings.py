@@ -8,7 +8,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from retrieval.errors import InputError
+from rankwise.retrieval.errors import InputError
 
 CURRICULA = ("none", "bm25", "teacher")
 
@@ -19,11 +19,11 @@ class TrainSettings:
 
     ``epochs`` or ``max_steps`` (``max_steps > 0`` wins) set the budget; checkpoints every
     ``save_steps`` steps (keeping ``save_total_limit``) let an interrupted run continue where it
-    stopped. ``curriculum`` picks the difficulty heuristic of :mod:`training.curriculum`
+    stopped. ``curriculum`` picks the difficulty heuristic of :mod:`rankwise.training.curriculum`
     (``none`` = off), annealed to uniform weights by ``curriculum_fraction`` of training;
     ``curriculum_run`` (a TREC run of the training queries) gives the ``bm25`` heuristic its ranks.
     ``workers``: DataLoader worker processes that collate (tokenize, pad) batches (None:
-    :func:`retrieval.batching.default_workers`); they change where collation runs, not the batches,
+    :func:`rankwise.retrieval.batching.default_workers`); they change where collation runs, not the batches,
     so they are not part of the identity and a run may resume with another number.
     """
 
@@ -64,8 +64,8 @@ class TrainSettings:
 
     @property
     def dataloader_workers(self) -> int:
-        """``workers``, or :func:`retrieval.batching.default_workers` when not set."""
-        from retrieval.batching import default_workers
+        """``workers``, or :func:`rankwise.retrieval.batching.default_workers` when not set."""
+        from rankwise.retrieval.batching import default_workers
 
         return default_workers() if self.workers is None else self.workers
 
@@ -82,7 +82,7 @@ PG_BASELINES = ("loo", "none")
 
 @dataclass(frozen=True)
 class PGRankSettings:
-    """PG-Rank's knobs (:mod:`training.losses.pg_rank`): rankings sampled per query, the reward metric
+    """PG-Rank's knobs (:mod:`rankwise.training.losses.pg_rank`): rankings sampled per query, the reward metric
     (``ndcg@K`` or ``ndcg``), the Plackett-Luce temperature and the baseline (``loo`` or ``none``)."""
 
     samples: int = 8

@@ -5,7 +5,7 @@ The plain export writes attention as ``MatMul -> Add(mask) -> Softmax -> MatMul`
 about half of ONNX Runtime's time (92 ms a layer against 45 ms for torch's causal SDPA). The fused
 operator computes causal attention without materialising the masked half, reads the grouped K/V
 heads without repeating them, and takes our mask as ``attention_bias``: every mask the runtime
-builds (left padding, the shared-prefix tails of :meth:`rerank.llm.CausalLM.iter_tail_logits`) only
+builds (left padding, the shared-prefix tails of :meth:`rankwise.rerank.llm.CausalLM.iter_tail_logits`) only
 ever removes keys from the causal set, so causal attention plus that bias is exactly the model's
 attention.
 
@@ -16,7 +16,7 @@ lacks here (sliding windows, logit soft-capping, attention sinks, dropout, a dif
 width) raises :class:`Unsupported` during the trace, and the export falls back to the plain graph.
 
 On the CPU a session runs this graph with one prompt's queries in chunks
-(:mod:`rerank.onnx.chunked_attention`).
+(:mod:`rankwise.rerank.onnx.chunked_attention`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from rerank.onnx.chunked_attention import OP_TYPE  # one name for the operator, kept beside the CPU rewrite
+from rankwise.rerank.onnx.chunked_attention import OP_TYPE  # one name for the operator, kept beside the CPU rewrite
 
 IMPLEMENTATION = "rankwise_gqa"
 
@@ -121,9 +121,9 @@ def translations() -> dict[Any, Any]:
 
 @contextlib.contextmanager
 def attention_implementation(model: Any, name: str) -> Iterator[None]:
-    """:func:`retrieval.backend.export.attention_implementation`, with :data:`IMPLEMENTATION` registered
+    """:func:`rankwise.retrieval.backend.export.attention_implementation`, with :data:`IMPLEMENTATION` registered
     with transformers first when that is the one asked for."""
-    from retrieval.backend.export import attention_implementation as use
+    from rankwise.retrieval.backend.export import attention_implementation as use
 
     if name == IMPLEMENTATION:
         from transformers import AttentionInterface

@@ -1,7 +1,7 @@
-"""The causal-LM kind of the ONNX export: what a causal LM reranker needs beyond :mod:`retrieval.backend`.
+"""The causal-LM kind of the ONNX export: what a causal LM reranker needs beyond :mod:`rankwise.retrieval.backend`.
 
-:func:`prepare_causal_lm` is registered with :func:`retrieval.backend.register_kind` (by
-:mod:`rerank.onnx`), so ``export_model(..., "causal-lm")`` and :class:`rerank.llm.CausalLM`'s
+:func:`prepare_causal_lm` is registered with :func:`rankwise.retrieval.backend.register_kind` (by
+:mod:`rankwise.rerank.onnx`), so ``export_model(..., "causal-lm")`` and :class:`rankwise.rerank.llm.CausalLM`'s
 ONNX backend get the fused attention, the chunked CPU attention, SmoothQuant smoothing and its
 calibration prompts (FIRST-style listwise prompts, Reddy et al., 2024) from here.
 """
@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.backend.build import Prepared, _torch_inputs
-from retrieval.backend.export import export_graph
-from retrieval.backend.features import prompt_features
-from retrieval.backend.parity import PROBE_TEXTS
-from retrieval.errors import InputError
+from rankwise.retrieval.backend.build import Prepared, _torch_inputs
+from rankwise.retrieval.backend.export import export_graph
+from rankwise.retrieval.backend.features import prompt_features
+from rankwise.retrieval.backend.parity import PROBE_TEXTS
+from rankwise.retrieval.errors import InputError
 
 LM_INPUTS = ("input_ids", "allowed", "position_ids", "positions", "token_ids")
 CALIBRATION_FILE = Path(__file__).parent / "data" / "calibration.jsonl"
@@ -25,16 +25,16 @@ CALIBRATION_FILE = Path(__file__).parent / "data" / "calibration.jsonl"
 
 def prepare_causal_lm(model: str, max_length: int | None) -> Prepared:
     """A causal LM: logits gathered at given positions and token ids; smoothed for int8 after the
-    reference logits are taken (:mod:`rerank.onnx.smooth`), so parity also checks the smoothing; the
-    attention exported fused (:mod:`rerank.onnx.attention`) and run chunked on the CPU
-    (:mod:`rerank.onnx.chunked_attention`)."""
+    reference logits are taken (:mod:`rankwise.rerank.onnx.smooth`), so parity also checks the smoothing; the
+    attention exported fused (:mod:`rankwise.rerank.onnx.attention`) and run chunked on the CPU
+    (:mod:`rankwise.rerank.onnx.chunked_attention`)."""
     import torch
 
-    from rerank.onnx.chunked_attention import chunk_prompt_attention
-    from rerank.onnx.smooth import FLOAT_MODULES, smooth_causal_lm
-    from retrieval.backend.graphs import CausalLMGraph
-    from retrieval.backend.quantize import CAUSAL_LM_OP_TYPES
-    from retrieval.backend.sources import load_causal_lm
+    from rankwise.rerank.onnx.chunked_attention import chunk_prompt_attention
+    from rankwise.rerank.onnx.smooth import FLOAT_MODULES, smooth_causal_lm
+    from rankwise.retrieval.backend.graphs import CausalLMGraph
+    from rankwise.retrieval.backend.quantize import CAUSAL_LM_OP_TYPES
+    from rankwise.retrieval.backend.sources import load_causal_lm
 
     lm, tokenizer = load_causal_lm(model)
     what = f"causal LM {model!r}"
@@ -72,9 +72,9 @@ def prepare_causal_lm(model: str, max_length: int | None) -> Prepared:
 
 
 def _export_fused(prepared: Prepared, lm: Any, out: Path) -> dict[str, int]:
-    """The fp32 graph with the attention as ``GroupQueryAttention`` (:mod:`rerank.onnx.attention`); its counts."""
-    from rerank.onnx.attention import IMPLEMENTATION, OP_TYPE, attention_implementation, translations
-    from retrieval.backend.optimize import count_ops
+    """The fp32 graph with the attention as ``GroupQueryAttention`` (:mod:`rankwise.rerank.onnx.attention`); its counts."""
+    from rankwise.rerank.onnx.attention import IMPLEMENTATION, OP_TYPE, attention_implementation, translations
+    from rankwise.retrieval.backend.optimize import count_ops
 
     with attention_implementation(lm, IMPLEMENTATION):
         export_graph(prepared.graph, prepared.inputs, prepared.dynamic, prepared.output, out, prepared.what,

@@ -4,7 +4,7 @@ ONNX Runtime's CPU kernel for ``GroupQueryAttention`` (1.32) multiplies every he
 ``seq x seq`` score matrix, softmaxes each row over its causal part and zeroes the rest, so a
 2,233-token FIRST window of SmolLM2-135M spends most of its time there (2.9 s of 4.1 s for the int8
 graph on a 2-core Xeon, against about 1.1 s for torch's causal SDPA). :func:`chunk_prompt_attention`
-rewrites the graph a CPU session runs (:class:`retrieval.backend.session.OnnxSession`) so that a
+rewrites the graph a CPU session runs (:class:`rankwise.retrieval.backend.session.OnnxSession`) so that a
 single prompt's queries go in :data:`CHUNKS` chunks, each reading only the keys up to its own end
 through the operator's past-key input, as chunked prefill does: ``(n + 1) / 2n`` of the score
 matrix, and the same numbers, since every row's softmax covers the same keys. The exported file

@@ -31,7 +31,7 @@ from typing import Any
 ALPHA = 0.8
 ATTENTION_INPUTS = ("q_proj", "k_proj", "v_proj", "qkv_proj")
 MLP_INPUTS = ("gate_proj", "up_proj", "gate_up_proj")
-FLOAT_MODULES = ("mlp.down_proj",)  # module-path suffixes int8 leaves in float (:mod:`retrieval.backend.quantize`)
+FLOAT_MODULES = ("mlp.down_proj",)  # module-path suffixes int8 leaves in float (:mod:`rankwise.retrieval.backend.quantize`)
 
 
 def smooth_causal_lm(lm: Any, features: Sequence[dict[str, Any]], *, alpha: float = ALPHA) -> dict[str, Any]:

@@ -12,8 +12,8 @@
 
 from __future__ import annotations
 
-from rerank.server.app import create_app
-from rerank.server.limits import Limits
-from rerank.server.services import Services
+from rankwise.rerank.server.app import create_app
+from rankwise.rerank.server.limits import Limits
+from rankwise.rerank.server.services import Services
 
 __all__ = ["Limits", "Services", "create_app"]

@@ -3,7 +3,7 @@
 :func:`create_app` takes loaded :class:`~rerank.server.services.Services` (so tests and Python
 callers build it around any model) and :class:`~rerank.server.limits.Limits`. Every model call
 goes through a :class:`~rerank.server.batcher.DynamicBatcher` per service; every error is JSON
-(:mod:`rerank.server.errors`). On shutdown the batchers run what they admitted before the app stops.
+(:mod:`rankwise.rerank.server.errors`). On shutdown the batchers run what they admitted before the app stops.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from rerank.server.batcher import DynamicBatcher, QueueFull, ShuttingDown
-from rerank.server.errors import ApiError, install_handlers
-from rerank.server.limits import Limits
-from rerank.server.metrics import Metrics
-from rerank.server.middleware import Guard
-from rerank.server.schemas import (EmbeddingsRequest, EmbeddingsResponse, RerankRequest, RerankResponse,
+from rankwise.rerank.server.batcher import DynamicBatcher, QueueFull, ShuttingDown
+from rankwise.rerank.server.errors import ApiError, install_handlers
+from rankwise.rerank.server.limits import Limits
+from rankwise.rerank.server.metrics import Metrics
+from rankwise.rerank.server.middleware import Guard
+from rankwise.rerank.server.schemas import (EmbeddingsRequest, EmbeddingsResponse, RerankRequest, RerankResponse,
                                    SearchRequest, SearchResponse)
-from rerank.server.services import Services, batch_invariant, embed_batch, rerank_batch, search_batch
+from rankwise.rerank.server.services import Services, batch_invariant, embed_batch, rerank_batch, search_batch
 
 ENDPOINTS = {"/v1/rerank", "/v1/search", "/v1/embeddings", "/health", "/metrics"}
 DISCONNECT_POLL_S = 0.05  # how often a waiting request checks that its client is still there

@@ -3,13 +3,13 @@
 A worker takes the first queued request, then waits up to ``max_delay`` seconds for more, until the
 batch holds ``max_batch`` documents (a request is never split; one larger than the budget runs
 alone). The batch goes to the model in one call, whose own batching (pairs sorted by token length,
-as :meth:`rerank.cross_encoder.CrossEncoderReranker.score_pairs` forms them) is what the CLI uses.
+as :meth:`rankwise.rerank.cross_encoder.CrossEncoderReranker.score_pairs` forms them) is what the CLI uses.
 Model calls run in one worker thread, so the event loop keeps answering while the model works.
 This is the continuous batching of serving systems such as Triton's dynamic batcher and TEI.
 
 Invariance: with ``shared=False`` each request of a batch gets a model call of its own (in the same
 worker turn). That is for models whose scores depend on their batchmates, such as int8 graphs whose
-activations are quantized with one scale per batch (:mod:`retrieval.backend.quantize`).
+activations are quantized with one scale per batch (:mod:`rankwise.retrieval.backend.quantize`).
 
 Bounded memory: at most ``max_queue`` requests are admitted (waiting or running); the next one gets
 :class:`QueueFull`. A request whose client went away is cancelled, which frees its slot at once and
@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rerank.server.metrics import Metrics
+from rankwise.rerank.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rerank.server.limits import Limits
+from rankwise.rerank.server.limits import Limits
 
 _D = Limits()
 
@@ -40,8 +40,8 @@ def serve(
 
     import uvicorn
 
-    from rerank.server.app import create_app
-    from rerank.server.services import load_services
+    from rankwise.rerank.server.app import create_app
+    from rankwise.rerank.server.services import load_services
 
     limits = Limits(max_documents=max_documents, max_document_chars=max_document_chars, max_body_bytes=max_body_bytes,
                     max_k=max_k, queue_size=queue_size, max_batch_documents=max_batch_documents,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rerank.server.errors import ApiError
+from rankwise.rerank.server.errors import ApiError
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Limits:
     max_batch_delay_ms: float = 5.0
 
     def __post_init__(self) -> None:
-        from retrieval.errors import InputError
+        from rankwise.retrieval.errors import InputError
 
         for name in ("max_documents", "max_document_chars", "max_body_bytes", "max_k", "queue_size",
                      "max_batch_documents"):

@@ -13,8 +13,8 @@ import json
 import time
 from typing import Any
 
-from rerank.server.errors import error_body
-from rerank.server.metrics import Metrics
+from rankwise.rerank.server.errors import error_body
+from rankwise.rerank.server.metrics import Metrics
 
 OPEN_PATHS = ("/health",)
 

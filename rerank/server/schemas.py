@@ -1,6 +1,6 @@
 """Request and response shapes: Cohere/TEI ``/v1/rerank``, ``/v1/search``, OpenAI ``/v1/embeddings``.
 
-Limits on sizes are not part of the schemas: they are checked after parsing (:mod:`rerank.server.limits`)
+Limits on sizes are not part of the schemas: they are checked after parsing (:mod:`rankwise.rerank.server.limits`)
 and answered with a 413, where a schema violation is a 422.
 """
 

@@ -1,7 +1,7 @@
 """What a server serves: a reranker, a retriever over an index, an encoder; and their batched model calls.
 
 Each ``*_batch`` function takes the payloads of several requests and returns one result per
-request; it is what :class:`rerank.server.batcher.DynamicBatcher` runs in its worker thread.
+request; it is what :class:`rankwise.rerank.server.batcher.DynamicBatcher` runs in its worker thread.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from rerank.base import Reranker
-from rerank.spec import RerankerSpec, load_reranker, parse_spec
-from retrieval.backend import backend_name
-from retrieval.errors import InputError
+from rankwise.rerank.base import Reranker
+from rankwise.rerank.spec import RerankerSpec, load_reranker, parse_spec
+from rankwise.retrieval.backend import backend_name
+from rankwise.retrieval.errors import InputError
 
 
 @dataclass
@@ -76,15 +76,15 @@ def load_services(reranker: str | None = None, index: str | Path | None = None, 
         services.reranker = load_reranker(spec)
         services.reranker_name = str(spec)
     if index:
-        from retrieval.manifest import read_manifest
-        from retrieval.open import open_retriever
+        from rankwise.retrieval.manifest import read_manifest
+        from rankwise.retrieval.open import open_retriever
 
         manifest = read_manifest(index, verify=False)
         services.retriever = open_retriever(index)
         services.index_name = Path(index).name
         source = corpus or (manifest.get("source") or {}).get("path")
         if source and Path(source).exists():
-            from retrieval.docstore import DocStore
+            from rankwise.retrieval.docstore import DocStore
 
             services.docstore = DocStore(source, progress=False)
         elif corpus:
@@ -93,7 +93,7 @@ def load_services(reranker: str | None = None, index: str | Path | None = None, 
             services.encoder = services.retriever.encoder
             services.encoder_name = manifest["encoder"]["name"]
     if model:
-        from retrieval.encoder import Encoder
+        from rankwise.retrieval.encoder import Encoder
 
         services.encoder = Encoder(model)
         services.encoder_name = model

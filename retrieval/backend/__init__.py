@@ -1,8 +1,8 @@
 """The ONNX Runtime backend shared by bi-encoders, cross-encoders and causal LMs.
 
 Kept apart from the models (as sentence-transformers keeps its ``backend/`` package): the models
-call :func:`retrieval.backend.cache.exported` for a checked export of their weights and
-:class:`retrieval.backend.session.OnnxSession` to run it. One module per step:
+call :func:`rankwise.retrieval.backend.cache.exported` for a checked export of their weights and
+:class:`rankwise.retrieval.backend.session.OnnxSession` to run it. One module per step:
 
 - :mod:`~retrieval.backend.sources`: loading the torch model of each kind, fingerprinting its files;
 - :mod:`~retrieval.backend.graphs`: the modules exported (pooling and normalization inside the
@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 KINDS = ("encoder", "cross-encoder", "causal-lm")
-# kind -> prepare(model, max_length): :mod:`retrieval.backend.build` adds encoder and cross-encoder,
-# :mod:`rerank.onnx` the causal LM (whose specifics live with the rerankers that run it)
+# kind -> prepare(model, max_length): :mod:`rankwise.retrieval.backend.build` adds encoder and cross-encoder,
+# :mod:`rankwise.rerank.onnx` the causal LM (whose specifics live with the rerankers that run it)
 PREPARE: dict[str, Callable[[str, int | None], Any]] = {}
 
 
@@ -37,7 +37,7 @@ def check_backend(backend: str, int8: bool = False) -> tuple[str, bool]:
     """``(runtime, int8)`` for one backend value: ``torch``, ``onnx`` or ``onnx-int8`` (``int8=True`` with
     ``onnx`` is the older spelling of ``onnx-int8``). Refuses an unknown backend, or int8 without ONNX
     (an :class:`~retrieval.errors.InputError`)."""
-    from retrieval.errors import InputError
+    from rankwise.retrieval.errors import InputError
 
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}", field="backend")

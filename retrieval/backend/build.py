@@ -3,7 +3,7 @@
 One function per kind prepares ``(graph module, example inputs, dynamic axes, settings, probe
 runner)``; :func:`build` does the rest the same way for all three. The folder gets ``model.onnx``
 (fp32), ``model.int8.onnx`` when asked, the tokenizer files and the settings the runtime needs;
-:mod:`retrieval.backend.cache` writes the manifest last.
+:mod:`rankwise.retrieval.backend.cache` writes the manifest last.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.backend import PREPARE, register_kind
-from retrieval.backend.export import export_graph
-from retrieval.backend.features import text_features
-from retrieval.backend.parity import PROBE_QUERIES, PROBE_TEXTS, compare, require
-from retrieval.backend.session import OnnxSession
-from retrieval.errors import InputError
+from rankwise.retrieval.backend import PREPARE, register_kind
+from rankwise.retrieval.backend.export import export_graph
+from rankwise.retrieval.backend.features import text_features
+from rankwise.retrieval.backend.parity import PROBE_QUERIES, PROBE_TEXTS, compare, require
+from rankwise.retrieval.backend.session import OnnxSession
+from rankwise.retrieval.errors import InputError
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -73,8 +73,8 @@ def prepare_encoder(model: str, max_length: int | None) -> Prepared:
     """A sentence-transformers bi-encoder: pooling and normalization inside the graph."""
     import torch
 
-    from retrieval.backend.graphs import EncoderGraph
-    from retrieval.backend.sources import DOC_PROMPTS, load_encoder, model_fingerprint
+    from rankwise.retrieval.backend.graphs import EncoderGraph
+    from rankwise.retrieval.backend.sources import DOC_PROMPTS, load_encoder, model_fingerprint
 
     st = load_encoder(model, max_length)
     fingerprint = model_fingerprint(st)  # before any tokenization: a call changes the tokenizer's padding state
@@ -112,8 +112,8 @@ def prepare_cross_encoder(model: str, max_length: int | None) -> Prepared:
     """A sentence-transformers ``CrossEncoder``: the pair score inside the graph."""
     import torch
 
-    from retrieval.backend.graphs import CrossEncoderGraph
-    from retrieval.backend.sources import load_cross_encoder
+    from rankwise.retrieval.backend.graphs import CrossEncoderGraph
+    from rankwise.retrieval.backend.sources import load_cross_encoder
 
     ce = load_cross_encoder(model, max_length)
     what = f"cross-encoder {model!r}"
@@ -151,7 +151,7 @@ def build(model: str, kind: str, folder: Path, *, int8: bool = False, optimize: 
     Parity failures raise :class:`InputError` before anything is recorded, so a folder whose graph
     does not reproduce the model never gets a manifest and is never loaded.
     """
-    from retrieval.backend.optimize import optimize_graph
+    from rankwise.retrieval.backend.optimize import optimize_graph
 
     prepared = prepare(model, kind, max_length)
     folder.mkdir(parents=True, exist_ok=True)
@@ -173,8 +173,8 @@ def build(model: str, kind: str, folder: Path, *, int8: bool = False, optimize: 
 
 
 def quantize(prepared: Prepared, src: Path, dst: Path, *, reduce_range: bool = False) -> Path:
-    """The int8 graph of ``src`` as this kind wants it (:mod:`retrieval.backend.quantize`)."""
-    from retrieval.backend.quantize import OP_TYPES, quantize_int8
+    """The int8 graph of ``src`` as this kind wants it (:mod:`rankwise.retrieval.backend.quantize`)."""
+    from rankwise.retrieval.backend.quantize import OP_TYPES, quantize_int8
 
     return quantize_int8(src, dst, reduce_range=reduce_range, op_types=prepared.int8_ops or OP_TYPES,
                          keep_float=prepared.keep_float)
@@ -183,7 +183,7 @@ def quantize(prepared: Prepared, src: Path, dst: Path, *, reduce_range: bool = F
 def check_parity(prepared: Prepared, file: Path, *, int8: bool) -> dict[str, Any]:
     """The parity record of the graph in ``file`` against torch on the probe inputs; raises when it fails.
 
-    A kind with a ``session_rewrite`` (a causal LM's chunked attention, :mod:`rerank.onnx`) is checked
+    A kind with a ``session_rewrite`` (a causal LM's chunked attention, :mod:`rankwise.rerank.onnx`) is checked
     as its runtime runs it on the CPU: each probe row alone, through the rewritten graph; the fp32
     graph also as one padded batch, which keeps the graph as exported.
     """
@@ -212,7 +212,7 @@ def export_fp32(prepared: Prepared, out: Path) -> tuple[dict[str, int], dict[str
     - A BERT-family transformer is exported by the TorchScript exporter with eager attention and
       fused by ONNX Runtime's transformer optimizer (the fused graph encodes about 1.2x faster than
       the plain one on a 2-core AVX2 CPU and quantizes to QAttention).
-    - A kind with a ``fused_export`` of its own (a causal LM's ``GroupQueryAttention``, :mod:`rerank.onnx`)
+    - A kind with a ``fused_export`` of its own (a causal LM's ``GroupQueryAttention``, :mod:`rankwise.rerank.onnx`)
       uses it.
 
     Any other model -- or a fusion that fails or does not reproduce torch within the fp32 tolerance --
@@ -220,8 +220,8 @@ def export_fp32(prepared: Prepared, out: Path) -> tuple[dict[str, int], dict[str
     """
     import logging
 
-    from retrieval.backend.export import attention_implementation
-    from retrieval.backend.optimize import fusable, fuse_transformer
+    from rankwise.retrieval.backend.export import attention_implementation
+    from rankwise.retrieval.backend.optimize import fusable, fuse_transformer
 
     fusion = fusable(getattr(prepared.hf_model, "config", None))
     try:

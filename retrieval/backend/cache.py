@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retrieval.backend import KINDS
-from retrieval.backend.build import FP32_FILE, INT8_FILE
-from retrieval.errors import InputError
-from retrieval.files import file_record, sha256_file, write_json
-from retrieval.paths import cache_root
+from rankwise.retrieval.backend import KINDS
+from rankwise.retrieval.backend.build import FP32_FILE, INT8_FILE
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.files import file_record, sha256_file, write_json
+from rankwise.retrieval.paths import cache_root
 
 FORMAT = "rankwise-onnx"
 FORMAT_VERSION = 4  # 2: BERT-family graphs fused by ONNX Runtime's transformer optimizer; 3: causal-LM attention as
@@ -77,7 +77,7 @@ def is_export(path: str | Path) -> bool:
 
 def cache_folder(model: str, kind: str, options: dict[str, Any]) -> Path:
     """``cache_root()/onnx/<kind>/<model's last path part>-<hash of its resolved location and options>``."""
-    from retrieval.backend.sources import local_folder
+    from rankwise.retrieval.backend.sources import local_folder
 
     where = str(local_folder(model).resolve())
     key = hashlib.sha256(json.dumps({"model": model, "where": where, **options}, sort_keys=True).encode()).hexdigest()
@@ -137,8 +137,8 @@ def export_model(model: str, kind: str, out: str | Path, *, int8: bool = False, 
                  max_length: int | None = None, reduce_range: bool = False,
                  fingerprint: str | None = None) -> Export:
     """Export ``model`` (name or path) as ``kind`` into ``out``, check parity, and write the manifest last."""
-    from retrieval.backend.build import build
-    from retrieval.backend.sources import source_fingerprint
+    from rankwise.retrieval.backend.build import build
+    from rankwise.retrieval.backend.sources import source_fingerprint
 
     if kind not in KINDS:
         raise InputError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}", field="kind")
@@ -155,7 +155,7 @@ def _write_manifest(folder: Path, fields: dict[str, Any]) -> Export:
     import onnxruntime
     import torch
 
-    from retrieval.backend.export import OPSET
+    from rankwise.retrieval.backend.export import OPSET
 
     names = sorted(set(fields.pop("files")))
     for name in names:
@@ -172,7 +172,7 @@ def _write_manifest(folder: Path, fields: dict[str, Any]) -> Export:
 
 def add_int8(export: Export, *, reduce_range: bool = False) -> Export:
     """Quantize an export's fp32 graph to int8, check it, and add it to the manifest."""
-    from retrieval.backend.build import check_parity, prepare, quantize
+    from rankwise.retrieval.backend.build import check_parity, prepare, quantize
 
     if export.manifest.get("optimized"):
         raise InputError("the fp32 graph was optimized for the CPU provider and cannot be quantized; export "
@@ -196,7 +196,7 @@ def exported(model: str, kind: str, *, int8: bool = False, max_length: int | Non
     """
     if is_export(model):
         return read_export(model, int8=int8, kind=kind)
-    from retrieval.backend.sources import source_fingerprint
+    from rankwise.retrieval.backend.sources import source_fingerprint
 
     folder = cache_folder(model, kind, {"max_length": max_length})
     fingerprint = source_fingerprint(model)

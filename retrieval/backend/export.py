@@ -3,7 +3,7 @@
 The dynamo exporter serves every model. BERT-family encoders and cross-encoders also go through
 the TorchScript exporter (``legacy=True``) with eager attention: its graph is the one ONNX
 Runtime's transformer optimizer recognises (fused Attention, SkipLayerNormalization,
-EmbedLayerNormalization), see :func:`retrieval.backend.optimize.fuse_transformer`.
+EmbedLayerNormalization), see :func:`rankwise.retrieval.backend.optimize.fuse_transformer`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from retrieval.errors import InputError
-from retrieval.files import atomic_path
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.files import atomic_path
 
 OPSET = 20
 LEGACY_OPSET = 17  # what ONNX Runtime's transformer fusions are written against

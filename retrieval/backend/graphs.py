@@ -5,7 +5,7 @@
 - :class:`CrossEncoderGraph`: a pair's token ids -> one relevance score (:func:`pair_scores`);
 - :class:`CausalLMGraph`: token ids, an attention mask given per query position (``allowed
   [batch, seq, seq]``, so left padding and the shared-prefix tails of
-  :meth:`rerank.llm.CausalLM.iter_tail_logits` are one input), position ids, the positions to read
+  :meth:`rankwise.rerank.llm.CausalLM.iter_tail_logits` are one input), position ids, the positions to read
   and the token ids to read there -> ``logits [batch, positions, token ids]``. The LM head runs only
   at the positions read and only for the token ids read, never over the full vocabulary at every
   position.

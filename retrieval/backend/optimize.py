@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retrieval.errors import InputError
-from retrieval.files import atomic_path
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.files import atomic_path
 
 LEVELS = ("basic", "extended")
 

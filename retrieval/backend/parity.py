@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.errors import InputError
+from rankwise.retrieval.errors import InputError
 
 FP32_TOLERANCE = 1e-4
 INT8_MIN_COSINE = 0.99

@@ -18,7 +18,7 @@ over a 49k-token vocabulary). On 20 SciFact FIRST windows of SmolLM2-135M it put
 identifier where torch puts it in 15% of windows, against 100% without it. ``keep_float`` leaves
 MatMuls in float by the torch module they came from (the dynamo exporter's
 ``pkg.torch.onnx.name_scopes`` node metadata): a causal LM's MLP down projections
-(:mod:`rerank.onnx.smooth`).
+(:mod:`rankwise.rerank.onnx.smooth`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from retrieval.files import atomic_path
+from rankwise.retrieval.files import atomic_path
 
 OP_TYPES = ("MatMul", "Gather", "Attention", "EmbedLayerNormalization")
 CAUSAL_LM_OP_TYPES = ("MatMul",)

@@ -1,7 +1,7 @@
 """``InferenceSession``: the CUDA provider in fp16 when ONNX Runtime sees a GPU, the CPU provider otherwise.
 
 A ``rewrite`` changes the graph in memory when a CPU session loads it (a causal LM's runs with one
-prompt's attention in query chunks, :mod:`rerank.onnx.chunked_attention`).
+prompt's attention in query chunks, :mod:`rankwise.rerank.onnx.chunked_attention`).
 
 Threads: ``$RANKWISE_ONNX_THREADS``, else the cores this process may use (one inter-op thread:
 the graphs are sequential). int8 graphs always run on the CPU provider (its int8 kernels are the
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.errors import InputError
+from rankwise.retrieval.errors import InputError
 
 _INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
 

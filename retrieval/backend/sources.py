@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from retrieval.errors import InputError
-from retrieval.files import sha256_file
-from retrieval.models import resolve_model
+from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.files import sha256_file
+from rankwise.retrieval.models import resolve_model
 
 _SKIPPED = ("README", "LICENSE", ".")
 DOC_PROMPTS = ("document", "passage", "corpus")  # sentence-transformers prompt names for documents, in order
@@ -69,7 +69,7 @@ def check_classification_head(path: str) -> None:
     archs = config.architectures or []
     if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
         raise InputError(f"has no sequence-classification head (architectures: {', '.join(archs)}); "
-                         f"make one with `rerank.init_cross_encoder` and train it", path=path, field="architectures")
+                         f"make one with `rankwise.rerank.init_cross_encoder` and train it", path=path, field="architectures")
 
 
 def load_encoder(name_or_path: str, max_length: int | None = None) -> Any:

@@ -9,14 +9,14 @@ for the groupwise LLM reranker (:mod:`.listnet`) and IDCM's passage-selector dis
 (:mod:`.idcm`).
 """
 
-from training.losses.adore import ADORELoss
-from training.losses.curriculum import CurriculumLoss, CurriculumSchedule
-from training.losses.first import first_loss, first_rank_loss
-from training.losses.idcm import IDCMSelectorLoss, selector_kl
-from training.losses.lce import LCELoss
-from training.losses.listnet import listnet_loss
-from training.losses.pg_rank import CrossEncoderPGRankLoss, PGRankLoss, pg_rank_objective
-from training.losses.star import STARLoss
+from rankwise.training.losses.adore import ADORELoss
+from rankwise.training.losses.curriculum import CurriculumLoss, CurriculumSchedule
+from rankwise.training.losses.first import first_loss, first_rank_loss
+from rankwise.training.losses.idcm import IDCMSelectorLoss, selector_kl
+from rankwise.training.losses.lce import LCELoss
+from rankwise.training.losses.listnet import listnet_loss
+from rankwise.training.losses.pg_rank import CrossEncoderPGRankLoss, PGRankLoss, pg_rank_objective
+from rankwise.training.losses.star import STARLoss
 
 __all__ = ["ADORELoss", "CrossEncoderPGRankLoss", "CurriculumLoss", "CurriculumSchedule", "IDCMSelectorLoss", "LCELoss",
            "PGRankLoss", "STARLoss", "first_loss", "first_rank_loss", "listnet_loss", "pg_rank_objective",

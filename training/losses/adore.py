@@ -10,7 +10,7 @@ weighted by how much swapping the two would change the ranking metric, as in Lam
 ``|gain(rank_pos) - gain(rank_neg)|`` with ``gain(r) = 1/r`` (MRR) or ``1/log2(r + 1)`` (nDCG),
 zero beyond the metric's cut-off.
 
-Document vectors come from the index itself (:meth:`retrieval.index.DenseIndex.reconstruct`), so
+Document vectors come from the index itself (:meth:`rankwise.retrieval.index.DenseIndex.reconstruct`), so
 the documents are exactly those searched; the positive's rank is counted against the retrieved
 scores (``depth + 1`` when every retrieved document scores higher).
 The batch's ``label`` column holds each sample's query number; ``positives[n]`` lists that

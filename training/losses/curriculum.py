@@ -3,7 +3,7 @@
 MacAvaney, Nardini, Perego, Tonellotto, Goharian and Frieder, "Training Curricula for Open
 Domain Answer Re-Ranking", SIGIR 2020. Each training sample gets a difficulty ``d`` in [0, 1]
 from a heuristic (e.g. the BM25 rank of its documents, or a teacher's margin; see
-:mod:`training.curriculum`); its loss is multiplied by
+:mod:`rankwise.training.curriculum`); its loss is multiplied by
 
     w(d, t) = 1 - d * max(0, 1 - t / (fraction * T))
 

@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from retrieval.errors import InputError
-from training.losses.stats import LoggedStats, WithLoggedStats
-from training.settings import PGRankSettings
+from rankwise.retrieval.errors import InputError
+from rankwise.training.losses.stats import LoggedStats, WithLoggedStats
+from rankwise.training.settings import PGRankSettings
 
 GAINS = ("exp", "linear")
 

@@ -2,7 +2,7 @@
 
 One entry per ``(kind, name)``: the paper it comes from, whether it needs a teacher's scores, hard
 negatives or duplicate-free in-batch negatives, whether a curriculum may weight it, and a builder
-that returns the sentence-transformers loss module. :func:`training.flow.train_sentence_model`
+that returns the sentence-transformers loss module. :func:`rankwise.training.flow.train_sentence_model`
 checks a run against its entry before anything is loaded, so a loss is declared once, here.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from retrieval.errors import InputError
+from rankwise.retrieval.errors import InputError
 
 BI_ENCODER = "bi-encoder"
 CROSS_ENCODER = "cross-encoder"
@@ -119,7 +119,7 @@ def _contrastive(c: LossContext) -> Any:
 
 @register(BI_ENCODER, "star", "STAR, Zhan et al. 2021", needs_negatives=True, in_batch=True)
 def _star(c: LossContext) -> Any:
-    from training.losses.star import STARLoss
+    from rankwise.training.losses.star import STARLoss
 
     return STARLoss(c.model, scale=c.scale, gather_across_devices=_distributed())
 
@@ -147,7 +147,7 @@ def _kl(c: LossContext) -> Any:
 
 @register(BI_ENCODER, "pg-rank", "Neural PG-Rank, Gao et al. 2023", in_batch=True)
 def _bi_pg_rank(c: LossContext) -> Any:
-    from training.losses.pg_rank import PGRankLoss
+    from rankwise.training.losses.pg_rank import PGRankLoss
 
     return PGRankLoss(c.model, c.pg_rank, scale=c.scale)
 
@@ -165,7 +165,7 @@ def _bce(c: LossContext) -> Any:
 @register(CROSS_ENCODER, "lce", "localized contrastive estimation, Gao et al. 2021", needs_negatives=True,
           curriculum=True)
 def _lce(c: LossContext) -> Any:
-    from training.losses.lce import LCELoss
+    from rankwise.training.losses.lce import LCELoss
 
     return LCELoss(c.model)
 
@@ -202,7 +202,7 @@ def _listmle(c: LossContext) -> Any:
 
 @register(CROSS_ENCODER, "pg-rank", "Neural PG-Rank, Gao et al. 2023", needs_negatives=True)
 def _ce_pg_rank(c: LossContext) -> Any:
-    from training.losses.pg_rank import CrossEncoderPGRankLoss
+    from rankwise.training.losses.pg_rank import CrossEncoderPGRankLoss
 
     return CrossEncoderPGRankLoss(c.model, c.pg_rank, gain="linear" if c.teacher_labels else "exp")
 
@@ -213,6 +213,6 @@ def _ce_pg_rank(c: LossContext) -> Any:
 @register(IDCM_SELECTOR, "kl", "IDCM, Hofstätter et al. 2021 (listwise KL over a document's passages)",
           needs_teacher=True)
 def _idcm_kl(c: LossContext) -> Any:
-    from training.losses.idcm import IDCMSelectorLoss
+    from rankwise.training.losses.idcm import IDCMSelectorLoss
 
     return IDCMSelectorLoss(c.model, scale=c.scale, temperature=c.temperature, cosine=c.cosine)

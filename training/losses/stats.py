@@ -1,7 +1,7 @@
 """Running means of a loss's own statistics between two entries of the training log.
 
 A loss that records values here (e.g. PG-Rank's reward and estimator variance, FIRST's two terms)
-exposes ``pop_logs()``, which :func:`training.runner.with_loss_logs` merges into each log entry.
+exposes ``pop_logs()``, which :func:`rankwise.training.runner.with_loss_logs` merges into each log entry.
 """
 
 from __future__ import annotations
