@@ -85,7 +85,7 @@ class Range:
 
     def option(self, *param_decls: str, help: str = "", **kwargs: Any) -> Any:
         """A ``typer.Option`` checked against this range, the range shown in its help."""
-        return typer.Option(*param_decls, help=f"{help} [{self.text}]".strip(), callback=self.callback, **kwargs)
+        return typer.Option(*param_decls, help=f"{help} ({self.text})".strip(), callback=self.callback, **kwargs)
 
 
 positive_int = Range(int, min=1)  # batch sizes, k, depth, chunk sizes, steps, counts
