@@ -25,8 +25,11 @@ import typer
 
 from rankwise.retrieval.errors import InputError
 
-app = typer.Typer(name="rankwise", help="Neural retrieval and reranking: index, search, rerank, train, evaluate.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+HELP = ("Neural retrieval and reranking: index, search, rerank, train, evaluate.\n\n"
+        "Exit status: 0 done; 2 bad input or usage; 130 (Ctrl-C) or 143 (SIGTERM) interrupted: rerun the same "
+        "command to resume; 1 an internal error (RANKWISE_DEBUG=1 shows its traceback).")
+app = typer.Typer(name="rankwise", help=HELP, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
 
 DEBUG_ENV = "RANKWISE_DEBUG"
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
@@ -70,11 +73,7 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                           help="Print the version and exit.")) -> None:
-    """Neural retrieval and reranking: index, search, rerank, train, evaluate.
-
-    Exit status: 0 done, 2 bad input or usage, 130 (Ctrl-C) or 143 (SIGTERM) interrupted: rerun the same
-    command to resume. RANKWISE_DEBUG=1 shows the traceback of an internal error (exit 1).
-    """
+    """The options of ``rankwise`` itself (the app's help is HELP)."""
 
 
 def _register() -> None:
