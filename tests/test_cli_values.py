@@ -286,12 +286,12 @@ def _interrupt(args: list[str], sig: int, started: re.Pattern[str], timeout: flo
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "status", "name"), [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")])
 def test_interrupted_index_build_exits_130_or_143_and_resumes(tmp_path, tiny_encoder, sig, status, name):
-    corpus = _corpus(tmp_path / "corpus", 400)
+    corpus = _corpus(tmp_path / "corpus", 160)
     out = tmp_path / "idx"
     args = ["index", str(corpus), "--out", str(out), "--model", str(tiny_encoder), "--chunk-size", "4",
             "--batch-size", "1"]
     started = time.monotonic()
-    code, err = _interrupt(args, sig, re.compile(r"indexing corpus\.jsonl:.*\|\s*(?:[2-9]|\d\d+)/400"))
+    code, err = _interrupt(args, sig, re.compile(r"indexing corpus\.jsonl:.*\|\s*(?:[2-9]|\d\d+)/160"))
     assert code == status, err
     assert "Traceback" not in err
     last = [line for line in err.replace("\r", "\n").splitlines() if line.strip()][-1]
@@ -301,5 +301,5 @@ def test_interrupted_index_build_exits_130_or_143_and_resumes(tmp_path, tiny_enc
     rerun = rankwise(*args, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert (out / "manifest.json").is_file()
-    assert json.loads((out / "manifest.json").read_text())["count"] == 400
+    assert json.loads((out / "manifest.json").read_text())["count"] == 160
     assert time.monotonic() - started < 900
