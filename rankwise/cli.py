@@ -34,16 +34,18 @@ app = typer.Typer(name="rankwise", help=HELP, no_args_is_help=True, add_completi
 DEBUG_ENV = "RANKWISE_DEBUG"
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 # What an interrupted command leaves for its rerun, by command (the first word after ``rankwise``).
+_RESUME = "; rerun the same command to resume"
 _KEPT = {
-    "index": "the finished chunks are kept in OUT's work folder",
-    "mine": "the finished query chunks are kept beside OUT",
-    "train": "the checkpoints saved so far are kept in OUT/checkpoints",
-    "beir": "the finished parts of the cached indexes are kept",
-    "position-bias": "the finished parts of the cached indexes are kept",
-    "followir": "the finished parts of the cached indexes are kept",
-    "screening": "the finished parts of the cached indexes are kept",
+    "index": "the finished chunks are kept in OUT's work folder" + _RESUME,
+    "mine": "the finished query chunks are kept beside OUT" + _RESUME,
+    "train": "the checkpoints saved so far are kept in OUT/checkpoints" + _RESUME,
+    "beir": "the finished parts of the cached indexes are kept" + _RESUME,
+    "position-bias": "the finished parts of the cached indexes are kept" + _RESUME,
+    "followir": "the finished parts of the cached indexes are kept" + _RESUME,
+    "screening": "the finished parts of the cached indexes are kept" + _RESUME,
+    "serve": "the server answered the requests in flight and stopped",
 }
-_NOTHING_KEPT = "no output was written under its final name"
+_NOTHING_KEPT = "no output was written under its final name" + _RESUME
 # the OSError numbers that are a user's to fix (a path that does not exist, is a folder, is not writable...)
 _USER_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EEXIST, errno.EPERM, errno.ENOTEMPTY,
                 errno.ENAMETOOLONG, errno.EROFS}
@@ -96,7 +98,7 @@ def _interrupted(argv: list[str]) -> NoReturn:
     """One line: which signal, what was kept, and that the same command resumes; exit 130 or 143."""
     name, code = ("SIGTERM", EXIT_SIGTERM) if _terminated else ("SIGINT", EXIT_SIGINT)
     kept = _KEPT.get(_command_name(argv), _NOTHING_KEPT)
-    print(f"rankwise: interrupted ({name}): {kept}; rerun the same command to resume", file=sys.stderr)
+    print(f"rankwise: interrupted ({name}): {kept}", file=sys.stderr)
     sys.exit(code)
 
 
