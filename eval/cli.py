@@ -11,6 +11,7 @@ import typer
 from rankwise.eval.metrics import DEFAULT_MEASURES
 from rankwise.eval import compare_cli
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import MissingJudged
 from rankwise.retrieval.models import DEFAULT_ENCODER
 from rankwise.retrieval.options import EncoderBatchSize, IndexType, Int8
 
@@ -48,6 +49,10 @@ def beir(
     fmt: Annotated[str, typer.Option("--format", help="with --systems: table, markdown, latex, csv or json")] = "table",
     plot: Annotated[Optional[Path], typer.Option("--plot", help="with --systems: folder for per-query-delta.png "
                                                                "and quality-cost.png")] = None,
+    missing_judged: Annotated[MissingJudged, typer.Option(
+        "--missing-judged", help="a qrels line naming a document that is not in the corpus: warn (count them in one "
+        "warning and keep them, as BEIR does; some collections judge documents their corpus lacks) or error "
+        "(refuse the file, naming its line)")] = MissingJudged.warn,
 ) -> None:
     """Index (cached), retrieve and evaluate on BEIR, MS MARCO or irds: datasets; print a table (or --json).
 
@@ -68,7 +73,7 @@ def beir(
             raise InputError("with --systems, name rerankers in the systems (bm25>>cross-encoder:M)", field="reranker")
         base = PipelineSettings(model=model, split=split, k=k or 100, index_type=index_type, fusion=fusion,
                                 alpha=alpha, batch_size=batch_size, backend=backend, int8=int8, depth=depth,
-                                measures=chosen)
+                                measures=chosen, missing_judged=missing_judged.value)
         beir_systems(names, systems, base, first_stage_weight=first_stage_weight, baseline=baseline, test=test,
                      correction=correction, significance=significance, seed=seed, per_query=per_query,
                      fmt="json" if json_output else fmt, plot=plot,
@@ -77,7 +82,7 @@ def beir(
     settings = PipelineSettings(retriever=retriever, model=model, split=split, k=k or 100, index_type=index_type,
                                 fusion=fusion, alpha=alpha, batch_size=batch_size, backend=backend,
                                 int8=int8, reranker=reranker, depth=depth, first_stage_weight=first_stage_weight,
-                                measures=chosen)
+                                measures=chosen, missing_judged=missing_judged.value)
     resolved = [resolve_dataset(name) for name in names]
     if k is None:
         settings = dataclasses.replace(settings, k=auto_depth(chosen, resolved, split))
