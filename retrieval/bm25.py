@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.formats import Corpus
-from rankwise.retrieval.files import remove_temporaries, replace_folder, temporary_folder
+from rankwise.retrieval.files import atomic_dir
 from rankwise.retrieval.locks import folder_lock
 from rankwise.retrieval.manifest import MANIFEST, check_output_folder, read_manifest, write_manifest
 from rankwise.retrieval.run import Run
@@ -259,7 +259,6 @@ def build_bm25_index(corpus: Corpus, out: str | Path, *, threads: int = 2, force
         raise InputError(f"threads must be a positive integer, got {threads!r}", field="threads")
     check_output_folder(out)
     with folder_lock(out):
-        remove_temporaries(out)
         if (out / MANIFEST).is_file():
             try:
                 existing: dict[str, Any] | None = read_manifest(out, verify=False)
@@ -275,13 +274,8 @@ def build_bm25_index(corpus: Corpus, out: str | Path, *, threads: int = 2, force
                         else f"a {existing.get('kind')!r} index")
                 raise InputError(f"holds {what}; pass --force to replace it or choose another --out", path=out)
         started = time.perf_counter()
-        new = temporary_folder(out)
-        try:
+        with atomic_dir(out) as new:
             manifest = _build_into(corpus, new, threads, progress)
-            replace_folder(new, out)
-        finally:
-            if new.exists():
-                shutil.rmtree(new)
     logger.info("bm25: indexed %d documents into %s in %.1fs", manifest["lucene"]["indexed"], out,
                 time.perf_counter() - started)
     return manifest

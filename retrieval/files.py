@@ -7,8 +7,6 @@ import contextlib
 import ctypes
 import hashlib
 import json
-import ctypes
-import glob
 import os
 import shutil
 import tempfile
@@ -72,62 +70,6 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
         kwargs = {} if "b" in mode else {"encoding": encoding, "newline": "\n"}
         with open(tmp, mode, **kwargs) as fh:
             yield fh
-
-
-def temporary_folder(path: str | Path, label: str = "new") -> Path:
-    """A new empty folder beside ``path`` (hidden, named after it) with the permissions ``mkdir`` would give."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.{label}-", dir=path.parent))
-    folder.chmod(_plain_mode(folder, directory=True))
-    return folder
-
-
-def remove_temporaries(path: str | Path) -> None:
-    """Delete the temporary folders beside ``path`` a killed build left (call it holding ``path``'s lock)."""
-    path = Path(path)
-    if path.parent.is_dir():
-        for label in ("new", "old"):
-            for folder in path.parent.glob(f".{glob.escape(path.name)}.{label}-*"):
-                if folder.is_dir():
-                    shutil.rmtree(folder, ignore_errors=True)
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where that is not available."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the file system or kernel cannot exchange
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def replace_folder(new: str | Path, path: str | Path) -> None:
-    """Put the complete folder ``new`` (from :func:`temporary_folder`) in the place of ``path``, then
-    delete what ``path`` held. Readers see the old folder or the new one, never a mix: the two are
-    exchanged in one step where the system allows it, else by two renames."""
-    new, path = Path(new), Path(path)
-    if not path.exists():
-        os.replace(new, path)
-        return
-    if _exchange(new, path):
-        shutil.rmtree(new)  # now the old folder
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-    os.replace(path, old / "folder")
-    os.replace(new, path)
-    shutil.rmtree(old)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -222,10 +164,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=PARTIAL, dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
     try:
-        os.chmod(tmp, 0o777 & ~umask)  # as a plain mkdir makes it (mkdtemp's is private)
+        os.chmod(tmp, _plain_mode(tmp, directory=True))  # as a plain mkdir makes it (mkdtemp's is private)
         yield tmp
         if not path.exists():
             os.rename(tmp, path)
