@@ -13,13 +13,15 @@ import typer
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.formats import MissingJudged
 from rankwise.retrieval.models import DEFAULT_ENCODER
+from rankwise.retrieval.options import BackendName, out_file, out_folder
+from rankwise.retrieval.values import positive_int
 
 SystemsOpt = Annotated[str, typer.Option(help="FIRST[>>RERANKER],... e.g. bm25,dense,bm25>>cross-encoder:MODEL")]
 ModelOpt = Annotated[str, typer.Option(help="encoder name or path (dense, hybrid)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object, nothing else, to stdout")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", help="folder for the runs and results.json")]
-BatchOpt = Annotated[int, typer.Option(help="encoder batch size")]
-BackendOpt = Annotated[str, typer.Option(help="torch or onnx")]
+OutOpt = Annotated[Optional[Path], out_folder("folder for the runs and results.json")]
+BatchOpt = Annotated[int, positive_int.option(help="encoder batch size")]
+BackendOpt = Annotated[BackendName, typer.Option(help="encoder backend")]
 
 
 def _systems(systems: str, base: Any) -> dict[str, Any]:
@@ -53,8 +55,8 @@ def followir(
                                                 "qrels/changed.tsv")],
     systems: SystemsOpt = "bm25",
     model: ModelOpt = DEFAULT_ENCODER,
-    k: Annotated[int, typer.Option("-k", "--k", help="documents per query (MAP@1000 needs 1000)")] = 1000,
-    depth: Annotated[int, typer.Option(help="documents reranked per query")] = 100,
+    k: Annotated[int, positive_int.option("-k", "--k", help="documents per query (MAP@1000 needs 1000)")] = 1000,
+    depth: Annotated[int, positive_int.option(help="documents reranked per query")] = 100,
     batch_size: BatchOpt = 64,
     backend: BackendOpt = "torch",
     json_output: JsonOpt = False,
@@ -94,12 +96,12 @@ def screening(
     model: ModelOpt = DEFAULT_ENCODER,
     measures: Annotated[str, typer.Option(help="comma-separated measures (screening and ir-measures names)")] =
     "Recall@10%,WSS@95,LastRel",
-    k: Annotated[Optional[int], typer.Option("-k", "--k", help="first-stage depth over the corpus "
+    k: Annotated[Optional[int], positive_int.option("-k", "--k", help="first-stage depth over the corpus "
                                                                "(default: the whole corpus)")] = None,
     batch_size: BatchOpt = 64,
     backend: BackendOpt = "torch",
-    per_query: Annotated[Optional[Path], typer.Option("--per-query", help="per-query CSV: system, query_id, "
-                                                                         "measure, value")] = None,
+    per_query: Annotated[Optional[Path], out_file("per-query CSV: system, query_id, measure, value",
+                                                  "--per-query")] = None,
     json_output: JsonOpt = False,
     out: OutOpt = None,
     missing_judged: Annotated[MissingJudged, typer.Option(

@@ -45,6 +45,7 @@ class PipelineSettings:
     reranker: str | None = None
     depth: int = 100
     first_stage_weight: float = 0.0
+    drop_self_hits: bool | None = None  # None: the dataset's rule (see drops_self_hits)
     missing_judged: str = "warn"  # a BEIR qrels line naming a document not in the corpus (formats.MissingJudged)
 
     def __post_init__(self) -> None:
@@ -88,6 +89,15 @@ class DatasetResult:
     components: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     rerank_stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     models: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    drop_self_hits: bool = True
+
+
+def drops_self_hits(dataset: Any, choice: bool | None = None) -> bool:
+    """Whether a retrieved document whose id is the query's is dropped before scoring: ``choice``
+    (``--drop-self-hits`` / ``--keep-self-hits``) when given, else the dataset's rule: on for BEIR
+    datasets (BEIR's evaluation drops them), off where query and document ids are separate (MS MARCO,
+    TREC, irds, plain qrels files)."""
+    return bool(dataset.ignore_identical_ids) if choice is None else choice
 
 
 def bm25_index(dataset: BeirDataset, progress: bool = True) -> Path:
@@ -113,7 +123,7 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
     qrels = dataset.qrels(settings.split)
     queries = dataset.queries(settings.split)
     measures = settings.measures or dataset.official_measures(settings.split)
-    identical = dataset.ignore_identical_ids  # False where query and document ids are separate (MS MARCO)
+    identical = drops_self_hits(dataset, settings.drop_self_hits)
     timings: dict[str, float] = {}
     runs: dict[str, Run] = {}
     models: dict[str, str | None] = {}
@@ -179,7 +189,7 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
         models["reranker"] = shared[key]
     run.name = settings.label
     metrics = evaluate(run, qrels, measures, ignore_identical_ids=identical)
-    return DatasetResult(dataset.label, metrics, run, timings, len(queries), components, stats, models)
+    return DatasetResult(dataset.label, metrics, run, timings, len(queries), components, stats, models, identical)
 
 
 def run_beir(datasets: list[Any], settings: PipelineSettings, *, out: Path | None = None,
@@ -205,6 +215,7 @@ def results_document(results: list[DatasetResult], settings: PipelineSettings) -
         "provenance": provenance(),
         "settings": dataclasses.asdict(settings),
         "datasets": {r.dataset: {"metrics": r.metrics, "components": r.components, "timings": r.timings,
-                                 "queries": r.queries, "rerank_stats": r.rerank_stats, "models": r.models}
+                                 "queries": r.queries, "rerank_stats": r.rerank_stats, "models": r.models,
+                                 "drop_self_hits": r.drop_self_hits}
                      for r in results},
     }
