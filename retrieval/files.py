@@ -7,7 +7,6 @@ import contextlib
 import ctypes
 import hashlib
 import json
-import ctypes
 import glob
 import os
 import shutil
@@ -18,8 +17,6 @@ from typing import IO, Any
 
 from rankwise.retrieval.errors import InputError
 
-PARTIAL = ".partial"  # suffix of a folder being built beside its final name
-_OLD = ".old"  # suffix of the folder a swap took out of the way, removed right after
 
 
 def umask() -> int:
@@ -84,9 +81,17 @@ def temporary_folder(path: str | Path, label: str = "new") -> Path:
 
 
 def remove_temporaries(path: str | Path) -> None:
-    """Delete the temporary folders beside ``path`` a killed build left (call it holding ``path``'s lock)."""
+    """Delete the temporary folders beside ``path`` a killed build left (call it holding ``path``'s lock).
+
+    A swap killed between its two renames (:func:`replace_folder` where the system cannot exchange
+    two paths) leaves ``path`` missing and its old folder aside: that folder is moved back first.
+    """
     path = Path(path)
     if path.parent.is_dir():
+        if not path.exists():
+            for old in path.parent.glob(f".{glob.escape(path.name)}.old-*/folder"):
+                os.replace(old, path)
+                break
         for label in ("new", "old"):
             for folder in path.parent.glob(f".{glob.escape(path.name)}.{label}-*"):
                 if folder.is_dir():
@@ -152,90 +157,29 @@ def file_record(path: str | Path) -> dict[str, Any]:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: someone else's live process
-        return True
-    return True
-
-
-def remove_stale_partials(target: str | Path) -> None:
-    """Remove what builds of ``target`` killed part-way left beside it (processes that no longer run).
-
-    A ``.<name>.<pid>.*.partial`` folder is deleted; a ``.<name>.<pid>.*.old`` folder (the previous
-    ``target``, taken out of the way by a swap that was killed between its two renames) is moved
-    back when ``target`` is missing, else deleted.
-    """
-    target = Path(target)
-    if not target.parent.is_dir():
-        return
-    for entry in target.parent.glob(f".{glob_escape(target.name)}.*"):
-        if not entry.name.endswith((PARTIAL, _OLD)):
-            continue
-        pid = entry.name[len(target.name) + 2:].split(".")[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
-            continue
-        if entry.name.endswith(_OLD) and not target.exists():
-            os.rename(entry, target)
-        elif entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-
-
-def glob_escape(name: str) -> str:
-    """``name`` with glob's special characters quoted."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
-
-
-_RENAME_EXCHANGE = 2
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where it is not offered."""
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
-        return False
-    at_fdcwd = -100
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0
-
-
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a new empty folder beside ``path``; it replaces ``path`` whole only if the block succeeds.
+def atomic_dir(path: str | Path, *, wait: bool = False, what: str = "build") -> Iterator[Path]:
+    """Yield a new empty folder beside ``path`` that replaces ``path`` whole only if the block succeeds.
 
-    The folder is ``.<name>.<pid>.<random>.partial``; on failure (or Ctrl-C) it is removed and
-    ``path`` is left as it was, and what a killed process left is removed by the next call for the
-    same ``path`` (:func:`remove_stale_partials`). An existing ``path`` is swapped out in one step
-    where the system offers it (Linux), else by two renames, and then deleted: nothing that was in
-    it survives, so the new folder holds exactly what the block wrote. ``path`` naming a file is an
-    :class:`InputError`.
+    The folder lock of ``path`` (:func:`rankwise.retrieval.locks.folder_lock`; ``wait`` and ``what`` as
+    there) is held throughout; what a killed build left beside ``path`` is removed first
+    (:func:`remove_temporaries`), the new folder comes from :func:`temporary_folder` and is put in
+    place by :func:`replace_folder`. On failure (Ctrl-C included) it is removed and ``path`` is left
+    as it was. Nothing of the old ``path`` survives the swap, so the folder holds exactly what the
+    block wrote. ``path`` naming a file is an :class:`InputError`.
     """
+    from rankwise.retrieval.locks import folder_lock
+
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError("exists and is a file, not a folder; name a folder (new, or one this command wrote)",
                          path=path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=PARTIAL, dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o777 & ~umask)  # as a plain mkdir makes it (mkdtemp's is private)
-        yield tmp
-        if not path.exists():
-            os.rename(tmp, path)
-        elif _exchange(tmp, path):  # tmp now holds the old folder
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            old = Path(str(tmp)[: -len(PARTIAL)] + _OLD)
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with folder_lock(path, wait=wait, what=what):
+        remove_temporaries(path)
+        new = temporary_folder(path)
+        try:
+            yield new
+            replace_folder(new, path)
+        finally:
+            if new.exists():
+                shutil.rmtree(new, ignore_errors=True)

@@ -61,7 +61,7 @@ def _check_export(folder: Path) -> dict:
     for name, record in manifest["files"].items():
         assert (folder / name).stat().st_size == record["bytes"] and sha256_file(folder / name) == record["sha256"]
     assert not [p for p in folder.rglob("*") if p.is_dir()], "no sub-folder (a tokenizer or tmp folder) is left"
-    assert not list(folder.parent.glob(f".{folder.name}.*")), "an unfinished build is left beside the export"
+    assert not list(folder.parent.glob(f".{folder.name}.*")), "an unfinished build or a lock is left beside the export"
     return manifest
 
 
@@ -84,11 +84,11 @@ def test_export_is_swapped_in_whole_and_survives_kill_and_failures(tiny_cross_en
 
     # killed with -9 while the new graph is being written: the old export is whole, nothing half-written in it
     def writing() -> bool:
-        return any(p.suffix in (".onnx", ".tmp") for d in tmp_path.glob(".export.*.partial") for p in d.iterdir())
+        return any(p.suffix in (".onnx", ".tmp") for d in tmp_path.glob(".export.new-*") for p in d.iterdir())
 
     status = kill_when([sys.executable, "-m", "rankwise", *map(str, export)], writing, env=_env(), timeout=300)
     assert status is None, "the export ended before it could be killed"
-    assert list(tmp_path.glob(".export.*.partial")), "the killed run worked beside the export"
+    assert list(tmp_path.glob(".export.new-*")), "the killed run worked beside the export"
     assert _snapshot(out) == before
 
     # the rerun (without --int8) removes the killed run's folder and leaves no orphan int8 graph
@@ -130,11 +130,11 @@ def test_export_refuses_a_file_or_a_folder_of_other_things(tiny_cross_encoder, t
     line = _one_error(_run("export", tiny_cross_encoder, folder, "--kind", "cross-encoder"))
     assert f"{folder}: holds files that are not a rankwise export (todo.txt)" in line
     assert [p.name for p in folder.iterdir()] == ["todo.txt"]
-    assert not list(tmp_path.glob(".*.partial"))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_atomic_dir_replaces_whole_and_restores_after_a_torn_swap(tmp_path):
-    from rankwise.retrieval.files import atomic_dir, remove_stale_partials
+    from rankwise.retrieval.files import atomic_dir, remove_temporaries
 
     final = tmp_path / "out"
     with atomic_dir(final) as tmp:
@@ -151,11 +151,11 @@ def test_atomic_dir_replaces_whole_and_restores_after_a_torn_swap(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert oct(final.stat().st_mode & 0o777) == oct(0o777 & ~_umask())
 
-    # a swap killed between its two renames: the old folder is moved back by the next call
-    dead = _dead_pid()
-    final.rename(tmp_path / f".out.{dead}.x.old")
-    (tmp_path / f".out.{dead}.y.partial").mkdir()
-    remove_stale_partials(final)
+    # a swap killed between its two renames (no renameat2): the old folder is moved back, the new one removed
+    (tmp_path / ".out.old-x").mkdir()
+    final.rename(tmp_path / ".out.old-x" / "folder")
+    (tmp_path / ".out.new-y").mkdir()
+    remove_temporaries(final)
     assert (final / "a.txt").read_text() == "two" and [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
@@ -163,12 +163,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", ""])
-    proc.wait()
-    return proc.pid
 
 
 # -- judgements against the corpus --------------------------------------------------------------------------
