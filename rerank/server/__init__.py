@@ -12,8 +12,17 @@
 
 from __future__ import annotations
 
-from rankwise.rerank.server.app import create_app
-from rankwise.rerank.server.limits import Limits
-from rankwise.rerank.server.services import Services
+from importlib import import_module
+from typing import Any
+
+# imported on first use, so that ``rankwise serve``'s options load without the 'serve' extra
+_EXPORTS = {"create_app": "rankwise.rerank.server.app", "Limits": "rankwise.rerank.server.limits",
+            "Services": "rankwise.rerank.server.services"}
 
 __all__ = ["Limits", "Services", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'rankwise.rerank.server' has no attribute {name!r}")

@@ -28,6 +28,7 @@ from rankwise.retrieval.backend.build import FP32_FILE, INT8_FILE
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.files import file_record, sha256_file, write_json
 from rankwise.retrieval.paths import cache_root
+from rankwise.retrieval.extras import requires
 
 FORMAT = "rankwise-onnx"
 FORMAT_VERSION = 4  # 2: BERT-family graphs fused by ONNX Runtime's transformer optimizer; 3: causal-LM attention as
@@ -125,7 +126,7 @@ def verify(export: Export, names: list[str]) -> None:
 
 def check_graph(file: Path) -> None:
     """``onnx.checker`` on a graph file; a graph it rejects is an error naming the file."""
-    import onnx
+    onnx = requires("onnx", "onnx", "The ONNX backend")
 
     try:
         onnx.checker.check_model(str(file))
@@ -151,8 +152,8 @@ def export_model(model: str, kind: str, out: str | Path, *, int8: bool = False, 
 
 
 def _write_manifest(folder: Path, fields: dict[str, Any]) -> Export:
-    import onnx
-    import onnxruntime
+    onnx = requires("onnx", "onnx", "The ONNX backend")
+    onnxruntime = requires("onnxruntime", "onnx", "The ONNX backend")
     import torch
 
     from rankwise.retrieval.backend.export import OPSET
