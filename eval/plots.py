@@ -24,7 +24,7 @@ GAIN, LOSS, TIE = "#2a9d58", "#c8553d", "#999999"
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
-    matplotlib = requires("matplotlib", "experiments", "Plots")
+    matplotlib = requires("matplotlib", "experiments", "Plotting")
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
