@@ -42,7 +42,9 @@ from tqdm import tqdm
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.extras import require_installed, requires
 from rankwise.retrieval.formats import Corpus
-from rankwise.retrieval.manifest import read_manifest, remove_manifest, write_manifest
+from rankwise.retrieval.files import remove_temporaries, replace_folder, temporary_folder
+from rankwise.retrieval.locks import folder_lock
+from rankwise.retrieval.manifest import MANIFEST, check_output_folder, read_manifest, write_manifest
 from rankwise.retrieval.run import Run
 
 logger = logging.getLogger(__name__)
@@ -236,67 +238,88 @@ def _run_indexer(jvm: dict[str, Any], collection: Path, index: Path, threads: in
     return {name: int(getattr(counters, name).get()) for name in ("indexed", "empty", "unindexable", "skipped", "errors")}
 
 
-def build_bm25_index(corpus: Corpus, out: str | Path, *, threads: int = 2, progress: bool = True) -> dict:
+def _same_index(manifest: dict[str, Any], corpus: Corpus) -> bool:
+    return (manifest.get("kind") == KIND and manifest.get("source", {}).get("sha256") == corpus.fingerprint
+            and manifest.get("bm25") == {"k1": DEFAULT_K1, "b": DEFAULT_B, "fields": "title+text"})
+
+
+def build_bm25_index(corpus: Corpus, out: str | Path, *, threads: int = 2, force: bool = False,
+                     progress: bool = True) -> dict:
     """Build a BM25 (Lucene) index of ``corpus`` in the folder ``out``; return its manifest.
 
     Title and text are indexed as one field (``Document.full_text``) with Anserini's default
-    English analyzer (Porter stemmer, default stopwords). The corpus is streamed into
-    ``out/.work/``, indexed there with ``threads`` threads, then moved to ``out/lucene/``;
-    ``out/manifest.json`` is written last, so an interrupted build never looks complete.
-    Documents whose text is empty are counted and warned about; they are indexed by title
-    (Anserini skips a document with neither title nor text: BM25 could never retrieve it).
+    English analyzer (Porter stemmer, default stopwords). A folder that already holds the BM25 index
+    of this corpus is reused; one that holds another index (another corpus, or dense) is replaced
+    only with ``force``. The corpus is streamed (and checked) into a temporary folder beside
+    ``out``, indexed there with ``threads`` threads, and the finished folder, manifest written last,
+    is swapped in whole: until then ``out`` keeps its old index, searchable and unchanged, and a
+    failed build leaves it so. The folder is locked while the build runs
+    (:mod:`rankwise.retrieval.locks`). Documents whose text is empty are counted and warned about;
+    they are indexed by title (Anserini skips a document with neither title nor text: BM25 could
+    never retrieve it).
     """
     out = Path(out).resolve()  # the JVM keeps the working directory it started in: hand it absolute paths
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise InputError(f"threads must be a positive integer, got {threads!r}", field="threads")
-    if out.exists() and not out.is_dir():
-        raise InputError("exists and is not a folder", path=out)
+    check_output_folder(out)
     _require_bm25()
-    if (out / "manifest.json").is_file():
+    with folder_lock(out):
+        remove_temporaries(out)
+        if (out / MANIFEST).is_file():
+            try:
+                existing: dict[str, Any] | None = read_manifest(out, verify=False)
+            except InputError:
+                if not force:
+                    raise
+                existing = None
+            if existing is not None and _same_index(existing, corpus):
+                logger.info("%s already holds the BM25 index of this corpus; reusing it", out)
+                return read_manifest(out)
+            if existing is not None and not force:
+                what = ("the BM25 index of another corpus" if existing.get("kind") == KIND
+                        else f"a {existing.get('kind')!r} index")
+                raise InputError(f"holds {what}; pass --force to replace it or choose another --out", path=out)
+        started = time.perf_counter()
+        new = temporary_folder(out)
         try:
-            kind = read_manifest(out, verify=False).get("kind")
-        except InputError:
-            kind = None  # unreadable: treat as a half-written folder
-        if kind not in (None, KIND):
-            raise InputError(f"this folder holds a {kind!r} index; build the BM25 index elsewhere", path=out)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_manifest(out)  # from here on the folder is incomplete until the new manifest is written
+            manifest = _build_into(corpus, new, threads, progress)
+            replace_folder(new, out)
+        finally:
+            if new.exists():
+                shutil.rmtree(new)
+    logger.info("bm25: indexed %d documents into %s in %.1fs", manifest["lucene"]["indexed"], out,
+                time.perf_counter() - started)
+    return manifest
 
+
+def _build_into(corpus: Corpus, out: Path, threads: int, progress: bool) -> dict:
+    """Index ``corpus`` into the empty folder ``out``; write its manifest last."""
     fingerprint = corpus.fingerprint
     work = out / _WORK_DIR
-    shutil.rmtree(work, ignore_errors=True)
+    count, empty_text, empty_contents = _write_collection(corpus, work / "collection", threads, progress)
+    if empty_text:
+        message = f"{empty_text} of {count} documents have empty text; they are indexed by title only"
+        if empty_contents:
+            message += (f" ({empty_contents} have no title either: Anserini skips them, "
+                        "BM25 cannot retrieve them)")
+        warnings.warn(f"{corpus.path}: {message}", stacklevel=3)
+        logger.warning("%s: %s", corpus.path, message)
+
+    jvm = _start_jvm()
+    counters = _run_indexer(jvm, work / "collection", out / _LUCENE_DIR, threads, count, progress)
+    if counters["errors"] or counters["unindexable"] or counters["skipped"] \
+            or counters["indexed"] + counters["empty"] != count:
+        raise RuntimeError(f"Anserini IndexCollection did not index every document: {counters} "
+                           f"for {count} documents")
+    searcher = _open_searcher(jvm, out / _LUCENE_DIR)
     try:
-        started = time.perf_counter()
-        count, empty_text, empty_contents = _write_collection(corpus, work / "collection", threads, progress)
-        if empty_text:
-            message = f"{empty_text} of {count} documents have empty text; they are indexed by title only"
-            if empty_contents:
-                message += (f" ({empty_contents} have no title either: Anserini skips them, "
-                            "BM25 cannot retrieve them)")
-            warnings.warn(f"{corpus.path}: {message}", stacklevel=2)
-            logger.warning("%s: %s", corpus.path, message)
-
-        jvm = _start_jvm()
-        counters = _run_indexer(jvm, work / "collection", work / _LUCENE_DIR, threads, count, progress)
-        if counters["errors"] or counters["unindexable"] or counters["skipped"] \
-                or counters["indexed"] + counters["empty"] != count:
-            raise RuntimeError(f"Anserini IndexCollection did not index every document: {counters} "
-                               f"for {count} documents")
-        searcher = _open_searcher(jvm, work / _LUCENE_DIR)
-        try:
-            in_index = int(searcher.get_total_num_docs())
-        finally:
-            searcher.close()
-        if in_index != counters["indexed"]:
-            raise RuntimeError(f"the Lucene index holds {in_index} documents where Anserini indexed "
-                               f"{counters['indexed']}")
-
-        final = out / _LUCENE_DIR
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(work / _LUCENE_DIR, final)
+        in_index = int(searcher.get_total_num_docs())
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        searcher.close()
+    if in_index != counters["indexed"]:
+        raise RuntimeError(f"the Lucene index holds {in_index} documents where Anserini indexed "
+                           f"{counters['indexed']}")
+    shutil.rmtree(work)
 
     files = sorted(p.relative_to(out).as_posix() for p in (out / _LUCENE_DIR).rglob("*") if p.is_file())
     manifest = write_manifest(
@@ -307,7 +330,6 @@ def build_bm25_index(corpus: Corpus, out: str | Path, *, threads: int = 2, progr
                 "analyzer": "anserini default: english, porter stemmer, default stopwords",
                 "anserini_jar": _anserini_jar().name},
     )
-    logger.info("bm25: indexed %d documents into %s in %.1fs", counters["indexed"], out, time.perf_counter() - started)
     return manifest
 
 

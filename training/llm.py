@@ -36,8 +36,8 @@ from rankwise.retrieval.errors import InputError  # noqa: E402
 from rankwise.retrieval.extras import requires  # noqa: E402
 from rankwise.training.candidates import CandidateSource, candidate_rows, source_description, summarize  # noqa: E402
 from rankwise.training.columns import to_dataset  # noqa: E402
-from rankwise.training.runner import (TrainResult, prepare_out, run_identity, run_training,  # noqa: E402
-                                      training_arguments, with_loss_logs)
+from rankwise.training.runner import (TrainResult, finished_run, prepare_out, run_identity,  # noqa: E402
+                                      run_training, training_arguments, with_loss_logs)
 from rankwise.training.settings import TrainSettings  # noqa: E402
 
 
@@ -175,6 +175,9 @@ def train_llm_reranker(
     description = {"kind": kind, "model": model, **options, "lora": asdict(lora), "settings": settings.to_dict(),
                    "data": source_description(source), "input": summary}
     identity = run_identity(settings, description, source.signature())
+    finished = finished_run(out, identity)
+    if finished is not None:
+        return finished
     prepare_out(out, identity, description, force=force)
     lm = load_trainable(model)
     args = training_arguments(TrainingArguments, settings, out, progress=progress, remove_unused_columns=False)
@@ -188,4 +191,5 @@ def train_llm_reranker(
     trainer = with_loss_logs(LLMTrainer)(model=trainable, args=args, train_dataset=dataset,
                                          data_collator=PreparedRows(loss), objective=loss, callbacks=list(callbacks))
     return run_training(trainer, out, save_model=lambda path: save_reranker(trainable, lm.tokenizer, path),
-                        description=description)
+                        description=description,
+                        identity=identity)

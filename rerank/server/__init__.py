@@ -12,10 +12,10 @@
 
 from __future__ import annotations
 
-from importlib import import_module
+import importlib
 from typing import Any
 
-# imported on first use, so that ``rankwise serve``'s options load without the 'serve' extra
+# loaded on first use: ``rankwise serve --help`` (and every other command) starts without FastAPI
 _EXPORTS = {"create_app": "rankwise.rerank.server.app", "Limits": "rankwise.rerank.server.limits",
             "Services": "rankwise.rerank.server.services"}
 
@@ -23,6 +23,6 @@ __all__ = ["Limits", "Services", "create_app"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'rankwise.rerank.server' has no attribute {name!r}")
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
