@@ -17,6 +17,7 @@ from rankwise.eval.metrics import DEFAULT_MEASURES, evaluate
 from rankwise.retrieval import cached
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.files import write_json
+from rankwise.retrieval.formats import MissingJudged, check_judged
 from rankwise.retrieval.hybrid import FUSIONS, fuse
 from rankwise.retrieval.index import IndexConfig
 from rankwise.retrieval.models import DEFAULT_ENCODER
@@ -45,8 +46,11 @@ class PipelineSettings:
     depth: int = 100
     first_stage_weight: float = 0.0
     drop_self_hits: bool | None = None  # None: the dataset's rule (see drops_self_hits)
+    missing_judged: str = "warn"  # a BEIR qrels line naming a document not in the corpus (formats.MissingJudged)
 
     def __post_init__(self) -> None:
+        if self.missing_judged not in {m.value for m in MissingJudged}:
+            raise InputError(f"--missing-judged is error or warn, not {self.missing_judged!r}", field="missing_judged")
         if self.retriever not in RETRIEVERS:
             raise InputError(f"unknown retriever {self.retriever!r}; choose from {', '.join(RETRIEVERS)}", field="retriever")
         if self.fusion not in FUSIONS:
@@ -128,6 +132,9 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
     if "corpus" not in shared:
         shared["corpus"] = dataset.corpus  # one object: the corpus is hashed once
     corpus = shared["corpus"]
+    if isinstance(dataset, BeirDataset) and ("judged", settings.split) not in shared:
+        shared["judged", settings.split] = check_judged(dataset.qrels_path(settings.split), corpus,
+                                                        settings.missing_judged)
     model: Any = settings.model
     if settings.retriever in ("dense", "hybrid"):
         from rankwise.retrieval.encoder import Encoder

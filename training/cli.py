@@ -193,6 +193,10 @@ def _report(result: "TrainResult", json_output: bool) -> None:
                "seconds": round(result.seconds, 2), "samples_per_second": round(result.samples_per_second, 3),
                "final_loss": result.final_loss, "resumed_from": result.resumed_from,
                "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    summary["already_finished"] = result.already_finished
+    if result.already_finished and not json_output:
+        typer.echo(f"{result.out} already holds this finished run ({result.steps} steps): nothing trained", err=True)
+        return
     typer.echo(json.dumps(summary) if json_output else
                f"trained {result.steps} steps ({result.samples_per_second:.1f} samples/s, final loss "
                f"{result.final_loss}); model in {result.out}", err=not json_output)
