@@ -303,3 +303,40 @@ def test_interrupted_index_build_exits_130_or_143_and_resumes(tmp_path, tiny_enc
     assert (out / "manifest.json").is_file()
     assert json.loads((out / "manifest.json").read_text())["count"] == 160
     assert time.monotonic() - started < 900
+
+
+class _LabelsLM:
+    """Just enough of a CausalLM for a reranker's constructor: each identifier is one token."""
+
+    def single_token_ids(self, labels):
+        return list(range(len(labels)))
+
+
+@pytest.mark.parametrize(("window", "stride"), [(1, 1), (2, 1), (5, 2), (20, 10), (26, 10)])
+def test_listwise_stride_follows_an_unset_window(window, stride):
+    """``window=1`` (or any window under 20) does not trip over a stride the user never set."""
+    from rankwise.rerank.elimination import EliminationReranker
+    from rankwise.rerank.listwise import ListwiseReranker
+
+    assert ListwiseReranker(_LabelsLM(), window=window).stride == stride
+    if window >= 2:
+        assert EliminationReranker(_LabelsLM(), window=window).stride == stride
+
+
+def test_spec_keys_share_the_option_ranges():
+    """One mechanism: a spec key is checked by the Range an option uses, with the key in the message."""
+    from rankwise.rerank.spec import KEY_VALUES, parse_spec
+    from rankwise.retrieval.errors import InputError
+    from rankwise.retrieval.values import positive_int
+
+    assert KEY_VALUES["batch_size"] is positive_int
+    assert parse_spec("cross-encoder:m,batch_size=8,max_length=128").options == {"batch_size": 8, "max_length": 128}
+    assert parse_spec("listwise:m,window=1").options == {"window": 1}
+    for spec, message in [("cross-encoder:m,batch_size=0", "batch_size=0: must be >= 1, got 0"),
+                          ("cross-encoder:m,max_length=abc", "max_length='abc': must be an integer"),
+                          ("listwise:m,window=8,stride=0", "stride=0: must be >= 1, got 0"),
+                          ("groupwise:m,levels=100", "levels=100: must be within 1<=x<=99, got 100"),
+                          ("pointwise-llm:m,batch_size=1.5", "batch_size='1.5': must be an integer")]:
+        with pytest.raises(InputError) as err:
+            parse_spec(spec)
+        assert str(err.value) == f"field 'reranker': {message}"
