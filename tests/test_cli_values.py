@@ -89,7 +89,7 @@ VALUE_ERRORS = {
     "index --retriever": (["index", NOWHERE, "--out", "{tmp}/idx", "--retriever", "splade"], "'--retriever'"),
     "index --out file": (["index", NOWHERE, "--out", "{file}"], "'--out': dir '{file}' is a file"),
     "export --kind": (["export", MODEL, "{tmp}/onnx", "--kind", "t5"], "'--kind': 't5' is not one of"),
-    "export into a file": (["export", MODEL, "{file}"], "'out_dir': dir '{file}' is a file"),
+    "export into a file": (["export", MODEL, "{file}"], "{file}: exists and is a file"),
     "export --max-length 0": (["export", MODEL, "{tmp}/onnx", "--max-length", "0"], "'--max-length'"),
     # rerank and its spec keys
     "rerank --out folder": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--model", SPEC, "--out",
