@@ -121,8 +121,13 @@ def test_export_refuses_a_file_or_a_folder_of_other_things(tiny_cross_encoder, t
     target = tmp_path / "model.bin"
     target.write_bytes(b"not a folder")
     line = _one_error(_run("export", tiny_cross_encoder, target, "--kind", "cross-encoder"))
-    assert f"{target}: exists and is a file" in line
+    assert str(target) in line and "is a file" in line
     assert target.read_bytes() == b"not a folder"
+    from rankwise.retrieval.backend.cache import export_model
+    from rankwise.retrieval.errors import InputError
+
+    with pytest.raises(InputError, match="model.bin: exists and is a file"):  # from Python too
+        export_model(str(tiny_cross_encoder), "cross-encoder", target)
 
     folder = tmp_path / "notes"
     folder.mkdir()
