@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -40,6 +41,7 @@ def index(
     """Index a collection for BM25 or dense retrieval (resumable; shardable with --shard I/N)."""
     from rankwise.retrieval.formats import Corpus
     from rankwise.retrieval.index import IndexConfig, build_dense_index, check_dense_build, merge_shards, parse_shard
+    from rankwise.retrieval.locks import folder_lock
 
     if merge:
         manifest = merge_shards(paths, out)
@@ -62,17 +64,21 @@ def index(
             _, world_size, local_rank = world()  # under torchrun: one shard per rank, rank 0 merges
             if world_size > 1 and shard:
                 raise InputError("--shard and torchrun both split the corpus; use one", field="shard")
-            # everything that needs no model is refused before the encoder loads (or is exported)
-            check_dense_build(corpus, out, config, backend="onnx-int8" if int8 else backend, chunk_size=chunk_size,
-                              shard=parse_shard(shard), force=force)
-            encoder = Encoder(model, backend=backend, int8=int8, batch_size=batch_size,
-                              **({"device": device_for_rank(local_rank)} if world_size > 1 else {}))
-            encoder.max_tokens = max_tokens
-            if world_size > 1:
-                manifest = distributed_build(corpus, encoder, out, config, chunk_size=chunk_size, force=force)
-            else:
-                manifest = build_dense_index(corpus, encoder, out, config, chunk_size=chunk_size,
-                                             shard=parse_shard(shard), force=force)
+            # one writer per folder, and everything that needs no model refused before the encoder loads
+            # (or is exported); under torchrun each rank locks its own shard folder instead
+            with contextlib.ExitStack() as stack:
+                if world_size == 1:
+                    stack.enter_context(folder_lock(out))
+                check_dense_build(corpus, out, config, backend="onnx-int8" if int8 else backend,
+                                  chunk_size=chunk_size, shard=parse_shard(shard), force=force)
+                encoder = Encoder(model, backend=backend, int8=int8, batch_size=batch_size,
+                                  **({"device": device_for_rank(local_rank)} if world_size > 1 else {}))
+                encoder.max_tokens = max_tokens
+                if world_size > 1:
+                    manifest = distributed_build(corpus, encoder, out, config, chunk_size=chunk_size, force=force)
+                else:
+                    manifest = build_dense_index(corpus, encoder, out, config, chunk_size=chunk_size,
+                                                 shard=parse_shard(shard), force=force)
         else:
             raise InputError(f"unknown retriever {retriever!r}; choose from {', '.join(RETRIEVERS)}", field="retriever")
     typer.echo(f"{out}: {manifest['kind']} index of {manifest.get('source', {}).get('count', manifest.get('count'))} documents",

@@ -7,7 +7,6 @@ import contextlib
 import ctypes
 import hashlib
 import json
-import glob
 import os
 import shutil
 import tempfile
@@ -16,7 +15,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.locks import folder_lock
 
+PARTIAL = ".partial"  # suffix of a folder being built beside its final name
+_OLD = ".old"  # suffix of the folder a swap took out of the way, removed right after
 
 
 def umask() -> int:
@@ -71,70 +73,6 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
             yield fh
 
 
-def temporary_folder(path: str | Path, label: str = "new") -> Path:
-    """A new empty folder beside ``path`` (hidden, named after it) with the permissions ``mkdir`` would give."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.{label}-", dir=path.parent))
-    folder.chmod(_plain_mode(folder, directory=True))
-    return folder
-
-
-def remove_temporaries(path: str | Path) -> None:
-    """Delete the temporary folders beside ``path`` a killed build left (call it holding ``path``'s lock).
-
-    A swap killed between its two renames (:func:`replace_folder` where the system cannot exchange
-    two paths) leaves ``path`` missing and its old folder aside: that folder is moved back first.
-    """
-    path = Path(path)
-    if path.parent.is_dir():
-        if not path.exists():
-            for old in path.parent.glob(f".{glob.escape(path.name)}.old-*/folder"):
-                os.replace(old, path)
-                break
-        for label in ("new", "old"):
-            for folder in path.parent.glob(f".{glob.escape(path.name)}.{label}-*"):
-                if folder.is_dir():
-                    shutil.rmtree(folder, ignore_errors=True)
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where that is not available."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the file system or kernel cannot exchange
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def replace_folder(new: str | Path, path: str | Path) -> None:
-    """Put the complete folder ``new`` (from :func:`temporary_folder`) in the place of ``path``, then
-    delete what ``path`` held. Readers see the old folder or the new one, never a mix: the two are
-    exchanged in one step where the system allows it, else by two renames."""
-    new, path = Path(new), Path(path)
-    if not path.exists():
-        os.replace(new, path)
-        return
-    if _exchange(new, path):
-        shutil.rmtree(new)  # now the old folder
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-    os.replace(path, old / "folder")
-    os.replace(new, path)
-    shutil.rmtree(old)
-
-
 def write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_open(path) as fh:
@@ -157,29 +95,95 @@ def file_record(path: str | Path) -> dict[str, Any]:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: someone else's live process
+        return True
+    return True
+
+
+def remove_stale_partials(target: str | Path) -> None:
+    """Remove what builds of ``target`` killed part-way left beside it (processes that no longer run).
+
+    A ``.<name>.<pid>.*.partial`` folder is deleted; a ``.<name>.<pid>.*.old`` folder (the previous
+    ``target``, taken out of the way by a swap that was killed between its two renames) is moved
+    back when ``target`` is missing, else deleted.
+    """
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    for entry in target.parent.glob(f".{glob_escape(target.name)}.*"):
+        if not entry.name.endswith((PARTIAL, _OLD)):
+            continue
+        pid = entry.name[len(target.name) + 2:].split(".")[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        if entry.name.endswith(_OLD) and not target.exists():
+            os.rename(entry, target)
+        elif entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob's special characters quoted."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where it is not offered."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd = -100
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, *, wait: bool = False, what: str = "build") -> Iterator[Path]:
-    """Yield a new empty folder beside ``path`` that replaces ``path`` whole only if the block succeeds.
+    """Yield a new empty folder beside ``path``; it replaces ``path`` whole only if the block succeeds.
 
-    The folder lock of ``path`` (:func:`rankwise.retrieval.locks.folder_lock`; ``wait`` and ``what`` as
-    there) is held throughout; what a killed build left beside ``path`` is removed first
-    (:func:`remove_temporaries`), the new folder comes from :func:`temporary_folder` and is put in
-    place by :func:`replace_folder`. On failure (Ctrl-C included) it is removed and ``path`` is left
-    as it was. Nothing of the old ``path`` survives the swap, so the folder holds exactly what the
-    block wrote. ``path`` naming a file is an :class:`InputError`.
+    The folder is ``.<name>.<pid>.<random>.partial``; on failure (or Ctrl-C) it is removed and
+    ``path`` is left as it was, and what a killed process left is removed by the next call for the
+    same ``path`` (:func:`remove_stale_partials`). The folder lock of ``path`` is held throughout
+    (:func:`rankwise.retrieval.locks.folder_lock`, ``wait`` and ``what`` as there). An existing
+    ``path`` is swapped out in one step where the system offers it (Linux), else by two renames, and
+    then deleted: nothing that was in it survives, so the new folder holds exactly what the block wrote. ``path`` naming a file is an
+    :class:`InputError`.
     """
-    from rankwise.retrieval.locks import folder_lock
-
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError("exists and is a file, not a folder; name a folder (new, or one this command wrote)",
                          path=path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with folder_lock(path, wait=wait, what=what):
-        remove_temporaries(path)
-        new = temporary_folder(path)
-        try:
-            yield new
-            replace_folder(new, path)
-        finally:
-            if new.exists():
-                shutil.rmtree(new, ignore_errors=True)
+        yield from _swap_in(path)
+
+
+def _swap_in(path: Path) -> Iterator[Path]:
+    """The body of :func:`atomic_dir`, run holding the folder's lock."""
+    remove_stale_partials(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=PARTIAL, dir=path.parent))
+    try:
+        os.chmod(tmp, _plain_mode(tmp, directory=True))  # as a plain mkdir makes it (mkdtemp's is private)
+        yield tmp
+        if not path.exists():
+            os.rename(tmp, path)
+        elif _exchange(tmp, path):  # tmp now holds the old folder
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            old = Path(str(tmp)[: -len(PARTIAL)] + _OLD)
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.files import (atomic_open, atomic_path, remove_temporaries, replace_folder, temporary_folder,
-                                     write_json)
+from rankwise.retrieval.extras import MissingExtraError
+from rankwise.retrieval.files import atomic_dir, atomic_open, atomic_path, write_json
 from rankwise.retrieval.formats import Corpus, Document
 from rankwise.retrieval.locks import folder_lock
 from rankwise.retrieval.manifest import MANIFEST, check_output_folder, read_manifest, write_manifest
@@ -119,7 +119,9 @@ def _use_gpu(index_type: str, gpu: bool | None) -> bool:
 
     available = hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
     if gpu and not available:
-        raise InputError("a GPU was asked for but FAISS sees none (install the `gpu` extra)", field="gpu")
+        if not hasattr(faiss, "StandardGpuResources"):  # faiss-cpu: no GPU code at all
+            raise MissingExtraError("FAISS on GPU", "gpu", "faiss")
+        raise InputError("a GPU was asked for but FAISS sees none", field="gpu")
     # FAISS has no GPU HNSW; flat and IVF variants move to all GPUs.
     return available and gpu is not False and index_type != "hnsw"
 
@@ -377,7 +379,6 @@ def _build_dense_index(corpus: Corpus, encoder: Encoder, out: Path, config: Inde
                        shard: tuple[int, int] | None, gpu: bool | None, force: bool, progress: bool) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    remove_temporaries(out)
     identity = _identity(corpus, encoder, config, chunk_size)
     identity["shard"] = list(shard) if shard else None
     if (out / MANIFEST).is_file():
@@ -450,8 +451,7 @@ def _build_dense_index(corpus: Corpus, encoder: Encoder, out: Path, config: Inde
 
     chunks = [chunk_dir / _chunk_name(c) for c in mine]
     truncated = _total_truncated(_chunk_truncated(chunk) for chunk in chunks)
-    new = temporary_folder(out)
-    try:
+    with atomic_dir(out) as new:  # the work folder goes with the old contents
         if shard is not None:
             os.replace(chunk_dir, new / CHUNK_DIR)
             manifest = write_manifest(
@@ -461,10 +461,6 @@ def _build_dense_index(corpus: Corpus, encoder: Encoder, out: Path, config: Inde
             )
         else:
             manifest = _assemble(chunks, new, identity, count, gpu=gpu, progress=progress, truncated=truncated)
-        replace_folder(new, out)  # the work folder goes with the old contents
-    finally:
-        if new.exists():
-            shutil.rmtree(new)
     return manifest
 
 
@@ -498,16 +494,8 @@ def merge_shards(shards: Sequence[str | Path], out: str | Path, *, gpu: bool | N
     check_output_folder(out)
     IndexConfig(**identity["config"]).check(first["count"], identity["encoder"]["dim"])
     truncated = _total_truncated(m.get("truncated") for m in manifests)
-    with folder_lock(out):
-        remove_temporaries(out)
-        new = temporary_folder(out)
-        try:
-            manifest = _assemble(chunks, new, identity, first["count"], gpu=gpu, progress=progress,
-                                 truncated=truncated)
-            replace_folder(new, out)
-        finally:
-            if new.exists():
-                shutil.rmtree(new)
+    with folder_lock(out), atomic_dir(out) as new:
+        manifest = _assemble(chunks, new, identity, first["count"], gpu=gpu, progress=progress, truncated=truncated)
     return manifest
 
 

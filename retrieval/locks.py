@@ -4,7 +4,7 @@ A build takes the lock of its output folder for as long as it writes there. A se
 same folder is refused at once with one line (:class:`rankwise.retrieval.errors.InputError`, exit 2);
 a shared cache waits for the build in progress instead (``wait=True``) and then reuses what it
 finished. The lock file is ``.NAME.lock`` beside the folder ``NAME`` (the folder itself is
-swapped whole when a build completes, see :func:`rankwise.retrieval.files.replace_folder`); it is
+swapped whole when a build completes, see :func:`rankwise.retrieval.files.atomic_dir`); it is
 removed when the lock is released. The lock belongs to the process: taking it again inside the
 same process nests. Locks held by a process end with it, kill -9 included.
 """

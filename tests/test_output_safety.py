@@ -139,7 +139,7 @@ def test_export_refuses_a_file_or_a_folder_of_other_things(tiny_cross_encoder, t
 
 
 def test_atomic_dir_replaces_whole_and_restores_after_a_torn_swap(tmp_path):
-    from rankwise.retrieval.files import atomic_dir, remove_temporaries
+    from rankwise.retrieval.files import atomic_dir, remove_stale_partials
 
     final = tmp_path / "out"
     with atomic_dir(final) as tmp:
@@ -157,10 +157,12 @@ def test_atomic_dir_replaces_whole_and_restores_after_a_torn_swap(tmp_path):
     assert oct(final.stat().st_mode & 0o777) == oct(0o777 & ~_umask())
 
     # a swap killed between its two renames (no renameat2): the old folder is moved back, the new one removed
-    (tmp_path / ".out.old-x").mkdir()
-    final.rename(tmp_path / ".out.old-x" / "folder")
-    (tmp_path / ".out.new-y").mkdir()
-    remove_temporaries(final)
+    # (the process that left them has ended: its pid names them)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    final.rename(tmp_path / f".out.{dead.pid}.x.old")
+    (tmp_path / f".out.{dead.pid}.y.partial").mkdir()
+    remove_stale_partials(final)
     assert (final / "a.txt").read_text() == "two" and [p.name for p in tmp_path.iterdir()] == ["out"]
 
 

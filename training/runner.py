@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rankwise.retrieval.extras import requires
 from rankwise.retrieval.files import atomic_open, write_json
 from rankwise.retrieval.workdir import claim_workdir
 from rankwise.training.settings import TrainSettings
@@ -62,6 +63,16 @@ class TrainResult:
     def final_loss(self) -> float | None:
         losses = [e["loss"] for e in self.log if "loss" in e]
         return losses[-1] if losses else None
+
+
+def require_training() -> None:
+    """Training needs the ``train`` extra: accelerate (the Hugging Face ``Trainer``) and datasets (its inputs).
+
+    Called where the trainers' modules import sentence-transformers' and transformers' trainers,
+    so that a missing extra is named before any of them is imported.
+    """
+    for module in ("accelerate", "datasets"):
+        requires(module, "train", "Training")
 
 
 def training_arguments(cls: type, settings: TrainSettings, out: Path, *, progress: bool = True,

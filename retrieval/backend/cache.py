@@ -30,6 +30,7 @@ from typing import Any
 from rankwise.retrieval.backend import KINDS
 from rankwise.retrieval.backend.build import FP32_FILE, INT8_FILE
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.extras import requires
 from rankwise.retrieval.files import atomic_dir, file_record, sha256_file, write_json
 from rankwise.retrieval.paths import cache_root
 
@@ -129,7 +130,7 @@ def verify(export: Export, names: list[str]) -> None:
 
 def check_graph(file: Path) -> None:
     """``onnx.checker`` on a graph file; a graph it rejects is an error naming the file."""
-    import onnx
+    onnx = requires("onnx", "onnx", "The ONNX backend")
 
     try:
         onnx.checker.check_model(str(file))
@@ -179,8 +180,8 @@ def _check_target(out: Path, replace: bool) -> None:
 
 def _write_manifest(folder: Path, fields: dict[str, Any]) -> Export:
     """Check every graph and write ``manifest.json`` listing every file in ``folder`` (and only those)."""
-    import onnx
-    import onnxruntime
+    onnx = requires("onnx", "onnx", "The ONNX backend")
+    onnxruntime = requires("onnxruntime", "onnx", "The ONNX backend")
     import torch
 
     from rankwise.retrieval.backend.export import OPSET
