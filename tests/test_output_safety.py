@@ -84,11 +84,11 @@ def test_export_is_swapped_in_whole_and_survives_kill_and_failures(tiny_cross_en
 
     # killed with -9 while the new graph is being written: the old export is whole, nothing half-written in it
     def writing() -> bool:
-        return any(p.suffix in (".onnx", ".tmp") for d in tmp_path.glob(".export.new-*") for p in d.iterdir())
+        return any(p.suffix in (".onnx", ".tmp") for d in tmp_path.glob(".export.*.partial") for p in d.iterdir())
 
     status = kill_when([sys.executable, "-m", "rankwise", *map(str, export)], writing, env=_env(), timeout=300)
     assert status is None, "the export ended before it could be killed"
-    assert list(tmp_path.glob(".export.new-*")), "the killed run worked beside the export"
+    assert list(tmp_path.glob(".export.*.partial")), "the killed run worked beside the export"
     assert _snapshot(out) == before
 
     # the rerun (without --int8) removes the killed run's folder and leaves no orphan int8 graph
