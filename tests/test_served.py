@@ -121,3 +121,148 @@ def test_an_unreachable_server_is_one_line_naming_base_url(tmp_path):
     with pytest.raises(InputError) as err:
         reranker.rerank("q", ["a document"])
     assert err.value.field == "base_url" and f"127.0.0.1:{port}" in str(err.value)
+
+
+# --- a real server: llama.cpp's OpenAI-compatible server running SmolLM2 on loopback -------------
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``http://127.0.0.1:PORT/v1`` of a llama.cpp server started for this module, stopped after it."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        pytest.skip('llama_cpp is not importable: pip install "llama-cpp-python[server]==0.3.36" '
+                    "(builds from source, about 4 min; docs/serving-llms.md)")
+    if GGUF is None or not GGUF.exists():
+        pytest.skip("the SmolLM2 GGUF is missing (bash ../shared/assets/fetch-models.sh $RANKWISE_MODELS)")
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(GGUF), "--host", "127.0.0.1",
+                                 "--port", str(port), "--n_ctx", "4096"], stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/models", timeout=5) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"the llama.cpp server did not start: {log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.5)
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _cranfield_lists(n_queries: int, size: int) -> list[tuple[str, list[str]]]:
+    """``(query, documents)`` of the first Cranfield queries: judged documents first, then unjudged ones."""
+    from rankwise.retrieval.formats import Corpus, read_qrels, read_queries
+
+    if not CRANFIELD.is_dir():
+        pytest.skip(f"{CRANFIELD} is missing")
+    queries = read_queries(CRANFIELD)
+    qrels = read_qrels(CRANFIELD / "qrels" / "test.tsv")
+    corpus = Corpus(CRANFIELD)
+    qids = sorted(qrels, key=lambda q: int(q))[:n_queries]
+    filler = [f"{i}" for i in range(1, 40)]
+    lists = []
+    for q in qids:
+        ids = list(dict.fromkeys(list(qrels[q])[: size // 2] + filler))[:size]
+        docs = corpus.lookup(set(ids))
+        lists.append((queries[q], [docs[d].full_text for d in ids]))
+    return lists
+
+
+def _spec(server: str, cache: Path, extra: str = "") -> str:
+    return f"listwise:{GGUF},backend=api,base_url={server},cache={cache}{extra}"
+
+
+def test_served_first_ranks_as_in_process_on_the_same_prompts(server, tmp_path):
+    from scipy.stats import kendalltau
+
+    from rankwise.rerank.listwise import ListwiseReranker
+
+    lists = _cranfield_lists(4, 5)
+    served = load_reranker(_spec(server, tmp_path / "cache", ",window=5,stride=5"))
+    local = ListwiseReranker(str(GGUF), window=5, stride=5)
+    assert [served.prompt(q, d) for q, d in lists] == [local.prompt(q, d) for q, d in lists]
+    theirs = served.score(lists)
+    mine = local.score(lists)
+    taus = [kendalltau(a, b).statistic for a, b in zip(theirs, mine)]
+    top_same = [int(np.argmax(a)) == int(np.argmax(b)) for a, b in zip(theirs, mine)]
+    usage = served.lm.engine.usage
+    assert usage.requests == len(lists) and usage.cached == 0 and usage.prompt_tokens > 0
+    assert np.mean(taus) >= 0.6 and sum(top_same) >= len(lists) - 1, (taus, top_same)
+    # the log-probabilities themselves: the labels' served values against log_softmax of torch's logits
+    prompts = [local.prompt(q, [local._passage(x) for x in d]) for q, d in lists]
+    logits = local.lm.next_token_logits(prompts)
+    lp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    served_lp = served.lm.next_token_logits(prompts, local.label_ids)
+    assert served.lm.engine.usage.cached == len(lists)  # the same requests: answered from the cache
+    assert np.abs(served_lp - lp[:, local.label_ids]).max() < 0.5
+
+
+def test_generate_mode_and_the_other_readers_run_on_the_server(server, tmp_path):
+    lists = _cranfield_lists(1, 4)
+    generate = load_reranker(_spec(server, tmp_path / "cache", ",window=4,mode=generate"))
+    (scores,) = generate.score(lists)
+    assert sorted(scores) == [1.0, 2.0, 3.0, 4.0] and generate.lm.engine.usage.completion_tokens > 1
+    yesno = load_reranker(f"pointwise-llm:{GGUF},backend=api,base_url={server},cache={tmp_path / 'cache'}")
+    (scores,) = yesno.score([(lists[0][0], lists[0][1][:2])])
+    assert np.isfinite(scores).all() and yesno.lm.engine.usage.requests == 2
+    # groupwise: shared-prefix groups go as one prompt per slot, read over the whole vocabulary
+    group = load_reranker(f"groupwise:{GGUF},backend=api,base_url={server},cache={tmp_path / 'cache'},"
+                          "group_size=2,rounds=1,levels=10")
+    (scores,) = group.score([(lists[0][0], lists[0][1][:2])])
+    assert len(scores) == 2 and np.isfinite(scores).all() and group.lm.engine.usage.requests >= 2
+
+
+def test_chat_endpoint_reads_the_answer_after_the_prefix_the_model_writes(server, tmp_path):
+    lists = _cranfield_lists(1, 4)
+    chat = load_reranker(_spec(server, tmp_path / "cache", ",window=4,endpoint=chat"))
+    (scores,) = chat.score(lists)
+    usage = chat.lm.engine.usage
+    assert sorted(scores) == [1.0, 2.0, 3.0, 4.0] and usage.requests == 1
+    assert usage.unseen + usage.extra.get("prefix_missed", 0) * 4 <= 4
+
+
+def _write_run(path: Path, lists_of_ids: dict[str, list[str]]) -> Path:
+    lines = [f"{q} Q0 {d} {r + 1} {len(ids) - r} bm25" for q, ids in lists_of_ids.items() for r, d in enumerate(ids)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_killed_served_rerank_resends_only_unfinished_requests(server, tmp_path):
+    if not CRANFIELD.is_dir():
+        pytest.skip(f"{CRANFIELD} is missing")
+    run = _write_run(tmp_path / "bm25.trec", {"1": [str(d) for d in range(1, 9)], "2": [str(d) for d in range(9, 17)]})
+    cache = tmp_path / "cache"
+    out = tmp_path / "served.trec"
+    cmd = [sys.executable, "-m", "rankwise", "rerank", str(run), "--queries", str(CRANFIELD), "--corpus",
+           str(CRANFIELD), "--depth", "8", "--out", str(out),
+           "--model", _spec(server, cache, ",window=4,stride=2,concurrency=1")]
+    total = 2 * 3  # two queries, windows [4, 8), [2, 6), [0, 4)
+
+    def cached() -> int:
+        return sum(1 for _ in cache.glob("*/*.json")) if cache.is_dir() else 0
+
+    env = dict(os.environ)
+    assert kill_when(cmd, lambda: cached() >= 2, env=env, timeout=300) is None  # killed part-way
+    done = cached()
+    assert 2 <= done < total and not out.exists()
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{total - done} requests sent ({done} answered from cache)" in again.stderr
+    ranked = out.read_text()
+    assert len(ranked.splitlines()) == 16 and cached() == total
+    third = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0 and f"0 requests sent ({total} answered from cache)" in third.stderr
+    assert out.read_text() == ranked
