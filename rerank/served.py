@@ -9,8 +9,9 @@ exactly as in-process, sent as text through the maintained ``openai`` client (``
 its retries with exponential backoff and timeouts), and
 
 - ``next_token_logits`` reads the first generated token's ``top_logprobs`` (one token generated):
-  the log-probabilities of the tokens returned, and for a token outside them the smallest value
-  returned (an upper bound; counted as ``unseen`` in :attr:`ServedLMEngine.usage`);
+  the log-probabilities of the tokens returned, and for every other token an even share of the
+  probability the returned ones leave (so log-softmax gives the returned values back; a token read
+  that way is counted as ``unseen`` in :attr:`ServedLMEngine.usage`);
 - ``generate`` decodes greedily (``temperature=0``) and returns the text's token ids;
 - shared-prefix groups (:meth:`rankwise.rerank.llm.CausalLM.iter_tail_logits`) are sent as one
   prompt per tail (``shared_prefix = False``); the server's prefix cache (vLLM, SGLang) then does
@@ -29,6 +30,8 @@ reads the answer after the assistant prefix (``[`` for FIRST) that the model wri
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import logging
 import os
 import re
@@ -161,6 +164,14 @@ class ServedUsage:
                 f"{self.completion_tokens} completion tokens{cost}")
 
 
+@functools.lru_cache(maxsize=8)
+def _tokenizer(path: str, gguf_file: str | None) -> Any:
+    """A tokenizer, loaded once per process (from a GGUF file that takes seconds); engines take copies."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+
+
 class _LoopThread:
     """One asyncio event loop in a daemon thread: the client's requests run there, the caller waits."""
 
@@ -187,8 +198,11 @@ class ServedLMEngine:
 
     def __init__(self, model: str, path: str, *, gguf_file: str | None = None,
                  config: ServedConfig | None = None) -> None:
-        from transformers import AutoTokenizer
-
+        try:
+            import openai  # noqa: F401 - checked here, used in the request loop
+        except ImportError:
+            raise InputError('backend=api needs the openai client: pip install "rankwise[api]"',
+                             field="backend") from None
         self.config = config or ServedConfig()
         self.name = self.config.served_model or model
         try:
@@ -197,7 +211,7 @@ class ServedLMEngine:
                 from rankwise.retrieval.models import resolve_model
 
                 path, gguf_file = gguf_location(resolve_model(self.config.tokenizer))
-            self.tokenizer = AutoTokenizer.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+            self.tokenizer = copy.deepcopy(_tokenizer(path, gguf_file))
         except (OSError, ValueError) as err:
             raise InputError(f"cannot load the tokenizer of the served model: {str(err).splitlines()[0]} "
                              "(name a local one with tokenizer=)", path=path, field="tokenizer") from None
@@ -356,23 +370,26 @@ class ServedLMEngine:
             self._token_ids[token] = ids[0] if len(ids) == 1 else None
         return self._token_ids[token]
 
-    def _answer_position(self, text: str, record: dict[str, Any]) -> int:
-        """Where the answer starts among the generated tokens: 0, or (chat) after the assistant prefix
-        the model wrote itself."""
+    def _answer_position(self, text: str, record: dict[str, Any]) -> tuple[int, str]:
+        """``(position, merged prefix)``: where the answer starts among the generated tokens -- 0, or (chat)
+        after the assistant prefix the model wrote itself -- and the prefix to cut from each candidate
+        token there when the model wrote it merged with the answer (``[A`` for ``[`` then ``A``)."""
         if self.config.endpoint != "chat":
-            return 0
+            return 0, ""
         prefix = self._messages(text)[1].strip()
         if not prefix:
-            return 0
+            return 0, ""
         written = ""
         for pos, token in enumerate(record["tokens"]):
             if written.strip() == prefix:
-                return pos
+                return pos, ""
+            if pos == 0 and token.strip().startswith(prefix) and token.strip() != prefix:
+                return 0, prefix
             written += token
             if not prefix.startswith(written.strip()):
                 break
         self.usage.extra["prefix_missed"] = self.usage.extra.get("prefix_missed", 0) + 1
-        return 0
+        return 0, ""
 
     def _check_logprobs(self, records: list[dict[str, Any]]) -> None:
         if all(r["top"] for r in records):
@@ -386,7 +403,7 @@ class ServedLMEngine:
 
     def next_token_logits(self, sequences: Sequence[Sequence[int]], token_ids: Sequence[int] | None) -> np.ndarray:
         """Log-probabilities of the first answer token (``token_ids`` or the whole vocabulary), from
-        ``top_logprobs``; a token outside the returned ones gets the smallest value returned."""
+        ``top_logprobs``; a token outside the returned ones gets an even share of the probability they leave."""
         if self.logprobs is False:
             self._check_logprobs([{"top": None}])
         texts = [self._text(s) for s in sequences]
@@ -394,12 +411,18 @@ class ServedLMEngine:
         self._check_logprobs(records)
         columns = list(token_ids) if token_ids is not None else None
         where = {t: c for c, t in enumerate(columns)} if columns is not None else None
-        out = np.empty((len(texts), len(columns) if columns is not None else len(self.tokenizer)), dtype=np.float32)
+        vocab = len(self.tokenizer)
+        out = np.empty((len(texts), len(columns) if columns is not None else vocab), dtype=np.float32)
         for r, (text, record) in enumerate(zip(texts, records)):
-            pos = self._answer_position(text, record)
+            pos, merged = self._answer_position(text, record)
             top = record["top"][pos] if pos < len(record["top"]) else []
-            values = [v for _, v in top]
-            out[r] = min(values) if values else 0.0
+            if merged:
+                top = [[t.strip()[len(merged):], v] for t, v in top if t.strip().startswith(merged)]
+            values = np.array([v for _, v in top], dtype=np.float64)
+            # the probability the returned tokens leave, spread evenly over the others: the returned
+            # values stay exact log-probabilities (log_softmax of the row gives them back)
+            rest = max(1.0 - float(np.exp(values).sum()), 1e-12)
+            out[r] = np.log(rest / max(vocab - len(values), 1))
             seen = set()
             for token, value in top:
                 tid = self._token_id(token)
