@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rankwise.retrieval.files import atomic_open, write_json
+from rankwise.retrieval.files import atomic_open, plain_permissions, write_json
 from rankwise.retrieval.workdir import claim_workdir
 from rankwise.training.settings import TrainSettings
 
@@ -242,6 +242,7 @@ def _save_atomically(out: Path, save_model: Callable[[Path], None]) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     save_model(tmp)
+    plain_permissions(tmp)  # safetensors writes 0600: the model gets the umask's permissions
     for path in sorted(tmp.rglob("*")):
         target = out / path.relative_to(tmp)
         if path.is_dir():
