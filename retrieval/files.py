@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.locks import folder_lock
 
 PARTIAL = ".partial"  # suffix of a folder being built beside its final name
 _OLD = ".old"  # suffix of the folder a swap took out of the way, removed right after
@@ -158,14 +159,15 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
+def atomic_dir(path: str | Path, *, wait: bool = False, what: str = "build") -> Iterator[Path]:
     """Yield a new empty folder beside ``path``; it replaces ``path`` whole only if the block succeeds.
 
     The folder is ``.<name>.<pid>.<random>.partial``; on failure (or Ctrl-C) it is removed and
     ``path`` is left as it was, and what a killed process left is removed by the next call for the
-    same ``path`` (:func:`remove_stale_partials`). An existing ``path`` is swapped out in one step
-    where the system offers it (Linux), else by two renames, and then deleted: nothing that was in
-    it survives, so the new folder holds exactly what the block wrote. ``path`` naming a file is an
+    same ``path`` (:func:`remove_stale_partials`). The folder lock of ``path`` is held throughout
+    (:func:`rankwise.retrieval.locks.folder_lock`, ``wait`` and ``what`` as there). An existing
+    ``path`` is swapped out in one step where the system offers it (Linux), else by two renames, and
+    then deleted: nothing that was in it survives, so the new folder holds exactly what the block wrote. ``path`` naming a file is an
     :class:`InputError`.
     """
     path = Path(path)
@@ -173,6 +175,12 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise InputError("exists and is a file, not a folder; name a folder (new, or one this command wrote)",
                          path=path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with folder_lock(path, wait=wait, what=what):
+        yield from _swap_in(path)
+
+
+def _swap_in(path: Path) -> Iterator[Path]:
+    """The body of :func:`atomic_dir`, run holding the folder's lock."""
     remove_stale_partials(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=PARTIAL, dir=path.parent))
     try:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.extras import MissingExtraError
 from rankwise.retrieval.files import atomic_dir, atomic_open, atomic_path, write_json
 from rankwise.retrieval.formats import Corpus, Document
 from rankwise.retrieval.locks import folder_lock
@@ -118,7 +119,9 @@ def _use_gpu(index_type: str, gpu: bool | None) -> bool:
 
     available = hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
     if gpu and not available:
-        raise InputError("a GPU was asked for but FAISS sees none (install the `gpu` extra)", field="gpu")
+        if not hasattr(faiss, "StandardGpuResources"):  # faiss-cpu: no GPU code at all
+            raise MissingExtraError("FAISS on GPU", "gpu", "faiss")
+        raise InputError("a GPU was asked for but FAISS sees none", field="gpu")
     # FAISS has no GPU HNSW; flat and IVF variants move to all GPUs.
     return available and gpu is not False and index_type != "hnsw"
 

@@ -24,14 +24,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainingArguments
 
-from rankwise.rerank.llm import CausalLM
-from rankwise.retrieval.errors import InputError
-from rankwise.training.candidates import CandidateSource, candidate_rows, source_description, summarize
-from rankwise.training.columns import to_dataset
-from rankwise.training.runner import TrainResult, finished_run, prepare_out, run_identity, run_training, training_arguments, with_loss_logs
-from rankwise.training.settings import TrainSettings
+from rankwise.training.runner import require_training
+
+require_training()  # before transformers' Trainer is imported
+
+from transformers import Trainer, TrainingArguments  # noqa: E402
+
+from rankwise.rerank.llm import CausalLM  # noqa: E402
+from rankwise.retrieval.errors import InputError  # noqa: E402
+from rankwise.retrieval.extras import requires  # noqa: E402
+from rankwise.training.candidates import CandidateSource, candidate_rows, source_description, summarize  # noqa: E402
+from rankwise.training.columns import to_dataset  # noqa: E402
+from rankwise.training.runner import (TrainResult, finished_run, prepare_out, run_identity,  # noqa: E402
+                                      run_training, training_arguments, with_loss_logs)
+from rankwise.training.settings import TrainSettings  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ def with_lora(model: Any, lora: LoRASettings) -> Any:
     """``model`` with LoRA adapters (peft), or ``model`` itself for full fine-tuning."""
     if not lora.enabled:
         return model
+    requires("peft", "llm", "LoRA training")
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha or 2 * lora.r, lora_dropout=lora.dropout,

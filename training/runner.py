@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rankwise.retrieval.extras import requires
 from rankwise.retrieval.files import atomic_open, plain_permissions, write_json
 from rankwise.retrieval.locks import folder_lock
 from rankwise.retrieval.workdir import claim_workdir
@@ -64,6 +65,16 @@ class TrainResult:
     def final_loss(self) -> float | None:
         losses = [e["loss"] for e in self.log if "loss" in e]
         return losses[-1] if losses else None
+
+
+def require_training() -> None:
+    """Training needs the ``train`` extra: accelerate (the Hugging Face ``Trainer``) and datasets (its inputs).
+
+    Called where the trainers' modules import sentence-transformers' and transformers' trainers,
+    so that a missing extra is named before any of them is imported.
+    """
+    for module in ("accelerate", "datasets"):
+        requires(module, "train", "Training")
 
 
 def training_arguments(cls: type, settings: TrainSettings, out: Path, *, progress: bool = True,

@@ -39,9 +39,10 @@ def serve(
     """Serve rerank, search and embeddings over HTTP, with requests batched across clients."""
     import logging
 
-    import uvicorn
+    from rankwise.retrieval.extras import requires
 
-    from rankwise.rerank.server.app import create_app
+    uvicorn = requires("uvicorn", "serve", "The server")
+    from rankwise.rerank.server.app import create_app  # names the extra when fastapi or prometheus_client is missing
     from rankwise.rerank.server.services import load_services
 
     limits = Limits(max_documents=max_documents, max_document_chars=max_document_chars, max_body_bytes=max_body_bytes,

@@ -30,6 +30,7 @@ from typing import Any
 from rankwise.retrieval.backend import KINDS
 from rankwise.retrieval.backend.build import FP32_FILE, INT8_FILE
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.extras import requires
 from rankwise.retrieval.files import atomic_dir, file_record, sha256_file, write_json
 from rankwise.retrieval.paths import cache_root
 
@@ -129,7 +130,7 @@ def verify(export: Export, names: list[str]) -> None:
 
 def check_graph(file: Path) -> None:
     """``onnx.checker`` on a graph file; a graph it rejects is an error naming the file."""
-    import onnx
+    onnx = requires("onnx", "onnx", "The ONNX backend")
 
     try:
         onnx.checker.check_model(str(file))
@@ -156,7 +157,7 @@ def export_model(model: str, kind: str, out: str | Path, *, int8: bool = False, 
     out = Path(out)
     _check_target(out, replace)
     fingerprint = fingerprint or source_fingerprint(model)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, wait=replace, what="ONNX export") as tmp:
         built = build(model, kind, tmp, int8=int8, optimize=optimize, max_length=max_length,
                       reduce_range=reduce_range)
         written = _write_manifest(tmp, {"model": model, "kind": kind, "source_fingerprint": fingerprint,
@@ -179,8 +180,8 @@ def _check_target(out: Path, replace: bool) -> None:
 
 def _write_manifest(folder: Path, fields: dict[str, Any]) -> Export:
     """Check every graph and write ``manifest.json`` listing every file in ``folder`` (and only those)."""
-    import onnx
-    import onnxruntime
+    onnx = requires("onnx", "onnx", "The ONNX backend")
+    onnxruntime = requires("onnxruntime", "onnx", "The ONNX backend")
     import torch
 
     from rankwise.retrieval.backend.export import OPSET
@@ -214,7 +215,7 @@ def add_int8(export: Export, *, reduce_range: bool = False) -> Export:
                          "again with --int8", path=export.folder)
     prepared = prepare(export.manifest["model"], export.kind, export.manifest["options"].get("max_length"))
     fields = {k: v for k, v in export.manifest.items() if k not in ("format", "format_version", "created", "versions")}
-    with atomic_dir(export.folder) as tmp:
+    with atomic_dir(export.folder, wait=True, what="ONNX export") as tmp:
         for name in fields["files"]:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -240,9 +241,16 @@ def exported(model: str, kind: str, *, int8: bool = False, max_length: int | Non
     if is_export(model):
         return read_export(model, int8=int8, kind=kind)
     from rankwise.retrieval.backend.sources import source_fingerprint
+    from rankwise.retrieval.locks import folder_lock
 
     folder = cache_folder(model, kind, {"max_length": max_length})
     fingerprint = source_fingerprint(model)
+    with folder_lock(folder, wait=True, what="ONNX export"):  # a second process waits, then reuses the export
+        return _cached_export(model, kind, folder, fingerprint, int8=int8, max_length=max_length)
+
+
+def _cached_export(model: str, kind: str, folder: Path, fingerprint: str, *, int8: bool,
+                   max_length: int | None) -> Export:
     if (folder / MANIFEST).is_file():
         try:
             export = read_export(folder, kind=kind)

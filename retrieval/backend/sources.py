@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.extras import requires
 from rankwise.retrieval.files import sha256_file
 from rankwise.retrieval.models import resolve_model
 
@@ -16,13 +17,15 @@ DOC_PROMPTS = ("document", "passage", "corpus")  # sentence-transformers prompt 
 
 
 def gguf_location(path: str) -> tuple[str, str | None]:
-    """``(folder or name, gguf file name or None)`` for a model path."""
+    """``(folder or name, gguf file name or None)`` for a model path; a GGUF file needs the ``llm`` extra."""
     p = Path(path)
     if p.is_file() and p.suffix == ".gguf":
+        requires("gguf", "llm", "Loading a .gguf model")  # transformers reads GGUF files with it
         return str(p.parent), p.name
     if p.is_dir() and not (p / "config.json").exists():
         ggufs = sorted(p.glob("*.gguf"))
         if len(ggufs) == 1:
+            requires("gguf", "llm", "Loading a .gguf model")
             return str(p), ggufs[0].name
         if len(ggufs) > 1:
             raise InputError(f"{len(ggufs)} .gguf files in the folder; name one of them", path=p)
