@@ -136,7 +136,9 @@ CASES = [
                          ids=[f"{c[0]}-{'-'.join(c[1])}" for c in CASES])
 def test_a_command_without_its_extra_ends_in_one_line_naming_it(files, tmp_path, extra, hidden, feature, command):
     args = command.format(**{k: str(v) for k, v in files.items()}).split()
-    _assert_one_line(_run(_CLI, hidden, args, tmp_path), extra, feature)
+    proc = _run(_CLI, hidden, args, tmp_path)
+    _assert_one_line(proc, extra, feature)
+    assert proc.stdout == ""  # named before any work: no table printed first
     assert not files["out"].exists() or not any(files["out"].iterdir())
 
 
