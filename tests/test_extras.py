@@ -23,6 +23,7 @@ EXTRA_MODULES = {
     "train": ("accelerate", "datasets"),
     "experiments": ("statsmodels", "pandas", "matplotlib", "ir_datasets"),  # scipy comes with sentence-transformers
     "serve": ("fastapi", "uvicorn", "prometheus_client"),
+    "api": ("openai",),
 }
 ALL_OPTIONAL = tuple(sorted({m for mods in EXTRA_MODULES.values() for m in mods}))
 
@@ -128,6 +129,8 @@ CASES = [
      "compare {run} --qrels irds:msmarco-passage/dev/small"),
     ("experiments", ("matplotlib",), "Plotting", "compare {run} {other} --qrels {qrels} --plot {out}"),
     ("serve", EXTRA_MODULES["serve"], "The server", "serve --reranker cross-encoder:m"),
+    ("api", ("openai",), "backend=api",
+     "rerank {run} --queries {queries} --corpus {corpus} --model listwise:m,backend=api --out {out}"),
     ("serve", ("fastapi",), "The server", "serve --reranker cross-encoder:m"),
 ]
 
