@@ -44,6 +44,18 @@ def _register() -> None:
     eval_cli.register(app)
 
 
+def _plain_help(command: click.Command) -> click.Command:
+    """Help in click's plain layout for every command: flags shown as flags (no ``<bool>``), ``-k <int>``,
+    help and defaults wrapped whole (never cut with an ellipsis) at the terminal's width, up to 120 columns."""
+    command.context_settings.setdefault("max_content_width", 120)
+    for sub in [command, *getattr(command, "commands", {}).values()]:
+        if hasattr(sub, "rich_markup_mode"):
+            sub.rich_markup_mode = None
+        if sub is not command:
+            _plain_help(sub)
+    return command
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``rankwise`` console script."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -57,8 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         pass
     _register()
+    command = _plain_help(typer.main.get_command(app))
     try:
-        typer.main.get_command(app).main(args=argv, prog_name="rankwise", standalone_mode=False)
+        command.main(args=argv, prog_name="rankwise", standalone_mode=False)
     except InputError as err:
         print(f"rankwise: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -46,7 +46,9 @@ def rerank(
 
         write_reasoning(save_reasoning, reranker.records, texts)
     s = reranker.stats
-    typer.echo(f"{out}: {len(reranked)} queries reranked ({s.passages} passages, {s.truncated} truncated, "
+    window = getattr(reranker, "max_length", None)
+    cut = f"{s.truncated} truncated" + (f" at max_length={window} (override: max_length= in the spec)" if window else "")
+    typer.echo(f"{out}: {len(reranked)} queries reranked ({s.passages} passages, {cut}, "
                f"{s.forward_passes} forward passes)", err=True)
 
 

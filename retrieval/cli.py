@@ -96,7 +96,7 @@ def search(
     index_dir: Annotated[Path, typer.Argument(help="index folder written by `rankwise index`")],
     queries: Annotated[Path, typer.Option(help="queries.jsonl, queries.tsv or a BEIR folder")],
     out: Annotated[Path, typer.Option("--out", help="TREC run file to write")],
-    k: Annotated[int, typer.Option("-k", "--k", help="documents per query")] = 100,
+    k: Annotated[int, typer.Option("-k", help="documents per query")] = 100,
     model: Annotated[Optional[str], typer.Option(help="encoder (default: the one in the manifest)")] = None,
     batch_size: EncoderBatchSize = 64,
     backend: IndexBackend = None,

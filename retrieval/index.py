@@ -283,7 +283,7 @@ def build_dense_index(
     ``force``. With ``shard=(I, N)`` only chunks ``c`` with ``c % N == I`` are encoded and the
     folder becomes a shard for :func:`merge_shards`.
     """
-    from tqdm.auto import tqdm
+    from rankwise.retrieval.progress import CostBar
 
     config = config or IndexConfig()
     out = Path(out)
@@ -317,7 +317,7 @@ def build_dense_index(
         log.info("resuming %s: %d of %d chunks already encoded", out, len(done), len(mine))
     empty = encoded = 0
     mine_set = set(mine)
-    with tqdm(total=todo_docs, desc=f"indexing {corpus.path.name}", unit="doc", disable=not progress) as bar:
+    with CostBar(total=todo_docs, desc=f"indexing {corpus.path.name}", unit="doc", disable=not progress) as bar:
         bar.update(sum(min(chunk_size, count - c * chunk_size) for c in done))
         for number, docs in enumerate(_chunks(iter(corpus), chunk_size)):
             if number not in mine_set:

@@ -119,6 +119,12 @@ SaveSteps = Annotated[int, typer.Option(help="checkpoint every N steps")]
 LoggingSteps = Annotated[int, typer.Option()]
 CurriculumFraction = Annotated[float, typer.Option(help="weights are uniform from this fraction on")]
 GradientAccumulation = Annotated[int, typer.Option()]
+# memory (training.memory): checked against the memory available before any data loads
+MaxTokens = Annotated[Optional[int], typer.Option(help="padded tokens per forward pass: each step is split into "
+                                                       "micro-batches whose gradients accumulate (same effective "
+                                                       "batch)")]
+GradientCheckpointing = Annotated[bool, typer.Option("--gradient-checkpointing", help="recompute activations in the "
+                                                     "backward pass: less memory, about 1/3 more compute")]
 Force = Annotated[bool, typer.Option("--force", help="discard checkpoints of a run with other settings")]
 JsonOutput = Annotated[bool, typer.Option("--json", help="print the summary as JSON to stdout")]
 Queries = Annotated[Optional[Path], typer.Option(help="queries file (id triples, --runs)")]
@@ -139,14 +145,16 @@ MaxPassageTokens = Annotated[int, typer.Option(help="tokens kept per passage (as
 def _settings(epochs: float, max_steps: int, batch_size: int, lr: float, warmup_ratio: float, seed: int,
               max_length: int | None, save_steps: int, logging_steps: int, curriculum: str,
               curriculum_fraction: float, gradient_accumulation: int,
-              curriculum_run: Path | None = None, workers: int | None = None) -> "TrainSettings":
+              curriculum_run: Path | None = None, workers: int | None = None, max_tokens: int | None = None,
+              gradient_checkpointing: bool = False) -> "TrainSettings":
     from rankwise.training.settings import TrainSettings
 
     return TrainSettings(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio,
                          seed=seed, max_length=max_length, save_steps=save_steps, logging_steps=logging_steps,
                          curriculum=curriculum, curriculum_fraction=curriculum_fraction,
                          curriculum_run=str(curriculum_run) if curriculum_run else None,
-                         gradient_accumulation_steps=gradient_accumulation, workers=workers)
+                         gradient_accumulation_steps=gradient_accumulation, workers=workers, max_tokens=max_tokens,
+                         gradient_checkpointing=gradient_checkpointing)
 
 
 def _pg_rank(samples: int, reward: str, temperature: float, baseline: str) -> "PGRankSettings":
@@ -217,6 +225,8 @@ def train_bi_encoder_cmd(
     curriculum_fraction: CurriculumFraction = 0.5,
     gradient_accumulation: GradientAccumulation = 1,
     workers: Workers = None,
+    max_tokens: MaxTokens = None,
+    gradient_checkpointing: GradientCheckpointing = False,
     samples: Samples = 8,
     reward: Reward = "ndcg@10",
     temperature: Temperature = 1.0,
@@ -230,7 +240,7 @@ def train_bi_encoder_cmd(
 
     settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, max_length, save_steps,
                          logging_steps, curriculum, curriculum_fraction, gradient_accumulation,
-                         workers=workers)
+                         workers=workers, max_tokens=max_tokens, gradient_checkpointing=gradient_checkpointing)
     data = TrainingInput(triples, queries=queries, corpus=corpus, teacher=teacher_scores,
                          group_by_query=group_by_query)
     with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps --json clean
@@ -266,6 +276,8 @@ def train_cross_encoder_cmd(
         help="bm25 curriculum: ranks from this TREC run of the training queries, not the corpus's BM25 index")] = None,
     gradient_accumulation: GradientAccumulation = 1,
     workers: Workers = None,
+    max_tokens: MaxTokens = None,
+    gradient_checkpointing: GradientCheckpointing = False,
     samples: Samples = 8,
     reward: Reward = "ndcg@10",
     temperature: Temperature = 1.0,
@@ -279,7 +291,7 @@ def train_cross_encoder_cmd(
 
     settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, max_length, save_steps,
                          logging_steps, curriculum, curriculum_fraction, gradient_accumulation, curriculum_run,
-                         workers=workers)
+                         workers=workers, max_tokens=max_tokens, gradient_checkpointing=gradient_checkpointing)
     data = TrainingInput(triples, queries=queries, corpus=corpus, teacher=teacher_scores,
                          group_by_query=group_by_query)
     with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps --json clean
