@@ -4,13 +4,13 @@ and screening prioritisation (WSS@95, Recall@10%, LastRel); see docs/followir-sc
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.json_output import dumps
 from rankwise.retrieval.models import DEFAULT_ENCODER
 
 SystemsOpt = Annotated[str, typer.Option(help="FIRST[>>RERANKER],... e.g. bm25,dense,bm25>>cross-encoder:MODEL")]
@@ -40,7 +40,7 @@ def _emit(rows: dict[str, dict[str, float]], document: dict[str, Any], *, title:
             run.write(out / f"{file_label(name)}.trec", tag=file_label(name))
         write_json(out / "results.json", document)
     if json_output:
-        typer.echo(json.dumps(rows))
+        typer.echo(dumps(rows))
     else:
         Console().print(metrics_table(rows, title=title))
         if out is not None:

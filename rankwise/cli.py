@@ -28,8 +28,29 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                          help="Print the version and exit.")) -> None:
+                                          help="Print the version and exit."),
+             verbose: bool = typer.Option(False, "-v", "--verbose",
+                                          help="Show third-party libraries' warnings (e.g. transformers' model load "
+                                               "reports).")) -> None:
     """Neural retrieval and reranking: index, search, rerank, train, evaluate."""
+    _quiet_libraries(not verbose)
+
+
+_LIBRARIES = ("transformers", "sentence_transformers")
+
+
+def _quiet_libraries(quiet: bool) -> None:
+    """transformers' and sentence-transformers' warnings (load reports with terminal colour codes, notices) are
+    errors-only unless ``-v``."""
+    level = logging.ERROR if quiet else logging.WARNING
+    for name in _LIBRARIES:
+        logging.getLogger(name).setLevel(level)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(level)
+    except ImportError:
+        pass
 
 
 def _register() -> None:
@@ -60,8 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``rankwise`` console script."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "sentence_transformers", "transformers", "faiss"):
+    for noisy in ("httpx", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    _quiet_libraries(True)
     try:
         from transformers.utils import logging as hf_logging
 

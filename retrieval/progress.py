@@ -4,7 +4,7 @@
 batch is left out of the rate: it pays for warm-up), makes one line: the items, the measured
 throughput and the projected time of the whole job, e.g.
 
-    cost: indexing scifact: 5,183 doc at 10.4 doc/s (measured on the first 3 batches): about 8 min 18 s
+    cost: indexing scifact: 5,183 docs at 10.4 doc/s (measured over 3 batches): about 8 min 18 s
 
 It is logged once (logger ``rankwise.cost``; the ``rankwise`` command prints it on stderr).
 :class:`CostBar` is a tqdm bar that does this and carries the projection in its postfix: indexing,
@@ -44,7 +44,7 @@ class CostEstimate:
     """
 
     def __init__(self, what: str, total: int | None, unit: str = "item", *, warmup: int = 3,
-                 batch_word: str = "batches", log: bool = True) -> None:
+                 batch_word: str = "batch", log: bool = True) -> None:
         self.what, self.total, self.unit, self.warmup, self.batch_word = what, total, unit, max(1, warmup), batch_word
         self.log = log
         self.updates = 0
@@ -70,11 +70,20 @@ class CostEstimate:
             return None
         self.rate = items / elapsed
         self.projected = max(0, self.total - self._counted) / self.rate  # what is left after the first batch
-        self.line = (f"cost: {self.what}: {self.total:,} {self.unit} at {_rate(self.rate, self.unit)} (measured on the "
-                     f"first {self.updates - 1} {self.batch_word}): about {format_duration(self.projected)}")
+        batches = self.updates - 1
+        self.line = (f"cost: {self.what}: {self.total:,} {_plural(self.unit, self.total)} at "
+                     f"{_rate(self.rate, self.unit)} (measured over {batches} {_plural(self.batch_word, batches)}): about {format_duration(self.projected)}")
         if self.log:
             logger.info(self.line)
         return self.line
+
+
+def _plural(unit: str, n: int) -> str:
+    if n == 1 or unit.endswith("s"):
+        return unit
+    if unit.endswith("y") and unit[-2:-1] not in "aeiou":
+        return unit[:-1] + "ies"
+    return unit + "es" if unit.endswith(("ch", "sh", "x")) else unit + "s"
 
 
 def _rate(rate: float, unit: str) -> str:

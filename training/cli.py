@@ -4,7 +4,6 @@ bi-encoder|cross-encoder|listwise|groupwise|idcm-selector``."""
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.json_output import dumps
 from rankwise.retrieval.models import DEFAULT_ENCODER
 from rankwise.retrieval.options import EncoderBatchSize, IndexBackend, IndexType, Workers
 
@@ -99,7 +99,7 @@ def mine(
                f"negatives for a positive, {stats.teacher_dropped} candidates dropped by the teacher)"
                + (f"; teacher scores in {scores}" if scores else ""), err=True)
     if json_output:
-        typer.echo(json.dumps(stats.as_dict(), sort_keys=True))
+        typer.echo(dumps(stats.as_dict(), sort_keys=True))
 
 
 train_app = typer.Typer(help="Train bi-encoders and rerankers on triples, n-tuples or BEIR qrels.",
@@ -192,7 +192,7 @@ def _report(result: "TrainResult", json_output: bool) -> None:
                "seconds": round(result.seconds, 2), "samples_per_second": round(result.samples_per_second, 3),
                "final_loss": result.final_loss, "resumed_from": result.resumed_from,
                "device": "cuda" if torch.cuda.is_available() else "cpu"}
-    typer.echo(json.dumps(summary) if json_output else
+    typer.echo(dumps(summary) if json_output else
                f"trained {result.steps} steps ({result.samples_per_second:.1f} samples/s, final loss "
                f"{result.final_loss}); model in {result.out}", err=not json_output)
 

@@ -143,7 +143,7 @@ def cost_callback(what: str) -> Any:
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
             self.cost = CostEstimate(f"training {what} ({batch} samples per step)", state.max_steps - state.global_step,
-                                     "step", warmup=1, batch_word="steps",
+                                     "step", warmup=1, batch_word="step",
                                      log=state.is_world_process_zero)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

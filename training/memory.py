@@ -22,8 +22,8 @@ optimizer's trajectory, for losses that see one sample at a time) stays what was
   for the gradients of the layer the backward pass is in. With gradient checkpointing (Chen et al.
   2016) only each layer's input is kept, plus one layer recomputed at a time and its gradients.
 
-:func:`available_memory` is the least of ``RANKWISE_MEMORY_LIMIT`` (e.g. ``16G``), the cgroup's
-limit less its usage, and ``MemAvailable`` of ``/proc/meminfo``. :func:`preflight` compares the two
+:func:`available_memory` is ``RANKWISE_MEMORY_LIMIT`` when set (e.g. ``16G``), else the lesser of
+the cgroup's limit less its usage and ``MemAvailable`` of ``/proc/meminfo``. :func:`preflight` compares the two
 and refuses (:class:`~rankwise.retrieval.errors.InputError`, exit 2 from the command) with the
 settings that would fit, before any data or model is loaded.
 """
@@ -178,10 +178,12 @@ def _cgroup_available() -> int | None:
 
 
 def available_memory() -> tuple[int, str]:
-    """``(bytes, where the figure comes from)``: the least of $RANKWISE_MEMORY_LIMIT, the cgroup, /proc/meminfo."""
-    candidates = []
+    """``(bytes, where the figure comes from)``: $RANKWISE_MEMORY_LIMIT when set (it replaces detection: plan
+    for another machine, or for memory other jobs will free), else the lesser of the cgroup's room and
+    /proc/meminfo's MemAvailable."""
     if os.environ.get(ENV_LIMIT):
-        candidates.append((parse_bytes(os.environ[ENV_LIMIT]), ENV_LIMIT))
+        return parse_bytes(os.environ[ENV_LIMIT]), ENV_LIMIT
+    candidates = []
     for value, source in ((_cgroup_available(), "cgroup limit"), (_meminfo_available(), "MemAvailable")):
         if value is not None:
             candidates.append((value, source))
