@@ -72,7 +72,8 @@ class CostEstimate:
         self.projected = max(0, self.total - self._counted) / self.rate  # what is left after the first batch
         batches = self.updates - 1
         self.line = (f"cost: {self.what}: {self.total:,} {_plural(self.unit, self.total)} at "
-                     f"{_rate(self.rate, self.unit)} (measured over {batches} {_plural(self.batch_word, batches)}): about {format_duration(self.projected)}")
+                     f"{_rate(self.rate, self.unit)} (measured over {batches} {_plural(self.batch_word, batches)}): "
+                     f"about {format_duration(self.projected)}")
         if self.log:
             logger.info(self.line)
         return self.line

@@ -44,8 +44,8 @@ from rankwise.retrieval.errors import InputError
 if TYPE_CHECKING:
     from rankwise.training.settings import TrainSettings
 
-__all__ = ["BatchPlan", "MemoryEstimate", "check_training_memory", "ModelShape", "available_memory", "estimate_peak", "model_shape", "parse_bytes",
-           "plan_batches", "preflight", "texts_per_sample"]
+__all__ = ["BatchPlan", "MemoryEstimate", "ModelShape", "available_memory", "check_training_memory", "estimate_peak",
+           "model_shape", "parse_bytes", "plan_batches", "preflight", "texts_per_sample"]
 
 ENV_LIMIT = "RANKWISE_MEMORY_LIMIT"
 RUNTIME_BYTES = 900 * 2**20  # Python + torch + transformers + sentence-transformers + datasets, measured
