@@ -106,7 +106,7 @@ def train_sentence_model(
     if finished is not None:
         return finished
     prepare_out(out, identity, description, force=force)
-    memory: dict[str, Any] = {"gradient_checkpointing": settings.gradient_checkpointing}
+    memory: dict[str, Any] = {"activation_checkpointing": True} if settings.gradient_checkpointing else {}
     plan = checked.plan
     if plan is not None:
         memory.update(per_device_train_batch_size=plan.micro,
