@@ -6,7 +6,8 @@ throughput and the projected time of the whole job, e.g.
 
     cost: indexing scifact: 5,183 docs at 10.4 doc/s (measured over 3 batches): about 8 min 18 s
 
-It is logged once (logger ``rankwise.cost``; the ``rankwise`` command prints it on stderr).
+It is logged once (logger ``rankwise.cost``; the ``rankwise`` command prints it on stderr). Encoders
+sort texts longest first, so their first batches are the slowest: the projection errs long.
 :class:`CostBar` is a tqdm bar that does this and carries the projection in its postfix: indexing,
 BM25, mining and reranking use it; training reports per step through a trainer callback
 (:func:`rankwise.training.flow`) built on the same :class:`CostEstimate`.

@@ -132,3 +132,15 @@ def test_token_budget_accumulates_to_the_same_effective_batch(tmp_path, tiny_enc
     cost = [m for m in messages if m.startswith("cost: training cross-encoder (4 samples per step)")]
     assert len(cost) == 2 and all(": 3 steps at " in m and "(measured over 1 step): about " in m for m in cost)
     assert any(m.startswith("this model reranks with max_length=32") for m in messages)
+
+
+def test_rerank_summary_shows_the_window(tmp_path, synthetic_beir, tiny_cross_encoder, capsys):
+    from rankwise.cli import main
+
+    run = tmp_path / "run.trec"
+    run.write_text("".join(f"q{q} Q0 d{d} {r + 1} {10 - r} bm25\n" for q in range(3) for r, d in enumerate(range(5))),
+                   encoding="utf-8")
+    main(["rerank", str(run), "--queries", str(synthetic_beir), "--corpus", str(synthetic_beir), "--depth", "5",
+          "--model", f"cross-encoder:{tiny_cross_encoder},max_length=16", "--out", str(tmp_path / "out.trec")])
+    err = capsys.readouterr().err
+    assert "15 passages," in err and "truncated at max_length=16 (override: max_length= in the spec)" in err

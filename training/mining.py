@@ -427,7 +427,8 @@ def mine_negatives(
                teacher if not isinstance(teacher, str) else None, margin, text, scores_out is not None,
                teacher_pool=teacher_pool)
     done_set = set(done)
-    with CostBar(total=len(qids), desc="mining negatives", unit="query", disable=not progress, file=sys.stderr) as bar:
+    with CostBar(total=len(qids), desc="mining negatives", unit="query", warmup=1, disable=not progress,
+                 file=sys.stderr) as bar:
         bar.update(sum(len(chunks[n]) for n in done))
         for n, chunk in enumerate(chunks):
             if n in done_set:
