@@ -111,6 +111,10 @@ def beir(
         if stats.get("truncated"):
             typer.echo(f"{result.dataset}: {stats['truncated']} of {stats['passages']} reranker inputs were cut to the "
                        "model's window (split long documents: passages=N in the reranker spec)", err=True)
+        if stats.get("served"):  # a served LLM: requests, tokens, cost
+            from rankwise.rerank.served import ServedUsage
+
+            typer.echo(f"{result.dataset}: {ServedUsage.from_dict(stats['served']).summary()}", err=True)
     rows = result_rows(results)
     if json_output:
         typer.echo(metrics_json(rows))

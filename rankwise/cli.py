@@ -25,22 +25,27 @@ import typer
 
 from rankwise.retrieval.errors import InputError
 
-app = typer.Typer(name="rankwise", help="Neural retrieval and reranking: index, search, rerank, train, evaluate.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+HELP = ("Neural retrieval and reranking: index, search, rerank, train, evaluate.\n\n"
+        "Exit status: 0 done; 2 bad input or usage; 130 (Ctrl-C) or 143 (SIGTERM) interrupted: rerun the same "
+        "command to resume; 1 an internal error (RANKWISE_DEBUG=1 shows its traceback).")
+app = typer.Typer(name="rankwise", help=HELP, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
 
 DEBUG_ENV = "RANKWISE_DEBUG"
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 # What an interrupted command leaves for its rerun, by command (the first word after ``rankwise``).
+_RESUME = "; rerun the same command to resume"
 _KEPT = {
-    "index": "the finished chunks are kept in OUT's work folder",
-    "mine": "the finished query chunks are kept beside OUT",
-    "train": "the checkpoints saved so far are kept in OUT/checkpoints",
-    "beir": "the finished parts of the cached indexes are kept",
-    "position-bias": "the finished parts of the cached indexes are kept",
-    "followir": "the finished parts of the cached indexes are kept",
-    "screening": "the finished parts of the cached indexes are kept",
+    "index": "the finished chunks are kept in OUT's work folder" + _RESUME,
+    "mine": "the finished query chunks are kept beside OUT" + _RESUME,
+    "train": "the checkpoints saved so far are kept in OUT/checkpoints" + _RESUME,
+    "beir": "the finished parts of the cached indexes are kept" + _RESUME,
+    "position-bias": "the finished parts of the cached indexes are kept" + _RESUME,
+    "followir": "the finished parts of the cached indexes are kept" + _RESUME,
+    "screening": "the finished parts of the cached indexes are kept" + _RESUME,
+    "serve": "the server answered the requests in flight and stopped",
 }
-_NOTHING_KEPT = "no output was written under its final name"
+_NOTHING_KEPT = "no output was written under its final name" + _RESUME
 # the OSError numbers that are a user's to fix (a path that does not exist, is a folder, is not writable...)
 _USER_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EEXIST, errno.EPERM, errno.ENOTEMPTY,
                 errno.ENAMETOOLONG, errno.EROFS}
@@ -73,11 +78,7 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
              verbose: bool = typer.Option(False, "-v", "--verbose",
                                           help="Show third-party libraries' warnings (e.g. transformers' model load "
                                                "reports).")) -> None:
-    """Neural retrieval and reranking: index, search, rerank, train, evaluate.
-
-    Exit status: 0 done, 2 bad input or usage, 130 (Ctrl-C) or 143 (SIGTERM) interrupted: rerun the same
-    command to resume. RANKWISE_DEBUG=1 shows the traceback of an internal error (exit 1).
-    """
+    """The options of ``rankwise`` itself (the app's help is HELP)."""
     _quiet_libraries(not verbose)
 
 
@@ -129,7 +130,7 @@ def _interrupted(argv: list[str]) -> NoReturn:
     """One line: which signal, what was kept, and that the same command resumes; exit 130 or 143."""
     name, code = ("SIGTERM", EXIT_SIGTERM) if _terminated else ("SIGINT", EXIT_SIGINT)
     kept = _KEPT.get(_command_name(argv), _NOTHING_KEPT)
-    print(f"rankwise: interrupted ({name}): {kept}; rerun the same command to resume", file=sys.stderr)
+    print(f"rankwise: interrupted ({name}): {kept}", file=sys.stderr)
     sys.exit(code)
 
 

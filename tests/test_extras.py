@@ -27,9 +27,19 @@ EXTRA_MODULES = {
 ALL_OPTIONAL = tuple(sorted({m for mods in EXTRA_MODULES.values() for m in mods}))
 
 _HIDDEN = """
-import sys
-for name in sys.argv[1].split(","):
+import importlib.metadata, re, sys
+_hidden = sys.argv[1].split(",")
+for name in _hidden:
     sys.modules[name] = None  # `import name` now fails as if it were not installed
+_gone = {re.sub(r"[-_.]+", "_", n).lower() for n in _hidden} | ({"pyjnius"} if "jnius" in _hidden else set())
+_from_name = importlib.metadata.Distribution.from_name.__func__
+
+def _without_hidden(cls, name):  # and its metadata is gone (sentence-transformers asks for it)
+    if re.sub(r"[-_.]+", "_", name).lower() in _gone:
+        raise importlib.metadata.PackageNotFoundError(name)
+    return _from_name(cls, name)
+
+importlib.metadata.Distribution.from_name = classmethod(_without_hidden)
 """
 _CLI = _HIDDEN + "from rankwise.cli import main\nmain(sys.argv[2:])\n"
 
@@ -159,3 +169,19 @@ def test_lora_without_peft_names_the_llm_extra(tmp_path):
         "    print(err)\n")
     proc = _run(code, ("peft",), [], tmp_path)
     assert proc.stdout.strip() == "LoRA training needs the 'llm' extra: pip install \"rankwise[llm]\"", proc.stderr
+
+
+@pytest.mark.slow
+def test_dense_retrieval_and_reranking_run_on_the_base_install(tiny_encoder, tiny_cross_encoder, files, tmp_path):
+    code = _HIDDEN + (
+        "from rankwise import Corpus, CrossEncoderReranker, DenseRetriever, Encoder, IndexConfig, build_dense_index\n"
+        "from rankwise import evaluate\n"
+        "encoder = Encoder(sys.argv[2])\n"
+        "build_dense_index(Corpus(sys.argv[4]), encoder, sys.argv[5], IndexConfig(type='flat'), progress=False)\n"
+        "run = DenseRetriever(sys.argv[5], encoder).search({'q1': 'number'}, k=3, progress=False)\n"
+        "ranked = CrossEncoderReranker(sys.argv[3]).rerank('number', ['document number 1', 'document number 0'])\n"
+        "print(len(run['q1']), len(ranked), sorted(evaluate(run, {'q1': {'d1': 1}})))\n")
+    proc = _run(code, ALL_OPTIONAL, [str(tiny_encoder), str(tiny_cross_encoder), str(files["corpus"]),
+                                     str(tmp_path / "idx")], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[-2] == "3 2 ['AP@100', 'R@100', 'RR@10', 'nDCG@10']"

@@ -20,7 +20,7 @@ from rankwise.retrieval.values import (Range, non_negative_float, non_negative_i
                                        positive_int)
 from rankwise.rerank.permutation import LABELS
 from rankwise.training.mining import SAMPLINGS
-from rankwise.training.settings import CURRICULA, PG_BASELINES
+from rankwise.training.settings import CURRICULA, GROUPWISE_LOSSES, LISTWISE_LOSSES, LISTWISE_ORDERS, PG_BASELINES
 
 if TYPE_CHECKING:
     from rankwise.training.candidates import CandidateSource
@@ -344,10 +344,12 @@ def train_listwise_cmd(
     teacher_scores: TeacherScores = None,
     group_by_query: GroupByQuery = False,
     depth: Depth = 20,
-    loss: Annotated[str, typer.Option(help="first: LM loss on the gold ranking + weighted RankNet")] = "first",
+    loss: Annotated[one_of(LISTWISE_LOSSES), typer.Option(help="first: LM loss on the gold ranking + weighted "
+                                                                "RankNet")] = "first",
     window: Annotated[int, Range(int, min=2, max=len(LABELS)).option(help="passages per training window")] = 20,
     rank_weight: Annotated[float, non_negative_float.option(help="lambda of L_LM + lambda * L_rank")] = 1.0,
-    order: Annotated[str, typer.Option(help="window order: retrieved (as at inference) or shuffled")] = "retrieved",
+    order: Annotated[one_of(LISTWISE_ORDERS), typer.Option(help="window order: retrieved (as at inference) or "
+                                                                 "shuffled")] = "retrieved",
     max_passage_tokens: MaxPassageTokens = 100,
     lora: Lora = True,
     lora_r: LoraR = 16,
@@ -386,7 +388,7 @@ def train_groupwise_cmd(
     teacher_scores: TeacherScores = None,
     group_by_query: GroupByQuery = False,
     depth: Depth = 20,
-    loss: Annotated[str, typer.Option(help="listnet or pg-rank")] = "listnet",
+    loss: Annotated[one_of(GROUPWISE_LOSSES), typer.Option(help="training loss")] = "listnet",
     group_size: Annotated[int, Range(int, min=2, max=len(LABELS)).option(
         help="documents per group (use the same at inference)")] = 5,
     levels: Annotated[int, Range(int, min=1, max=99).option(

@@ -11,6 +11,10 @@ from typing import Any
 from rankwise.retrieval.errors import InputError
 
 CURRICULA = ("none", "bm25", "teacher")
+# the LLM trainers' choices, here so that the command line lists them without importing the trainers
+LISTWISE_LOSSES = ("first",)  # rankwise.training.listwise
+LISTWISE_ORDERS = ("retrieved", "shuffled")  # rankwise.training.listwise: the order of a training window
+GROUPWISE_LOSSES = ("listnet", "pg-rank")  # rankwise.training.groupwise
 
 
 @dataclass
