@@ -34,7 +34,7 @@ def beir(
     out: Annotated[Optional[Path], out_folder("folder for the runs and results.json")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object, nothing else, to stdout")] = False,
     split: Annotated[str, typer.Option(help="qrels split")] = "test",
-    k: Annotated[Optional[int], positive_int.option("-k", "--k", help="documents per query in the run (default: 100, or "
+    k: Annotated[Optional[int], positive_int.option("-k", help="documents per query in the run (default: 100, or "
                                                                "the deepest measure cut-off)")] = None,
     index_type: IndexType = "flat",
     fusion: Annotated[one_of(FUSIONS), typer.Option(help="hybrid fusion")] = "rrf",

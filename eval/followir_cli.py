@@ -4,7 +4,6 @@ and screening prioritisation (WSS@95, Recall@10%, LastRel); see docs/followir-sc
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -12,6 +11,7 @@ import typer
 
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.formats import MISSING_JUDGED
+from rankwise.retrieval.json_output import dumps
 from rankwise.retrieval.models import DEFAULT_ENCODER
 from rankwise.retrieval.options import BackendName, out_file, out_folder
 from rankwise.retrieval.values import one_of, positive_int
@@ -43,7 +43,7 @@ def _emit(rows: dict[str, dict[str, float]], document: dict[str, Any], *, title:
             run.write(out / f"{file_label(name)}.trec", tag=file_label(name))
         write_json(out / "results.json", document)
     if json_output:
-        typer.echo(json.dumps(rows))
+        typer.echo(dumps(rows))
     else:
         Console().print(metrics_table(rows, title=title))
         if out is not None:

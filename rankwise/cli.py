@@ -74,8 +74,28 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                          help="Print the version and exit.")) -> None:
+                                          help="Print the version and exit."),
+             verbose: bool = typer.Option(False, "-v", "--verbose",
+                                          help="Show third-party libraries' warnings (e.g. transformers' model load "
+                                               "reports).")) -> None:
     """The options of ``rankwise`` itself (the app's help is HELP)."""
+    _quiet_libraries(not verbose)
+
+
+_LIBRARIES = ("transformers", "sentence_transformers")
+
+
+def _quiet_libraries(quiet: bool) -> None:
+    """transformers' and sentence-transformers' warnings (load reports with terminal colour codes, notices) are
+    errors-only unless ``-v`` (``TRANSFORMERS_VERBOSITY`` for a transformers not imported yet)."""
+    level = logging.ERROR if quiet else logging.WARNING
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error" if quiet else "warning"
+    for name in _LIBRARIES:
+        logging.getLogger(name).setLevel(level)
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(level)
 
 
 def _register() -> None:
@@ -88,6 +108,18 @@ def _register() -> None:
     rerank_cli.register(app)
     training_cli.register(app)
     eval_cli.register(app)
+
+
+def _plain_help(command: Any) -> Any:
+    """Help in click's plain layout for every command: flags shown as flags (no ``<bool>``), ``-k <int>``,
+    help and defaults wrapped whole (never cut with an ellipsis) at the terminal's width, up to 120 columns."""
+    command.context_settings.setdefault("max_content_width", 120)
+    for sub in [command, *getattr(command, "commands", {}).values()]:
+        if hasattr(sub, "rich_markup_mode"):
+            sub.rich_markup_mode = None
+        if sub is not command:
+            _plain_help(sub)
+    return command
 
 
 def _command_name(argv: list[str]) -> str:
@@ -128,13 +160,14 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars too, without importing it here
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "sentence_transformers", "transformers", "faiss"):
+    for noisy in ("httpx", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    _quiet_libraries(True)
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         _register()
-        status = typer.main.get_command(app).main(args=args, prog_name="rankwise", standalone_mode=False)
+        status = _plain_help(typer.main.get_command(app)).main(args=args, prog_name="rankwise", standalone_mode=False)
     except InputError as err:
         _fail(str(err), EXIT_USAGE)
     except click_errors.MissingParameter as err:  # a missing option or argument: click's usage message

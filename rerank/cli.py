@@ -48,8 +48,10 @@ def rerank(
 
         write_reasoning(save_reasoning, reranker.records, texts)
     s = reranker.stats
+    window = getattr(reranker, "max_length", None)
+    cut = f"{s.truncated} truncated" + (f" at max_length={window} (override: max_length= in the spec)" if window else "")
     served = f"; {served_usage(reranker).summary()}" if served_usage(reranker) is not None else ""
-    typer.echo(f"{out}: {len(reranked)} queries reranked ({s.passages} passages, {s.truncated} truncated, "
+    typer.echo(f"{out}: {len(reranked)} queries reranked ({s.passages} passages, {cut}, "
                f"{s.forward_passes} forward passes{served})", err=True)
 
 

@@ -106,7 +106,7 @@ def search(
     index_dir: Annotated[Path, typer.Argument(help="index folder written by `rankwise index`")],
     queries: Annotated[Path, typer.Option(help="queries.jsonl, queries.tsv or a BEIR folder")],
     out: Annotated[Path, out_file("TREC run file to write")],
-    k: Annotated[int, positive_int.option("-k", "--k", help="documents per query")] = 100,
+    k: Annotated[int, positive_int.option("-k", help="documents per query")] = 100,
     model: Annotated[Optional[str], typer.Option(help="encoder (default: the one in the manifest)")] = None,
     batch_size: EncoderBatchSize = 64,
     backend: IndexBackend = None,
