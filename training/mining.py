@@ -46,7 +46,7 @@ from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.files import atomic_open, sha256_file, write_json
 from rankwise.retrieval.formats import Corpus, iter_lines, read_qrels, read_queries
 from rankwise.retrieval.progress import CostBar
-from rankwise.retrieval.workdir import claim_workdir
+from rankwise.retrieval.workdir import claim_workdir, concatenate, part_path
 
 if TYPE_CHECKING:
     from rankwise.rerank.base import Reranker
@@ -309,17 +309,6 @@ class _Job:
 # The resumable driver
 
 
-def _part(work: Path, number: int, kind: str = "tsv") -> Path:
-    return work / f"part-{number:05d}.{kind}"
-
-
-def _concatenate(parts: list[Path], target: Path) -> None:
-    with atomic_open(target, "wb") as out:
-        for part in parts:
-            with open(part, "rb") as fh:
-                shutil.copyfileobj(fh, out)
-
-
 def mine_negatives(
     corpus: Corpus | str | Path,
     queries: QueriesLike,
@@ -406,13 +395,13 @@ def mine_negatives(
 
     qids = sorted(judged)
     chunks = [qids[i:i + chunk_size] for i in range(0, len(qids), chunk_size)]
-    done = [n for n in range(len(chunks)) if _part(work, n).is_file() and _part(work, n, "json").is_file()
-            and (scores_out is None or _part(work, n, "scores.tsv").is_file())]
+    done = [n for n in range(len(chunks)) if part_path(work, n).is_file() and part_path(work, n, "json").is_file()
+            and (scores_out is None or part_path(work, n, "scores.tsv").is_file())]
     stats = MiningStats(chunks=len(chunks), resumed_chunks=len(done))
     if done:
         log.info("resuming %s: %d of %d chunks already mined", out, len(done), len(chunks))
     for n in done:
-        stats.add(MiningStats(**json.loads(_part(work, n, "json").read_text(encoding="utf-8"))))
+        stats.add(MiningStats(**json.loads(part_path(work, n, "json").read_text(encoding="utf-8"))))
 
     if isinstance(teacher, str) and len(done) < len(chunks):
         from rankwise.rerank.spec import load_reranker
@@ -435,16 +424,16 @@ def mine_negatives(
                 continue
             lines, score_lines, chunk_stats = job.mine(chunk)
             if scores_out is not None:
-                with atomic_open(_part(work, n, "scores.tsv")) as fh:
+                with atomic_open(part_path(work, n, "scores.tsv")) as fh:
                     fh.writelines(score_lines)
-            write_json(_part(work, n, "json"), chunk_stats.as_dict())
-            with atomic_open(_part(work, n)) as fh:  # written last: marks the chunk finished
+            write_json(part_path(work, n, "json"), chunk_stats.as_dict())
+            with atomic_open(part_path(work, n)) as fh:  # written last: marks the chunk finished
                 fh.writelines(lines)
             stats.add(chunk_stats)
             bar.update(len(chunk))
 
-    _concatenate([_part(work, n) for n in range(len(chunks))], out)
+    concatenate([part_path(work, n) for n in range(len(chunks))], out)
     if scores_out is not None:
-        _concatenate([_part(work, n, "scores.tsv") for n in range(len(chunks))], Path(scores_out))
+        concatenate([part_path(work, n, "scores.tsv") for n in range(len(chunks))], Path(scores_out))
     shutil.rmtree(work, ignore_errors=True)
     return stats
