@@ -129,8 +129,8 @@ class ShardedJob:
 
     Use as a context manager: on entry the process joins torchrun's group (when there is one), rank 0
     claims ``work`` for ``settings`` (:func:`rankwise.retrieval.workdir.claim_workdir`; a refusal is
-    raised on every rank), and :attr:`todo` lists this rank's units that ``finished(u)`` says are not
-    done yet. The caller computes them, writing each unit's parts atomically (the marker last), then
+    raised on every rank), :attr:`done_before` lists the units ``finished(u)`` says are done (checked by
+    rank 0 once, before any rank starts), and :attr:`todo` this rank's units still to compute. The caller computes them, writing each unit's parts atomically (the marker last), then
     calls :meth:`merge`. In one process it is the same job with one rank.
     """
 
@@ -139,7 +139,8 @@ class ShardedJob:
         self.work, self.settings, self.units = Path(work), settings, units
         self.finished, self.what, self.force, self.key, self.cuda = finished, what, force, key, cuda
         self.rank, self.size, self.local_rank = world()
-        self.mine: list[int] = []
+        self.mine: list[int] = []  # this rank's units
+        self.done_before: list[int] = []  # every unit found finished on entry (whichever rank made it)
         self.kept: list[int] = []
         self.todo: list[int] = []
         self._group: Any = None
@@ -151,20 +152,22 @@ class ShardedJob:
         self._group.__enter__()
         try:
             refusal: InputError | None = None
+            done: list[int] = []
             if self.rank == 0:
                 try:
-                    claim_workdir(self.work, self.settings, key=self.key, force=self.force, what=self.what)
+                    if claim_workdir(self.work, self.settings, key=self.key, force=self.force, what=self.what):
+                        done = [u for u in range(self.units) if self.finished(u)]
                 except InputError as err:
                     refusal = err
-            message = _from_rank_zero(None if refusal is None else str(refusal))
+            message, self.done_before = _from_rank_zero((None if refusal is None else str(refusal), done))
             if refusal is not None:
                 raise refusal
             if message is not None:  # the other ranks stop with rank 0's one line
                 raise InputError(message)
             self.mine = shard_units(self.units, self.rank, self.size)
-            self.kept = [u for u in self.mine if self.finished(u)]
-            kept = set(self.kept)
-            self.todo = [u for u in self.mine if u not in kept]
+            before = set(self.done_before)
+            self.kept = [u for u in self.mine if u in before]
+            self.todo = [u for u in self.mine if u not in before]
             if self.kept:
                 log.info("resuming %s: %d of this process's %d parts already done", self.work, len(self.kept),
                          len(self.mine))
@@ -175,10 +178,6 @@ class ShardedJob:
 
     def __exit__(self, *exc: Any) -> None:
         self._group.__exit__(*exc)
-
-    def all_kept(self) -> list[int]:
-        """Every unit finished so far, whichever rank made it (read after :meth:`merge`: all of them)."""
-        return [u for u in range(self.units) if self.finished(u)]
 
     def merge(self, merge: Callable[[], T]) -> T | None:
         """Wait for all ranks; rank 0 runs ``merge`` and removes the work folder. Logs what this rank did."""
@@ -194,7 +193,7 @@ class ShardedJob:
 
 
 def _from_rank_zero(value: Any) -> Any:
-    """Rank 0's ``value`` (a string or None) on every rank."""
+    """Rank 0's ``value`` (plain data: strings, numbers, lists) on every rank."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):

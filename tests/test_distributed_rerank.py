@@ -143,3 +143,35 @@ def test_rerank_job_resumes_and_refuses_other_inputs(tmp_path, tiny_cross_encode
     forced = rerank_file(run, queries, corpus, spec, out, depth=8, chunk_size=5, progress=False, force=True)
     assert (forced.computed_chunks, forced.kept_chunks) == (5, 0)
     assert out.read_bytes() == (tmp_path / "clean.trec").read_bytes()
+
+
+@pytest.mark.slow
+def test_two_process_mining_with_a_teacher_writes_the_one_process_files(tmp_path, synthetic_beir, tiny_encoder,
+                                                                          tiny_cross_encoder):
+    """``mine --teacher`` under torchrun: each rank mines (and has the teacher score) its chunks of
+    queries; triples and Margin-MSE scores are byte-identical to one process."""
+    env = {**ENV, "RANKWISE_CACHE": os.environ["RANKWISE_CACHE"]}
+    index = tmp_path / "idx"
+    done = subprocess.run([sys.executable, "-m", "rankwise", "index", str(synthetic_beir / "corpus.jsonl"), "--out",
+                           str(index), "--model", str(tiny_encoder)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    def mine(prefix: list[str], name: str) -> str:
+        command = prefix + ["-m", "rankwise", "mine", "--corpus", str(synthetic_beir), "--queries",
+                            str(synthetic_beir / "queries.jsonl"), "--qrels", str(synthetic_beir / "qrels" / "test.tsv"),
+                            "--index", str(index), "--teacher", f"cross-encoder:{tiny_cross_encoder}",
+                            "--teacher-pool", "0", "--depth", "0:30", "--negatives", "3", "--chunk-size", "2",
+                            "--out", str(tmp_path / f"{name}.tsv"), "--scores", str(tmp_path / f"{name}.scores.tsv")]
+        run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        return run.stderr
+
+    log_one = mine([sys.executable], "one")
+    log = mine(_torchrun(free_port()), "two")
+    for suffix in (".tsv", ".scores.tsv"):
+        one, two = (tmp_path / f"one{suffix}").read_bytes(), (tmp_path / f"two{suffix}").read_bytes()
+        assert two == one and one, (suffix, log_one[-2000:])
+    counts = sorted(int(a) for a in re.findall(r"(\d+) parts computed in this run", log))
+    assert counts == [2, 3], log[-3000:]  # 10 queries, 5 chunks: 3 on rank 0, 2 on rank 1
+    assert log.count("triples from 10 queries") == 1  # rank 0 reports the whole job
