@@ -30,7 +30,7 @@ def beir(
     measures: Annotated[Optional[str], typer.Option(help="comma-separated ir-measures names (default: the dataset's "
                                                          f"official ones; BEIR: {','.join(DEFAULT_MEASURES)})")] = None,
     batch_size: EncoderBatchSize = 64,
-    backend: Annotated[str, typer.Option(help="torch, onnx or onnx-int8: the encoder's backend (and the reranker's, "
+    backend: Annotated[str, typer.Option(help="torch, onnx, onnx-int8, openvino or openvino-int8: the encoder's backend (and the reranker's, "
                                                   "unless its spec names one)")] = "torch",
     int8: Int8 = False,
     reranker: Annotated[Optional[str], typer.Option(help="rerank with PARADIGM:MODEL[,key=value...]")] = None,

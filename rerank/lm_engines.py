@@ -177,4 +177,7 @@ def lm_engine(backend: str, model: str, path: str, *, gguf_file: str | None = No
     runtime, int8 = check_backend(backend, int8)
     if runtime == "onnx":
         return OnnxLMEngine(model, int8=int8, device=device)
+    if runtime != "torch":  # OpenVINO runs encoders and cross-encoders only
+        raise InputError(f"backend {backend!r} runs encoders and cross-encoders; causal LMs run on torch, onnx or "
+                         "onnx-int8", field="backend")
     return TorchLMEngine(path, gguf_file=gguf_file, device=device)

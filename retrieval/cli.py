@@ -61,7 +61,10 @@ def index(
             _, world_size, local_rank = world()  # under torchrun: one shard per rank, rank 0 merges
             if world_size > 1 and shard:
                 raise InputError("--shard and torchrun both split the corpus; use one", field="shard")
+            from rankwise.retrieval.backend.calibration import corpus_calibration
+
             encoder = Encoder(model, backend=backend, int8=int8, batch_size=batch_size,
+                              calibration=lambda: corpus_calibration(corpus),
                               **({"device": device_for_rank(local_rank)} if world_size > 1 else {}))
             encoder.max_tokens = max_tokens
             if world_size > 1:

@@ -14,7 +14,7 @@ from rankwise.retrieval.backend import BACKENDS
 
 _BACKENDS = ", ".join(BACKENDS)
 
-# torch, onnx or onnx-int8: one value (retrieval.backend.check_backend)
+# torch, onnx, onnx-int8, openvino or openvino-int8: one value (retrieval.backend.check_backend)
 Backend = Annotated[str, typer.Option(help=f"encoder backend: {_BACKENDS}")]
 # the index's own backend unless given (search, mine --index)
 IndexBackend = Annotated[Optional[str], typer.Option(help=f"encoder backend: {_BACKENDS} (default: the one the "

@@ -1,6 +1,7 @@
 """Exports cached per model under ``cache_root()/onnx/<kind>/``, checked before they are loaded.
 
-A folder holds ``model.onnx`` (and ``model.int8.onnx``), the tokenizer and a ``manifest.json``
+A folder holds ``model.onnx`` (and ``model.int8.onnx``; for the OpenVINO runtime ``model.plain.onnx`` and
+``model.openvino-int8-<calibration>.xml/.bin``, :func:`openvino_graph`), the tokenizer and a ``manifest.json``
 written last: format, kind, the model's source fingerprint (SHA-256 over its files), the settings
 the runtime needs, the parity records and every file's SHA-256 and size. On load:
 
@@ -25,6 +26,7 @@ from typing import Any
 
 from rankwise.retrieval.backend import KINDS
 from rankwise.retrieval.backend.build import FP32_FILE, INT8_FILE
+from rankwise.retrieval.backend.openvino import INT8_IR_PREFIX, PLAIN_FILE
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.files import file_record, sha256_file, write_json
 from rankwise.retrieval.paths import cache_root
@@ -108,7 +110,8 @@ def read_export(folder: str | Path, *, int8: bool = False, kind: str | None = No
     if name not in manifest.get("files", {}):
         raise InputError(f"has no {'int8' if int8 else 'fp32'} graph (export it with{'' if int8 else 'out'} --int8)",
                          path=folder, field="files")
-    verify(export, [n for n in manifest["files"] if n not in (FP32_FILE, INT8_FILE)] + [name])
+    graphs = (FP32_FILE, INT8_FILE, PLAIN_FILE)  # each checked when it is the one loaded
+    verify(export, [n for n in manifest["files"] if n not in graphs and not n.startswith(INT8_IR_PREFIX)] + [name])
     return export
 
 
@@ -215,3 +218,58 @@ def exported(model: str, kind: str, *, int8: bool = False, max_length: int | Non
             log.warning("cached ONNX export of %s is of an older format; exporting again", model)
     log.info("exporting %s (%s) to ONNX under %s", model, kind, folder)
     return export_model(model, kind, folder, int8=int8, max_length=max_length, fingerprint=fingerprint)
+
+
+def openvino_graph(export: Export, *, int8: bool = False, calibration: Any = None) -> tuple[Path, dict[str, Any]]:
+    """The graph of ``export`` the OpenVINO runtime compiles, and its record in the manifest's ``openvino`` section.
+
+    What is missing is made once, parity-checked against torch and added to the manifest with its
+    checksums: the plain fp32 graph (:func:`rankwise.retrieval.backend.openvino.plain_graph`) and,
+    for ``int8``, NNCF's int8 IR calibrated on ``calibration`` (texts or ``(query, document)`` pairs;
+    a string is the key of an int8 graph already in the export, as an index manifest records it).
+    """
+    from rankwise.retrieval.backend.calibration import calibration_key
+    from rankwise.retrieval.backend.openvino import OpenVinoModel, int8_files, require
+
+    require("openvino")
+    section = json.loads(json.dumps(export.manifest.get("openvino", {"int8": {}})))
+    key = None
+    if int8:
+        require("nncf")
+        key = calibration if isinstance(calibration, str) else calibration_key(calibration)
+        if isinstance(calibration, str) and key not in section["int8"]:
+            raise InputError(f"has no openvino-int8 graph calibrated as {key!r} (the index that names it was built "
+                             "with another export): build the index again", path=export.folder, field="calibration")
+    added: list[str] = []
+    prepared = None
+    if "fp32" not in section or (int8 and key not in section["int8"]):
+        from rankwise.retrieval.backend.build import check_parity, prepare
+        from rankwise.retrieval.backend.openvino import feeds_of, plain_graph, quantize_int8
+
+        prepared = prepare(export.manifest["model"], export.kind, export.manifest["options"].get("max_length"))
+        if "fp32" not in section:
+            plain, added = plain_graph(prepared, export.folder, fused=bool(export.manifest.get("fused")))
+            record = check_parity(prepared, plain, int8=False, runtime=OpenVinoModel)
+            section["fp32"] = {"graph": plain.name, "parity": record}
+        if int8 and key not in section["int8"]:
+            assert key is not None and not isinstance(calibration, str)
+            feeds = feeds_of(prepared.tokenizer, calibration, export.settings.get("max_length"))
+            files = quantize_int8(export.folder / section["fp32"]["graph"], export.folder, key, feeds)
+            record = check_parity(prepared, export.folder / files[0], int8=True, runtime=OpenVinoModel)
+            section["int8"][key] = {"files": files, "calibration": {"items": len(feeds), "sha256_12": key},
+                                    "parity": record}
+            added += files
+    if prepared is not None:
+        import openvino
+
+        fields = {k: v for k, v in export.manifest.items() if k not in ("format", "format_version", "created",
+                                                                        "versions")}
+        fields["files"] = sorted(set(fields["files"]) | set(added))
+        versions = {"openvino": openvino.__version__, **({"nncf": require("nncf").__version__} if int8 else {})}
+        section["versions"] = {**section.get("versions", {}), **versions}
+        fields["openvino"] = section
+        export = _write_manifest(export.folder, fields)
+    names = [section["fp32"]["graph"]] + (section["int8"][key]["files"] if int8 else [])
+    verify(export, names)
+    entry = section["int8"][key] if int8 else section["fp32"]
+    return export.folder / names[-2 if int8 else 0], {"export": export, "key": key, **entry}
