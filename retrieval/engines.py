@@ -207,6 +207,8 @@ class OpenVinoEncoderEngine(OnnxEncoderEngine):
         if device not in (None, "cpu"):
             raise InputError(f"the openvino backends run on the CPU, not {device!r}", field="device")
         require("openvino")
+        if int8:
+            require("nncf")
         self.int8 = bool(int8)
         self.backend = backend_name("openvino", self.int8)
         export = exported(name, "encoder", max_length=max_length)
@@ -359,6 +361,8 @@ class OpenVinoPairEngine(OnnxPairEngine):
         if device not in (None, "cpu"):
             raise InputError(f"the openvino backends run on the CPU, not {device!r}", field="device")
         require("openvino")
+        if int8:
+            require("nncf")
         self.int8 = bool(int8)
         self.backend = backend_name("openvino", self.int8)
         pairs = resolve_calibration(calibration, bundled_pairs) if self.int8 else None
