@@ -26,7 +26,9 @@ Hugging Face hub (``queries`` with ``instruction_og`` / ``instruction_changed``;
       qrels/changed.tsv  qrels of the changed instructions (qrels_changed)
 
 A document is "changed" when it is relevant (grade > 0) in ``og.tsv`` and judged non-relevant or
-not judged in ``changed.tsv``. Each query is run as ``query + " " + instruction``.
+not judged in ``changed.tsv``. Each query is run as ``query + " " + instruction``. Every document
+the two qrels files judge must be in ``corpus.jsonl``: a line naming another is an error (file,
+line, id), or, with ``missing_judged="warn"`` (``--missing-judged warn``), counted in a warning.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import Any
 from rankwise.eval.metrics import QrelsLike, RunLike, _run_dict
 from rankwise.eval.pipeline import DatasetResult, PipelineSettings, run_pipeline
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.formats import Corpus, iter_lines, json_line, read_qrels
+from rankwise.retrieval.formats import Corpus, check_judged, iter_lines, json_line, read_qrels
 
 SPLITS = ("og", "changed")
 FOLLOWIR_MEASURES = ("nDCG@5", "AP@1000")
@@ -138,6 +140,7 @@ class FollowIRDataset:
 
     name: str
     root: Path
+    missing_judged: str = "error"  # a judged document not in corpus.jsonl (formats.MissingJudged)
 
     def __post_init__(self) -> None:
         for part in ("corpus.jsonl", "queries.jsonl", "qrels/og.tsv", "qrels/changed.tsv"):
@@ -145,6 +148,8 @@ class FollowIRDataset:
                 raise InputError(f"not a FollowIR folder: missing {part}", path=self.root)
         self._queries = read_followir_queries(self.root / "queries.jsonl")
         self._qrels = {s: read_qrels(self.root / "qrels" / f"{s}.tsv") for s in SPLITS}
+        for split in SPLITS:  # a changed document missing from the corpus would score p-MRR 0 unnoticed
+            check_judged(self.root / "qrels" / f"{split}.tsv", self.corpus, self.missing_judged)
         for split, qrels in self._qrels.items():
             unknown = sorted(set(qrels) - set(self._queries))
             if unknown:

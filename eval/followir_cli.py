@@ -11,14 +11,17 @@ from typing import Annotated, Any, Optional
 import typer
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import MissingJudged
 from rankwise.retrieval.models import DEFAULT_ENCODER
+from rankwise.retrieval.options import BackendName, out_file, out_folder
+from rankwise.retrieval.values import positive_int
 
 SystemsOpt = Annotated[str, typer.Option(help="FIRST[>>RERANKER],... e.g. bm25,dense,bm25>>cross-encoder:MODEL")]
 ModelOpt = Annotated[str, typer.Option(help="encoder name or path (dense, hybrid)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object, nothing else, to stdout")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", help="folder for the runs and results.json")]
-BatchOpt = Annotated[int, typer.Option(help="encoder batch size")]
-BackendOpt = Annotated[str, typer.Option(help="torch or onnx")]
+OutOpt = Annotated[Optional[Path], out_folder("folder for the runs and results.json")]
+BatchOpt = Annotated[int, positive_int.option(help="encoder batch size")]
+BackendOpt = Annotated[BackendName, typer.Option(help="encoder backend")]
 
 
 def _systems(systems: str, base: Any) -> dict[str, Any]:
@@ -52,12 +55,16 @@ def followir(
                                                 "qrels/changed.tsv")],
     systems: SystemsOpt = "bm25",
     model: ModelOpt = DEFAULT_ENCODER,
-    k: Annotated[int, typer.Option("-k", "--k", help="documents per query (MAP@1000 needs 1000)")] = 1000,
-    depth: Annotated[int, typer.Option(help="documents reranked per query")] = 100,
+    k: Annotated[int, positive_int.option("-k", "--k", help="documents per query (MAP@1000 needs 1000)")] = 1000,
+    depth: Annotated[int, positive_int.option(help="documents reranked per query")] = 100,
     batch_size: BatchOpt = 64,
     backend: BackendOpt = "torch",
     json_output: JsonOpt = False,
     out: OutOpt = None,
+    missing_judged: Annotated[MissingJudged, typer.Option(
+        "--missing-judged", help="a line of og.tsv or changed.tsv naming a document that is not in corpus.jsonl: "
+        "error (refuse it, naming file, line and id) or warn (count them in one warning and go on)")]
+    = MissingJudged.error,
 ) -> None:
     """p-MRR (Weller et al. 2024) of each system, beside nDCG@5 and MAP@1000 of the original queries."""
     from rankwise.eval.followir import FOLLOWIR_MEASURES, FollowIRDataset, run_followir
@@ -69,7 +76,7 @@ def followir(
     base = PipelineSettings(model=model, k=k, depth=depth, batch_size=batch_size, backend=backend,
                             measures=FOLLOWIR_MEASURES)
     chosen = _systems(systems, base)  # every spec checked before any work
-    dataset = FollowIRDataset(folder.resolve().name, folder)
+    dataset = FollowIRDataset(folder.resolve().name, folder, missing_judged.value)
     results = run_followir(dataset, chosen)
     rows = {name: r.row() for name, r in results.items()}
     document = {"provenance": provenance(), "dataset": str(folder),
@@ -89,14 +96,18 @@ def screening(
     model: ModelOpt = DEFAULT_ENCODER,
     measures: Annotated[str, typer.Option(help="comma-separated measures (screening and ir-measures names)")] =
     "Recall@10%,WSS@95,LastRel",
-    k: Annotated[Optional[int], typer.Option("-k", "--k", help="first-stage depth over the corpus "
+    k: Annotated[Optional[int], positive_int.option("-k", "--k", help="first-stage depth over the corpus "
                                                                "(default: the whole corpus)")] = None,
     batch_size: BatchOpt = 64,
     backend: BackendOpt = "torch",
-    per_query: Annotated[Optional[Path], typer.Option("--per-query", help="per-query CSV: system, query_id, "
-                                                                         "measure, value")] = None,
+    per_query: Annotated[Optional[Path], out_file("per-query CSV: system, query_id, measure, value",
+                                                  "--per-query")] = None,
     json_output: JsonOpt = False,
     out: OutOpt = None,
+    missing_judged: Annotated[MissingJudged, typer.Option(
+        "--missing-judged", help="a topic's candidate PMID that is not in corpus.jsonl: error (refuse it, naming the "
+        "topic file, line and PMID) or warn (count them in one warning and rank them last)")]
+    = MissingJudged.error,
 ) -> None:
     """Rank each topic's candidates with each system and report the screening measures."""
     from rankwise.eval.metrics import evaluate_per_query, parse_measures
@@ -107,7 +118,7 @@ def screening(
 
     chosen_measures = tuple(m.strip() for m in measures.split(",") if m.strip())
     parse_measures(chosen_measures)
-    tar = read_tar(folder)
+    tar = read_tar(folder, missing_judged.value)
     dataset = ScreeningDataset(folder.resolve().name, tar)
     depth = k if k is not None else len(dataset.corpus)
     base = PipelineSettings(model=model, k=depth, batch_size=batch_size, backend=backend, measures=chosen_measures)

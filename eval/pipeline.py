@@ -17,6 +17,7 @@ from rankwise.eval.metrics import DEFAULT_MEASURES, evaluate
 from rankwise.retrieval import cached
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.files import write_json
+from rankwise.retrieval.formats import MissingJudged, check_judged
 from rankwise.retrieval.hybrid import FUSIONS, fuse
 from rankwise.retrieval.index import IndexConfig
 from rankwise.retrieval.models import DEFAULT_ENCODER
@@ -44,8 +45,12 @@ class PipelineSettings:
     reranker: str | None = None
     depth: int = 100
     first_stage_weight: float = 0.0
+    drop_self_hits: bool | None = None  # None: the dataset's rule (see drops_self_hits)
+    missing_judged: str = "warn"  # a BEIR qrels line naming a document not in the corpus (formats.MissingJudged)
 
     def __post_init__(self) -> None:
+        if self.missing_judged not in {m.value for m in MissingJudged}:
+            raise InputError(f"--missing-judged is error or warn, not {self.missing_judged!r}", field="missing_judged")
         if self.retriever not in RETRIEVERS:
             raise InputError(f"unknown retriever {self.retriever!r}; choose from {', '.join(RETRIEVERS)}", field="retriever")
         if self.fusion not in FUSIONS:
@@ -84,6 +89,15 @@ class DatasetResult:
     components: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     rerank_stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     models: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    drop_self_hits: bool = True
+
+
+def drops_self_hits(dataset: Any, choice: bool | None = None) -> bool:
+    """Whether a retrieved document whose id is the query's is dropped before scoring: ``choice``
+    (``--drop-self-hits`` / ``--keep-self-hits``) when given, else the dataset's rule: on for BEIR
+    datasets (BEIR's evaluation drops them), off where query and document ids are separate (MS MARCO,
+    TREC, irds, plain qrels files)."""
+    return bool(dataset.ignore_identical_ids) if choice is None else choice
 
 
 def bm25_index(dataset: BeirDataset, progress: bool = True) -> Path:
@@ -109,7 +123,7 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
     qrels = dataset.qrels(settings.split)
     queries = dataset.queries(settings.split)
     measures = settings.measures or dataset.official_measures(settings.split)
-    identical = dataset.ignore_identical_ids  # False where query and document ids are separate (MS MARCO)
+    identical = drops_self_hits(dataset, settings.drop_self_hits)
     timings: dict[str, float] = {}
     runs: dict[str, Run] = {}
     models: dict[str, str | None] = {}
@@ -118,6 +132,9 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
     if "corpus" not in shared:
         shared["corpus"] = dataset.corpus  # one object: the corpus is hashed once
     corpus = shared["corpus"]
+    if isinstance(dataset, BeirDataset) and ("judged", settings.split) not in shared:
+        shared["judged", settings.split] = check_judged(dataset.qrels_path(settings.split), corpus,
+                                                        settings.missing_judged)
     model: Any = settings.model
     if settings.retriever in ("dense", "hybrid"):
         from rankwise.retrieval.encoder import Encoder
@@ -175,7 +192,7 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
         models["reranker"] = shared[key]
     run.name = settings.label
     metrics = evaluate(run, qrels, measures, ignore_identical_ids=identical)
-    return DatasetResult(dataset.label, metrics, run, timings, len(queries), components, stats, models)
+    return DatasetResult(dataset.label, metrics, run, timings, len(queries), components, stats, models, identical)
 
 
 def run_beir(datasets: list[Any], settings: PipelineSettings, *, out: Path | None = None,
@@ -201,6 +218,7 @@ def results_document(results: list[DatasetResult], settings: PipelineSettings) -
         "provenance": provenance(),
         "settings": dataclasses.asdict(settings),
         "datasets": {r.dataset: {"metrics": r.metrics, "components": r.components, "timings": r.timings,
-                                 "queries": r.queries, "rerank_stats": r.rerank_stats, "models": r.models}
+                                 "queries": r.queries, "rerank_stats": r.rerank_stats, "models": r.models,
+                                 "drop_self_hits": r.drop_self_hits}
                      for r in results},
     }

@@ -3,9 +3,11 @@
 A folder holds ``model.onnx`` (and ``model.int8.onnx``; for the OpenVINO runtime ``model.plain.onnx`` and
 ``model.openvino-int8-<calibration>.xml/.bin``, :func:`openvino_graph`), the tokenizer and a ``manifest.json``
 written last: format, kind, the model's source fingerprint (SHA-256 over its files), the settings
-the runtime needs, the parity records and every file's SHA-256 and size. On load:
+the runtime needs, the parity records and the SHA-256 and size of every file in the folder (it
+lists exactly those). A folder is built in a temporary sibling that replaces it whole when the
+manifest is written, so a failed or killed export changes nothing. On load:
 
-- the model's files changed since the export (fingerprint differs): stale, rebuilt in place;
+- the model's files changed since the export (fingerprint differs): stale, rebuilt;
 - a file differs from its checksum: corrupt, never loaded -- rebuilt when the folder is rankwise's
   cache, refused (:class:`CorruptExport`) when the user named the folder. ``onnx.checker`` runs on
   every graph before its checksum is recorded, so a file that still matches its checksum is the
@@ -20,6 +22,8 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,8 @@ from rankwise.retrieval.backend import KINDS
 from rankwise.retrieval.backend.build import FP32_FILE, INT8_FILE
 from rankwise.retrieval.backend.openvino import INT8_IR_PREFIX, PLAIN_FILE
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.files import file_record, sha256_file, write_json
+from rankwise.retrieval.extras import requires
+from rankwise.retrieval.files import atomic_dir, file_record, sha256_file, write_json
 from rankwise.retrieval.paths import cache_root
 
 FORMAT = "rankwise-onnx"
@@ -128,7 +133,7 @@ def verify(export: Export, names: list[str]) -> None:
 
 def check_graph(file: Path) -> None:
     """``onnx.checker`` on a graph file; a graph it rejects is an error naming the file."""
-    import onnx
+    onnx = requires("onnx", "onnx", "The ONNX backend")
 
     try:
         onnx.checker.check_model(str(file))
@@ -138,29 +143,56 @@ def check_graph(file: Path) -> None:
 
 def export_model(model: str, kind: str, out: str | Path, *, int8: bool = False, optimize: bool = False,
                  max_length: int | None = None, reduce_range: bool = False,
-                 fingerprint: str | None = None) -> Export:
-    """Export ``model`` (name or path) as ``kind`` into ``out``, check parity, and write the manifest last."""
+                 fingerprint: str | None = None, replace: bool = False) -> Export:
+    """Export ``model`` (name or path) as ``kind`` into ``out``, check parity, and write the manifest last.
+
+    Everything is built in a temporary folder beside ``out`` (:func:`rankwise.retrieval.files.atomic_dir`)
+    that replaces ``out`` whole only once the manifest is written: a failed or killed export leaves
+    ``out`` as it was, and a re-export leaves no file of the previous one behind (a
+    ``model.int8.onnx`` included, unless ``int8`` is asked again). ``out`` must be new, empty, or an
+    export; a folder holding anything else is refused unless ``replace`` (rankwise's own cache).
+    """
     from rankwise.retrieval.backend.build import build
     from rankwise.retrieval.backend.sources import source_fingerprint
 
     if kind not in KINDS:
         raise InputError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}", field="kind")
     out = Path(out)
-    (out / MANIFEST).unlink(missing_ok=True)  # incomplete until the new manifest is written
+    _check_target(out, replace)
     fingerprint = fingerprint or source_fingerprint(model)
-    built = build(model, kind, out, int8=int8, optimize=optimize, max_length=max_length, reduce_range=reduce_range)
-    return _write_manifest(out, {"model": model, "kind": kind, "source_fingerprint": fingerprint,
-                                 "options": {"max_length": max_length, "optimize": optimize}, **built})
+    with atomic_dir(out, wait=replace, what="ONNX export") as tmp:
+        built = build(model, kind, tmp, int8=int8, optimize=optimize, max_length=max_length,
+                      reduce_range=reduce_range)
+        written = _write_manifest(tmp, {"model": model, "kind": kind, "source_fingerprint": fingerprint,
+                                        "options": {"max_length": max_length, "optimize": optimize}, **built})
+    return Export(out, written.manifest)
+
+
+def _check_target(out: Path, replace: bool) -> None:
+    """Refuse an ``out`` that is a file, or a folder of other things (which a swap would delete)."""
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is a file, not a folder; name a folder to export into", path=out)
+    if replace or not out.is_dir() or is_export(out):
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    if entries:
+        shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+        raise InputError(f"holds files that are not a rankwise export ({shown}), which exporting would replace; "
+                         "name a new or empty folder, or an earlier export", path=out)
 
 
 def _write_manifest(folder: Path, fields: dict[str, Any]) -> Export:
-    import onnx
-    import onnxruntime
+    """Check every graph and write ``manifest.json`` listing every file in ``folder`` (and only those)."""
+    onnx = requires("onnx", "onnx", "The ONNX backend")
+    onnxruntime = requires("onnxruntime", "onnx", "The ONNX backend")
     import torch
 
     from rankwise.retrieval.backend.export import OPSET
 
-    names = sorted(set(fields.pop("files")))
+    declared = set(fields.pop("files"))
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    if missing := declared - set(names):
+        raise RuntimeError(f"{folder}: the export did not write {', '.join(sorted(missing))}")
     for name in names:
         if name.endswith(".onnx"):
             check_graph(folder / name)
@@ -174,20 +206,32 @@ def _write_manifest(folder: Path, fields: dict[str, Any]) -> Export:
 
 
 def add_int8(export: Export, *, reduce_range: bool = False) -> Export:
-    """Quantize an export's fp32 graph to int8, check it, and add it to the manifest."""
+    """Quantize an export's fp32 graph to int8, check it, and add it to the manifest.
+
+    The folder is rebuilt beside itself (its files hard-linked, copied where links are not
+    possible) and swapped in whole, as :func:`export_model` does.
+    """
     from rankwise.retrieval.backend.build import check_parity, prepare, quantize
 
     if export.manifest.get("optimized"):
         raise InputError("the fp32 graph was optimized for the CPU provider and cannot be quantized; export "
                          "again with --int8", path=export.folder)
     prepared = prepare(export.manifest["model"], export.kind, export.manifest["options"].get("max_length"))
-    quantize(prepared, export.file(False), export.file(True), reduce_range=reduce_range)
-    record = check_parity(prepared, export.file(True), int8=True)
     fields = {k: v for k, v in export.manifest.items() if k not in ("format", "format_version", "created", "versions")}
-    fields["parity"] = {**fields["parity"], "int8": record}
-    fields["reduce_range"] = reduce_range
-    fields["files"] = list(fields["files"]) + [INT8_FILE]
-    return _write_manifest(export.folder, fields)
+    with atomic_dir(export.folder, wait=True, what="ONNX export") as tmp:
+        for name in fields["files"]:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(export.folder / name, tmp / name)
+            except OSError:
+                shutil.copy2(export.folder / name, tmp / name)
+        quantize(prepared, tmp / FP32_FILE, tmp / INT8_FILE, reduce_range=reduce_range)
+        record = check_parity(prepared, tmp / INT8_FILE, int8=True)
+        fields["parity"] = {**fields["parity"], "int8": record}
+        fields["reduce_range"] = reduce_range
+        fields["files"] = list(fields["files"]) + [INT8_FILE]
+        written = _write_manifest(tmp, fields)
+    return Export(export.folder, written.manifest)
 
 
 def exported(model: str, kind: str, *, int8: bool = False, max_length: int | None = None) -> Export:
@@ -200,9 +244,16 @@ def exported(model: str, kind: str, *, int8: bool = False, max_length: int | Non
     if is_export(model):
         return read_export(model, int8=int8, kind=kind)
     from rankwise.retrieval.backend.sources import source_fingerprint
+    from rankwise.retrieval.locks import folder_lock
 
     folder = cache_folder(model, kind, {"max_length": max_length})
     fingerprint = source_fingerprint(model)
+    with folder_lock(folder, wait=True, what="ONNX export"):  # a second process waits, then reuses the export
+        return _cached_export(model, kind, folder, fingerprint, int8=int8, max_length=max_length)
+
+
+def _cached_export(model: str, kind: str, folder: Path, fingerprint: str, *, int8: bool,
+                   max_length: int | None) -> Export:
     if (folder / MANIFEST).is_file():
         try:
             export = read_export(folder, kind=kind)
@@ -217,59 +268,73 @@ def exported(model: str, kind: str, *, int8: bool = False, max_length: int | Non
         except OutdatedExport:
             log.warning("cached ONNX export of %s is of an older format; exporting again", model)
     log.info("exporting %s (%s) to ONNX under %s", model, kind, folder)
-    return export_model(model, kind, folder, int8=int8, max_length=max_length, fingerprint=fingerprint)
+    return export_model(model, kind, folder, int8=int8, max_length=max_length, fingerprint=fingerprint,
+                        replace=True)
+
 
 
 def openvino_graph(export: Export, *, int8: bool = False, calibration: Any = None) -> tuple[Path, dict[str, Any]]:
     """The graph of ``export`` the OpenVINO runtime compiles, and its record in the manifest's ``openvino`` section.
 
     What is missing is made once, parity-checked against torch and added to the manifest with its
-    checksums: the plain fp32 graph (:func:`rankwise.retrieval.backend.openvino.plain_graph`) and,
-    for ``int8``, NNCF's int8 IR calibrated on ``calibration`` (texts or ``(query, document)`` pairs;
-    a string is the key of an int8 graph already in the export, as an index manifest records it).
+    checksums, the folder rebuilt beside itself and swapped in whole (as :func:`add_int8` does): the
+    plain fp32 graph (:func:`rankwise.retrieval.backend.openvino.plain_graph`) and, for ``int8``, NNCF's
+    int8 IR calibrated on ``calibration`` (texts or ``(query, document)`` pairs; a string is the key of
+    an int8 graph already in the export, as an index manifest records it).
     """
     from rankwise.retrieval.backend.calibration import calibration_key
-    from rankwise.retrieval.backend.openvino import OpenVinoModel, int8_files, require
+    from rankwise.retrieval.backend.openvino import require
 
     require("openvino")
-    section = json.loads(json.dumps(export.manifest.get("openvino", {"int8": {}})))
     key = None
     if int8:
         require("nncf")
         key = calibration if isinstance(calibration, str) else calibration_key(calibration)
-        if isinstance(calibration, str) and key not in section["int8"]:
+    section = export.manifest.get("openvino", {"int8": {}})
+    if "fp32" not in section or (int8 and key not in section["int8"]):
+        if isinstance(calibration, str):
             raise InputError(f"has no openvino-int8 graph calibrated as {key!r} (the index that names it was built "
                              "with another export): build the index again", path=export.folder, field="calibration")
-    added: list[str] = []
-    prepared = None
-    if "fp32" not in section or (int8 and key not in section["int8"]):
-        from rankwise.retrieval.backend.build import check_parity, prepare
-        from rankwise.retrieval.backend.openvino import feeds_of, plain_graph, quantize_int8
-
-        prepared = prepare(export.manifest["model"], export.kind, export.manifest["options"].get("max_length"))
-        if "fp32" not in section:
-            plain, added = plain_graph(prepared, export.folder, fused=bool(export.manifest.get("fused")))
-            record = check_parity(prepared, plain, int8=False, runtime=OpenVinoModel)
-            section["fp32"] = {"graph": plain.name, "parity": record}
-        if int8 and key not in section["int8"]:
-            assert key is not None and not isinstance(calibration, str)
-            feeds = feeds_of(prepared.tokenizer, calibration, export.settings.get("max_length"))
-            files = quantize_int8(export.folder / section["fp32"]["graph"], export.folder, key, feeds)
-            record = check_parity(prepared, export.folder / files[0], int8=True, runtime=OpenVinoModel)
-            section["int8"][key] = {"files": files, "calibration": {"items": len(feeds), "sha256_12": key},
-                                    "parity": record}
-            added += files
-    if prepared is not None:
-        import openvino
-
-        fields = {k: v for k, v in export.manifest.items() if k not in ("format", "format_version", "created",
-                                                                        "versions")}
-        fields["files"] = sorted(set(fields["files"]) | set(added))
-        versions = {"openvino": openvino.__version__, **({"nncf": require("nncf").__version__} if int8 else {})}
-        section["versions"] = {**section.get("versions", {}), **versions}
-        fields["openvino"] = section
-        export = _write_manifest(export.folder, fields)
+        export = _add_openvino(export, key if int8 else None, calibration)
+        section = export.manifest["openvino"]
     names = [section["fp32"]["graph"]] + (section["int8"][key]["files"] if int8 else [])
     verify(export, names)
     entry = section["int8"][key] if int8 else section["fp32"]
     return export.folder / names[-2 if int8 else 0], {"export": export, "key": key, **entry}
+
+
+def _add_openvino(export: Export, key: str | None, calibration: Any) -> Export:
+    """Add the plain fp32 graph (when missing) and, with a ``key``, the int8 IR calibrated on ``calibration``."""
+    import openvino
+
+    from rankwise.retrieval.backend.build import check_parity, prepare
+    from rankwise.retrieval.backend.openvino import OpenVinoModel, feeds_of, plain_graph, quantize_int8, require
+
+    prepared = prepare(export.manifest["model"], export.kind, export.manifest["options"].get("max_length"))
+    with atomic_dir(export.folder, wait=True, what="ONNX export") as tmp:
+        manifest = json.loads((export.folder / MANIFEST).read_text(encoding="utf-8"))  # as it is now, under the lock
+        fields = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "created", "versions")}
+        section = fields.setdefault("openvino", {"int8": {}})
+        for name in fields["files"]:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(export.folder / name, tmp / name)
+            except OSError:
+                shutil.copy2(export.folder / name, tmp / name)
+        added: list[str] = []
+        if "fp32" not in section:
+            plain, added = plain_graph(prepared, tmp, fused=bool(fields.get("fused")))
+            section["fp32"] = {"graph": plain.name,
+                               "parity": check_parity(prepared, plain, int8=False, runtime=OpenVinoModel)}
+        section["versions"] = {**section.get("versions", {}), "openvino": openvino.__version__}
+        if key is not None and key not in section["int8"]:
+            feeds = feeds_of(prepared.tokenizer, calibration, fields["settings"].get("max_length"))
+            files = quantize_int8(tmp / section["fp32"]["graph"], tmp, key, feeds)
+            record = check_parity(prepared, tmp / files[0], int8=True, runtime=OpenVinoModel)
+            section["int8"][key] = {"files": files, "calibration": {"items": len(feeds), "sha256_12": key},
+                                    "parity": record}
+            section["versions"]["nncf"] = require("nncf").__version__
+            added += files
+        fields["files"] = list(fields["files"]) + added
+        written = _write_manifest(tmp, fields)
+    return Export(export.folder, written.manifest)

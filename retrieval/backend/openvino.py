@@ -12,7 +12,7 @@ rerankers, a bundled set; the result is saved as OpenVINO IR (``.xml`` + ``.bin`
 folder under a name keyed by the calibration texts (:func:`int8_files`).
 
 ``openvino`` and ``nncf`` are imported only here and only when an OpenVINO backend is chosen; a
-missing package is one line naming the ``openvino`` extra (:class:`MissingOpenVino`, exit status 2).
+missing package is one line naming the ``openvino`` extra (:func:`require`, exit status 2).
 """
 
 from __future__ import annotations
@@ -33,19 +33,12 @@ PLAIN_FILE = "model.plain.onnx"  # the unfused fp32 graph OpenVINO compiles, whe
 INT8_IR_PREFIX = "model.openvino-int8-"
 
 
-class MissingOpenVino(InputError):
-    """The ``openvino`` or ``nncf`` package is not installed."""
-
-
 def require(package: str = "openvino") -> Any:
-    """The imported ``openvino`` (or ``nncf``) module, or :class:`MissingOpenVino` naming the extra."""
-    import importlib
+    """The imported ``openvino`` (or ``nncf``) module, or the one line naming the ``openvino`` extra
+    (:class:`rankwise.retrieval.extras.MissingExtraError`)."""
+    from rankwise.retrieval.extras import requires
 
-    try:
-        return importlib.import_module(package)
-    except ImportError:
-        raise MissingOpenVino(f"the openvino backends need the '{package}' package: pip install 'rankwise[openvino]'",
-                              field="backend") from None
+    return requires(package, "openvino", "The OpenVINO backend")
 
 
 class OpenVinoModel:
@@ -158,5 +151,5 @@ def resolve_calibration(calibration: Calibration, default: Callable[[], Sequence
     return texts
 
 
-__all__ = ["Calibration", "MissingOpenVino", "OpenVinoModel", "PLAIN_FILE", "feeds_of", "int8_files", "plain_graph",
+__all__ = ["Calibration", "OpenVinoModel", "PLAIN_FILE", "feeds_of", "int8_files", "plain_graph",
            "quantize_int8", "require", "resolve_calibration"]
