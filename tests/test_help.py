@@ -27,7 +27,7 @@ def test_help_shows_flags_as_flags_and_whole_defaults(capsys, command):
 def test_k_shows_as_k(capsys):
     out = _help(capsys, "search")
     assert "-k <int>" in out and "--k" not in out
-    assert "documents per query  [default: 100]" in out
+    assert "documents per query (x>=1)  [default: 100]" in out
 
 
 def test_long_defaults_are_not_cut(capsys, monkeypatch):
