@@ -36,9 +36,12 @@ def init_cross_encoder(base: str, out: str | Path, *, seed: int = 0, max_length:
     import torch
     from sentence_transformers import CrossEncoder
 
+    from rankwise.retrieval.files import plain_permissions
+
     torch.manual_seed(seed)
     model = CrossEncoder(resolve_model(base), num_labels=1, max_length=max_length, device="cpu")
     model.save(str(out))
+    plain_permissions(out)  # safetensors writes 0600: the umask's permissions, as any other output
     return Path(out)
 
 

@@ -123,8 +123,7 @@ def search(
 
 def export(
     model: Annotated[str, typer.Argument(help="model name or path (a .gguf file for causal LMs too)")],
-    out_dir: Annotated[Path, typer.Argument(file_okay=False,
-                                            help="folder to write model.onnx, the tokenizer and manifest.json to")],
+    out_dir: Annotated[Path, typer.Argument(help="folder to write model.onnx, the tokenizer and manifest.json to")],
     kind: Annotated[one_of(KINDS), typer.Option(help="model kind")] = "encoder",
     int8: Annotated[bool, typer.Option("--int8", help="also write the dynamically quantized model.int8.onnx")] = False,
     optimize: Annotated[bool, typer.Option("--optimize", help="save ONNX Runtime's optimized graph (CPU provider)")]

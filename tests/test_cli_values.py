@@ -89,7 +89,7 @@ VALUE_ERRORS = {
     "index --retriever": (["index", NOWHERE, "--out", "{tmp}/idx", "--retriever", "splade"], "'--retriever'"),
     "index --out file": (["index", NOWHERE, "--out", "{file}"], "'--out': dir '{file}' is a file"),
     "export --kind": (["export", MODEL, "{tmp}/onnx", "--kind", "t5"], "'--kind': 't5' is not one of"),
-    "export into a file": (["export", MODEL, "{file}"], "'out_dir': dir '{file}' is a file"),
+    "export into a file": (["export", MODEL, "{file}"], "{file}: exists and is a file"),
     "export --max-length 0": (["export", MODEL, "{tmp}/onnx", "--max-length", "0"], "'--max-length'"),
     # rerank and its spec keys
     "rerank --out folder": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--model", SPEC, "--out",
@@ -340,3 +340,40 @@ def test_spec_keys_share_the_option_ranges():
         with pytest.raises(InputError) as err:
             parse_spec(spec)
         assert str(err.value) == f"field 'reranker': {message}"
+
+
+def test_self_hits_kept_for_a_qrels_file_dropped_for_beir_and_switchable(tmp_path):
+    """The qid == docid rule: off for a plain qrels file, on for a BEIR folder, both switchable."""
+    (tmp_path / "run.trec").write_text("q1 Q0 q1 1 2.0 x\nq1 Q0 d1 2 1.0 x\nq2 Q0 d2 1 1.0 x\n")
+    (tmp_path / "qrels.txt").write_text("q1 0 d1 1\nq2 0 d2 1\n")
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "text": i}) + "\n" for i in ("q1", "d1", "d2")))
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": i}) + "\n" for i in ("q1", "q2")))
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+
+    def rr(*args: object) -> tuple[float, str]:
+        result = rankwise("compare", tmp_path / "run.trec", *args, "--measures", "RR@10", "--format", "json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["systems"][0]["RR@10"], result.stderr
+
+    kept, err = rr("--qrels", tmp_path / "qrels.txt")
+    assert kept == pytest.approx(0.75) and "dropped" not in err
+    assert rr("--qrels", tmp_path / "qrels.txt", "--drop-self-hits")[0] == pytest.approx(1.0)
+    dropped, err = rr("--qrels", beir)
+    assert dropped == pytest.approx(1.0) and "--keep-self-hits keeps them" in err
+    assert rr("--qrels", beir, "--keep-self-hits")[0] == pytest.approx(0.75)
+
+
+def test_results_json_records_the_self_hit_rule():
+    from types import SimpleNamespace
+
+    from rankwise.eval.pipeline import DatasetResult, PipelineSettings, drops_self_hits, results_document
+
+    beir, msmarco = SimpleNamespace(ignore_identical_ids=True), SimpleNamespace(ignore_identical_ids=False)
+    assert (drops_self_hits(beir), drops_self_hits(msmarco)) == (True, False)
+    assert (drops_self_hits(beir, False), drops_self_hits(msmarco, True)) == (False, True)
+    result = DatasetResult("arguana", {"nDCG@10": 0.5}, None, {}, 3, drop_self_hits=False)
+    document = results_document([result], PipelineSettings(drop_self_hits=False))
+    assert document["datasets"]["arguana"]["drop_self_hits"] is False
+    assert document["settings"]["drop_self_hits"] is False

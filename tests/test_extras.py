@@ -23,6 +23,7 @@ EXTRA_MODULES = {
     "train": ("accelerate", "datasets"),
     "experiments": ("statsmodels", "pandas", "matplotlib", "ir_datasets"),  # scipy comes with sentence-transformers
     "serve": ("fastapi", "uvicorn", "prometheus_client"),
+    "api": ("openai",),
 }
 ALL_OPTIONAL = tuple(sorted({m for mods in EXTRA_MODULES.values() for m in mods}))
 
@@ -128,6 +129,8 @@ CASES = [
      "compare {run} --qrels irds:msmarco-passage/dev/small"),
     ("experiments", ("matplotlib",), "Plotting", "compare {run} {other} --qrels {qrels} --plot {out}"),
     ("serve", EXTRA_MODULES["serve"], "The server", "serve --reranker cross-encoder:m"),
+    ("api", ("openai",), "backend=api",
+     "rerank {run} --queries {queries} --corpus {corpus} --model listwise:m,backend=api --out {out}"),
     ("serve", ("fastapi",), "The server", "serve --reranker cross-encoder:m"),
 ]
 
@@ -136,7 +139,9 @@ CASES = [
                          ids=[f"{c[0]}-{'-'.join(c[1])}" for c in CASES])
 def test_a_command_without_its_extra_ends_in_one_line_naming_it(files, tmp_path, extra, hidden, feature, command):
     args = command.format(**{k: str(v) for k, v in files.items()}).split()
-    _assert_one_line(_run(_CLI, hidden, args, tmp_path), extra, feature)
+    proc = _run(_CLI, hidden, args, tmp_path)
+    _assert_one_line(proc, extra, feature)
+    assert proc.stdout == ""  # named before any work: no table printed first
     assert not files["out"].exists() or not any(files["out"].iterdir())
 
 
