@@ -62,12 +62,16 @@ def emit(table: Any, values: Any, *, fmt: str, title: str, per_query: Path | Non
     return written
 
 
-def _check_choices(test: str, correction: str, fmt: str) -> None:
+def _check_choices(test: str, correction: str, fmt: str, plot: Path | None = None) -> None:
     from rankwise.eval.compare import CORRECTIONS, FORMATS, TESTS
 
     for value, allowed, field in ((test, TESTS, "test"), (correction, CORRECTIONS, "correction"), (fmt, FORMATS, "format")):
         if value not in allowed:
             raise InputError(f"unknown {field} {value!r}; choose from {', '.join(allowed)}", field=field)
+    if plot is not None:  # before any run is read or retrieved, not after the table is printed
+        from rankwise.retrieval.extras import requires
+
+        requires("matplotlib", "experiments", "Plotting")
 
 
 def _named_run_files(runs: list[str]) -> dict[str, Path]:
@@ -139,7 +143,7 @@ def compare_command(
     from rankwise.retrieval.formats import read_qrels
     from rankwise.retrieval.run import Run
 
-    _check_choices(test, correction, fmt)
+    _check_choices(test, correction, fmt, plot)
     named = _named_run_files(runs)
     from rankwise.eval.pipeline import drops_self_hits
 
@@ -183,7 +187,7 @@ def beir_systems(datasets: list[str], systems: str, base: Any, *, first_stage_we
 
     from rankwise.eval.metrics import parse_measures
 
-    _check_choices(test, correction, fmt)
+    _check_choices(test, correction, fmt, plot)
     if base.measures:
         parse_measures(base.measures)  # an unknown measure fails before any work
     specs = parse_systems(systems)

@@ -4,17 +4,17 @@ and screening prioritisation (WSS@95, Recall@10%, LastRel); see docs/followir-sc
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.formats import MissingJudged
+from rankwise.retrieval.formats import MISSING_JUDGED
+from rankwise.retrieval.json_output import dumps
 from rankwise.retrieval.models import DEFAULT_ENCODER
 from rankwise.retrieval.options import BackendName, out_file, out_folder
-from rankwise.retrieval.values import positive_int
+from rankwise.retrieval.values import one_of, positive_int
 
 SystemsOpt = Annotated[str, typer.Option(help="FIRST[>>RERANKER],... e.g. bm25,dense,bm25>>cross-encoder:MODEL")]
 ModelOpt = Annotated[str, typer.Option(help="encoder name or path (dense, hybrid)")]
@@ -43,7 +43,7 @@ def _emit(rows: dict[str, dict[str, float]], document: dict[str, Any], *, title:
             run.write(out / f"{file_label(name)}.trec", tag=file_label(name))
         write_json(out / "results.json", document)
     if json_output:
-        typer.echo(json.dumps(rows))
+        typer.echo(dumps(rows))
     else:
         Console().print(metrics_table(rows, title=title))
         if out is not None:
@@ -61,10 +61,10 @@ def followir(
     backend: BackendOpt = "torch",
     json_output: JsonOpt = False,
     out: OutOpt = None,
-    missing_judged: Annotated[MissingJudged, typer.Option(
+    missing_judged: Annotated[one_of(MISSING_JUDGED), typer.Option(
         "--missing-judged", help="a line of og.tsv or changed.tsv naming a document that is not in corpus.jsonl: "
         "error (refuse it, naming file, line and id) or warn (count them in one warning and go on)")]
-    = MissingJudged.error,
+    = "error",
 ) -> None:
     """p-MRR (Weller et al. 2024) of each system, beside nDCG@5 and MAP@1000 of the original queries."""
     from rankwise.eval.followir import FOLLOWIR_MEASURES, FollowIRDataset, run_followir
@@ -76,7 +76,7 @@ def followir(
     base = PipelineSettings(model=model, k=k, depth=depth, batch_size=batch_size, backend=backend,
                             measures=FOLLOWIR_MEASURES)
     chosen = _systems(systems, base)  # every spec checked before any work
-    dataset = FollowIRDataset(folder.resolve().name, folder, missing_judged.value)
+    dataset = FollowIRDataset(folder.resolve().name, folder, missing_judged)
     results = run_followir(dataset, chosen)
     rows = {name: r.row() for name, r in results.items()}
     document = {"provenance": provenance(), "dataset": str(folder),
@@ -104,10 +104,10 @@ def screening(
                                                   "--per-query")] = None,
     json_output: JsonOpt = False,
     out: OutOpt = None,
-    missing_judged: Annotated[MissingJudged, typer.Option(
+    missing_judged: Annotated[one_of(MISSING_JUDGED), typer.Option(
         "--missing-judged", help="a topic's candidate PMID that is not in corpus.jsonl: error (refuse it, naming the "
         "topic file, line and PMID) or warn (count them in one warning and rank them last)")]
-    = MissingJudged.error,
+    = "error",
 ) -> None:
     """Rank each topic's candidates with each system and report the screening measures."""
     from rankwise.eval.metrics import evaluate_per_query, parse_measures
@@ -118,7 +118,7 @@ def screening(
 
     chosen_measures = tuple(m.strip() for m in measures.split(",") if m.strip())
     parse_measures(chosen_measures)
-    tar = read_tar(folder, missing_judged.value)
+    tar = read_tar(folder, missing_judged)
     dataset = ScreeningDataset(folder.resolve().name, tar)
     depth = k if k is not None else len(dataset.corpus)
     base = PipelineSettings(model=model, k=depth, batch_size=batch_size, backend=backend, measures=chosen_measures)

@@ -17,7 +17,7 @@ from rankwise.eval.metrics import DEFAULT_MEASURES, evaluate
 from rankwise.retrieval import cached
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.files import write_json
-from rankwise.retrieval.formats import MissingJudged, check_judged
+from rankwise.retrieval.formats import MISSING_JUDGED, check_judged
 from rankwise.retrieval.hybrid import FUSIONS, fuse
 from rankwise.retrieval.index import IndexConfig
 from rankwise.retrieval.models import DEFAULT_ENCODER
@@ -46,10 +46,10 @@ class PipelineSettings:
     depth: int = 100
     first_stage_weight: float = 0.0
     drop_self_hits: bool | None = None  # None: the dataset's rule (see drops_self_hits)
-    missing_judged: str = "warn"  # a BEIR qrels line naming a document not in the corpus (formats.MissingJudged)
+    missing_judged: str = "warn"  # a BEIR qrels line naming a document not in the corpus (formats.MISSING_JUDGED)
 
     def __post_init__(self) -> None:
-        if self.missing_judged not in {m.value for m in MissingJudged}:
+        if self.missing_judged not in MISSING_JUDGED:
             raise InputError(f"--missing-judged is error or warn, not {self.missing_judged!r}", field="missing_judged")
         if self.retriever not in RETRIEVERS:
             raise InputError(f"unknown retriever {self.retriever!r}; choose from {', '.join(RETRIEVERS)}", field="retriever")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -11,6 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.json_output import dumps
 from rankwise.retrieval.models import DEFAULT_ENCODER
 from rankwise.retrieval.options import out_file
 from rankwise.retrieval.values import one_of, positive_int
@@ -123,7 +123,7 @@ def position_bias_command(
     runs, summary = run_probe_systems(data, specs, base, passages=passages, stride=stride)
     table = position_table(runs, data.qrels(split), where, buckets=buckets)
     if fmt == "json":
-        typer.echo(json.dumps({"table": table.to_dict(orient="records"), "systems": summary}, indent=1, default=str))
+        typer.echo(dumps({"table": table.to_dict(orient="records"), "systems": summary}, indent=1, default=str))
     else:
         typer.echo(render(table, summary, fmt), nl=False)
     for spec, s in summary.items():

@@ -24,6 +24,7 @@ from rankwise.rerank.base import Reranker
 from rankwise.retrieval.backend import check_backend
 from rankwise.retrieval.engines import pair_engine
 from rankwise.retrieval.models import resolve_model
+from rankwise.retrieval.progress import CostBar
 
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 
@@ -37,9 +38,12 @@ def init_cross_encoder(base: str, out: str | Path, *, seed: int = 0, max_length:
     import torch
     from sentence_transformers import CrossEncoder
 
+    from rankwise.retrieval.files import plain_permissions
+
     torch.manual_seed(seed)
     model = CrossEncoder(resolve_model(base), num_labels=1, max_length=max_length, device="cpu")
     model.save(str(out))
+    plain_permissions(out)  # safetensors writes 0600: the umask's permissions, as any other output
     return Path(out)
 
 
@@ -78,8 +82,6 @@ class CrossEncoderReranker(Reranker):
         """One score per ``(query, document)`` pair: tokenized once (:func:`rankwise.retrieval.batching.stream_batches`;
         on a GPU in slices, the next one while the model scores this one), scored in length-sorted batches
         prepared ahead of the model."""
-        from tqdm.auto import tqdm
-
         from rankwise.retrieval.batching import SLICE_SIZE, count_truncated, stream_batches, token_batches, tokenize
 
         pairs = list(pairs)
@@ -100,7 +102,7 @@ class CrossEncoderReranker(Reranker):
             self.stats.truncated += count_truncated(self.tokenizer, tok, queries[start:end], docs[start:end],
                                                     self.max_length)
 
-        with tqdm(total=len(pairs), desc="cross-encoder", unit="pair", disable=not progress, leave=False) as bar:
+        with CostBar(total=len(pairs), desc="cross-encoder reranking", unit="pair", disable=not progress, leave=False) as bar:
             if extras is None:  # the model's own preprocess, per batch
                 tok = tokenize(self.tokenizer, queries, docs, max_length=self.max_length)
                 count(tok, 0)

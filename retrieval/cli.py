@@ -109,7 +109,7 @@ def search(
     index_dir: Annotated[Path, typer.Argument(help="index folder written by `rankwise index`")],
     queries: Annotated[Path, typer.Option(help="queries.jsonl, queries.tsv or a BEIR folder")],
     out: Annotated[Path, out_file("TREC run file to write")],
-    k: Annotated[int, positive_int.option("-k", "--k", help="documents per query")] = 100,
+    k: Annotated[int, positive_int.option("-k", help="documents per query")] = 100,
     model: Annotated[Optional[str], typer.Option(help="encoder (default: the one in the manifest)")] = None,
     batch_size: EncoderBatchSize = 64,
     backend: IndexBackend = None,
@@ -126,8 +126,7 @@ def search(
 
 def export(
     model: Annotated[str, typer.Argument(help="model name or path (a .gguf file for causal LMs too)")],
-    out_dir: Annotated[Path, typer.Argument(file_okay=False,
-                                            help="folder to write model.onnx, the tokenizer and manifest.json to")],
+    out_dir: Annotated[Path, typer.Argument(help="folder to write model.onnx, the tokenizer and manifest.json to")],
     kind: Annotated[one_of(KINDS), typer.Option(help="model kind")] = "encoder",
     int8: Annotated[bool, typer.Option("--int8", help="also write the dynamically quantized model.int8.onnx")] = False,
     optimize: Annotated[bool, typer.Option("--optimize", help="save ONNX Runtime's optimized graph (CPU provider)")]

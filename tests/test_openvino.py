@@ -155,7 +155,7 @@ def test_an_openvino_index_is_searched_by_its_own_backend(tiny_encoder, syntheti
 def test_causal_lms_refuse_the_openvino_backends(tiny_causal_lm):
     from rankwise.rerank.lm_engines import lm_engine
 
-    with pytest.raises(InputError, match="causal LMs run on torch, onnx or onnx-int8"):
+    with pytest.raises(InputError, match="causal LMs run on torch, onnx, onnx-int8 or api"):
         lm_engine("openvino", str(tiny_causal_lm), str(tiny_causal_lm))
 
 
