@@ -141,8 +141,11 @@ def run_pipeline(dataset: BeirDataset, settings: PipelineSettings, progress: boo
 
         key = ("encoder", settings.model, settings.backend, settings.int8, settings.batch_size)
         if key not in shared:
+            from rankwise.retrieval.backend.calibration import corpus_calibration
+
             shared[key] = Encoder(settings.model, backend=settings.backend, int8=settings.int8,
-                                  batch_size=settings.batch_size)  # not timed
+                                  batch_size=settings.batch_size,  # openvino-int8: calibrated on the corpus
+                                  calibration=lambda: corpus_calibration(corpus))  # not timed
         model = shared[key]
         models["encoder"] = model.fingerprint
     for kind in ("bm25", "dense"):

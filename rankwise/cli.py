@@ -113,6 +113,16 @@ def _register() -> None:
 def _plain_help(command: Any) -> Any:
     """Help in click's plain layout for every command: flags shown as flags (no ``<bool>``), ``-k <int>``,
     help and defaults wrapped whole (never cut with an ellipsis) at the terminal's width, up to 120 columns."""
+    from typer._click import _textwrap  # click's help wrapper (typer vendors click)
+
+    if not getattr(_textwrap.TextWrapper, "whole_words", False):
+        class WholeWords(_textwrap.TextWrapper):  # never split a model name or a flag at a hyphen
+            whole_words = True
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **{**kwargs, "break_on_hyphens": False})
+
+        _textwrap.TextWrapper = WholeWords
     command.context_settings.setdefault("max_content_width", 120)
     for sub in [command, *getattr(command, "commands", {}).values()]:
         if hasattr(sub, "rich_markup_mode"):

@@ -6,7 +6,9 @@ Scores are the raw logit (one label) or the relevant-minus-irrelevant logit (two
 monotone in the model's relevance probability. (Nogueira & Cho, 2019, "Passage Re-ranking with BERT".)
 
 ``backend="onnx"`` scores the same batches with ONNX Runtime (:mod:`rankwise.retrieval.backend`; the score is
-computed inside the graph), ``"onnx-int8"`` with the dynamically quantized graph. The forward pass is
+computed inside the graph), ``"onnx-int8"`` with the dynamically quantized graph; ``"openvino"`` compiles the
+same export with OpenVINO, ``"openvino-int8"`` quantizes it with NNCF on ``calibration`` pairs (default: the
+bundled calibration set). The forward pass is
 the engine's (:func:`rankwise.retrieval.engines.pair_engine`); tokenizing and batching are the reranker's.
 """
 
@@ -51,13 +53,15 @@ class CrossEncoderReranker(Reranker):
     name = "cross-encoder"
 
     def __init__(self, model: str = DEFAULT_CROSS_ENCODER, *, batch_size: int = 32, max_length: int | None = None,
-                 backend: str = "torch", device: str | None = None, int8: bool = False) -> None:
+                 backend: str = "torch", device: str | None = None, int8: bool = False,
+                 calibration: Any = None) -> None:
         super().__init__()
         self.backend, self.int8 = check_backend(backend, int8)
         self.model_name = model
         self.path = resolve_model(model)
         self.batch_size = batch_size
-        self.engine = pair_engine(backend, model, self.path, int8=int8, device=device, max_length=max_length)
+        self.engine = pair_engine(backend, model, self.path, int8=int8, device=device, max_length=max_length,
+                                  calibration=calibration)
 
     # what the engine holds, read through the reranker as before the engines
     model = property(lambda self: self.engine.model, doc="The sentence-transformers CrossEncoder (torch), else None.")

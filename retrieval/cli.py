@@ -71,7 +71,10 @@ def index(
                     stack.enter_context(folder_lock(out))
                 check_dense_build(corpus, out, config, backend="onnx-int8" if int8 else backend,
                                   chunk_size=chunk_size, shard=parse_shard(shard), force=force)
+                from rankwise.retrieval.backend.calibration import corpus_calibration
+
                 encoder = Encoder(model, backend=backend, int8=int8, batch_size=batch_size,
+                                  calibration=lambda: corpus_calibration(corpus),  # read by openvino-int8 only
                                   **({"device": device_for_rank(local_rank)} if world_size > 1 else {}))
                 encoder.max_tokens = max_tokens
                 if world_size > 1:

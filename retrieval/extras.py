@@ -1,7 +1,7 @@
 """Optional dependencies: each lives in a pip extra, and a missing one is named in one line.
 
 The base install (``pip install rankwise``) is what dense retrieval and reranking from Python need.
-BM25, the ONNX backend, GGUF models and LoRA, training, comparisons and ``irds:`` datasets, and the
+BM25, the ONNX and OpenVINO backends, GGUF models and LoRA, training, comparisons and ``irds:`` datasets, and the
 server each need an extra (``pip install "rankwise[bm25]"``). Every import of such a package goes
 through :func:`requires`, inside the function that needs it (or at the top of a module that is
 that feature and nothing else: the server's app, comparisons, the trainers), so ``import

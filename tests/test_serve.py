@@ -396,7 +396,7 @@ def test_serve_command_needs_something_to_serve(capsys):
     from rankwise.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["serve", "--port", "0"])
+        main(["serve", "--port", "8080"])  # refused before binding: no --reranker, no --index
     assert exit_info.value.code == 2
     assert "nothing to serve" in capsys.readouterr().err
 

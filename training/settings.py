@@ -83,9 +83,14 @@ class TrainSettings:
         return default_workers() if self.workers is None else self.workers
 
     def identity(self, **inputs: Any) -> str:
-        """A hash of everything that determines the trained weights except the checkpoint cadence."""
+        """A hash of everything that determines the trained weights except the checkpoint cadence.
+
+        Gradient checkpointing recomputes the same activations, so it is left out (a run may resume with or
+        without it); ``max_tokens`` counts only when set, so runs from before it existed keep their hash."""
         keep = {k: v for k, v in self.to_dict().items() if k not in ("save_steps", "save_total_limit", "logging_steps",
-                                                                   "workers")}
+                                                                   "workers", "gradient_checkpointing")}
+        if keep.get("max_tokens") is None:
+            keep.pop("max_tokens", None)
         blob = json.dumps({"settings": keep, "inputs": inputs}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
