@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.workdir import shard_units
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,11 +54,6 @@ def device_for_rank(local_rank: int) -> str | None:
     if torch.cuda.is_available() and torch.cuda.device_count() > 0:
         return f"cuda:{local_rank % torch.cuda.device_count()}"
     return None
-
-
-def shard_units(count: int, rank: int, size: int) -> list[int]:
-    """The units of a job of ``count`` units that rank ``rank`` of ``size`` computes: ``u % size == rank``."""
-    return [u for u in range(count) if u % size == rank]
 
 
 @contextmanager

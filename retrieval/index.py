@@ -30,8 +30,7 @@ from rankwise.retrieval.files import atomic_dir, atomic_open, atomic_path, write
 from rankwise.retrieval.formats import Corpus, Document
 from rankwise.retrieval.locks import folder_lock
 from rankwise.retrieval.manifest import MANIFEST, check_output_folder, read_manifest, write_manifest
-from rankwise.retrieval.distributed import shard_units
-from rankwise.retrieval.workdir import claim_workdir, settings_hash
+from rankwise.retrieval.workdir import claim_workdir, settings_hash, shard_units
 
 if TYPE_CHECKING:
     from rankwise.retrieval.encoder import Encoder

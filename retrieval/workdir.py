@@ -76,6 +76,11 @@ def claim_workdir(work: str | Path, settings: dict[str, Any], *, force: bool, wh
     return False
 
 
+def shard_units(count: int, rank: int, size: int) -> list[int]:
+    """The units of a job of ``count`` units that rank ``rank`` of ``size`` computes: ``u % size == rank``."""
+    return [u for u in range(count) if u % size == rank]
+
+
 def part_path(work: str | Path, number: int, kind: str = "tsv") -> Path:
     """The file of kind ``kind`` holding unit ``number``'s output in the work folder ``work``."""
     return Path(work) / f"part-{number:05d}.{kind}"
