@@ -1,7 +1,9 @@
 """Evaluation: the BEIR dataset registry and resolver, and metrics over ir-measures."""
 
 from rankwise.eval.datasets import BEIR_DATASETS, BeirDataset, BeirSource, resolve_dataset
+from rankwise.eval.experiment import Experiment, ExperimentResult
 from rankwise.eval.metrics import DEFAULT_MEASURES, evaluate, evaluate_per_query, parse_measures
+from rankwise.eval.systems import parse_system
 from rankwise.eval import irds, msmarco  # noqa: F401, E402 - register the irds: scheme and the MS MARCO folder layout
 
 __all__ = [
@@ -9,8 +11,11 @@ __all__ = [
     "DEFAULT_MEASURES",
     "BeirDataset",
     "BeirSource",
+    "Experiment",
+    "ExperimentResult",
     "evaluate",
     "evaluate_per_query",
     "parse_measures",
+    "parse_system",
     "resolve_dataset",
 ]

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.formats import Corpus
 from rankwise.retrieval.manifest import read_manifest, remove_manifest, write_manifest
+from rankwise.retrieval.retriever import Composable
 from rankwise.retrieval.run import Run
 
 logger = logging.getLogger(__name__)
@@ -322,7 +323,7 @@ def _batches(items: list[tuple[str, str]], size: int) -> Iterator[list[tuple[str
         yield items[start:start + size]
 
 
-class BM25Retriever:
+class BM25Retriever(Composable):
     """Search a folder built by :func:`build_bm25_index` with BM25 (Robertson & Zaragoza, 2009).
 
     ``k1`` and ``b`` default to Anserini's 0.9 and 0.4; queries go through the same analyzer as

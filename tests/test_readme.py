@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -18,3 +20,51 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, synthetic_beir, tiny_
     assert (tmp_path / "hybrid.trec").is_file()
     assert len(namespace["run"]) == 10
     assert (tmp_path / "idx" / "scifact-minilm" / "manifest.json").is_file()
+
+
+def _block(containing: str) -> str:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    [block] = [b for b in blocks if containing in b]
+    return block
+
+
+def test_every_readme_code_block_names_its_language():
+    text = README.read_text(encoding="utf-8")
+    fences = re.findall(r"^```(\w*)$", text, re.M)
+    assert fences and all(tag for tag in fences[0::2]), "an opening ``` without a language"
+
+
+@pytest.mark.integration
+def test_readme_pipeline_and_experiment_block_runs_on_cranfield(tmp_path, monkeypatch, tiny_encoder,
+                                                               tiny_cross_encoder, capsys):
+    """The README's BM25 >> cross-encoder pipeline and three-system experiment, on Cranfield with tiny models."""
+    from tests.conftest import require_shared
+
+    require_shared("cranfield")
+    block = _block("Experiment(")
+    assert len(block.strip().splitlines()) < 10
+    code = (block.replace('"scifact"', '"cranfield"')
+                 .replace('"sentence-transformers/all-MiniLM-L6-v2"', repr(str(tiny_encoder)))
+                 .replace('"cross-encoder/ms-marco-MiniLM-L-6-v2"', repr(str(tiny_cross_encoder))))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    result = namespace["result"]
+    assert list(result.table.index) == ["bm25", "dense", "bm25+cross-encoder"]
+    assert result.table.loc["bm25", "nDCG@10"] == pytest.approx(0.3506, abs=0.005)  # as test_integration
+    assert result.systems["bm25+cross-encoder"].reused == ["bm25"]
+    assert "nDCG@10" in capsys.readouterr().out
+
+
+def test_readme_rerank_block_continues_the_first(tmp_path, monkeypatch, synthetic_beir, tiny_encoder, tiny_causal_lm):
+    first = re.search(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S).group(1)
+    rerank = _block("ListwiseReranker")
+    assert rerank.startswith("# continues the first quickstart block")
+    code = ((first + rerank).replace('"scifact"', repr(str(synthetic_beir)))
+            .replace('"sentence-transformers/all-MiniLM-L6-v2"', repr(str(tiny_encoder)))
+            .replace('"HuggingFaceTB/SmolLM2-135M-Instruct"', repr(str(tiny_causal_lm))))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert sorted(i for i, _ in namespace["ranked"]) == [0, 1, 2]
+    assert set(namespace["run2"]) == set(namespace["run"])

@@ -49,7 +49,7 @@ from rankwise.retrieval.workdir import claim_workdir
 
 if TYPE_CHECKING:
     from rankwise.rerank.base import Reranker
-    from rankwise.retrieval.hybrid import Retriever
+    from rankwise.retrieval.retriever import Retriever
 
 log = logging.getLogger(__name__)
 
