@@ -7,46 +7,64 @@ from typing import Annotated, Optional
 
 import typer
 
-from rankwise.eval import compare_cli
 from rankwise.eval.metrics import DEFAULT_MEASURES
+from rankwise.eval import compare_cli
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import MissingJudged
 from rankwise.retrieval.models import DEFAULT_ENCODER
-from rankwise.retrieval.options import EncoderBatchSize, IndexType, Int8
+from rankwise.retrieval.cached import KINDS
+from rankwise.retrieval.hybrid import FUSIONS
+from rankwise.retrieval.options import BackendName, EncoderBatchSize, IndexType, Int8, out_file, out_folder
+from rankwise.retrieval.values import Range, non_negative_int, one_of, open_unit_interval, positive_int, unit_interval
+
+# The qid == docid rule: drop a retrieved document whose id is the query's (BEIR's evaluation does);
+# default: on for BEIR datasets, off for other qrels (MS MARCO, TREC, plain qrels files).
+SelfHits = Annotated[Optional[bool], typer.Option(
+    "--drop-self-hits/--keep-self-hits",
+    help="drop a retrieved document whose id equals the query id before scoring (default: drop for BEIR datasets, "
+         "as BEIR does; keep for other qrels)")]
+FirstStageWeight = Range(float, min=0.0, below=1.0)
 
 
 def beir(
     datasets: Annotated[str, typer.Argument(help="DATASET[,DATASET...]: BEIR names or folders")],
-    retriever: Annotated[str, typer.Option(help="bm25, dense or hybrid")] = "bm25",
+    retriever: Annotated[one_of(KINDS), typer.Option(help="first-stage retriever")] = "bm25",
     model: Annotated[str, typer.Option(help="encoder name or path (dense, hybrid)")] = DEFAULT_ENCODER,
-    out: Annotated[Optional[Path], typer.Option("--out", help="folder for the runs and results.json")] = None,
+    out: Annotated[Optional[Path], out_folder("folder for the runs and results.json")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object, nothing else, to stdout")] = False,
     split: Annotated[str, typer.Option(help="qrels split")] = "test",
-    k: Annotated[Optional[int], typer.Option("-k", "--k", help="documents per query in the run (default: 100, or "
+    k: Annotated[Optional[int], positive_int.option("-k", "--k", help="documents per query in the run (default: 100, or "
                                                                "the deepest measure cut-off)")] = None,
     index_type: IndexType = "flat",
-    fusion: Annotated[str, typer.Option(help="hybrid fusion: rrf or interpolation")] = "rrf",
-    alpha: Annotated[float, typer.Option(help="interpolation weight of BM25")] = 0.5,
+    fusion: Annotated[one_of(FUSIONS), typer.Option(help="hybrid fusion")] = "rrf",
+    alpha: Annotated[float, unit_interval.option(help="interpolation weight of BM25")] = 0.5,
     measures: Annotated[Optional[str], typer.Option(help="comma-separated ir-measures names (default: the dataset's "
                                                          f"official ones; BEIR: {','.join(DEFAULT_MEASURES)})")] = None,
     batch_size: EncoderBatchSize = 64,
-    backend: Annotated[str, typer.Option(help="torch, onnx or onnx-int8: the encoder's backend (and the reranker's, "
-                                                  "unless its spec names one)")] = "torch",
+    backend: Annotated[BackendName, typer.Option(help="the encoder's backend (and the reranker's, unless its spec "
+                                                      "names one)")] = "torch",
     int8: Int8 = False,
     reranker: Annotated[Optional[str], typer.Option(help="rerank with PARADIGM:MODEL[,key=value...]")] = None,
-    depth: Annotated[int, typer.Option(help="documents reranked per query")] = 100,
-    first_stage_weight: Annotated[float, typer.Option(
+    depth: Annotated[int, positive_int.option(help="documents reranked per query")] = 100,
+    first_stage_weight: Annotated[float, FirstStageWeight.option(
         help="with --reranker: rank by W x first-stage + (1 - W) x reranker score (min-max per query)")] = 0.0,
     systems: Annotated[Optional[str], typer.Option(help="compare systems: FIRST[>>RERANKER],... e.g. "
                                                         "bm25,dense,hybrid,bm25>>cross-encoder:MODEL")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="with --systems: the baseline (default: the first)")] = None,
     test: Annotated[str, typer.Option(help="with --systems: t or randomization")] = "t",
     correction: Annotated[str, typer.Option(help="with --systems: holm, bonferroni or none")] = "holm",
-    significance: Annotated[float, typer.Option(help="with --systems: significance level of the markers")] = 0.05,
-    seed: Annotated[int, typer.Option(help="with --systems: seed of the randomization test")] = 0,
-    per_query: Annotated[Optional[Path], typer.Option("--per-query", help="with --systems: per-query CSV")] = None,
+    significance: Annotated[float, open_unit_interval.option(help="with --systems: significance level of the "
+                                                                  "markers")] = 0.05,
+    seed: Annotated[int, non_negative_int.option(help="with --systems: seed of the randomization test")] = 0,
+    per_query: Annotated[Optional[Path], out_file("with --systems: per-query CSV", "--per-query")] = None,
     fmt: Annotated[str, typer.Option("--format", help="with --systems: table, markdown, latex, csv or json")] = "table",
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="with --systems: folder for per-query-delta.png "
-                                                               "and quality-cost.png")] = None,
+    plot: Annotated[Optional[Path], out_folder("with --systems: folder for per-query-delta.png and quality-cost.png",
+                                               "--plot")] = None,
+    self_hits: SelfHits = None,
+    missing_judged: Annotated[MissingJudged, typer.Option(
+        "--missing-judged", help="a qrels line naming a document that is not in the corpus: warn (count them in one "
+        "warning and keep them, as BEIR does; some collections judge documents their corpus lacks) or error "
+        "(refuse the file, naming its line)")] = MissingJudged.warn,
 ) -> None:
     """Index (cached), retrieve and evaluate on BEIR, MS MARCO or irds: datasets; print a table (or --json).
 
@@ -64,8 +82,8 @@ def beir(
     first = dict(model=model, index_type=index_type, fusion=fusion, alpha=alpha, backend=backend, int8=int8,
                  batch_size=batch_size)
     options = dict(measures=chosen or None, split=split, k=k, test=test, correction=correction, alpha=significance,
-                   seed=seed)
-    if systems is None:
+                   seed=seed, drop_self_hits=self_hits, missing_judged=missing_judged.value)
+    if systems is None:  # the reranker spec is parsed here, once, before the first stage runs
         pipeline = single_system(retriever, reranker, depth=depth, first_stage_weight=first_stage_weight, **first)
         results = run_datasets([pipeline], names, out=out, **options)
         for result in results:  # truncation is never silent

@@ -29,11 +29,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from rankwise.eval.metrics import DEFAULT_MEASURES, QrelsLike, RunLike, evaluate_per_query, parse_measures
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.extras import requires
 from rankwise.retrieval.run import Run
+
+# every table here is a DataFrame: importing this module is where a missing 'experiments' extra is named
+pd = requires("pandas", "experiments", "Comparing systems")
 
 TESTS = ("t", "randomization")
 CORRECTIONS = ("holm", "bonferroni", "none")
@@ -169,7 +172,7 @@ def paired_test(scores: np.ndarray, base: np.ndarray, *, test: str = "t", resamp
     differences' signs flipped at random (``scipy.stats.permutation_test`` with ``samples``
     permutations, ``resamples`` of them from ``seed``). Identical scores give p = 1.
     """
-    from scipy import stats
+    stats = requires("scipy.stats", "experiments", "Comparing systems")
 
     scores, base = np.asarray(scores, dtype=float), np.asarray(base, dtype=float)
     diff = scores - base
@@ -192,6 +195,7 @@ def correct(pvalues: Sequence[float], method: str = "holm") -> list[float]:
         raise InputError(f"unknown correction {method!r}; choose from {', '.join(CORRECTIONS)}", field="correction")
     if method == "none" or not pvalues:
         return [float(p) for p in pvalues]
+    requires("statsmodels", "experiments", "Comparing systems")
     from statsmodels.stats.multitest import multipletests
 
     return [float(p) for p in multipletests(list(pvalues), method=method)[1]]

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.options import out_file, out_folder
+from rankwise.retrieval.values import non_negative_int, open_unit_interval
 
 
 
@@ -60,15 +62,19 @@ def compare_command(
                                                          "official measures, else nDCG@10,R@100,RR@10,AP@100)")] = None,
     test: Annotated[str, typer.Option(help="paired test: t (Student's paired t-test) or randomization (Fisher)")] = "t",
     correction: Annotated[str, typer.Option(help="multiple-comparison correction: holm, bonferroni or none")] = "holm",
-    significance: Annotated[float, typer.Option(help="significance level of the markers")] = 0.05,
-    seed: Annotated[int, typer.Option(help="seed of the randomization test")] = 0,
+    significance: Annotated[float, open_unit_interval.option(help="significance level of the markers")] = 0.05,
+    seed: Annotated[int, non_negative_int.option(help="seed of the randomization test")] = 0,
     split: Annotated[str, typer.Option(help="qrels split when --qrels names a dataset")] = "test",
-    per_query: Annotated[Optional[Path], typer.Option("--per-query", help="write per-query values to this CSV")] = None,
+    per_query: Annotated[Optional[Path], out_file("write per-query values to this CSV", "--per-query")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, markdown, latex, csv or json")] = "table",
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="write per-query-delta.png (and quality-cost.png "
-                                                               "with --results) into this folder")] = None,
+    plot: Annotated[Optional[Path], out_folder("write per-query-delta.png (and quality-cost.png with --results) into "
+                                               "this folder", "--plot")] = None,
     results: Annotated[Optional[Path], typer.Option("--results", help="results.json of rankwise beir: timings "
                                                                       "for the quality-cost plot")] = None,
+    self_hits: Annotated[Optional[bool], typer.Option(
+        "--drop-self-hits/--keep-self-hits",
+        help="drop a retrieved document whose id equals the query id before scoring (default: drop when --qrels "
+             "names a BEIR dataset, as BEIR does; keep for a qrels file and other datasets)")] = None,
 ) -> None:
     """Compare TREC runs on the same qrels: measures, deltas, paired tests (corrected), win/tie/loss."""
     from rankwise.eval.compare import compare_per_query, per_query_values
@@ -78,12 +84,15 @@ def compare_command(
 
     _check_choices(test, correction, fmt)
     named = _named_run_files(runs)
-    if Path(qrels).is_file():
-        judgements, official, identical = read_qrels(qrels), None, True
+    from rankwise.eval.experiment import drops_self_hits
+
+    if Path(qrels).is_file():  # a plain qrels file: query and document ids are not known to share a numbering
+        judgements, official = read_qrels(qrels), None
+        identical = bool(self_hits)
     else:
         dataset = resolve_dataset(qrels, download=False)
         judgements, official = dataset.qrels(split), dataset.official_measures(split)
-        identical = dataset.ignore_identical_ids
+        identical = drops_self_hits(dataset, self_hits)
     chosen = [m.strip() for m in measures.split(",") if m.strip()] if measures else list(official or ())
     loaded = {name: Run.read(path) for name, path in named.items()}
     if baseline is not None and baseline not in loaded:
@@ -96,6 +105,9 @@ def compare_command(
     values = per_query_values(loaded, judgements, chosen or DEFAULT_MEASURES, ignore_identical_ids=identical)
     table = compare_per_query(values, baseline=baseline, test=test, correction=correction, alpha=significance,
                               seed=seed)
+    if identical:
+        typer.echo("retrieved documents whose id is the query's are dropped before scoring (BEIR's rule; "
+                   "--keep-self-hits keeps them)", err=True)
     files: dict[str, str] = {}
     if per_query is not None:
         from rankwise.retrieval.files import atomic_open

@@ -22,15 +22,16 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from rankwise.eval.compare import CORRECTIONS, TESTS, compare_per_query, flat_rows, per_query_values
 from rankwise.eval.metrics import evaluate, parse_measures
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.pipeline import Context, Pipeline
 from rankwise.retrieval.run import Run
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RESULTS_SCHEMA = "rankwise.results"
 RESULTS_VERSION = 2
@@ -51,6 +52,14 @@ def auto_depth(measures: Iterable[Any], default: int = 100) -> int:
 def query_seconds(timings: Mapping[str, float]) -> float:
     """Query-time cost of a system: its searches plus reranking (index building excluded)."""
     return sum(v for k, v in timings.items() if k.endswith("_search_s") or k.startswith("rerank"))
+
+
+def drops_self_hits(dataset: Any, choice: bool | None = None) -> bool:
+    """Whether a retrieved document whose id is the query's is dropped before scoring: ``choice``
+    (``--drop-self-hits`` / ``--keep-self-hits``) when given, else the dataset's rule: on for BEIR
+    datasets (BEIR's evaluation drops them), off where query and document ids are separate (MS MARCO,
+    TREC, irds, plain qrels files)."""
+    return bool(dataset.ignore_identical_ids) if choice is None else choice
 
 
 def as_pipeline(system: Any) -> Pipeline:
@@ -101,6 +110,7 @@ class ExperimentResult:
     per_query: pd.DataFrame  # long form: system, query_id, measure, value
     comparison: pd.DataFrame  # rankwise.eval.compare's table: (measure, stat) columns
     seed: int = 0
+    drop_self_hits: bool = True  # a retrieved document whose id is the query's was dropped before scoring
     files: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -110,6 +120,8 @@ class ExperimentResult:
     @property
     def table(self) -> pd.DataFrame:
         """Metrics: one row per system, one column per measure."""
+        import pandas as pd
+
         return pd.DataFrame({name: r.metrics for name, r in self.systems.items()}).T.rename_axis("system")
 
     @property
@@ -146,11 +158,16 @@ class ExperimentResult:
         self.files["per_query"] = str(path)
         return Path(path)
 
+    def save(self, out: str | Path) -> Path:
+        """The runs (:meth:`write_runs`) and ``results.json`` of this experiment alone, in ``out``."""
+        self.write_runs(out)
+        return write_results(Path(out) / RESULTS_FILE, [self])
+
     def to_json(self) -> dict[str, Any]:
         """This experiment's entry of the results file."""
         attrs = self.comparison.attrs
         return {"dataset": self.dataset, "split": self.split, "queries": self.queries, "k": self.k,
-                "measures": self.measures, "baseline": self.baseline, "test": attrs["test"],
+                "measures": self.measures, "drop_self_hits": self.drop_self_hits, "baseline": self.baseline, "test": attrs["test"],
                 "correction": attrs["correction"], "significance": attrs["alpha"], "seed": self.seed,
                 "systems": {name: r.to_json() for name, r in self.systems.items()},
                 "comparison": flat_rows(self.comparison), "files": dict(self.files)}
@@ -170,7 +187,8 @@ class Experiment:
     def __init__(self, pipelines: Sequence[Any], dataset: Any, measures: str | Iterable[Any] | None = None, *,
                  baseline: str | int | None = None, test: str = "t", correction: str = "holm",
                  alpha: float = 0.05, seed: int = 0, split: str = "test", k: int | None = None,
-                 names: Sequence[str] | None = None, progress: bool = True,
+                 names: Sequence[str] | None = None, drop_self_hits: bool | None = None,
+                 missing_judged: str = "warn", progress: bool = True,
                  resources: dict[Any, Any] | None = None) -> None:
         if test not in TESTS:
             raise InputError(f"unknown test {test!r}; choose from {', '.join(TESTS)}", field="test")
@@ -213,7 +231,12 @@ class Experiment:
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise InputError(f"k must be a positive integer, got {k!r}", field="k")
         self.k = k if k is not None else auto_depth(self.measures)
+        from rankwise.retrieval.formats import MissingJudged
+
+        if missing_judged not in {m.value for m in MissingJudged}:
+            raise InputError(f"--missing-judged is error or warn, not {missing_judged!r}", field="missing_judged")
         self.test, self.correction, self.alpha, self.seed = test, correction, alpha, seed
+        self.drop_self_hits, self.missing_judged = drops_self_hits(dataset, drop_self_hits), missing_judged
         self.progress = progress
         self.resources = {} if resources is None else resources
 
@@ -224,8 +247,15 @@ class Experiment:
         dataset = self.dataset
         queries = dataset.queries(self.split)
         qrels = dataset.qrels(self.split)
-        identical = dataset.ignore_identical_ids
+        identical = self.drop_self_hits
         corpus = self.resources.setdefault(("corpus", getattr(dataset, "root", id(dataset))), (dataset.corpus, 0.0))[0]
+        from rankwise.eval.datasets import BeirDataset
+
+        if isinstance(dataset, BeirDataset):  # a judged document the corpus lacks is named up front
+            from rankwise.retrieval.formats import check_judged
+
+            self.resources.setdefault(("judged", self.split, getattr(dataset, "root", id(dataset))), (
+                check_judged(dataset.qrels_path(self.split), corpus, self.missing_judged), 0.0))
         ctx = Context(queries, corpus, name=dataset.name, progress=self.progress, resources=self.resources)
         evaluated: dict[int, dict[str, float]] = {}
 
@@ -262,7 +292,7 @@ class Experiment:
         comparison = compare_per_query(values, baseline=self.baseline, test=self.test, correction=self.correction,
                                        alpha=self.alpha, seed=self.seed)
         return ExperimentResult(dataset.label, self.split, len(queries), self.k, self.measures, systems, values,
-                                comparison, seed=self.seed)
+                                comparison, seed=self.seed, drop_self_hits=identical)
 
 
 def run_datasets(pipelines: Sequence[Any], datasets: Sequence[Any], *, out: Path | None = None,

@@ -26,7 +26,9 @@ Hugging Face hub (``queries`` with ``instruction_og`` / ``instruction_changed``;
       qrels/changed.tsv  qrels of the changed instructions (qrels_changed)
 
 A document is "changed" when it is relevant (grade > 0) in ``og.tsv`` and judged non-relevant or
-not judged in ``changed.tsv``. Each query is run as ``query + " " + instruction``.
+not judged in ``changed.tsv``. Each query is run as ``query + " " + instruction``. Every document
+the two qrels files judge must be in ``corpus.jsonl``: a line naming another is an error (file,
+line, id), or, with ``missing_judged="warn"`` (``--missing-judged warn``), counted in a warning.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rankwise.eval.experiment import RESULTS_FILE, Experiment, ExperimentResult, write_results
 from rankwise.eval.metrics import QrelsLike, RunLike, _run_dict
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.formats import Corpus, iter_lines, json_line, read_qrels
+from rankwise.retrieval.formats import Corpus, check_judged, iter_lines, json_line, read_qrels
+
+if TYPE_CHECKING:
+    from rankwise.eval.experiment import ExperimentResult
 
 SPLITS = ("og", "changed")
 FOLLOWIR_MEASURES = ("nDCG@5", "AP@1000")
@@ -137,6 +141,7 @@ class FollowIRDataset:
 
     name: str
     root: Path
+    missing_judged: str = "error"  # a judged document not in corpus.jsonl (formats.MissingJudged)
 
     def __post_init__(self) -> None:
         for part in ("corpus.jsonl", "queries.jsonl", "qrels/og.tsv", "qrels/changed.tsv"):
@@ -144,6 +149,8 @@ class FollowIRDataset:
                 raise InputError(f"not a FollowIR folder: missing {part}", path=self.root)
         self._queries = read_followir_queries(self.root / "queries.jsonl")
         self._qrels = {s: read_qrels(self.root / "qrels" / f"{s}.tsv") for s in SPLITS}
+        for split in SPLITS:  # a changed document missing from the corpus would score p-MRR 0 unnoticed
+            check_judged(self.root / "qrels" / f"{split}.tsv", self.corpus, self.missing_judged)
         for split, qrels in self._qrels.items():
             unknown = sorted(set(qrels) - set(self._queries))
             if unknown:
@@ -199,6 +206,8 @@ class FollowIRResult:
 
     def write(self, out: Path) -> None:
         """``out/NAME.og.trec``, ``out/NAME.changed.trec`` and ``out/results.json`` (p-MRR under ``followir``)."""
+        from rankwise.eval.experiment import RESULTS_FILE, write_results
+
         self.og.write_runs(out, suffix=".og")
         self.changed.write_runs(out, suffix=".changed")
         write_results(out / RESULTS_FILE, [self.og, self.changed],
@@ -210,6 +219,8 @@ def run_followir(dataset: FollowIRDataset, pipelines: Sequence[Any], *, k: int =
                  progress: bool = True) -> FollowIRResult:
     """One :class:`~rankwise.eval.experiment.Experiment` per instruction (``og``, ``changed``) sharing
     the corpus, indexes and models; then p-MRR from each system's two runs."""
+    from rankwise.eval.experiment import Experiment
+
     resources: dict[Any, Any] = {}
     og, changed = (Experiment(pipelines, dataset, FOLLOWIR_MEASURES, split=split, k=k, progress=progress,
                               resources=resources) for split in SPLITS)

@@ -10,14 +10,17 @@ from typing import Annotated, Optional
 import typer
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.formats import MissingJudged
 from rankwise.retrieval.models import DEFAULT_ENCODER
+from rankwise.retrieval.options import BackendName, out_file, out_folder
+from rankwise.retrieval.values import positive_int
 
 SystemsOpt = Annotated[str, typer.Option(help="FIRST[>>RERANKER],... e.g. bm25,dense,bm25>>cross-encoder:MODEL")]
 ModelOpt = Annotated[str, typer.Option(help="encoder name or path (dense, hybrid)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object, nothing else, to stdout")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", help="folder for the runs and results.json")]
-BatchOpt = Annotated[int, typer.Option(help="encoder batch size")]
-BackendOpt = Annotated[str, typer.Option(help="torch or onnx")]
+OutOpt = Annotated[Optional[Path], out_folder("folder for the runs and results.json")]
+BatchOpt = Annotated[int, positive_int.option(help="encoder batch size")]
+BackendOpt = Annotated[BackendName, typer.Option(help="encoder backend")]
 
 
 def _print(rows: dict[str, dict[str, float]], *, title: str, json_output: bool, out: Path | None) -> None:
@@ -38,12 +41,16 @@ def followir(
                                                 "qrels/changed.tsv")],
     systems: SystemsOpt = "bm25",
     model: ModelOpt = DEFAULT_ENCODER,
-    k: Annotated[int, typer.Option("-k", "--k", help="documents per query (MAP@1000 needs 1000)")] = 1000,
-    depth: Annotated[int, typer.Option(help="documents reranked per query")] = 100,
+    k: Annotated[int, positive_int.option("-k", "--k", help="documents per query (MAP@1000 needs 1000)")] = 1000,
+    depth: Annotated[int, positive_int.option(help="documents reranked per query")] = 100,
     batch_size: BatchOpt = 64,
     backend: BackendOpt = "torch",
     json_output: JsonOpt = False,
     out: OutOpt = None,
+    missing_judged: Annotated[MissingJudged, typer.Option(
+        "--missing-judged", help="a line of og.tsv or changed.tsv naming a document that is not in corpus.jsonl: "
+        "error (refuse it, naming file, line and id) or warn (count them in one warning and go on)")]
+    = MissingJudged.error,
 ) -> None:
     """p-MRR (Weller et al. 2024) of each system, beside nDCG@5 and MAP@1000 of the original queries."""
     from rankwise.eval.followir import FollowIRDataset, run_followir
@@ -53,7 +60,7 @@ def followir(
         raise InputError("not a folder", path=folder)
     pipelines = [parse_system(spec, model=model, depth=depth, batch_size=batch_size, backend=backend)
                  for spec in parse_systems(systems)]  # every spec checked before any work
-    dataset = FollowIRDataset(folder.resolve().name, folder)
+    dataset = FollowIRDataset(folder.resolve().name, folder, missing_judged.value)
     result = run_followir(dataset, pipelines, k=k)
     if out is not None:
         result.write(out)
@@ -67,17 +74,20 @@ def screening(
     model: ModelOpt = DEFAULT_ENCODER,
     measures: Annotated[str, typer.Option(help="comma-separated measures (screening and ir-measures names)")] =
     "Recall@10%,WSS@95,LastRel",
-    k: Annotated[Optional[int], typer.Option("-k", "--k", help="first-stage depth over the corpus "
+    k: Annotated[Optional[int], positive_int.option("-k", "--k", help="first-stage depth over the corpus "
                                                                "(default: the whole corpus)")] = None,
     batch_size: BatchOpt = 64,
     backend: BackendOpt = "torch",
-    per_query: Annotated[Optional[Path], typer.Option("--per-query", help="per-query CSV: system, query_id, "
-                                                                         "measure, value")] = None,
+    per_query: Annotated[Optional[Path], out_file("per-query CSV: system, query_id, measure, value",
+                                                  "--per-query")] = None,
     json_output: JsonOpt = False,
     out: OutOpt = None,
+    missing_judged: Annotated[MissingJudged, typer.Option(
+        "--missing-judged", help="a topic's candidate PMID that is not in corpus.jsonl: error (refuse it, naming the "
+        "topic file, line and PMID) or warn (count them in one warning and rank them last)")]
+    = MissingJudged.error,
 ) -> None:
     """Rank each topic's candidates with each system and report the screening measures."""
-    from rankwise.eval.experiment import RESULTS_FILE, write_results
     from rankwise.eval.metrics import parse_measures
     from rankwise.eval.screening import ScreeningDataset, read_tar, run_screening
     from rankwise.eval.systems import parse_system, parse_systems
@@ -86,14 +96,13 @@ def screening(
     parse_measures(chosen)
     pipelines = [parse_system(spec, model=model, batch_size=batch_size, backend=backend)
                  for spec in parse_systems(systems)]
-    tar = read_tar(folder)
+    tar = read_tar(folder, missing_judged.value)
     dataset = ScreeningDataset(folder.resolve().name, tar)
     result = run_screening(dataset, pipelines, measures=chosen, k=k)
     if per_query is not None:
         result.write_per_query(per_query)
     if out is not None:
-        result.write_runs(out)
-        write_results(out / RESULTS_FILE, [result])
+        result.save(out)
     _print({name: r.metrics for name, r in result.systems.items()},
            title=f"screening {dataset.name} ({len(tar.topics)} topics)", json_output=json_output, out=out)
 

@@ -1,4 +1,4 @@
-"""Any ir_datasets collection by name (``irds:msmarco-passage/trec-dl-2019/judged``), offline.
+"""Any ir_datasets collection by name (``irds:msmarco-passage/trec-dl-2019/judged``).
 
 ir_datasets (MacAvaney et al., SIGIR 2021) knows where every collection's files come from and
 how to read them; rankwise reads queries and qrels through it and exports the documents once into
@@ -7,11 +7,13 @@ indexes of :mod:`rankwise.retrieval.cached` are built from them. The export is k
 parent, so ``msmarco-passage/dev/small`` and ``msmarco-passage/trec-dl-2019/judged`` share one
 corpus and one set of indexes.
 
-Nothing is ever downloaded: while rankwise reads a dataset, ir_datasets' network sources are
-switched off, and a file that is not in ir_datasets' cache (``$IR_DATASETS_HOME``, default
-``~/.ir_datasets``) ends the read with one :class:`InputError` naming the dataset and the file's
-URL. Fetch a collection once where a network is (``ir_datasets export NAME qrels``, for
-instance), or copy its files under ``$IR_DATASETS_HOME`` the way ir_datasets lays them out.
+Files come from ir_datasets' cache (``$IR_DATASETS_HOME``, default ``~/.ir_datasets``); a file
+that is not there is downloaded by ir_datasets (checksummed), as BEIR zips are. In offline mode
+(``RANKWISE_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``) ir_datasets' network sources are switched off
+while rankwise reads, and a missing file ends the read with one :class:`InputError` naming the
+dataset and the file's URL: fetch it once where a network is (``ir_datasets export NAME qrels``,
+for instance), or copy its files under ``$IR_DATASETS_HOME`` the way ir_datasets lays them out.
+Needs the ``experiments`` extra (ir_datasets).
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from rankwise.eval.datasets import SCHEMES
 from rankwise.eval.metrics import DEFAULT_MEASURES
 from rankwise.eval.msmarco import MSMARCO_DEV_MEASURES, TREC_DL_MEASURES
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.extras import requires
 from rankwise.retrieval.files import atomic_open, write_json
 from rankwise.retrieval.formats import Corpus
-from rankwise.retrieval.paths import cache_root
+from rankwise.retrieval.paths import cache_root, offline
+
+_FEATURE = "Reading irds: datasets"
 
 PREFIX = "irds:"
 _SOURCE_RECORD = ".rankwise-source.json"
@@ -55,8 +60,9 @@ class _NotCached(BaseException):
 
 
 @contextlib.contextmanager
-def offline() -> Iterator[None]:
+def no_downloads() -> Iterator[None]:
     """Within this block ir_datasets cannot reach the network: every download raises ``_NotCached``."""
+    requires("ir_datasets", "experiments", _FEATURE)
     from ir_datasets.util import download
 
     def blocked(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -75,16 +81,18 @@ def offline() -> Iterator[None]:
 
 
 def _read(name: str, what: str, fn: Callable[[], _T]) -> _T:
-    """``fn()`` offline; a missing file or an ir_datasets failure becomes one InputError line."""
+    """``fn()``, downloading what is missing unless :func:`~rankwise.retrieval.paths.offline`; a file that is
+    not cached in offline mode, a failed download or an ir_datasets failure becomes one InputError line."""
+    requires("ir_datasets", "experiments", _FEATURE)
     from ir_datasets.util import home_path
 
     try:
-        with offline():
+        with no_downloads() if offline() else contextlib.nullcontext():
             return fn()
     except _NotCached as err:
         raise InputError(
             f"ir_datasets {name!r}: its {what} are not cached under {home_path()} (IR_DATASETS_HOME) and "
-            f"rankwise never downloads (the file is {err.url}); fetch it once with "
+            f"downloads are off (RANKWISE_OFFLINE or HF_HUB_OFFLINE; the file is {err.url}); fetch it once with "
             f"`ir_datasets export {name} {what}` where a network is, or copy its files there"
         ) from None
     except InputError:
@@ -118,8 +126,7 @@ class IrdsDataset:
         return ["test"]
 
     def _dataset(self) -> Any:
-        import ir_datasets
-
+        ir_datasets = requires("ir_datasets", "experiments", _FEATURE)
         return ir_datasets.registry[self.label]
 
     def _check_split(self, split: str) -> None:
@@ -169,8 +176,7 @@ class IrdsDataset:
         path = folder / "corpus.jsonl"
         if not path.is_file():
             count = _read(self.label, "docs", lambda: _export_docs(self._dataset(), path))
-            import ir_datasets
-
+            ir_datasets = requires("ir_datasets", "experiments", _FEATURE)
             write_json(folder / _SOURCE_RECORD, {
                 "ir_datasets": self.name, "ir_datasets_version": ir_datasets.__version__, "documents": count,
                 "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
@@ -195,14 +201,11 @@ def _export_docs(dataset: Any, path: Path) -> int:
 def irds_dataset(name: str) -> IrdsDataset:
     """The ir_datasets collection ``name`` (without the ``irds:`` prefix); an unknown name is an InputError.
 
-    Its queries and qrels are read (offline) at once, so that a collection that is not cached fails
-    here, before any indexing.
+    Its queries and qrels are read (downloaded if need be) at once, so that a collection that cannot
+    be had fails here, before any indexing.
     """
     name = name.strip().strip("/")
-    try:
-        import ir_datasets
-    except ImportError:
-        raise InputError("irds: names need the ir_datasets package (pip install ir_datasets)") from None
+    ir_datasets = requires("ir_datasets", "experiments", _FEATURE)
     try:
         dataset = ir_datasets.registry[name]
     except KeyError:

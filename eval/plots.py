@@ -12,11 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.extras import requires
 from rankwise.retrieval.files import atomic_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 GAIN, LOSS, TIE = "#2a9d58", "#c8553d", "#999999"
 DELTA_PNG = "per-query-delta.png"
@@ -47,8 +50,7 @@ def comparison_plots(table: pd.DataFrame, values: pd.DataFrame, folder: Path, *,
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
-    import matplotlib
-
+    matplotlib = requires("matplotlib", "experiments", "Plotting")
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

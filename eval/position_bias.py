@@ -21,16 +21,18 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from rankwise.eval.metrics import evaluate_per_query
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.extras import requires
 from rankwise.retrieval.formats import iter_lines
 from rankwise.retrieval.models import DEFAULT_ENCODER
 from rankwise.retrieval.pipeline import Context, Dense, Pipeline, Stage, Step
 from rankwise.retrieval.run import Run
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MEASURE = "nDCG@10"
 POSITIONS_FILE = "positions.tsv"
@@ -152,6 +154,7 @@ def position_table(runs: Mapping[str, Run], qrels: Mapping[str, Mapping[str, int
     A pair whose document is not in the run has reciprocal rank 0 and is left out of the median
     rank (``found`` is the share of pairs retrieved at all).
     """
+    pd = requires("pandas", "experiments", "The position-bias table")
     pairs = [(q, d, rel) for q, docs in qrels.items() for d, rel in docs.items() if rel > 0 and d in positions]
     if not pairs:
         raise InputError("no relevant document of the qrels has a position", field="positions")

@@ -8,8 +8,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.models import DEFAULT_ENCODER
+from rankwise.retrieval.options import out_file
+from rankwise.retrieval.values import one_of, positive_int
+
+FORMATS = ("table", "markdown", "csv", "json")
 
 
 def render(table: Any, summary: dict[str, dict[str, Any]], fmt: str) -> str:
@@ -40,18 +43,16 @@ def position_bias_command(
                                               "dense-passages[:MODEL]")] = "bm25,dense",
     positions: Annotated[Optional[Path], typer.Option(help="positions file (default: DATASET/positions.tsv)")] = None,
     model: Annotated[str, typer.Option(help="encoder of dense systems")] = DEFAULT_ENCODER,
-    k: Annotated[int, typer.Option("-k", "--k", help="documents per query in each run")] = 100,
-    depth: Annotated[int, typer.Option(help="documents reranked per query")] = 10,
-    buckets: Annotated[int, typer.Option(help="position buckets")] = 8,
-    passages: Annotated[int, typer.Option(help="dense-passages: words per passage")] = 128,
-    stride: Annotated[Optional[int], typer.Option(help="dense-passages: words between passage starts")] = None,
-    batch_size: Annotated[int, typer.Option(help="encoder batch size")] = 64,
+    k: Annotated[int, positive_int.option("-k", "--k", help="documents per query in each run")] = 100,
+    depth: Annotated[int, positive_int.option(help="documents reranked per query")] = 10,
+    buckets: Annotated[int, positive_int.option(help="position buckets")] = 8,
+    passages: Annotated[int, positive_int.option(help="dense-passages: words per passage")] = 128,
+    stride: Annotated[Optional[int], positive_int.option(help="dense-passages: words between passage starts")] = None,
+    batch_size: Annotated[int, positive_int.option(help="encoder batch size")] = 64,
     split: Annotated[str, typer.Option(help="qrels split")] = "test",
-    fmt: Annotated[str, typer.Option("--format", help="table, markdown, csv or json")] = "table",
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG of nDCG@10 by position, one line per "
-                                                                "system")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="JSON with the table, the summaries and the runs' "
-                                                              "settings")] = None,
+    fmt: Annotated[one_of(FORMATS), typer.Option("--format", help="output format")] = "table",
+    plot: Annotated[Optional[Path], out_file("PNG of nDCG@10 by position, one line per system", "--plot")] = None,
+    out: Annotated[Optional[Path], out_file("JSON with the table, the summaries and the runs' settings")] = None,
 ) -> None:
     """nDCG@10 and the relevant document's rank by where its abstract sits (docs/long-documents.md)."""
     from rankwise.eval.datasets import resolve_dataset
@@ -60,12 +61,8 @@ def position_bias_command(
     from rankwise.eval.position_bias import probe_pipelines, read_positions, run_position_bias
     from rankwise.eval.systems import parse_systems
 
-    if fmt not in ("table", "markdown", "csv", "json"):
-        raise InputError(f"--format {fmt!r} is not table, markdown, csv or json", field="format")
-    if buckets < 1:
-        raise InputError(f"--buckets must be at least 1, got {buckets}", field="buckets")
     pipelines = probe_pipelines(parse_systems(systems), model=model, depth=depth, passages=passages, stride=stride,
-                                batch_size=batch_size)
+                                batch_size=batch_size)  # every spec checked before any work
     data = resolve_dataset(dataset)
     where = read_positions(positions or data.root / "positions.tsv")
     result, table, summary = run_position_bias(data, pipelines, where, k=k, buckets=buckets, split=split)

@@ -9,9 +9,11 @@ CLEF TAR folder (:func:`read_tar`)::
     FOLDER/
       topics/        one CLEF TAR topic file per review ("Topic: CD007394", "Title: ...",
                      "Query:" lines, then "Pids:" and one PMID a line); every file in it is read
-      qrels.txt      TREC qrels "TOPIC 0 PMID GRADE" (CLEF TAR's abstract or content qrels);
-                     grade > 0 is relevant
-      corpus.jsonl   the candidates' texts, BEIR corpus lines with _id = PMID
+      qrels.txt      TREC qrels "TOPIC 0 PMID GRADE", four columns (CLEF TAR's abstract or
+                     content qrels); grade > 0 is relevant
+      corpus.jsonl   the candidates' texts, BEIR corpus lines with _id = PMID; every candidate
+                     PMID must be in it (else an error naming the topic file, line and PMID;
+                     ``missing_judged="warn"`` counts them and ranks them last)
 
 Documents the topic lists but the qrels do not judge count as non-relevant.
 """
@@ -19,17 +21,20 @@ Documents the topic lists but the qrels do not judge count as non-relevant.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rankwise.retrieval.errors import InputError
 from rankwise.eval.screening_measures import (SCREENING_MEASURES, ScreeningMeasure, parse_screening, screening_per_query,
                                       screening_value)
-from rankwise.retrieval.formats import iter_lines, iter_qrels
+from rankwise.retrieval.formats import MissingJudged, iter_lines, iter_qrels
 from rankwise.retrieval.pipeline import Pipeline, Stage
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SCREENING_MEASURES", "ScreeningMeasure", "parse_screening", "screening_per_query", "screening_value",
            "TarTopic", "TarCollection", "ScreeningDataset", "Candidates", "read_tar", "restrict_to_candidates",
@@ -48,6 +53,7 @@ class TarTopic:
     query: str
     pids: list[str]
     path: Path
+    pid_lines: dict[str, int] = field(default_factory=dict)  # PMID -> its line in the topic file
 
 
 _HEADERS = ("topic:", "title:", "query:", "pids:")
@@ -55,7 +61,7 @@ _HEADERS = ("topic:", "title:", "query:", "pids:")
 
 def read_topic_file(path: Path) -> TarTopic:
     """Parse one CLEF TAR topic file (``Topic:``, ``Title:``, ``Query:``, ``Pids:`` sections)."""
-    sections: dict[str, list[str]] = {}
+    sections: dict[str, list[tuple[int, str]]] = {}
     current: str | None = None
     lines = {}
     for number, line in iter_lines(path):
@@ -67,24 +73,25 @@ def read_topic_file(path: Path) -> TarTopic:
                 raise InputError(f"section {header!r} appears twice", path=path, line=number, field=current)
             lines[current] = number
             rest = line.strip()[len(header):].strip()
-            sections[current] = [rest] if rest else []
+            sections[current] = [(number, rest)] if rest else []
         elif current is None:
             raise InputError("text before the 'Topic:' line", path=path, line=number, field="topic")
         else:
-            sections[current].append(line.strip())
+            sections[current].append((number, line.strip()))
     for name in ("topic", "title", "pids"):
         if not sections.get(name):
             raise InputError(f"missing or empty '{name.capitalize()}:' section", path=path,
                              line=lines.get(name), field=name)
-    pids: list[str] = []
-    for pid in sections["pids"]:
+    pid_lines: dict[str, int] = {}
+    for number, pid in sections["pids"]:
         if not pid.isdigit() and not re.fullmatch(r"[\w.-]+", pid):
-            raise InputError(f"candidate {pid!r} is not a PMID", path=path, field="pids")
-        pids.append(pid)
-    if len(set(pids)) != len(pids):
-        raise InputError("a PMID is listed twice", path=path, line=lines["pids"], field="pids")
-    return TarTopic(sections["topic"][0], " ".join(sections["title"]), " ".join(sections.get("query", [])),
-                    pids, path)
+            raise InputError(f"candidate {pid!r} is not a PMID", path=path, line=number, field="pids")
+        if pid in pid_lines:
+            raise InputError(f"PMID {pid} is listed twice (first on line {pid_lines[pid]})", path=path, line=number,
+                             field="pids")
+        pid_lines[pid] = number
+    text = {name: " ".join(t for _, t in parts) for name, parts in sections.items()}
+    return TarTopic(sections["topic"][0][1], text["title"], text.get("query", ""), list(pid_lines), path, pid_lines)
 
 
 @dataclass
@@ -100,8 +107,13 @@ class TarCollection:
         return self.root / "corpus.jsonl"
 
 
-def read_tar(folder: str | Path) -> TarCollection:
-    """Read a CLEF TAR folder; a topic without a relevant candidate is an error (WSS is undefined)."""
+def read_tar(folder: str | Path, missing_judged: str = "error") -> TarCollection:
+    """Read a CLEF TAR folder; a topic without a relevant candidate is an error (WSS is undefined).
+
+    A candidate PMID that ``corpus.jsonl`` lacks is an error naming the topic file, line and PMID;
+    with ``missing_judged="warn"`` they are counted in one warning and ranked after every ranked
+    candidate (:func:`restrict_to_candidates`).
+    """
     root = Path(folder)
     if not (root / "topics").is_dir():
         raise InputError("not a CLEF TAR folder: no topics/ folder", path=root)
@@ -119,7 +131,8 @@ def read_tar(folder: str | Path) -> TarCollection:
     qrels_path = root / "qrels.txt"
     qrels: dict[str, dict[str, int]] = {t: {} for t in topics}
     first_line: dict[str, int] = {}
-    for number, qid, did, grade in iter_qrels(qrels_path):
+    _check_candidates(root, topics, MissingJudged(missing_judged))
+    for number, qid, did, grade in iter_qrels(qrels_path, columns=(4,)):
         if qid not in topics:
             raise InputError(f"topic {qid!r} has no topic file", path=qrels_path, line=number, field="topic")
         qrels[qid][did] = grade
@@ -131,6 +144,26 @@ def read_tar(folder: str | Path) -> TarCollection:
                              path=qrels_path, line=first_line.get(qid), field="qrels")
         qrels[qid] = {d: g for d, g in qrels[qid].items() if d in candidates}
     return TarCollection(root, topics, qrels)
+
+
+def _check_candidates(root: Path, topics: Mapping[str, TarTopic], missing: MissingJudged) -> None:
+    """Every candidate PMID must be in ``corpus.jsonl`` (error), or is counted in a warning."""
+    from rankwise.retrieval.formats import Corpus
+
+    present = Corpus(root / "corpus.jsonl").present(p for t in topics.values() for p in t.pids)
+    absent = [(t, p) for t in topics.values() for p in t.pids if p not in present]
+    if not absent:
+        return
+    topic, pid = absent[0]
+    if missing is MissingJudged.error:
+        more = f" ({len(absent) - 1} more candidates like it)" if len(absent) > 1 else ""
+        raise InputError(f"candidate PMID {pid} of topic {topic.topic_id!r} is not in {root / 'corpus.jsonl'}{more}; "
+                         "add its text, or pass --missing-judged warn to rank such candidates last",
+                         path=topic.path, line=topic.pid_lines.get(pid), field="pids")
+    total = sum(len(t.pids) for t in topics.values())
+    log.warning("%s: %d of %d candidate PMIDs are not in corpus.jsonl (first: %s, topic %s); they are ranked after "
+                "every ranked candidate (--missing-judged error refuses them)", root, len(absent), total, pid,
+                topic.topic_id)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,21 +1,62 @@
 """The ``rankwise`` command: the commands each package defines, behind one front door.
 
-Bad input (:class:`rankwise.retrieval.errors.InputError`) ends in one line on stderr and exit status 2.
+The front door is also the one shell every command runs in (exit statuses in docs/exit-status.md):
+
+* 0: done;
+* 2: bad input or usage: a usage error (unknown command or option, a missing option) prints click's
+  usage message; a bad option value or bad input (:class:`rankwise.retrieval.errors.InputError`, a file
+  that cannot be read or written) prints one line ``rankwise: error: ...``; never a traceback;
+* 130 (SIGINT, Ctrl-C) and 143 (SIGTERM): interrupted; one line says what was kept, and rerunning the
+  same command resumes;
+* 1: an internal error (a bug): one line, and the traceback only with ``RANKWISE_DEBUG=1``.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import signal
 import sys
+import traceback
+from typing import Any, NoReturn
 
-import click
 import typer
 
 from rankwise.retrieval.errors import InputError
 
 app = typer.Typer(name="rankwise", help="Neural retrieval and reranking: index, search, rerank, train, evaluate.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+DEBUG_ENV = "RANKWISE_DEBUG"
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+# What an interrupted command leaves for its rerun, by command (the first word after ``rankwise``).
+_KEPT = {
+    "index": "the finished chunks are kept in OUT's work folder",
+    "mine": "the finished query chunks are kept beside OUT",
+    "train": "the checkpoints saved so far are kept in OUT/checkpoints",
+    "beir": "the finished parts of the cached indexes are kept",
+    "position-bias": "the finished parts of the cached indexes are kept",
+    "followir": "the finished parts of the cached indexes are kept",
+    "screening": "the finished parts of the cached indexes are kept",
+}
+_NOTHING_KEPT = "no output was written under its final name"
+# the OSError numbers that are a user's to fix (a path that does not exist, is a folder, is not writable...)
+_USER_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EEXIST, errno.EPERM, errno.ENOTEMPTY,
+                errno.ENAMETOOLONG, errno.EROFS}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is: every clean-up path of Ctrl-C runs for it too; the shell exits 143."""
+
+
+_terminated = False
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    global _terminated
+    _terminated = True
+    raise Terminated()
 
 
 def _print_version(value: bool) -> None:
@@ -29,7 +70,11 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                           help="Print the version and exit.")) -> None:
-    """Neural retrieval and reranking: index, search, rerank, train, evaluate."""
+    """Neural retrieval and reranking: index, search, rerank, train, evaluate.
+
+    Exit status: 0 done, 2 bad input or usage, 130 (Ctrl-C) or 143 (SIGTERM) interrupted: rerun the same
+    command to resume. RANKWISE_DEBUG=1 shows the traceback of an internal error (exit 1).
+    """
 
 
 def _register() -> None:
@@ -44,29 +89,83 @@ def _register() -> None:
     eval_cli.register(app)
 
 
+def _command_name(argv: list[str]) -> str:
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
+def _interrupted(argv: list[str]) -> NoReturn:
+    """One line: which signal, what was kept, and that the same command resumes; exit 130 or 143."""
+    name, code = ("SIGTERM", EXIT_SIGTERM) if _terminated else ("SIGINT", EXIT_SIGINT)
+    kept = _KEPT.get(_command_name(argv), _NOTHING_KEPT)
+    print(f"rankwise: interrupted ({name}): {kept}; rerun the same command to resume", file=sys.stderr)
+    sys.exit(code)
+
+
+def _option_error(err: Any) -> str:
+    """A bad option value as one line naming the option: ``option '--k': Input should be ...``."""
+    param = getattr(err, "param", None)
+    message = str(err.message).removeprefix("Value error, ")
+    if param is None:
+        return message
+    names = " / ".join(f"'{o}'" for o in (param.opts or [param.name]))
+    kind = "argument" if getattr(param, "param_type_name", "") == "argument" else "option"
+    return f"{kind} {names}: {message}"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"rankwise: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``rankwise`` console script."""
+    """Entry point of the ``rankwise`` console script (exit statuses: see the module docstring)."""
+    from typer._click import exceptions as click_errors  # typer 0.29 raises its own vendored click's classes
+
+    global _terminated
+    _terminated = False
+    args = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars too, without importing it here
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("httpx", "sentence_transformers", "transformers", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
-    _register()
-    try:
-        typer.main.get_command(app).main(args=argv, prog_name="rankwise", standalone_mode=False)
+        _register()
+        status = typer.main.get_command(app).main(args=args, prog_name="rankwise", standalone_mode=False)
     except InputError as err:
-        print(f"rankwise: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except click.exceptions.Exit as err:
+        _fail(str(err), EXIT_USAGE)
+    except click_errors.MissingParameter as err:  # a missing option or argument: click's usage message
+        err.show()
+        sys.exit(EXIT_USAGE)
+    except click_errors.BadParameter as err:  # a bad option value: one line naming the option
+        _fail(_option_error(err), EXIT_USAGE)
+    except typer.Exit as err:
         sys.exit(err.exit_code)
-    except click.ClickException as err:
+    except click_errors.ClickException as err:  # unknown command or option, missing option: click's usage message
         err.show()
         sys.exit(err.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        print("rankwise: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):
+        _interrupted(args)
+    except OSError as err:
+        if err.errno == errno.EPIPE:  # stdout closed by a pager or `head`
+            sys.exit(EXIT_INTERNAL)
+        what = f"{err.filename}: " if err.filename else ""
+        _fail(f"{what}{err.strerror or err}", EXIT_USAGE if err.errno in _USER_ERRNOS else EXIT_INTERNAL)
+    except MemoryError:
+        _fail("out of memory (try a smaller --batch-size or --chunk-size)", EXIT_INTERNAL)
+    except Exception as err:  # a bug: one line unless RANKWISE_DEBUG asks for the traceback
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            traceback.print_exc()
+        else:
+            print(f"rankwise: internal error: {type(err).__name__}: {err} (set {DEBUG_ENV}=1 to see the traceback)",
+                  file=sys.stderr)
+        sys.exit(EXIT_INTERNAL)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    # with standalone_mode=False, typer returns an Exit's status (130 for Ctrl-C) instead of raising it
+    if status == EXIT_SIGINT:
+        _interrupted(args)
+    if isinstance(status, int) and status != EXIT_OK:
+        sys.exit(status)

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from rankwise.retrieval.options import Int8, RerankBackend
+from rankwise.retrieval.options import Int8, RerankBackend, out_file
+from rankwise.retrieval.values import Range, positive_int
 
 
 def rerank(
@@ -15,15 +16,15 @@ def rerank(
     queries: Annotated[Path, typer.Option(help="queries.jsonl, queries.tsv or a BEIR folder")],
     corpus: Annotated[Path, typer.Option(help="BEIR folder, corpus.jsonl or collection.tsv")],
     model: Annotated[str, typer.Option("--model", help="reranker spec PARADIGM:MODEL[,key=value...] (see README)")],
-    out: Annotated[Path, typer.Option("--out", help="TREC run file to write")],
-    depth: Annotated[int, typer.Option(help="documents reranked per query")] = 100,
-    batch_size: Annotated[Optional[int], typer.Option(help="model batch size")] = None,
+    out: Annotated[Path, out_file("TREC run file to write")],
+    depth: Annotated[int, positive_int.option(help="documents reranked per query")] = 100,
+    batch_size: Annotated[Optional[int], positive_int.option(help="model batch size")] = None,
     backend: RerankBackend = None,
     int8: Int8 = False,
-    first_stage_weight: Annotated[float, typer.Option(
+    first_stage_weight: Annotated[float, Range(float, min=0.0, below=1.0).option(
         help="rank by W x first-stage + (1 - W) x reranker score (min-max normalized per query); 0: reranker alone")] = 0.0,
-    save_reasoning: Annotated[Optional[Path], typer.Option(
-        "--save-reasoning", help="with listwise mode=reason: write each window's reasoning to this JSONL file")] = None,
+    save_reasoning: Annotated[Optional[Path], out_file(
+        "with listwise mode=reason: write each window's reasoning to this JSONL file", "--save-reasoning")] = None,
 ) -> None:
     """Rerank the top --depth documents of each query of a run."""
     from rankwise.rerank.spec import load_reranker, parse_spec

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rankwise.rerank.base import Reranker
-from rankwise.rerank.listwise import PREFIX, SYSTEM, order_scores, window_schedule
+from rankwise.rerank.listwise import PREFIX, SYSTEM, default_stride, order_scores, window_schedule
 from rankwise.rerank.llm import CausalLM, load_lm
 from rankwise.rerank.permutation import labels
 from rankwise.retrieval.errors import InputError
@@ -50,7 +50,7 @@ class EliminationReranker(Reranker):
     name = "listwise-eliminate"
 
     def __init__(self, model: str | CausalLM, *, mode: str = "eliminate", eliminate: str = "worst",
-                 k: int | None = None, window: int = 20, stride: int = 10, max_passage_tokens: int = 100,
+                 k: int | None = None, window: int = 20, stride: int | None = None, max_passage_tokens: int = 100,
                  batch_size: int = 4, backend: str = "torch", int8: bool = False) -> None:
         super().__init__()
         if mode != "eliminate":
@@ -62,6 +62,7 @@ class EliminationReranker(Reranker):
         if window < 2:
             raise InputError(f"window must be at least 2, got {window}", field="window")
         self._labels = labels(window)
+        stride = default_stride(window) if stride is None else stride
         if not 1 <= stride < window:
             raise InputError(f"stride must be within 1..window-1 ({window - 1}), got {stride}", field="stride")
         if max_passage_tokens < 1:

@@ -43,6 +43,11 @@ PREFIX = "["  # the assistant turn starts with "[", so the next token is the fir
 TOKENS_PER_PASSAGE = 4  # "A", "]", " >", " [" per identifier in "[A] > [B] > ..."
 
 
+def default_stride(window: int) -> int:
+    """The stride when none is given: half the window (RankGPT's 20 and 10), at most 10, at least 1."""
+    return max(1, min(10, window // 2))
+
+
 def window_schedule(n: int, window: int, stride: int) -> list[tuple[int, int]]:
     """The ``(start, end)`` windows of a list of ``n``, back to front; the last one is ``[0, window)``."""
     if n <= 0:
@@ -62,7 +67,7 @@ class ListwiseReranker(Reranker):
 
     name = "listwise"
 
-    def __init__(self, model: str | CausalLM, *, mode: str = "first", window: int = 20, stride: int = 10,
+    def __init__(self, model: str | CausalLM, *, mode: str = "first", window: int = 20, stride: int | None = None,
                  max_passage_tokens: int = 100, batch_size: int = 4, max_new_tokens: int | None = None,
                  backend: str = "torch", int8: bool = False) -> None:
         super().__init__()
@@ -71,6 +76,7 @@ class ListwiseReranker(Reranker):
         if window < 1:
             raise InputError(f"window must be at least 1, got {window}", field="window")
         self._labels = labels(window)  # more passages than identifiers: InputError
+        stride = default_stride(window) if stride is None else stride
         if not 1 <= stride <= window:
             raise InputError(f"stride must be within 1..window ({window}), got {stride}; a longer stride would skip "
                              "passages", field="stride")

@@ -47,7 +47,7 @@ class ReasoningReranker(ListwiseReranker):
     name = "listwise-reason"
 
     def __init__(self, model: str | CausalLM, *, mode: str = "reason", max_reasoning_tokens: int = 256,
-                 window: int = 20, stride: int = 10, max_passage_tokens: int = 100, batch_size: int = 4,
+                 window: int = 20, stride: int | None = None, max_passage_tokens: int = 100, batch_size: int = 4,
                  backend: str = "torch", int8: bool = False) -> None:
         if mode != "reason":
             raise InputError(f"ReasoningReranker runs mode=reason, not {mode!r}", field="mode")

@@ -34,7 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rankwise.rerank.base import Reranker
+from rankwise.rerank.permutation import LABELS
+from rankwise.retrieval.backend import BACKENDS
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.values import Range, check_choice, non_negative_int, positive_int
 
 BACKEND_OPTIONS = ("backend", "int8")
 PASSAGE_OPTIONS = ("passages", "stride", "agg", "passage_stride")  # a paradigm's own option of the name wins
@@ -54,6 +57,18 @@ PARADIGMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 LISTWISE_MODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "eliminate": ("rankwise.rerank.elimination", "EliminationReranker", ("eliminate", "k")),
     "reason": ("rankwise.rerank.reasoning", "ReasoningReranker", ("max_reasoning_tokens",)),
+}
+
+
+# The values of the numeric and named keys, checked when the spec is parsed (before any model loads),
+# with the ranges the command-line options use (rankwise.retrieval.values); each class checks the rest.
+_LABELLED = Range(int, min=1, max=len(LABELS))  # passages in one prompt, each behind an identifier
+KEY_VALUES: dict[str, Range | tuple[str, ...]] = {
+    "batch_size": positive_int, "max_length": positive_int, "max_passage_tokens": positive_int,
+    "max_reasoning_tokens": positive_int, "window": _LABELLED, "stride": positive_int, "k": positive_int,
+    "group_size": Range(int, min=2, max=len(LABELS)), "rounds": positive_int, "levels": Range(int, min=1, max=99),
+    "seed": non_negative_int, "select": positive_int, "passages": positive_int, "passage_stride": positive_int,
+    "backend": BACKENDS,
 }
 
 
@@ -124,7 +139,13 @@ def parse_spec(spec: str) -> RerankerSpec:
         if not eq or key not in allowed:
             raise InputError(f"option {pair!r} of {paradigm} is not one of {', '.join(k + '=' for k in allowed)}",
                              field="reranker")
-        options[key] = value.strip() if key == "agg" else _value(value.strip(), key)
+        allowed_values = KEY_VALUES.get(key)
+        if isinstance(allowed_values, Range):
+            options[key] = allowed_values.check(value.strip(), key)
+        elif allowed_values is not None:
+            options[key] = check_choice(value.strip(), allowed_values, key)
+        else:
+            options[key] = value.strip() if key == "agg" else _value(value.strip(), key)
     passage_only = {"agg", "passage_stride"} | ({"stride"} - set(own))
     if paradigm != "idcm" and "passages" not in options and passage_only & set(options):
         raise InputError(f"reranker spec {spec!r}: stride=, passage_stride= and agg= need passages=N", field="reranker")

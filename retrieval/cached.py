@@ -6,7 +6,9 @@ first 16 characters, plus ``-onnx`` or ``-onnx-int8`` for the ONNX backend: an i
 backend is not silently reused for another, and int8 vectors never share a torch index). ``name`` is the
 dataset's name (by default the corpus's folder, or its file name without suffixes). A cached index
 is reused when its manifest matches the corpus (and, for dense indexes, the encoder and config);
-otherwise it is built (or a killed build resumed) in place.
+otherwise it is built (or a killed build resumed) in place. Several processes share the cache: a
+build in progress elsewhere holds the folder's lock (:mod:`rankwise.retrieval.locks`), and another
+process that needs the same index says so, waits for it and reuses it, never a half-built one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.formats import Corpus
 from rankwise.retrieval.index import IndexConfig
+from rankwise.retrieval.locks import folder_lock
 from rankwise.retrieval.manifest import MANIFEST, read_manifest
 from rankwise.retrieval.models import DEFAULT_ENCODER
 from rankwise.retrieval.paths import cache_root
@@ -48,11 +51,12 @@ def bm25_index(corpus: Corpus, *, name: str | None = None, progress: bool = True
     from rankwise.retrieval.bm25 import build_bm25_index
 
     folder = index_root(corpus, name) / "bm25"
-    if (folder / MANIFEST).is_file():
-        manifest = read_manifest(folder, kinds=("bm25",), verify=False)
-        if manifest.get("source", {}).get("sha256") == corpus.fingerprint:
-            return folder
-    build_bm25_index(corpus, folder, progress=progress)
+    with folder_lock(folder, wait=True):
+        if (folder / MANIFEST).is_file():
+            manifest = read_manifest(folder, kinds=("bm25",), verify=False)
+            if manifest.get("source", {}).get("sha256") == corpus.fingerprint:
+                return folder
+        build_bm25_index(corpus, folder, force=True, progress=progress)
     return folder
 
 
@@ -64,7 +68,8 @@ def dense_index(corpus: Corpus, encoder: Encoder, config: IndexConfig | None = N
     config = config or IndexConfig()
     key = getattr(encoder, "index_key", encoder.fingerprint[:16])
     folder = index_root(corpus, name) / f"dense-{key}-{config.type}"
-    build_dense_index(corpus, encoder, folder, config, force=True, progress=progress)
+    with folder_lock(folder, wait=True):
+        build_dense_index(corpus, encoder, folder, config, force=True, progress=progress)
     return folder
 
 

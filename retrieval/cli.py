@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,7 +10,10 @@ import typer
 
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.models import DEFAULT_ENCODER
-from rankwise.retrieval.options import Backend, EncoderBatchSize, Force, IndexBackend, IndexType, Int8
+from rankwise.retrieval.backend import KINDS
+from rankwise.retrieval.options import (Backend, EncoderBatchSize, Force, IndexBackend, IndexType, Int8, out_file,
+                                        out_folder)
+from rankwise.retrieval.values import one_of, positive_int
 
 RETRIEVERS = ("bm25", "dense")
 
@@ -17,26 +21,27 @@ RETRIEVERS = ("bm25", "dense")
 def index(
     paths: Annotated[list[Path], typer.Argument(help="CORPUS (BEIR folder, corpus.jsonl or collection.tsv); "
                                                       "with --merge, the shard folders")],
-    out: Annotated[Path, typer.Option("--out", help="index folder to write")],
-    retriever: Annotated[str, typer.Option(help="bm25 or dense")] = "dense",
+    out: Annotated[Path, out_folder("index folder to write")],
+    retriever: Annotated[one_of(RETRIEVERS), typer.Option(help="retriever")] = "dense",
     model: Annotated[str, typer.Option(help="encoder name or path (dense)")] = DEFAULT_ENCODER,
     index_type: IndexType = "flat",
     shard: Annotated[Optional[str], typer.Option(help="encode only shard I/N (dense); join with --merge")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="join shard folders into one index")] = False,
-    chunk_size: Annotated[int, typer.Option(help="documents per resumable chunk")] = 8192,
+    chunk_size: Annotated[int, positive_int.option(help="documents per resumable chunk")] = 8192,
     batch_size: EncoderBatchSize = 64,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="padded tokens per encoder batch "
+    max_tokens: Annotated[Optional[int], positive_int.option("--max-tokens", help="padded tokens per encoder batch "
                                                                            "(length-sorted; with --batch-size as the count cap)")] = None,
     backend: Backend = "torch",
     int8: Int8 = False,
-    nlist: Annotated[Optional[int], typer.Option(help="IVF lists (default ~4*sqrt(N))")] = None,
-    pq_m: Annotated[Optional[int], typer.Option(help="IVF-PQ sub-quantizers (default dim/8)")] = None,
-    threads: Annotated[int, typer.Option(help="indexing threads (bm25)")] = 2,
+    nlist: Annotated[Optional[int], positive_int.option(help="IVF lists (default ~4*sqrt(N))")] = None,
+    pq_m: Annotated[Optional[int], positive_int.option(help="IVF-PQ sub-quantizers (default dim/8)")] = None,
+    threads: Annotated[int, positive_int.option(help="indexing threads (bm25)")] = 2,
     force: Force = False,
 ) -> None:
     """Index a collection for BM25 or dense retrieval (resumable; shardable with --shard I/N)."""
     from rankwise.retrieval.formats import Corpus
-    from rankwise.retrieval.index import IndexConfig, build_dense_index, merge_shards, parse_shard
+    from rankwise.retrieval.index import IndexConfig, build_dense_index, check_dense_build, merge_shards, parse_shard
+    from rankwise.retrieval.locks import folder_lock
 
     if merge:
         manifest = merge_shards(paths, out)
@@ -49,26 +54,31 @@ def index(
                 raise InputError("--shard applies to dense indexes", field="shard")
             from rankwise.retrieval.bm25 import build_bm25_index
 
-            manifest = build_bm25_index(corpus, out, threads=threads)
+            manifest = build_bm25_index(corpus, out, threads=threads, force=force)
         elif retriever == "dense":
             from rankwise.retrieval.encoder import Encoder
 
             config = IndexConfig(type=index_type, nlist=nlist, pq_m=pq_m)
-            if max_tokens is not None and max_tokens < 1:
-                raise InputError(f"--max-tokens must be >= 1, got {max_tokens}", field="max_tokens")
             from rankwise.retrieval.distributed import device_for_rank, distributed_build, world
 
             _, world_size, local_rank = world()  # under torchrun: one shard per rank, rank 0 merges
             if world_size > 1 and shard:
                 raise InputError("--shard and torchrun both split the corpus; use one", field="shard")
-            encoder = Encoder(model, backend=backend, int8=int8, batch_size=batch_size,
-                              **({"device": device_for_rank(local_rank)} if world_size > 1 else {}))
-            encoder.max_tokens = max_tokens
-            if world_size > 1:
-                manifest = distributed_build(corpus, encoder, out, config, chunk_size=chunk_size, force=force)
-            else:
-                manifest = build_dense_index(corpus, encoder, out, config, chunk_size=chunk_size,
-                                             shard=parse_shard(shard), force=force)
+            # one writer per folder, and everything that needs no model refused before the encoder loads
+            # (or is exported); under torchrun each rank locks its own shard folder instead
+            with contextlib.ExitStack() as stack:
+                if world_size == 1:
+                    stack.enter_context(folder_lock(out))
+                check_dense_build(corpus, out, config, backend="onnx-int8" if int8 else backend,
+                                  chunk_size=chunk_size, shard=parse_shard(shard), force=force)
+                encoder = Encoder(model, backend=backend, int8=int8, batch_size=batch_size,
+                                  **({"device": device_for_rank(local_rank)} if world_size > 1 else {}))
+                encoder.max_tokens = max_tokens
+                if world_size > 1:
+                    manifest = distributed_build(corpus, encoder, out, config, chunk_size=chunk_size, force=force)
+                else:
+                    manifest = build_dense_index(corpus, encoder, out, config, chunk_size=chunk_size,
+                                                 shard=parse_shard(shard), force=force)
         else:
             raise InputError(f"unknown retriever {retriever!r}; choose from {', '.join(RETRIEVERS)}", field="retriever")
     typer.echo(f"{out}: {manifest['kind']} index of {manifest.get('source', {}).get('count', manifest.get('count'))} documents",
@@ -95,8 +105,8 @@ def truncation_line(manifest: dict) -> str | None:
 def search(
     index_dir: Annotated[Path, typer.Argument(help="index folder written by `rankwise index`")],
     queries: Annotated[Path, typer.Option(help="queries.jsonl, queries.tsv or a BEIR folder")],
-    out: Annotated[Path, typer.Option("--out", help="TREC run file to write")],
-    k: Annotated[int, typer.Option("-k", "--k", help="documents per query")] = 100,
+    out: Annotated[Path, out_file("TREC run file to write")],
+    k: Annotated[int, positive_int.option("-k", "--k", help="documents per query")] = 100,
     model: Annotated[Optional[str], typer.Option(help="encoder (default: the one in the manifest)")] = None,
     batch_size: EncoderBatchSize = 64,
     backend: IndexBackend = None,
@@ -113,12 +123,14 @@ def search(
 
 def export(
     model: Annotated[str, typer.Argument(help="model name or path (a .gguf file for causal LMs too)")],
-    out_dir: Annotated[Path, typer.Argument(help="folder to write model.onnx, the tokenizer and manifest.json to")],
-    kind: Annotated[str, typer.Option(help="encoder, cross-encoder or causal-lm")] = "encoder",
+    out_dir: Annotated[Path, typer.Argument(file_okay=False,
+                                            help="folder to write model.onnx, the tokenizer and manifest.json to")],
+    kind: Annotated[one_of(KINDS), typer.Option(help="model kind")] = "encoder",
     int8: Annotated[bool, typer.Option("--int8", help="also write the dynamically quantized model.int8.onnx")] = False,
     optimize: Annotated[bool, typer.Option("--optimize", help="save ONNX Runtime's optimized graph (CPU provider)")]
     = False,
-    max_length: Annotated[Optional[int], typer.Option(help="encoder: max tokens (default: the model's)")] = None,
+    max_length: Annotated[Optional[int], positive_int.option(help="encoder: max tokens (default: the model's)")]
+    = None,
     reduce_range: Annotated[bool, typer.Option("--reduce-range", help="7-bit int8 weights (for CPUs without VNNI "
                                                                        "whose int8 kernels saturate)")] = False,
 ) -> None:

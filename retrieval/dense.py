@@ -27,6 +27,13 @@ class DenseRetriever(Composable):
                  backend: str | None = None, batch_size: int = 64, gpu: bool | None = None) -> None:
         self.index = index if isinstance(index, DenseIndex) else DenseIndex.load(index, gpu=gpu)
         built_with = self.index.manifest["encoder"]
+        if backend is not None and (backend == "onnx-int8") != (manifest_backend(built_with) == "onnx-int8"):
+            # int8 vectors have a fingerprint of their own: refused before the model is loaded or exported
+            where = (self.index.directory / MANIFEST) if self.index.directory else None
+            raise InputError(f"the index was built with backend {manifest_backend(built_with)!r}, whose vectors "
+                             f"backend {backend!r} does not reproduce; search it with "
+                             f"--backend {manifest_backend(built_with)} or rebuild the index", path=where,
+                             field="encoder.backend")
         if encoder is None or isinstance(encoder, str):
             encoder = Encoder(encoder or built_with["name"], backend=backend or manifest_backend(built_with),
                               batch_size=batch_size)

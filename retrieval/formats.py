@@ -6,14 +6,18 @@ an :class:`InputError` naming the file, the line and the field.
 
 from __future__ import annotations
 
+import enum
 import gzip
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.files import sha256_file
+
+log = logging.getLogger(__name__)
 
 
 class Document(NamedTuple):
@@ -149,6 +153,16 @@ class Corpus:
             raise InputError(f"{len(missing)} document id(s) not in the corpus (first: {first!r})", path=self.path)
         return found
 
+    def present(self, doc_ids: Iterable[str]) -> set[str]:
+        """Which of ``doc_ids`` the corpus holds, in one streaming pass that stops when all are found."""
+        wanted, found = set(doc_ids), set()
+        for doc in self:
+            if doc.doc_id in wanted:
+                found.add(doc.doc_id)
+                if len(found) == len(wanted):
+                    break
+        return found
+
     @property
     def fingerprint(self) -> str:
         """SHA-256 of the corpus file: what an index records to know it was built from this data."""
@@ -234,21 +248,25 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def iter_qrels(path: str | Path) -> Iterator[tuple[int, str, str, int]]:
+def iter_qrels(path: str | Path, columns: tuple[int, ...] = (3, 4)) -> Iterator[tuple[int, str, str, int]]:
     """Stream a qrels file (formats as :func:`read_qrels`) as ``(line_number, query_id, doc_id, grade)``.
 
-    A file with no judgements is an error.
+    ``columns`` is what the format allows: 3 (BEIR) and 4 (TREC), or only ``(4,)`` where the format
+    is TREC's. A file with no judgements is an error.
     """
     path = Path(path)
     count = 0
     for number, line in iter_lines(path):
         cols = line.split()
-        if len(cols) == 3:
+        if len(cols) == 3 and 3 in columns:
             qid, did, grade = cols
             if number == 1 and not _is_int(grade):
                 continue  # BEIR header: query-id corpus-id score
-        elif len(cols) == 4:
+        elif len(cols) == 4 and 4 in columns:
             qid, _, did, grade = cols
+        elif columns == (4,):
+            raise InputError(f"expected 4 columns (TREC qrels: QUERY 0 DOC GRADE), got {len(cols)}",
+                             path=path, line=number)
         else:
             raise InputError(f"expected 3 (BEIR) or 4 (TREC) columns, got {len(cols)}", path=path, line=number)
         if not _is_int(grade):
@@ -257,6 +275,41 @@ def iter_qrels(path: str | Path) -> Iterator[tuple[int, str, str, int]]:
         yield number, qid, did, int(grade)
     if not count:
         raise InputError("no judgements in the file", path=path)
+
+
+class MissingJudged(str, enum.Enum):
+    """What a judgement of a document that is not in the corpus does: ``error`` refuses the file at
+    its first such line; ``warn`` counts them in one warning and keeps them (relevant documents
+    no run can retrieve, as BEIR's own evaluation keeps them)."""
+
+    error = "error"
+    warn = "warn"
+
+
+def check_judged(path: str | Path, corpus: Corpus, missing: str = "error") -> int:
+    """Check that every document the qrels file ``path`` judges is in ``corpus``; returns how many are not.
+
+    ``missing`` is a :class:`MissingJudged` value: ``error`` raises an :class:`InputError` naming the
+    file, line and id of the first; ``warn`` logs one warning with their count and the first.
+    Only the judged ids are held in memory; the corpus is streamed once.
+    """
+    path = Path(path)
+    policy = MissingJudged(missing)
+    rows = [(number, qid, did) for number, qid, did, _ in iter_qrels(path)]
+    present = corpus.present(did for _, _, did in rows)
+    absent = [(number, qid, did) for number, qid, did in rows if did not in present]
+    if not absent:
+        return 0
+    number, qid, did = absent[0]
+    if policy is MissingJudged.error:
+        more = f" ({len(absent) - 1} more lines like it)" if len(absent) > 1 else ""
+        raise InputError(f"document {did!r} (judged for query {qid!r}) is not in the corpus{more}; fix the file, "
+                         "or pass --missing-judged warn to count such judgements and go on", path=path, line=number,
+                         field="corpus-id")
+    log.warning("%s: %d of %d judgements name documents that are not in the corpus (first: line %d, %r); they are "
+                "kept, as BEIR's evaluation keeps them: a relevant one is a document no run can retrieve "
+                "(--missing-judged error refuses them)", path, len(absent), len(rows), number, did)
+    return len(absent)
 
 
 def _is_int(value: str) -> bool:

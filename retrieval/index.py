@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import shutil
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,9 +25,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.files import atomic_open, atomic_path, write_json
+from rankwise.retrieval.extras import MissingExtraError
+from rankwise.retrieval.files import atomic_dir, atomic_open, atomic_path, write_json
 from rankwise.retrieval.formats import Corpus, Document
-from rankwise.retrieval.manifest import MANIFEST, read_manifest, remove_manifest, write_manifest
+from rankwise.retrieval.locks import folder_lock
+from rankwise.retrieval.manifest import MANIFEST, check_output_folder, read_manifest, write_manifest
 from rankwise.retrieval.workdir import claim_workdir, settings_hash
 
 if TYPE_CHECKING:
@@ -68,21 +71,38 @@ class IndexConfig:
             return self.nlist
         return max(1, min(int(4 * math.sqrt(count)), count // 39))
 
+    def check(self, count: int, dim: int | None = None) -> None:
+        """Refuse settings that cannot build an index of ``count`` vectors (of ``dim`` dimensions, when known):
+        what can be refused from the options and the corpus size is refused before anything is encoded."""
+        if self.nlist is not None and self.nlist < 1:
+            raise InputError(f"--nlist must be >= 1, got {self.nlist}", field="nlist")
+        if self.type in ("ivf", "ivfpq") and self.lists(count) > count:
+            raise InputError(f"IVF with {self.lists(count)} lists needs at least as many documents to train on, got "
+                             f"{count}; lower --nlist or use --index-type flat", field="nlist")
+        if self.type != "ivfpq":
+            return
+        if self.pq_m is not None and self.pq_m < 1:
+            raise InputError(f"--pq-m must be >= 1, got {self.pq_m}", field="pq_m")
+        if not 1 <= self.pq_bits <= 16:
+            raise InputError(f"pq_bits must be in 1..16, got {self.pq_bits}", field="pq_bits")
+        if count < 2 ** self.pq_bits:
+            raise InputError(f"IVF-PQ with {self.pq_bits}-bit codes needs at least {2 ** self.pq_bits} documents, "
+                             f"got {count}; use --index-type flat", field="index-type")
+        if dim is not None:
+            m = self.pq_m or max(1, dim // 8)
+            if m > dim or dim % m:
+                raise InputError(f"pq_m={m} does not divide the dimension {dim}", field="pq_m")
+
     def factory(self, dim: int, count: int) -> str:
         """The FAISS ``index_factory`` string for ``count`` vectors of ``dim`` dimensions."""
+        self.check(count, dim)
         if self.type == "flat":
             return "Flat"
         if self.type == "hnsw":
             return f"HNSW{self.hnsw_m}"
         if self.type == "ivf":
             return f"IVF{self.lists(count)},Flat"
-        m = self.pq_m or max(1, dim // 8)
-        if dim % m:
-            raise InputError(f"pq_m={m} does not divide the dimension {dim}", field="pq_m")
-        if count < 2 ** self.pq_bits:
-            raise InputError(f"IVF-PQ with {self.pq_bits}-bit codes needs at least {2 ** self.pq_bits} documents, "
-                             f"got {count}; use --index-type flat", field="index-type")
-        return f"IVF{self.lists(count)},PQ{m}x{self.pq_bits}"
+        return f"IVF{self.lists(count)},PQ{self.pq_m or max(1, dim // 8)}x{self.pq_bits}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -99,7 +119,9 @@ def _use_gpu(index_type: str, gpu: bool | None) -> bool:
 
     available = hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
     if gpu and not available:
-        raise InputError("a GPU was asked for but FAISS sees none (install the `gpu` extra)", field="gpu")
+        if not hasattr(faiss, "StandardGpuResources"):  # faiss-cpu: no GPU code at all
+            raise MissingExtraError("FAISS on GPU", "gpu", "faiss")
+        raise InputError("a GPU was asked for but FAISS sees none", field="gpu")
     # FAISS has no GPU HNSW; flat and IVF variants move to all GPUs.
     return available and gpu is not False and index_type != "hnsw"
 
@@ -203,10 +225,42 @@ def _same_build(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def _build_key(identity: dict[str, Any]) -> str:
-    """The hash of what :func:`_same_build` compares (and the shard): equal keys, equal chunks."""
-    return settings_hash({"config": identity.get("config"), "chunk_size": identity.get("chunk_size"),
+    """The hash of what makes the chunk vectors (encoder, corpus, chunk size, shard): equal keys, equal chunks.
+
+    The index config is not part of it: the chunks of a build refused for its config (or killed) are
+    reused by a build of another index type into the same folder.
+    """
+    return settings_hash({"chunk_size": identity.get("chunk_size"),
                           "fingerprint": identity.get("encoder", {}).get("fingerprint"),
                           "source": identity.get("source", {}).get("sha256"), "shard": identity.get("shard")})
+
+
+def check_dense_build(corpus: Corpus, out: str | Path, config: IndexConfig, *, backend: str = "torch",
+                      chunk_size: int = 8192, shard: tuple[int, int] | None = None, force: bool = False,
+                      progress: bool = True) -> int:
+    """The checks of a dense build that need no model: ``out`` itself, an index there built another way
+    (corpus, config, chunk size or int8-ness differ) without ``force``, a corpus that does not parse, and
+    settings the corpus size rules out. Returns the document count. Run before the encoder is loaded
+    or exported; :func:`build_dense_index` repeats what needs the encoder."""
+    out = Path(out)
+    check_output_folder(out)
+    if chunk_size < 1:
+        raise InputError(f"--chunk-size must be >= 1, got {chunk_size}", field="chunk_size")
+    if (out / MANIFEST).is_file() and not force:
+        existing = read_manifest(out, verify=False)
+        wanted = {"config": config.to_dict(), "chunk_size": chunk_size,
+                  "source": corpus.fingerprint, "shard": list(shard) if shard else None,
+                  "int8": backend == "onnx-int8"}
+        have = {"config": existing.get("config"), "chunk_size": existing.get("chunk_size"),
+                "source": existing.get("source", {}).get("sha256"), "shard": existing.get("shard"),
+                "int8": bool(existing.get("encoder", {}).get("int8", False))}
+        differ = sorted(k for k in wanted if wanted[k] != have[k])
+        if differ:
+            raise InputError(f"holds an index built with other {', '.join(differ)}; pass --force to replace it "
+                             "or choose another --out", path=out)
+    count = _count(corpus, progress)
+    config.check(count)
+    return count
 
 
 def _chunks(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
@@ -241,12 +295,37 @@ def _total_truncated(counts: Iterable[int | None]) -> int | None:
 
 
 def _count(corpus: Corpus, progress: bool) -> int:
+    """The corpus's document count, every line checked (once: the corpus keeps the count)."""
     from tqdm.auto import tqdm
 
-    count = 0
-    for _ in tqdm(corpus, desc="reading corpus", unit="doc", disable=not progress, leave=False):
-        count += 1
-    return count
+    if getattr(corpus, "_count", None) is None:
+        for _ in tqdm(corpus, desc="reading corpus", unit="doc", disable=not progress, leave=False):
+            pass
+    return len(corpus)
+
+
+def _chunk_files(chunk_dir: Path, number: int) -> list[Path]:
+    name = _chunk_name(number)
+    return [chunk_dir / f"{name}{ext}" for ext in (".npy", ".ids", COUNTS_EXT)]
+
+
+def _chunk_problem(chunk_dir: Path, number: int, docs: int, dim: int) -> str | None:
+    """Why a finished chunk in the work folder cannot be used (truncated, unreadable), or None."""
+    npy, ids, counts = _chunk_files(chunk_dir, number)
+    try:
+        vectors = np.load(npy, mmap_mode="r", allow_pickle=False)
+        shape, dtype = vectors.shape, vectors.dtype
+        del vectors
+        if shape != (docs, dim) or dtype != np.float32:
+            return f"{npy.name} holds {dtype} {shape}, not float32 ({docs}, {dim})"
+        text = ids.read_text(encoding="utf-8")
+        if text.count("\n") != docs or not text.endswith("\n"):
+            return f"{ids.name} does not hold {docs} ids"
+        if counts.is_file():
+            json.loads(counts.read_text(encoding="utf-8"))
+    except (OSError, ValueError, EOFError, UnicodeDecodeError) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
 
 
 def parse_shard(spec: str | None) -> tuple[int, int] | None:
@@ -277,16 +356,29 @@ def build_dense_index(
     """Encode ``corpus`` with ``encoder`` into an index folder ``out``; returns its manifest.
 
     Resumable: chunk vectors are kept in ``out/.work`` as they finish, and a re-run with the same
-    corpus, encoder and config continues from the last complete chunk (unfinished work made another
-    way is discarded only with ``force``, :mod:`rankwise.retrieval.workdir`). A folder that already holds
-    a complete index built the same way is reused; one built another way is refused unless
-    ``force``. With ``shard=(I, N)`` only chunks ``c`` with ``c % N == I`` are encoded and the
-    folder becomes a shard for :func:`merge_shards`.
+    corpus and encoder continues from the last complete chunk (unfinished work made another way is
+    discarded only with ``force``, :mod:`rankwise.retrieval.workdir`); a chunk there that cannot be
+    read (a full disk, a bad copy) is encoded again. A folder that already holds a complete index
+    built the same way is reused; one built another way is refused unless ``force``. The corpus is
+    read and checked in full, and the settings checked against its size, before anything is encoded.
+    The index is assembled in a temporary folder beside ``out`` and swapped in whole when complete:
+    until then ``out`` keeps its old index, searchable and unchanged. The folder is locked while
+    the build runs (:mod:`rankwise.retrieval.locks`): a second build of it is refused. With
+    ``shard=(I, N)`` only chunks ``c`` with ``c % N == I`` are encoded and the folder becomes a shard
+    for :func:`merge_shards`.
     """
-    from tqdm.auto import tqdm
-
     config = config or IndexConfig()
     out = Path(out)
+    check_output_folder(out)
+    with folder_lock(out):
+        return _build_dense_index(corpus, encoder, out, config, chunk_size=chunk_size, shard=shard, gpu=gpu,
+                                  force=force, progress=progress)
+
+
+def _build_dense_index(corpus: Corpus, encoder: Encoder, out: Path, config: IndexConfig, *, chunk_size: int,
+                       shard: tuple[int, int] | None, gpu: bool | None, force: bool, progress: bool) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
     identity = _identity(corpus, encoder, config, chunk_size)
     identity["shard"] = list(shard) if shard else None
     if (out / MANIFEST).is_file():
@@ -297,12 +389,10 @@ def build_dense_index(
         if not force:
             raise InputError("holds an index built from other data, encoder or settings; pass --force to replace it "
                              "or choose another --out", path=out)
-        remove_manifest(out)
-        for name in (INDEX_FILE, IDS_FILE, CHUNK_DIR):
-            target = out / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        # with force the old index stays in place, searchable, until the new one is swapped in
 
     count = _count(corpus, progress)
+    config.check(count, encoder.dim)
     n_chunks = math.ceil(count / chunk_size)
     mine = [c for c in range(n_chunks) if shard is None or c % shard[1] == shard[0]]
     work = out / WORK_DIR
@@ -311,14 +401,27 @@ def build_dense_index(
                   has_work=lambda: chunk_dir.is_dir() and any(chunk_dir.glob("*.npy")))
     chunk_dir.mkdir(parents=True, exist_ok=True)
 
-    done = {c for c in mine if (chunk_dir / f"{_chunk_name(c)}.npy").is_file()}
-    todo_docs = sum(min(chunk_size, count - c * chunk_size) for c in mine)
+    def docs_in(c: int) -> int:
+        return min(chunk_size, count - c * chunk_size)
+
+    done = set()
+    for c in mine:
+        if not (chunk_dir / f"{_chunk_name(c)}.npy").is_file():
+            continue
+        problem = _chunk_problem(chunk_dir, c, docs_in(c), encoder.dim)
+        if problem is None:
+            done.add(c)
+        else:
+            log.warning("%s: chunk %d of the unfinished build cannot be read (%s); encoding it again", out, c, problem)
+            for file in _chunk_files(chunk_dir, c):
+                file.unlink(missing_ok=True)
+    todo_docs = sum(docs_in(c) for c in mine)
     if done:
         log.info("resuming %s: %d of %d chunks already encoded", out, len(done), len(mine))
     empty = encoded = 0
     mine_set = set(mine)
     with tqdm(total=todo_docs, desc=f"indexing {corpus.path.name}", unit="doc", disable=not progress) as bar:
-        bar.update(sum(min(chunk_size, count - c * chunk_size) for c in done))
+        bar.update(sum(docs_in(c) for c in done))
         for number, docs in enumerate(_chunks(iter(corpus), chunk_size)):
             if number not in mine_set:
                 continue
@@ -338,35 +441,35 @@ def build_dense_index(
                 "documents": len(docs), "truncated": encoder.truncated - before if counted else None})
             with atomic_open(chunk_dir / f"{name}.ids") as fh:
                 fh.write("".join(d.doc_id + "\n" for d in docs))
-            with atomic_path(chunk_dir / f"{name}.npy") as tmp:
+            with atomic_path(chunk_dir / f"{name}.npy") as tmp:  # written last: marks the chunk finished
                 with open(tmp, "wb") as fh:
                     np.save(fh, vectors, allow_pickle=False)
             encoded += 1
     log.info("%s: %d chunks encoded in this run, %d kept from before", out, encoded, len(done))
     if empty:
-        warnings.warn(f"{corpus.path}: {empty} documents have empty text; they are indexed all the same", stacklevel=2)
+        warnings.warn(f"{corpus.path}: {empty} documents have empty text; they are indexed all the same", stacklevel=3)
 
     chunks = [chunk_dir / _chunk_name(c) for c in mine]
     truncated = _total_truncated(_chunk_truncated(chunk) for chunk in chunks)
-    if shard is not None:
-        final = out / CHUNK_DIR
-        if final.exists():
-            shutil.rmtree(final)
-        chunk_dir.rename(final)
-        manifest = write_manifest(
-            out, "dense-shard",
-            files=[f"{CHUNK_DIR}/{_chunk_name(c)}{ext}" for c in mine for ext in (".npy", ".ids")],
-            **identity, count=count, chunks=mine, n_chunks=n_chunks, truncated=truncated,
-        )
-    else:
-        manifest = _assemble(chunks, out, identity, count, gpu=gpu, progress=progress, truncated=truncated)
-    shutil.rmtree(work, ignore_errors=True)
+    with atomic_dir(out) as new:  # the work folder goes with the old contents
+        if shard is not None:
+            os.replace(chunk_dir, new / CHUNK_DIR)
+            manifest = write_manifest(
+                new, "dense-shard",
+                files=[f"{CHUNK_DIR}/{_chunk_name(c)}{ext}" for c in mine for ext in (".npy", ".ids")],
+                **identity, count=count, chunks=mine, n_chunks=n_chunks, truncated=truncated,
+            )
+        else:
+            manifest = _assemble(chunks, new, identity, count, gpu=gpu, progress=progress, truncated=truncated)
     return manifest
 
 
 def merge_shards(shards: Sequence[str | Path], out: str | Path, *, gpu: bool | None = None,
                  progress: bool = True) -> dict[str, Any]:
-    """Join shard folders from ``build_dense_index(shard=...)`` into one index, identical to an unsharded build."""
+    """Join shard folders from ``build_dense_index(shard=...)`` into one index, identical to an unsharded build.
+
+    As a build, the merge is assembled beside ``out`` and swapped in whole, under ``out``'s lock.
+    """
     if not shards:
         raise InputError("no shard folders given to merge")
     manifests = [read_manifest(s, kinds=("dense-shard",)) for s in shards]
@@ -388,9 +491,12 @@ def merge_shards(shards: Sequence[str | Path], out: str | Path, *, gpu: bool | N
     identity = {k: first[k] for k in ("encoder", "config", "source", "chunk_size")}
     identity["shard"] = None
     out = Path(out)
-    remove_manifest(out)
+    check_output_folder(out)
+    IndexConfig(**identity["config"]).check(first["count"], identity["encoder"]["dim"])
     truncated = _total_truncated(m.get("truncated") for m in manifests)
-    return _assemble(chunks, out, identity, first["count"], gpu=gpu, progress=progress, truncated=truncated)
+    with folder_lock(out), atomic_dir(out) as new:
+        manifest = _assemble(chunks, new, identity, first["count"], gpu=gpu, progress=progress, truncated=truncated)
+    return manifest
 
 
 def _train_sample(chunks: list[Path], limit: int) -> np.ndarray:

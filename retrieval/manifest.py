@@ -36,6 +36,25 @@ def write_manifest(directory: str | Path, kind: str, files: list[str], **fields:
     return manifest
 
 
+# What a folder rankwise builds an index in may hold; anything else is not its to replace.
+INDEX_FOLDER_ENTRIES = frozenset({MANIFEST, "index.faiss", "docids.txt", "chunks", "lucene", ".work", ".ranks"})
+
+
+def check_output_folder(out: str | Path) -> None:
+    """Refuse an ``--out`` that is a file, or a folder holding files no index build wrote (a completed
+    build replaces the whole folder; left-over temporary files ``.*.tmp`` are ignored)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a folder; choose another --out", path=out)
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in INDEX_FOLDER_ENTRIES
+                         and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise InputError(f"holds files that are not part of a rankwise index ({shown}); choose an empty or new "
+                             "--out", path=out)
+
+
 def remove_manifest(directory: str | Path) -> None:
     """Mark a folder incomplete before rewriting any of its files."""
     (Path(directory) / MANIFEST).unlink(missing_ok=True)

@@ -6,25 +6,38 @@ same in ``index``, ``search``, ``mine``, ``rerank`` and ``beir``.
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from rankwise.retrieval.backend import BACKENDS
+from rankwise.retrieval.index import INDEX_TYPES
+from rankwise.retrieval.values import non_negative_int, one_of, positive_int
 
-_BACKENDS = ", ".join(BACKENDS)
+BackendName = one_of(BACKENDS)
 
 # torch, onnx or onnx-int8: one value (retrieval.backend.check_backend)
-Backend = Annotated[str, typer.Option(help=f"encoder backend: {_BACKENDS}")]
+Backend = Annotated[BackendName, typer.Option(help="encoder backend")]
 # the index's own backend unless given (search, mine --index)
-IndexBackend = Annotated[Optional[str], typer.Option(help=f"encoder backend: {_BACKENDS} (default: the one the "
-                                                          "index was built with)")]
+IndexBackend = Annotated[Optional[BackendName], typer.Option(help="encoder backend (default: the one the index was "
+                                                                  "built with)")]
 # a reranker's backend unless its spec names one
-RerankBackend = Annotated[Optional[str], typer.Option(help=f"{_BACKENDS} (unless the spec names one)")]
+RerankBackend = Annotated[Optional[BackendName], typer.Option(help="reranker backend (unless the spec names one)")]
 Int8 = Annotated[bool, typer.Option("--int8", help="deprecated: the same as --backend onnx-int8")]
-EncoderBatchSize = Annotated[int, typer.Option(help="encoder batch size")]
-IndexType = Annotated[str, typer.Option("--index-type", help="flat, hnsw, ivf or ivfpq (dense)")]
+EncoderBatchSize = Annotated[int, positive_int.option(help="encoder batch size")]
+IndexType = Annotated[one_of(INDEX_TYPES), typer.Option("--index-type", help="FAISS index type (dense)")]
 Force = Annotated[bool, typer.Option("--force", help="replace what OUT holds when it was made with other settings")]
 # DataLoader worker processes of the trainers (retrieval.batching.default_workers when not given)
-Workers = Annotated[Optional[int], typer.Option(help="DataLoader worker processes that tokenize and collate batches "
-                                                     "(default: min(4, cores - 1); 0 on 2 cores: in the main process)")]
+Workers = Annotated[Optional[int], non_negative_int.option(
+    help="DataLoader worker processes that tokenize and collate batches (default: min(4, cores - 1); 0 on 2 cores: "
+         "in the main process)")]
+
+
+def out_folder(help: str, *param_decls: str) -> Any:
+    """An output folder option: a path that is a file is refused while the command line is parsed."""
+    return typer.Option(*(param_decls or ("--out",)), file_okay=False, help=help)
+
+
+def out_file(help: str, *param_decls: str) -> Any:
+    """An output file option: a path that is a folder is refused while the command line is parsed."""
+    return typer.Option(*(param_decls or ("--out",)), dir_okay=False, help=help)

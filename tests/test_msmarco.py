@@ -121,6 +121,35 @@ def test_an_uncached_ir_datasets_file_is_one_error_and_no_download(tmp_path):
         resolve_dataset("irds:no-such/collection")
 
 
+def test_with_the_network_allowed_an_uncached_ir_datasets_file_is_downloaded(tmp_path, monkeypatch):
+    from ir_datasets.util import download
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("RANKWISE_OFFLINE", raising=False)
+    fetched = []
+
+    def serve_fixture(self):  # the network, played by a local file
+        fetched.append(self.url)
+        yield (tmp_path / "qrels").read_bytes()
+
+    monkeypatch.setattr(download.RequestsDownload, "__iter__", serve_fixture)
+    name = _register(tmp_path, qrels_url="https://example.invalid/qrels.txt")
+    dataset = resolve_dataset(f"irds:{name}")
+    assert dataset.qrels() == {"1": {"1": 2, "4": 1}, "2": {"2": 3}}
+    assert fetched == ["https://example.invalid/qrels.txt"]  # once: then read from ir_datasets' cache
+    assert (tmp_path / "cached-qrels").read_bytes() == (tmp_path / "qrels").read_bytes()
+
+
+def test_rankwise_offline_alone_switches_ir_datasets_downloads_off(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("RANKWISE_OFFLINE", "1")
+    name = _register(tmp_path, qrels_url="https://example.invalid/qrels.txt")
+    with pytest.raises(InputError, match="downloads are off") as info:
+        resolve_dataset(f"irds:{name}")
+    assert "https://example.invalid/qrels.txt" in str(info.value)
+    assert not (tmp_path / "cached-qrels").exists()
+
+
 def test_official_measures_of_ir_datasets_names():
     assert official_measures_for("msmarco-passage/trec-dl-2019/judged") == TREC_DL_MEASURES
     assert official_measures_for("msmarco-passage/trec-dl-2020") == TREC_DL_MEASURES

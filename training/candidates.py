@@ -8,7 +8,7 @@ Two sources (issue 5, windows "built from mined candidates, labels from qrels or
   the negatives.
 * :class:`RunInput`: the top ``depth`` of each query of a TREC run (e.g. BM25 over the training
   queries: the lists the reranker will see at test time), labelled with the graded qrels
-  (unjudged = 0); only queries that have qrels are used.
+  (unjudged = 0; a negative grade is an error); only queries that have qrels are used.
 
 A list whose labels are all equal carries no ranking signal and is skipped (and counted). Rows
 are plain ``{"query", "docs", "labels"}`` dicts written to an on-disk dataset
@@ -24,7 +24,7 @@ from typing import Any
 
 from rankwise.retrieval.docstore import DocStore
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.formats import read_qrels, read_queries
+from rankwise.retrieval.formats import iter_qrels, read_queries
 from rankwise.retrieval.run import Run
 from rankwise.training.data import TrainingInput
 
@@ -47,7 +47,7 @@ class RunInput:
                 raise InputError("file not found", path=getattr(self, name), field=name)
         if self.depth < 2:
             raise InputError(f"depth must be at least 2, got {self.depth}", field="depth")
-        run, qrels, queries = Run.read(self.run), read_qrels(self.qrels), read_queries(self.queries)
+        run, qrels, queries = Run.read(self.run), self._graded_qrels(), read_queries(self.queries)
         store = DocStore(self.corpus)
         for qid in run:
             if qid not in qrels:
@@ -63,6 +63,17 @@ class RunInput:
                 docs.append(doc.full_text)
                 labels.append(float(qrels[qid].get(did, 0)))
             yield {"query": queries[qid], "docs": docs, "labels": labels}
+
+    def _graded_qrels(self) -> dict[str, dict[str, int]]:
+        """The qrels as labels: a negative grade (TREC's spam or junk marks) is refused, naming its line."""
+        qrels: dict[str, dict[str, int]] = {}
+        for number, qid, did, grade in iter_qrels(self.qrels):
+            if grade < 0:
+                raise InputError(f"relevance grade {grade} is negative: labels are grades >= 0 (0: not relevant); "
+                                 "map the collection's negative grades to 0 first", path=self.qrels, line=number,
+                                 field="score")
+            qrels.setdefault(qid, {})[did] = grade
+        return qrels
 
     def signature(self) -> dict:
         files = {name: _stat(Path(getattr(self, name))) for name in ("run", "qrels", "queries", "corpus")}

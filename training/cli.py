@@ -13,7 +13,14 @@ import typer
 
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.models import DEFAULT_ENCODER
-from rankwise.retrieval.options import EncoderBatchSize, IndexBackend, IndexType, Workers
+from rankwise.retrieval.cached import KINDS
+from rankwise.retrieval.hybrid import FUSIONS
+from rankwise.retrieval.options import EncoderBatchSize, IndexBackend, IndexType, Workers, out_file, out_folder
+from rankwise.retrieval.values import (Range, non_negative_float, non_negative_int, one_of, positive_float,
+                                       positive_int)
+from rankwise.rerank.permutation import LABELS
+from rankwise.training.mining import SAMPLINGS
+from rankwise.training.settings import CURRICULA, PG_BASELINES
 
 if TYPE_CHECKING:
     from rankwise.training.candidates import CandidateSource
@@ -41,27 +48,27 @@ def _beir_defaults(corpus: Path, queries: Path | None, qrels: Path | None) -> tu
 
 def mine(
     corpus: Annotated[Path, typer.Option(help="BEIR folder, corpus.jsonl or collection.tsv")],
-    out: Annotated[Path, typer.Option("--out", help="triples file to write (query_id, pos_id, neg_id)")],
+    out: Annotated[Path, out_file("triples file to write (query_id, pos_id, neg_id)")],
     queries: Annotated[Optional[Path], typer.Option(help="queries file (default: the BEIR folder's queries.jsonl)")] = None,
     qrels: Annotated[Optional[Path], typer.Option(help="qrels file (default: the BEIR folder's qrels/train.tsv)")] = None,
-    retriever: Annotated[str, typer.Option(help="dense, bm25 or hybrid")] = "dense",
+    retriever: Annotated[one_of(KINDS), typer.Option(help="first-stage retriever")] = "dense",
     model: Annotated[str, typer.Option(help="encoder name or path (dense, hybrid)")] = DEFAULT_ENCODER,
     depth: Annotated[str, typer.Option(help="rank window A:B to draw negatives from (ranked[A:B], 0-based)")] = "10:100",
-    negatives: Annotated[int, typer.Option(help="negatives per (query, positive)")] = 8,
-    sampling: Annotated[str, typer.Option(help="random (seeded) or top")] = "random",
+    negatives: Annotated[int, positive_int.option(help="negatives per (query, positive)")] = 8,
+    sampling: Annotated[one_of(SAMPLINGS), typer.Option(help="random (seeded) or top")] = "random",
     teacher: Annotated[Optional[str], typer.Option(help="reranker spec PARADIGM:MODEL[,key=value...] scoring the "
                                                         "candidates, e.g. cross-encoder:PATH")] = None,
-    margin: Annotated[Optional[float], typer.Option(help="drop a negative when teacher(neg) > teacher(pos) - MARGIN")]
+    margin: Annotated[Optional[float], Range(float).option(help="drop a negative when teacher(neg) > teacher(pos) - MARGIN")]
     = None,
-    teacher_pool: Annotated[int, typer.Option(help="the teacher scores POOL x NEGATIVES candidates per query "
-                                                   "(0: the whole window)")] = 4,
+    teacher_pool: Annotated[int, non_negative_int.option(help="the teacher scores POOL x NEGATIVES candidates per "
+                                                              "query (0: the whole window, the slowest)")] = 4,
     text: Annotated[bool, typer.Option("--text", help="write texts (query, positive, negative) instead of ids")] = False,
-    scores: Annotated[Optional[Path], typer.Option("--scores", help="teacher scores file (Margin-MSE format)")] = None,
-    seed: Annotated[int, typer.Option(help="random seed of the sampling")] = 0,
+    scores: Annotated[Optional[Path], out_file("teacher scores file (Margin-MSE format)", "--scores")] = None,
+    seed: Annotated[int, non_negative_int.option(help="random seed of the sampling")] = 0,
     force: Annotated[bool, typer.Option("--force", help="discard an unfinished run made with other settings")] = False,
-    chunk_size: Annotated[int, typer.Option(help="queries per resumable chunk")] = 256,
+    chunk_size: Annotated[int, positive_int.option(help="queries per resumable chunk")] = 256,
     index_type: IndexType = "flat",
-    fusion: Annotated[str, typer.Option(help="hybrid fusion: rrf or interpolation")] = "rrf",
+    fusion: Annotated[one_of(FUSIONS), typer.Option(help="hybrid fusion")] = "rrf",
     batch_size: EncoderBatchSize = 64,
     backend: IndexBackend = None,
     index: Annotated[Optional[Path], typer.Option("--index", help="search this `rankwise index` folder of CORPUS "
@@ -107,18 +114,20 @@ train_app = typer.Typer(help="Train bi-encoders and rerankers on triples, n-tupl
 
 Triples = Annotated[Path, typer.Option(help="text triples/n-tuples TSV, id triples (with --queries and --corpus) "
                                             "or a BEIR folder (its qrels pairs)")]
-Out = Annotated[Path, typer.Option("--out", help="folder for the trained model (checkpoints in OUT/checkpoints)")]
-# options every trainer shares (TrainSettings)
-Epochs = Annotated[float, typer.Option()]
-MaxSteps = Annotated[int, typer.Option(help="stop after N steps (overrides --epochs)")]
-BatchSize = Annotated[int, typer.Option(help="per-process batch size")]
-LearningRate = Annotated[float, typer.Option()]
-WarmupRatio = Annotated[float, typer.Option()]
-Seed = Annotated[int, typer.Option()]
-SaveSteps = Annotated[int, typer.Option(help="checkpoint every N steps")]
-LoggingSteps = Annotated[int, typer.Option()]
-CurriculumFraction = Annotated[float, typer.Option(help="weights are uniform from this fraction on")]
-GradientAccumulation = Annotated[int, typer.Option()]
+Out = Annotated[Path, out_folder("folder for the trained model (checkpoints in OUT/checkpoints)")]
+# options every trainer shares (TrainSettings, whose own checks these ranges repeat at the edge)
+Epochs = Annotated[float, positive_float.option(help="passes over the training data (unless --max-steps)")]
+MaxSteps = Annotated[Optional[int], positive_int.option(help="stop after N optimizer steps (default: --epochs "
+                                                            "decides)")]
+BatchSize = Annotated[int, positive_int.option(help="per-process batch size")]
+LearningRate = Annotated[float, positive_float.option()]
+WarmupRatio = Annotated[float, Range(float, min=0.0, below=1.0).option()]
+Seed = Annotated[int, non_negative_int.option()]
+SaveSteps = Annotated[int, positive_int.option(help="checkpoint every N steps")]
+LoggingSteps = Annotated[int, positive_int.option()]
+CurriculumFraction = Annotated[float, Range(float, above=0.0, max=1.0).option(
+    help="weights are uniform from this fraction on")]
+GradientAccumulation = Annotated[int, positive_int.option()]
 Force = Annotated[bool, typer.Option("--force", help="discard checkpoints of a run with other settings")]
 JsonOutput = Annotated[bool, typer.Option("--json", help="print the summary as JSON to stdout")]
 Queries = Annotated[Optional[Path], typer.Option(help="queries file (id triples, --runs)")]
@@ -126,23 +135,23 @@ TeacherScores = Annotated[Optional[Path], typer.Option(help="teacher scores, Mar
 GroupByQuery = Annotated[bool, typer.Option("--group-by-query", help="merge consecutive triples of a query and "
                                                                     "positive into n-tuples")]
 # PG-Rank (training.losses.pg_rank)
-Samples = Annotated[int, typer.Option(help="pg-rank: rankings sampled per query")]
+Samples = Annotated[int, positive_int.option(help="pg-rank: rankings sampled per query")]
 Reward = Annotated[str, typer.Option(help="pg-rank: reward metric, ndcg@K or ndcg")]
-Temperature = Annotated[float, typer.Option(help="pg-rank: Plackett-Luce temperature")]
-Baseline = Annotated[str, typer.Option(help="pg-rank: loo (leave-one-out) or none")]
+Temperature = Annotated[float, positive_float.option(help="pg-rank: Plackett-Luce temperature")]
+Baseline = Annotated[one_of(PG_BASELINES), typer.Option(help="pg-rank: loo (leave-one-out) or none")]
 # LLM rerankers (training.llm)
 Lora = Annotated[bool, typer.Option("--lora/--no-lora", help="LoRA adapters (merged when saved) or full fine-tuning")]
-LoraR = Annotated[int, typer.Option(help="LoRA rank")]
-MaxPassageTokens = Annotated[int, typer.Option(help="tokens kept per passage (as the reranker at inference)")]
+LoraR = Annotated[int, positive_int.option(help="LoRA rank")]
+MaxPassageTokens = Annotated[int, positive_int.option(help="tokens kept per passage (as the reranker at inference)")]
 
 
-def _settings(epochs: float, max_steps: int, batch_size: int, lr: float, warmup_ratio: float, seed: int,
+def _settings(epochs: float, max_steps: int | None, batch_size: int, lr: float, warmup_ratio: float, seed: int,
               max_length: int | None, save_steps: int, logging_steps: int, curriculum: str,
               curriculum_fraction: float, gradient_accumulation: int,
               curriculum_run: Path | None = None, workers: int | None = None) -> "TrainSettings":
     from rankwise.training.settings import TrainSettings
 
-    return TrainSettings(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio,
+    return TrainSettings(epochs=epochs, max_steps=-1 if max_steps is None else max_steps, batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio,
                          seed=seed, max_length=max_length, save_steps=save_steps, logging_steps=logging_steps,
                          curriculum=curriculum, curriculum_fraction=curriculum_fraction,
                          curriculum_run=str(curriculum_run) if curriculum_run else None,
@@ -184,6 +193,10 @@ def _report(result: "TrainResult", json_output: bool) -> None:
                "seconds": round(result.seconds, 2), "samples_per_second": round(result.samples_per_second, 3),
                "final_loss": result.final_loss, "resumed_from": result.resumed_from,
                "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    summary["already_finished"] = result.already_finished
+    if result.already_finished and not json_output:
+        typer.echo(f"{result.out} already holds this finished run ({result.steps} steps): nothing trained", err=True)
+        return
     typer.echo(json.dumps(summary) if json_output else
                f"trained {result.steps} steps ({result.samples_per_second:.1f} samples/s, final loss "
                f"{result.final_loss}); model in {result.out}", err=not json_output)
@@ -199,21 +212,21 @@ def train_bi_encoder_cmd(
     corpus: Annotated[Optional[Path], typer.Option(help="corpus (id triples; ADORE's index; bm25 curriculum)")] = None,
     teacher_scores: TeacherScores = None,
     group_by_query: GroupByQuery = False,
-    negatives: Annotated[Optional[int], typer.Option(help="hard negatives per sample (default: all)")] = None,
-    scale: Annotated[Optional[float], typer.Option(help="similarity scale (default 20 cosine, 1 dot)")] = None,
+    negatives: Annotated[Optional[int], positive_int.option(help="hard negatives per sample (default: all)")] = None,
+    scale: Annotated[Optional[float], positive_float.option(help="similarity scale (default 20 cosine, 1 dot)")] = None,
     index: Annotated[Optional[Path], typer.Option(help="ADORE: fixed dense index built by --model")] = None,
-    adore_depth: Annotated[int, typer.Option(help="ADORE: documents re-retrieved per query and step")] = 200,
+    adore_depth: Annotated[int, positive_int.option(help="ADORE: documents re-retrieved per query and step")] = 200,
     adore_metric: Annotated[str, typer.Option(help="ADORE: mrr or ndcg pair weights")] = "mrr",
     epochs: Epochs = 1.0,
-    max_steps: MaxSteps = -1,
+    max_steps: MaxSteps = None,
     batch_size: BatchSize = 32,
     lr: LearningRate = 2e-5,
     warmup_ratio: WarmupRatio = 0.1,
     seed: Seed = 0,
-    max_length: Annotated[Optional[int], typer.Option(help="max tokens per text")] = None,
+    max_length: Annotated[Optional[int], positive_int.option(help="max tokens per text")] = None,
     save_steps: SaveSteps = 500,
     logging_steps: LoggingSteps = 10,
-    curriculum: Annotated[str, typer.Option(help="none, bm25 or teacher (margin-mse)")] = "none",
+    curriculum: Annotated[one_of(CURRICULA), typer.Option(help="difficulty heuristic (teacher: margin-mse)")] = "none",
     curriculum_fraction: CurriculumFraction = 0.5,
     gradient_accumulation: GradientAccumulation = 1,
     workers: Workers = None,
@@ -250,17 +263,17 @@ def train_cross_encoder_cmd(
     corpus: Annotated[Optional[Path], typer.Option(help="corpus (id triples; bm25 curriculum)")] = None,
     teacher_scores: TeacherScores = None,
     group_by_query: GroupByQuery = False,
-    negatives: Annotated[Optional[int], typer.Option(help="negatives per sample (default: all)")] = None,
+    negatives: Annotated[Optional[int], positive_int.option(help="negatives per sample (default: all)")] = None,
     epochs: Epochs = 1.0,
-    max_steps: MaxSteps = -1,
+    max_steps: MaxSteps = None,
     batch_size: BatchSize = 32,
     lr: LearningRate = 2e-5,
     warmup_ratio: WarmupRatio = 0.1,
     seed: Seed = 0,
-    max_length: Annotated[Optional[int], typer.Option(help="max tokens per (query, document) pair")] = None,
+    max_length: Annotated[Optional[int], positive_int.option(help="max tokens per (query, document) pair")] = None,
     save_steps: SaveSteps = 500,
     logging_steps: LoggingSteps = 10,
-    curriculum: Annotated[str, typer.Option(help="none, bm25 or teacher (bce, margin-mse)")] = "none",
+    curriculum: Annotated[one_of(CURRICULA), typer.Option(help="difficulty heuristic (teacher: bce, margin-mse)")] = "none",
     curriculum_fraction: CurriculumFraction = 0.5,
     curriculum_run: Annotated[Optional[Path], typer.Option(
         help="bm25 curriculum: ranks from this TREC run of the training queries, not the corpus's BM25 index")] = None,
@@ -294,7 +307,7 @@ OptionalTriples = Annotated[Optional[Path], typer.Option(help="text triples/n-tu
 Runs = Annotated[Optional[Path], typer.Option(help="TREC run of the training queries (candidates, labels from --qrels)")]
 Qrels = Annotated[Optional[Path], typer.Option(help="qrels of --runs (default: the BEIR folder's qrels/train.tsv)")]
 Corpus = Annotated[Optional[Path], typer.Option(help="corpus or BEIR folder (id triples, --runs)")]
-Depth = Annotated[int, typer.Option(help="--runs: candidates per query (the top DEPTH)")]
+Depth = Annotated[int, positive_int.option(help="--runs: candidates per query (the top DEPTH)")]
 
 
 def _train_llm(train: Any, model: str, source: "CandidateSource", out: Path, settings: "TrainSettings", lora: bool,
@@ -320,14 +333,14 @@ def train_listwise_cmd(
     group_by_query: GroupByQuery = False,
     depth: Depth = 20,
     loss: Annotated[str, typer.Option(help="first: LM loss on the gold ranking + weighted RankNet")] = "first",
-    window: Annotated[int, typer.Option(help="passages per training window")] = 20,
-    rank_weight: Annotated[float, typer.Option(help="lambda of L_LM + lambda * L_rank")] = 1.0,
+    window: Annotated[int, Range(int, min=2, max=len(LABELS)).option(help="passages per training window")] = 20,
+    rank_weight: Annotated[float, non_negative_float.option(help="lambda of L_LM + lambda * L_rank")] = 1.0,
     order: Annotated[str, typer.Option(help="window order: retrieved (as at inference) or shuffled")] = "retrieved",
     max_passage_tokens: MaxPassageTokens = 100,
     lora: Lora = True,
     lora_r: LoraR = 16,
     epochs: Epochs = 1.0,
-    max_steps: MaxSteps = -1,
+    max_steps: MaxSteps = None,
     batch_size: BatchSize = 2,
     lr: LearningRate = 1e-4,
     warmup_ratio: WarmupRatio = 0.1,
@@ -362,8 +375,10 @@ def train_groupwise_cmd(
     group_by_query: GroupByQuery = False,
     depth: Depth = 20,
     loss: Annotated[str, typer.Option(help="listnet or pg-rank")] = "listnet",
-    group_size: Annotated[int, typer.Option(help="documents per group (use the same at inference)")] = 5,
-    levels: Annotated[int, typer.Option(help="score scale 0..LEVELS (use the same at inference)")] = 10,
+    group_size: Annotated[int, Range(int, min=2, max=len(LABELS)).option(
+        help="documents per group (use the same at inference)")] = 5,
+    levels: Annotated[int, Range(int, min=1, max=99).option(
+        help="score scale 0..LEVELS (use the same at inference)")] = 10,
     max_passage_tokens: MaxPassageTokens = 100,
     samples: Samples = 8,
     reward: Reward = "ndcg@10",
@@ -372,7 +387,7 @@ def train_groupwise_cmd(
     lora: Lora = True,
     lora_r: LoraR = 16,
     epochs: Epochs = 1.0,
-    max_steps: MaxSteps = -1,
+    max_steps: MaxSteps = None,
     batch_size: BatchSize = 1,
     lr: LearningRate = 1e-4,
     warmup_ratio: WarmupRatio = 0.1,
@@ -409,24 +424,26 @@ def train_idcm_selector_cmd(
                                                       "top --depth over the corpus)")] = None,
     qrels: Annotated[Optional[Path], typer.Option(help="use only the queries these qrels judge (default: the BEIR "
                                                        "folder's qrels/train.tsv when there is one)")] = None,
-    depth: Annotated[int, typer.Option(help="candidate documents per query")] = 20,
-    max_queries: Annotated[Optional[int], typer.Option(help="keep the first N training queries")] = None,
-    passages: Annotated[int, typer.Option(help="words per passage (as the idcm reranker's passages=N)")] = 128,
-    stride: Annotated[Optional[int], typer.Option(help="words between passage starts (default: --passages)")] = None,
-    max_passages: Annotated[int, typer.Option(help="passages per document at most (a seeded sample beyond)")] = 64,
-    temperature: Annotated[float, typer.Option(help="softmax temperature of teacher and student")] = 1.0,
-    scale: Annotated[Optional[float], typer.Option(help="student similarity scale (default 20 cosine, 1 dot)")]
+    depth: Annotated[int, positive_int.option(help="candidate documents per query")] = 20,
+    max_queries: Annotated[Optional[int], positive_int.option(help="keep the first N training queries")] = None,
+    passages: Annotated[int, positive_int.option(help="words per passage (as the idcm reranker's passages=N)")] = 128,
+    stride: Annotated[Optional[int], positive_int.option(help="words between passage starts (default: --passages)")]
     = None,
-    teacher_batch_size: Annotated[int, typer.Option(help="teacher (query, passage) pairs per batch")] = 32,
-    teacher_max_length: Annotated[Optional[int], typer.Option(help="teacher max tokens per pair "
+    max_passages: Annotated[int, positive_int.option(help="passages per document at most (a seeded sample beyond)")]
+    = 64,
+    temperature: Annotated[float, positive_float.option(help="softmax temperature of teacher and student")] = 1.0,
+    scale: Annotated[Optional[float], positive_float.option(help="student similarity scale (default 20 cosine, "
+                                                                 "1 dot)")] = None,
+    teacher_batch_size: Annotated[int, positive_int.option(help="teacher (query, passage) pairs per batch")] = 32,
+    teacher_max_length: Annotated[Optional[int], positive_int.option(help="teacher max tokens per pair "
                                                                    "(default: the model's)")] = None,
     epochs: Epochs = 1.0,
-    max_steps: MaxSteps = -1,
-    batch_size: Annotated[int, typer.Option(help="(query, document) lists per step")] = 8,
+    max_steps: MaxSteps = None,
+    batch_size: Annotated[int, positive_int.option(help="(query, document) lists per step")] = 8,
     lr: LearningRate = 2e-5,
     warmup_ratio: WarmupRatio = 0.1,
     seed: Seed = 0,
-    max_length: Annotated[Optional[int], typer.Option(help="student max tokens per text")] = None,
+    max_length: Annotated[Optional[int], positive_int.option(help="student max tokens per text")] = None,
     save_steps: SaveSteps = 500,
     logging_steps: LoggingSteps = 10,
     gradient_accumulation: GradientAccumulation = 1,

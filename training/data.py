@@ -85,7 +85,7 @@ def read_training_samples(
     if not path.is_file():
         raise InputError("file not found", path=path)
     if (queries is None) != (corpus is None):
-        raise InputError("id triples need both a queries file and a corpus; text triples need neither", path=path)
+        _refuse_half_id_triples(path, "queries" if corpus is None else "corpus")
     if queries is not None and corpus is not None:
         source = "the queries" if isinstance(queries, Mapping) else str(queries)
         samples = _id_triples(path, _queries(queries), source, _store(corpus))
@@ -97,6 +97,22 @@ def read_training_samples(
             raise InputError("file not found", path=teacher)
         samples = _with_teacher(samples, teacher, path)
     return group_samples(samples) if group_by_query else samples
+
+
+def _refuse_half_id_triples(path: Path, given: str) -> None:
+    """The error for triples given with a queries file or a corpus but not both: what the file holds
+    first (a line with fewer than 3 columns is no triples file at all), then what id triples need."""
+    first = next(iter_lines(path), None)
+    if first is None:
+        raise InputError("the file is empty: no triples", path=path)
+    number, line = first
+    cols = len(line.split("\t"))
+    if cols < 3:
+        raise InputError(f"{cols} tab-separated column{'s' if cols > 1 else ''} where triples need at least 3: "
+                         f"{', '.join(_TEXT_FIELDS)} as texts, or {', '.join(_ID_FIELDS)} with both --queries "
+                         "and --corpus", path=path, line=number, field=_TEXT_FIELDS[cols])
+    raise InputError(f"{cols} columns, with only the {given} given: id triples need both a queries file and a "
+                     "corpus (--queries and --corpus); text triples need neither", path=path)
 
 
 def read_qrels_pairs(dataset: str | Path | BeirFiles, split: str = "train") -> Iterator[TrainingSample]:

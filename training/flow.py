@@ -20,7 +20,7 @@ from rankwise.training.columns import to_dataset
 from rankwise.training.curriculum import difficulty_for
 from rankwise.training.data import TrainingInput
 from rankwise.training.losses.registry import LossContext, LossEntry, check_loss, get_loss
-from rankwise.training.runner import TrainResult, prepare_out, run_identity, run_training, training_arguments, with_loss_logs
+from rankwise.training.runner import TrainResult, finished_run, prepare_out, run_identity, run_training, training_arguments, with_loss_logs
 from rankwise.training.settings import PGRankSettings, TrainSettings
 
 
@@ -89,6 +89,9 @@ def train_sentence_model(
     if loss == "pg-rank":
         description["pg_rank"] = vars(pg_rank)
     identity = run_identity(settings, description, data.signature())
+    finished = finished_run(out, identity)
+    if finished is not None:
+        return finished
     prepare_out(out, identity, description, force=force)
     args = training_arguments(kind.arguments_class, settings, out, progress=progress, **kind.argument_options(entry))
     extra_callbacks = list(callbacks)
@@ -107,4 +110,5 @@ def train_sentence_model(
                 loss_fn = with_curriculum(loss_fn, settings.curriculum_fraction, extra_callbacks)
     trainer = with_loss_logs(kind.trainer_class)(model=model, args=args, train_dataset=dataset, loss=loss_fn,
                                                  callbacks=extra_callbacks)
-    return run_training(trainer, out, save_model=save_model, description=description)
+    return run_training(trainer, out, save_model=save_model, description=description,
+                        identity=identity)

@@ -24,14 +24,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainingArguments
 
-from rankwise.rerank.llm import CausalLM
-from rankwise.retrieval.errors import InputError
-from rankwise.training.candidates import CandidateSource, candidate_rows, source_description, summarize
-from rankwise.training.columns import to_dataset
-from rankwise.training.runner import TrainResult, prepare_out, run_identity, run_training, training_arguments, with_loss_logs
-from rankwise.training.settings import TrainSettings
+from rankwise.training.runner import require_training
+
+require_training()  # before transformers' Trainer is imported
+
+from transformers import Trainer, TrainingArguments  # noqa: E402
+
+from rankwise.rerank.llm import CausalLM  # noqa: E402
+from rankwise.retrieval.errors import InputError  # noqa: E402
+from rankwise.retrieval.extras import requires  # noqa: E402
+from rankwise.training.candidates import CandidateSource, candidate_rows, source_description, summarize  # noqa: E402
+from rankwise.training.columns import to_dataset  # noqa: E402
+from rankwise.training.runner import (TrainResult, finished_run, prepare_out, run_identity,  # noqa: E402
+                                      run_training, training_arguments, with_loss_logs)
+from rankwise.training.settings import TrainSettings  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ def with_lora(model: Any, lora: LoRASettings) -> Any:
     """``model`` with LoRA adapters (peft), or ``model`` itself for full fine-tuning."""
     if not lora.enabled:
         return model
+    requires("peft", "llm", "LoRA training")
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha or 2 * lora.r, lora_dropout=lora.dropout,
@@ -167,6 +175,9 @@ def train_llm_reranker(
     description = {"kind": kind, "model": model, **options, "lora": asdict(lora), "settings": settings.to_dict(),
                    "data": source_description(source), "input": summary}
     identity = run_identity(settings, description, source.signature())
+    finished = finished_run(out, identity)
+    if finished is not None:
+        return finished
     prepare_out(out, identity, description, force=force)
     lm = load_trainable(model)
     args = training_arguments(TrainingArguments, settings, out, progress=progress, remove_unused_columns=False)
@@ -180,4 +191,5 @@ def train_llm_reranker(
     trainer = with_loss_logs(LLMTrainer)(model=trainable, args=args, train_dataset=dataset,
                                          data_collator=PreparedRows(loss), objective=loss, callbacks=list(callbacks))
     return run_training(trainer, out, save_model=lambda path: save_reranker(trainable, lm.tokenizer, path),
-                        description=description)
+                        description=description,
+                        identity=identity)

@@ -416,7 +416,12 @@ def mine_negatives(
     if isinstance(teacher, str) and len(done) < len(chunks):
         from rankwise.rerank.spec import load_reranker
 
-        teacher = load_reranker(teacher, batch_size=None)
+        try:
+            teacher = load_reranker(teacher, batch_size=None)
+        except BaseException:
+            if not done:  # nothing mined yet: leave no work folder behind
+                shutil.rmtree(work, ignore_errors=True)
+            raise
     job = _Job(corpus, query_texts, judged, retriever, window, negatives, sampling, seed,
                teacher if not isinstance(teacher, str) else None, margin, text, scores_out is not None,
                teacher_pool=teacher_pool)

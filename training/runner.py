@@ -5,9 +5,12 @@ Face ``Trainer`` underneath: DDP under ``torchrun``, gradient accumulation, chec
 hands it to :func:`run_training`, which adds what a long job needs:
 
 * checkpoints in ``OUT/checkpoints`` every ``save_steps``, with ``run.json`` recording the hash
-  of the settings and inputs; a rerun with the same hash resumes from the last checkpoint
+  of the settings and inputs; a rerun with the same hash resumes from the last complete checkpoint
   (optimizer, scheduler, RNG states and data position restored), a different one is refused
-  unless ``force``;
+  unless ``force``. A checkpoint counts only when complete: its ``trainer_state.json`` (which the
+  trainer writes last) is there and every file in it reads back whole; one torn by a kill mid-write
+  is removed and the run resumes from the one before;
+* a finished run (``rankwise_training.json`` records its hash) run again is a no-op that says so;
 * the final model written to a temporary folder and moved into ``OUT`` file by file, with
   ``rankwise_training.json`` (settings, inputs, timing, samples/s) written last;
 * ``OUT/training_log.jsonl``: the trainer's log history (loss, learning rate, curriculum).
@@ -16,17 +19,24 @@ hands it to :func:`run_training`, which adds what a long job needs:
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
+import struct
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rankwise.retrieval.extras import requires
 from rankwise.retrieval.files import atomic_open, write_json
 from rankwise.retrieval.workdir import claim_workdir
 from rankwise.training.settings import TrainSettings
+
+log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 RESULT_FILE = "rankwise_training.json"
@@ -43,6 +53,7 @@ class TrainResult:
     seconds: float
     resumed_from: str | None
     log: list[dict[str, Any]] = field(default_factory=list)
+    already_finished: bool = False  # the run was finished before: nothing was trained this time
 
     @property
     def samples_per_second(self) -> float:
@@ -52,6 +63,16 @@ class TrainResult:
     def final_loss(self) -> float | None:
         losses = [e["loss"] for e in self.log if "loss" in e]
         return losses[-1] if losses else None
+
+
+def require_training() -> None:
+    """Training needs the ``train`` extra: accelerate (the Hugging Face ``Trainer``) and datasets (its inputs).
+
+    Called where the trainers' modules import sentence-transformers' and transformers' trainers,
+    so that a missing extra is named before any of them is imported.
+    """
+    for module in ("accelerate", "datasets"):
+        requires(module, "train", "Training")
 
 
 def training_arguments(cls: type, settings: TrainSettings, out: Path, *, progress: bool = True,
@@ -124,16 +145,84 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+_TRAINER_STATE = "trainer_state.json"
 
+
+def _file_problem(file: Path) -> str | None:
+    """Why a checkpoint file does not read back whole (cheap checks: no tensor is loaded), or None."""
+    try:
+        if file.suffix == ".json":
+            json.loads(file.read_text(encoding="utf-8"))
+        elif file.suffix == ".safetensors":
+            with open(file, "rb") as fh:
+                (size,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(size))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+            if file.stat().st_size != 8 + size + end:
+                return "truncated"
+        elif file.suffix in (".pt", ".pth", ".bin"):  # torch.save's zip archives: the directory is at the end
+            with zipfile.ZipFile(file) as archive:
+                archive.infolist()
+    except (OSError, ValueError, KeyError, TypeError, struct.error, zipfile.BadZipFile, UnicodeDecodeError) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a complete checkpoint (no trainer state, a torn file), or None when it is."""
+    if not (folder / _TRAINER_STATE).is_file():
+        return f"no {_TRAINER_STATE}"
+    for file in sorted(folder.rglob("*")):
+        if file.is_file():
+            problem = _file_problem(file)
+            if problem:
+                return f"{file.relative_to(folder)}: {problem}"
+    return None
+
+
+def last_checkpoint(out: Path, *, remove_torn: bool = False) -> str | None:
+    """The newest complete checkpoint in ``OUT/checkpoints`` (None: none). Newer incomplete ones (a kill
+    while a checkpoint was written) are skipped, and with ``remove_torn`` deleted, so that the resumed
+    run writes that step again from scratch."""
     folder = out / "checkpoints"
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if not folder.is_dir():
+        return None
+    numbered = sorted(((int(m.group(1)), p) for p in folder.iterdir()
+                       if p.is_dir() and (m := _CHECKPOINT.match(p.name))), reverse=True)
+    for _, path in numbered:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return str(path)
+        if remove_torn:
+            log.warning("%s is incomplete (%s): removed; resuming from the checkpoint before it", path, problem)
+            shutil.rmtree(path)
+    return None
 
 
-def run_training(trainer: Any, out: Path, *, save_model: Callable[[Path], None], description: dict[str, Any]) -> TrainResult:
-    """Train (resuming from the last checkpoint in ``OUT/checkpoints``), then save the model into ``OUT``."""
-    resume = last_checkpoint(out)
+def finished_run(out: Path, identity: str) -> TrainResult | None:
+    """The result of the run ``identity`` when ``out`` already holds it finished (its model saved), else None."""
+    try:
+        record = json.loads((out / RESULT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("identity") != identity:
+        return None
+    entries = []
+    try:
+        entries = [json.loads(line) for line in (out / LOG_FILE).read_text(encoding="utf-8").splitlines() if line]
+    except (OSError, ValueError):
+        pass
+    log.info("%s already holds this finished training run (%s steps); nothing to train (a new --out, or other "
+             "settings, trains again)", out, record.get("steps"))
+    return TrainResult(out=out, steps=int(record.get("steps", 0)), samples=0, seconds=0.0, resumed_from=None,
+                       log=entries, already_finished=True)
+
+
+def run_training(trainer: Any, out: Path, *, save_model: Callable[[Path], None], description: dict[str, Any],
+                 identity: str | None = None) -> TrainResult:
+    """Train (resuming from the last complete checkpoint in ``OUT/checkpoints``), then save the model into ``OUT``."""
+    resume = last_checkpoint(out, remove_torn=trainer.is_world_process_zero())
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
@@ -144,12 +233,13 @@ def run_training(trainer: Any, out: Path, *, save_model: Callable[[Path], None],
     result = TrainResult(out=out, steps=state.global_step, samples=samples, seconds=seconds, resumed_from=resume,
                          log=list(state.log_history))
     if trainer.is_world_process_zero():
+        (out / RESULT_FILE).unlink(missing_ok=True)  # the model files change: no longer a finished run
         _save_atomically(out, save_model)
         with atomic_open(out / LOG_FILE) as f:
             for entry in state.log_history:
                 f.write(json.dumps(entry) + "\n")
-        write_json(out / RESULT_FILE, {
-            **description, "steps": state.global_step, "train_seconds": round(seconds, 2),
+        write_json(out / RESULT_FILE, {  # written last: marks the run finished
+            **description, "identity": identity, "steps": state.global_step, "train_seconds": round(seconds, 2),
             "samples_this_session": samples, "samples_per_second": round(result.samples_per_second, 3),
             "resumed_from": resume, "final_loss": result.final_loss,
             "train_runtime_reported": getattr(output, "metrics", {}).get("train_runtime"),

@@ -49,7 +49,8 @@ class TrainSettings:
         if self.curriculum not in CURRICULA:
             raise InputError(f"unknown curriculum {self.curriculum!r}; choose from {', '.join(CURRICULA)}",
                              field="curriculum")
-        checks = {"batch_size": self.batch_size >= 1, "lr": self.lr > 0, "epochs": self.epochs > 0,
+        checks = {"max_steps": self.max_steps == -1 or self.max_steps >= 1,  # -1: epochs decide
+                  "batch_size": self.batch_size >= 1, "lr": self.lr > 0, "epochs": self.epochs > 0,
                   "save_steps": self.save_steps >= 1, "logging_steps": self.logging_steps >= 1,
                   "warmup_ratio": 0 <= self.warmup_ratio < 1,
                   "curriculum_fraction": 0 < self.curriculum_fraction <= 1,

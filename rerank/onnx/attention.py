@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from rankwise.rerank.onnx.chunked_attention import OP_TYPE  # one name for the operator, kept beside the CPU rewrite
+from rankwise.retrieval.extras import requires
 
 IMPLEMENTATION = "rankwise_gqa"
 
@@ -82,6 +83,7 @@ def attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.T
 
 def _schema() -> Any:
     """The contrib operator's signature, which onnx itself does not know (its inputs in order)."""
+    requires("onnx", "onnx", "The ONNX backend")
     from onnx.defs import OpSchema
 
     param, optional = OpSchema.FormalParameter, OpSchema.FormalParameterOption.Optional
@@ -102,7 +104,7 @@ def _schema() -> Any:
 
 def translations() -> dict[Any, Any]:
     """The dynamo exporter's ``custom_translation_table`` entry for :func:`gqa_attention`."""
-    import onnxscript
+    onnxscript = requires("onnxscript", "onnx", "The ONNX backend")
     from onnxscript import opset18 as op
 
     gqa = onnxscript.values.Op(onnxscript.values.Opset("com.microsoft", 1), OP_TYPE, _schema())

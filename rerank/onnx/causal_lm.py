@@ -46,7 +46,9 @@ def prepare_causal_lm(model: str, max_length: int | None) -> Prepared:
     if pad is None:
         raise InputError(f"cannot export {what}: part 'tokenizer' has neither a pad nor an eos token", field="model")
     vocab = int(lm.get_output_embeddings().weight.shape[0])
-    sequences = [tokenizer.encode(t, add_special_tokens=False)[:256] or [pad] for t in PROBE_TEXTS]
+    positions = getattr(lm.config, "max_position_embeddings", None) or getattr(lm.config, "n_positions", None)
+    longest = min(256, int(positions)) if positions else 256  # a probe no longer than the model's positions
+    sequences = [tokenizer.encode(t, add_special_tokens=False)[:longest] or [pad] for t in PROBE_TEXTS]
     probe = prompt_features(sequences, pad)
     probe["token_ids"] = np.arange(vocab, dtype=np.int64)
     ids, mask = probe["input_ids"], (probe["allowed"][:, -1, :]).astype(np.int64)

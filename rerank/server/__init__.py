@@ -12,8 +12,17 @@
 
 from __future__ import annotations
 
-from rankwise.rerank.server.app import create_app
-from rankwise.rerank.server.limits import Limits
-from rankwise.rerank.server.services import Services
+import importlib
+from typing import Any
+
+# loaded on first use: ``rankwise serve --help`` (and every other command) starts without FastAPI
+_EXPORTS = {"create_app": "rankwise.rerank.server.app", "Limits": "rankwise.rerank.server.limits",
+            "Services": "rankwise.rerank.server.services"}
 
 __all__ = ["Limits", "Services", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

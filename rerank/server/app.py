@@ -17,9 +17,13 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
+
+from rankwise.retrieval.extras import requires
+
+requires("fastapi", "serve", "The server")  # this module is the server: without the extra it names the extra
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.responses import JSONResponse, Response  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 from rankwise.rerank.server.batcher import DynamicBatcher, QueueFull, ShuttingDown
 from rankwise.rerank.server.errors import ApiError, install_handlers

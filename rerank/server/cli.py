@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from rankwise.rerank.server.limits import Limits
+from rankwise.retrieval.values import non_negative_float, port as port_range, positive_int
 
 _D = Limits()
 
@@ -22,25 +23,26 @@ def serve(
     model: Annotated[Optional[str], typer.Option(
         help="encoder for /v1/embeddings (default: a dense index's encoder)")] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+    port: Annotated[int, port_range.option(help="port to listen on")] = 8080,
     api_key: Annotated[Optional[str], typer.Option(
         envvar="RANKWISE_API_KEY", help="require 'Authorization: Bearer KEY' (or X-API-Key); also $RANKWISE_API_KEY")] = None,
-    max_batch_delay: Annotated[float, typer.Option(
+    max_batch_delay: Annotated[float, non_negative_float.option(
         help="ms to wait for more requests before a model call")] = _D.max_batch_delay_ms,
-    max_batch_documents: Annotated[int, typer.Option(help="documents per model call across requests")] = _D.max_batch_documents,
-    max_documents: Annotated[int, typer.Option(help="documents (or inputs) per request, else 413")] = _D.max_documents,
-    max_document_chars: Annotated[int, typer.Option(help="characters per document, else 413")] = _D.max_document_chars,
-    max_body_bytes: Annotated[int, typer.Option(help="request body size, else 413")] = _D.max_body_bytes,
-    max_k: Annotated[int, typer.Option(help="largest k of /v1/search")] = _D.max_k,
-    queue_size: Annotated[int, typer.Option(help="requests waiting or running per service; more get 503")] = _D.queue_size,
-    shutdown_timeout: Annotated[float, typer.Option(help="seconds to let in-flight requests finish on shutdown")] = 60.0,
+    max_batch_documents: Annotated[int, positive_int.option(help="documents per model call across requests")] = _D.max_batch_documents,
+    max_documents: Annotated[int, positive_int.option(help="documents (or inputs) per request, else 413")] = _D.max_documents,
+    max_document_chars: Annotated[int, positive_int.option(help="characters per document, else 413")] = _D.max_document_chars,
+    max_body_bytes: Annotated[int, positive_int.option(help="request body size, else 413")] = _D.max_body_bytes,
+    max_k: Annotated[int, positive_int.option(help="largest k of /v1/search")] = _D.max_k,
+    queue_size: Annotated[int, positive_int.option(help="requests waiting or running per service; more get 503")] = _D.queue_size,
+    shutdown_timeout: Annotated[float, non_negative_float.option(help="seconds to let in-flight requests finish on shutdown")] = 60.0,
 ) -> None:
     """Serve rerank, search and embeddings over HTTP, with requests batched across clients."""
     import logging
 
-    import uvicorn
+    from rankwise.retrieval.extras import requires
 
-    from rankwise.rerank.server.app import create_app
+    uvicorn = requires("uvicorn", "serve", "The server")
+    from rankwise.rerank.server.app import create_app  # names the extra when fastapi or prometheus_client is missing
     from rankwise.rerank.server.services import load_services
 
     limits = Limits(max_documents=max_documents, max_document_chars=max_document_chars, max_body_bytes=max_body_bytes,

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from typing import TYPE_CHECKING, Any
 
 from rankwise.retrieval.errors import InputError
+
+if TYPE_CHECKING:  # the 'serve' extra (app.py names it when missing): imported where used, so limits load without it
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
 
 log = logging.getLogger(__name__)
 _TYPES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
@@ -37,6 +37,8 @@ def error_body(status: int, message: str, field: str | None = None, kind: str | 
 
 def error_response(status: int, message: str, field: str | None = None, kind: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
+    from fastapi.responses import JSONResponse
+
     return JSONResponse(error_body(status, message, field, kind), status_code=status, headers=headers)
 
 
@@ -62,6 +64,10 @@ def validation_message(err: RequestValidationError) -> tuple[str, str]:
 
 def install_handlers(app: FastAPI) -> None:
     """Answer every error the app can raise in the one JSON shape."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(ApiError)
     async def _api(_: Request, err: ApiError) -> JSONResponse:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rankwise.rerank.server.errors import ApiError
-
 
 @dataclass(frozen=True)
 class Limits:
@@ -37,6 +35,8 @@ class Limits:
 
     def check_texts(self, texts: Sequence[str], field: str) -> None:
         """413 for more than ``max_documents`` texts or a text over ``max_document_chars`` characters."""
+        from rankwise.rerank.server.errors import ApiError  # FastAPI: imported when a request is checked
+
         if len(texts) > self.max_documents:
             raise ApiError(413, f"{len(texts)} {field} in one request; the limit is {self.max_documents}", field=field)
         for i, text in enumerate(texts):

@@ -2,9 +2,11 @@
 
 A folder holds ``model.onnx`` (and ``model.int8.onnx``), the tokenizer and a ``manifest.json``
 written last: format, kind, the model's source fingerprint (SHA-256 over its files), the settings
-the runtime needs, the parity records and every file's SHA-256 and size. On load:
+the runtime needs, the parity records and the SHA-256 and size of every file in the folder (it
+lists exactly those). A folder is built in a temporary sibling that replaces it whole when the
+manifest is written, so a failed or killed export changes nothing. On load:
 
-- the model's files changed since the export (fingerprint differs): stale, rebuilt in place;
+- the model's files changed since the export (fingerprint differs): stale, rebuilt;
 - a file differs from its checksum: corrupt, never loaded -- rebuilt when the folder is rankwise's
   cache, refused (:class:`CorruptExport`) when the user named the folder. ``onnx.checker`` runs on
   every graph before its checksum is recorded, so a file that still matches its checksum is the
@@ -19,6 +21,8 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,8 @@ from typing import Any
 from rankwise.retrieval.backend import KINDS
 from rankwise.retrieval.backend.build import FP32_FILE, INT8_FILE
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.files import file_record, sha256_file, write_json
+from rankwise.retrieval.extras import requires
+from rankwise.retrieval.files import atomic_dir, file_record, sha256_file, write_json
 from rankwise.retrieval.paths import cache_root
 
 FORMAT = "rankwise-onnx"
@@ -125,7 +130,7 @@ def verify(export: Export, names: list[str]) -> None:
 
 def check_graph(file: Path) -> None:
     """``onnx.checker`` on a graph file; a graph it rejects is an error naming the file."""
-    import onnx
+    onnx = requires("onnx", "onnx", "The ONNX backend")
 
     try:
         onnx.checker.check_model(str(file))
@@ -135,29 +140,56 @@ def check_graph(file: Path) -> None:
 
 def export_model(model: str, kind: str, out: str | Path, *, int8: bool = False, optimize: bool = False,
                  max_length: int | None = None, reduce_range: bool = False,
-                 fingerprint: str | None = None) -> Export:
-    """Export ``model`` (name or path) as ``kind`` into ``out``, check parity, and write the manifest last."""
+                 fingerprint: str | None = None, replace: bool = False) -> Export:
+    """Export ``model`` (name or path) as ``kind`` into ``out``, check parity, and write the manifest last.
+
+    Everything is built in a temporary folder beside ``out`` (:func:`rankwise.retrieval.files.atomic_dir`)
+    that replaces ``out`` whole only once the manifest is written: a failed or killed export leaves
+    ``out`` as it was, and a re-export leaves no file of the previous one behind (a
+    ``model.int8.onnx`` included, unless ``int8`` is asked again). ``out`` must be new, empty, or an
+    export; a folder holding anything else is refused unless ``replace`` (rankwise's own cache).
+    """
     from rankwise.retrieval.backend.build import build
     from rankwise.retrieval.backend.sources import source_fingerprint
 
     if kind not in KINDS:
         raise InputError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}", field="kind")
     out = Path(out)
-    (out / MANIFEST).unlink(missing_ok=True)  # incomplete until the new manifest is written
+    _check_target(out, replace)
     fingerprint = fingerprint or source_fingerprint(model)
-    built = build(model, kind, out, int8=int8, optimize=optimize, max_length=max_length, reduce_range=reduce_range)
-    return _write_manifest(out, {"model": model, "kind": kind, "source_fingerprint": fingerprint,
-                                 "options": {"max_length": max_length, "optimize": optimize}, **built})
+    with atomic_dir(out, wait=replace, what="ONNX export") as tmp:
+        built = build(model, kind, tmp, int8=int8, optimize=optimize, max_length=max_length,
+                      reduce_range=reduce_range)
+        written = _write_manifest(tmp, {"model": model, "kind": kind, "source_fingerprint": fingerprint,
+                                        "options": {"max_length": max_length, "optimize": optimize}, **built})
+    return Export(out, written.manifest)
+
+
+def _check_target(out: Path, replace: bool) -> None:
+    """Refuse an ``out`` that is a file, or a folder of other things (which a swap would delete)."""
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is a file, not a folder; name a folder to export into", path=out)
+    if replace or not out.is_dir() or is_export(out):
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    if entries:
+        shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+        raise InputError(f"holds files that are not a rankwise export ({shown}), which exporting would replace; "
+                         "name a new or empty folder, or an earlier export", path=out)
 
 
 def _write_manifest(folder: Path, fields: dict[str, Any]) -> Export:
-    import onnx
-    import onnxruntime
+    """Check every graph and write ``manifest.json`` listing every file in ``folder`` (and only those)."""
+    onnx = requires("onnx", "onnx", "The ONNX backend")
+    onnxruntime = requires("onnxruntime", "onnx", "The ONNX backend")
     import torch
 
     from rankwise.retrieval.backend.export import OPSET
 
-    names = sorted(set(fields.pop("files")))
+    declared = set(fields.pop("files"))
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    if missing := declared - set(names):
+        raise RuntimeError(f"{folder}: the export did not write {', '.join(sorted(missing))}")
     for name in names:
         if name.endswith(".onnx"):
             check_graph(folder / name)
@@ -171,20 +203,32 @@ def _write_manifest(folder: Path, fields: dict[str, Any]) -> Export:
 
 
 def add_int8(export: Export, *, reduce_range: bool = False) -> Export:
-    """Quantize an export's fp32 graph to int8, check it, and add it to the manifest."""
+    """Quantize an export's fp32 graph to int8, check it, and add it to the manifest.
+
+    The folder is rebuilt beside itself (its files hard-linked, copied where links are not
+    possible) and swapped in whole, as :func:`export_model` does.
+    """
     from rankwise.retrieval.backend.build import check_parity, prepare, quantize
 
     if export.manifest.get("optimized"):
         raise InputError("the fp32 graph was optimized for the CPU provider and cannot be quantized; export "
                          "again with --int8", path=export.folder)
     prepared = prepare(export.manifest["model"], export.kind, export.manifest["options"].get("max_length"))
-    quantize(prepared, export.file(False), export.file(True), reduce_range=reduce_range)
-    record = check_parity(prepared, export.file(True), int8=True)
     fields = {k: v for k, v in export.manifest.items() if k not in ("format", "format_version", "created", "versions")}
-    fields["parity"] = {**fields["parity"], "int8": record}
-    fields["reduce_range"] = reduce_range
-    fields["files"] = list(fields["files"]) + [INT8_FILE]
-    return _write_manifest(export.folder, fields)
+    with atomic_dir(export.folder, wait=True, what="ONNX export") as tmp:
+        for name in fields["files"]:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(export.folder / name, tmp / name)
+            except OSError:
+                shutil.copy2(export.folder / name, tmp / name)
+        quantize(prepared, tmp / FP32_FILE, tmp / INT8_FILE, reduce_range=reduce_range)
+        record = check_parity(prepared, tmp / INT8_FILE, int8=True)
+        fields["parity"] = {**fields["parity"], "int8": record}
+        fields["reduce_range"] = reduce_range
+        fields["files"] = list(fields["files"]) + [INT8_FILE]
+        written = _write_manifest(tmp, fields)
+    return Export(export.folder, written.manifest)
 
 
 def exported(model: str, kind: str, *, int8: bool = False, max_length: int | None = None) -> Export:
@@ -197,9 +241,16 @@ def exported(model: str, kind: str, *, int8: bool = False, max_length: int | Non
     if is_export(model):
         return read_export(model, int8=int8, kind=kind)
     from rankwise.retrieval.backend.sources import source_fingerprint
+    from rankwise.retrieval.locks import folder_lock
 
     folder = cache_folder(model, kind, {"max_length": max_length})
     fingerprint = source_fingerprint(model)
+    with folder_lock(folder, wait=True, what="ONNX export"):  # a second process waits, then reuses the export
+        return _cached_export(model, kind, folder, fingerprint, int8=int8, max_length=max_length)
+
+
+def _cached_export(model: str, kind: str, folder: Path, fingerprint: str, *, int8: bool,
+                   max_length: int | None) -> Export:
     if (folder / MANIFEST).is_file():
         try:
             export = read_export(folder, kind=kind)
@@ -214,4 +265,5 @@ def exported(model: str, kind: str, *, int8: bool = False, max_length: int | Non
         except OutdatedExport:
             log.warning("cached ONNX export of %s is of an older format; exporting again", model)
     log.info("exporting %s (%s) to ONNX under %s", model, kind, folder)
-    return export_model(model, kind, folder, int8=int8, max_length=max_length, fingerprint=fingerprint)
+    return export_model(model, kind, folder, int8=int8, max_length=max_length, fingerprint=fingerprint,
+                        replace=True)

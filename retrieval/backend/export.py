@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.extras import requires
 from rankwise.retrieval.files import atomic_path
 
 OPSET = 20
@@ -36,8 +37,10 @@ def export_graph(module: torch.nn.Module, inputs: dict[str, torch.Tensor], dynam
     op, a data-dependent shape, ...). ``legacy`` uses the TorchScript exporter (see the module doc);
     ``translations`` maps custom torch ops to their ONNX functions (dynamo exporter only).
     """
+    requires("onnx", "onnx", "The ONNX backend")  # torch.onnx writes with onnx; the dynamo exporter needs onnxscript
     if legacy:
         return _export_legacy(module, inputs, dynamic, output, out, what)
+    requires("onnxscript", "onnx", "The ONNX backend")
     shapes = {name: {axis: torch.export.Dim.DYNAMIC for axis in dynamic.get(name, ())} for name in inputs}
     size = sum(p.numel() * p.element_size() for p in module.parameters())
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]

@@ -11,13 +11,14 @@ from pathlib import Path
 
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.files import atomic_path
+from rankwise.retrieval.extras import requires
 
 LEVELS = ("basic", "extended")
 
 
 def optimize_graph(src: Path, dst: Path, level: str = "extended") -> Path:
     """Write ``src`` optimized at ``level`` to ``dst`` (atomically) for the CPU provider."""
-    import onnxruntime as ort
+    ort = requires("onnxruntime", "onnx", "The ONNX backend")
 
     if level not in LEVELS:
         raise InputError(f"unknown optimization level {level!r}; choose from {', '.join(LEVELS)}", field="optimize")
@@ -52,6 +53,7 @@ def fuse_transformer(src: Path, dst: Path, fusion: tuple[str, int, int]) -> dict
     """
     import logging
 
+    requires("onnxruntime", "onnx", "The ONNX backend")
     from onnxruntime.transformers.optimizer import optimize_model
 
     kind, heads, hidden = fusion
@@ -72,7 +74,7 @@ def fuse_transformer(src: Path, dst: Path, fusion: tuple[str, int, int]) -> dict
 
 def count_ops(path: Path, op_types: tuple[str, ...]) -> dict[str, int]:
     """How many nodes of each of ``op_types`` the graph in ``path`` has (those present)."""
-    import onnx
+    onnx = requires("onnx", "onnx", "The ONNX backend")
 
     nodes = onnx.load(str(path), load_external_data=False).graph.node
     counts = {op: sum(n.op_type == op for n in nodes) for op in op_types}

@@ -27,6 +27,7 @@ import logging
 from pathlib import Path
 
 from rankwise.retrieval.files import atomic_path
+from rankwise.retrieval.extras import requires
 
 OP_TYPES = ("MatMul", "Gather", "Attention", "EmbedLayerNormalization")
 CAUSAL_LM_OP_TYPES = ("MatMul",)
@@ -36,6 +37,7 @@ def quantize_int8(src: Path, dst: Path, *, reduce_range: bool = False, per_chann
                   op_types: tuple[str, ...] = OP_TYPES, keep_float: tuple[str, ...] = ()) -> Path:
     """Write the dynamically int8-quantized ``src`` to ``dst`` (atomically): nodes of ``op_types``, except
     the MatMuls of modules whose path ends with one of ``keep_float``."""
+    requires("onnxruntime", "onnx", "The ONNX backend")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     excluded = nodes_of_modules(src, keep_float) if keep_float else []
@@ -59,7 +61,7 @@ def nodes_of_modules(path: Path, suffixes: tuple[str, ...]) -> list[str]:
     """Names of the MatMul nodes in ``path`` exported from a torch module whose path ends with one of ``suffixes``."""
     import ast
 
-    import onnx
+    onnx = requires("onnx", "onnx", "The ONNX backend")
 
     graph = onnx.load(str(path), load_external_data=False).graph
     names = []

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.extras import requires
 
 _INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
 
@@ -34,7 +35,7 @@ def default_threads() -> int:
 
 
 def cuda_available() -> bool:
-    import onnxruntime as ort
+    ort = requires("onnxruntime", "onnx", "The ONNX backend")
 
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
@@ -44,7 +45,7 @@ class OnnxSession:
 
     def __init__(self, path: str | Path, *, device: str | None = None, threads: int | None = None,
                  int8: bool = False, rewrite: Callable[[Any], int] | None = None) -> None:
-        import onnxruntime as ort
+        ort = requires("onnxruntime", "onnx", "The ONNX backend")
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
@@ -81,7 +82,7 @@ class OnnxSession:
 
 def _preload_cuda_libraries() -> None:
     """Load the CUDA and cuDNN libraries of the nvidia-* wheels (torch's), as onnxruntime-gpu >= 1.21 can."""
-    import onnxruntime as ort
+    ort = requires("onnxruntime", "onnx", "The ONNX backend")
 
     preload = getattr(ort, "preload_dlls", None)
     if preload is not None:
@@ -94,7 +95,7 @@ def _preload_cuda_libraries() -> None:
 def _rewritten(path: Path, rewrite: Callable[[Any], int]) -> tuple[str | bytes, int]:
     """The graph as ``rewrite`` changes it in memory, and how many nodes it rewrote
     (the file itself, and 0, for a graph it leaves alone or with its weights in a side file)."""
-    import onnx
+    onnx = requires("onnx", "onnx", "The ONNX backend")
 
     if Path(f"{path}.data").exists():  # over protobuf's 2 GB: it cannot be handed over in memory
         return str(path), 0
@@ -105,7 +106,8 @@ def _rewritten(path: Path, rewrite: Callable[[Any], int]) -> tuple[str | bytes, 
 
 def _fp16(path: Path) -> bytes:
     """The model with float16 weights and float32 inputs/outputs, for the CUDA provider."""
-    import onnx
+    onnx = requires("onnx", "onnx", "The ONNX backend")
+    requires("onnxruntime", "onnx", "The ONNX backend")
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.extras import requires
 from rankwise.retrieval.files import sha256_file
 from rankwise.retrieval.models import resolve_model
 
@@ -16,13 +17,15 @@ DOC_PROMPTS = ("document", "passage", "corpus")  # sentence-transformers prompt 
 
 
 def gguf_location(path: str) -> tuple[str, str | None]:
-    """``(folder or name, gguf file name or None)`` for a model path."""
+    """``(folder or name, gguf file name or None)`` for a model path; a GGUF file needs the ``llm`` extra."""
     p = Path(path)
     if p.is_file() and p.suffix == ".gguf":
+        requires("gguf", "llm", "Loading a .gguf model")  # transformers reads GGUF files with it
         return str(p.parent), p.name
     if p.is_dir() and not (p / "config.json").exists():
         ggufs = sorted(p.glob("*.gguf"))
         if len(ggufs) == 1:
+            requires("gguf", "llm", "Loading a .gguf model")
             return str(p), ggufs[0].name
         if len(ggufs) > 1:
             raise InputError(f"{len(ggufs)} .gguf files in the folder; name one of them", path=p)
@@ -72,6 +75,25 @@ def check_classification_head(path: str) -> None:
                          f"make one with `rankwise.rerank.init_cross_encoder` and train it", path=path, field="architectures")
 
 
+_CAUSAL_LM_CLASSES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def check_causal_lm_head(path: str) -> None:
+    """Refuse a checkpoint whose recorded architectures hold no causal-LM class (a cross-encoder, a
+    bi-encoder): loaded as a causal LM it would get a random language-model head."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return  # a GGUF file or a hub name: transformers decides
+    try:
+        archs = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return
+    if archs and not any(cls in a for a in archs for cls in _CAUSAL_LM_CLASSES):
+        raise InputError(f"holds {', '.join(archs)}, not a causal LM (no *ForCausalLM architecture); export a "
+                         "cross-encoder with --kind cross-encoder, a bi-encoder with --kind encoder",
+                         path=config, field="architectures")
+
+
 def load_encoder(name_or_path: str, max_length: int | None = None) -> Any:
     """A ``SentenceTransformer`` on the CPU in eval mode (``max_length`` overrides its max_seq_length)."""
     from sentence_transformers import SentenceTransformer
@@ -106,6 +128,8 @@ def load_causal_lm(name_or_path: str) -> tuple[Any, Any]:
 
     path, gguf = gguf_location(resolve_model(name_or_path))
     kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
+    if not gguf:
+        check_causal_lm_head(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)

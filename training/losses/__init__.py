@@ -9,14 +9,18 @@ for the groupwise LLM reranker (:mod:`.listnet`) and IDCM's passage-selector dis
 (:mod:`.idcm`).
 """
 
-from rankwise.training.losses.adore import ADORELoss
-from rankwise.training.losses.curriculum import CurriculumLoss, CurriculumSchedule
-from rankwise.training.losses.first import first_loss, first_rank_loss
-from rankwise.training.losses.idcm import IDCMSelectorLoss, selector_kl
-from rankwise.training.losses.lce import LCELoss
-from rankwise.training.losses.listnet import listnet_loss
-from rankwise.training.losses.pg_rank import CrossEncoderPGRankLoss, PGRankLoss, pg_rank_objective
-from rankwise.training.losses.star import STARLoss
+from rankwise.training.runner import require_training
+
+require_training()  # the losses subclass sentence-transformers' trainer-side classes
+
+from rankwise.training.losses.adore import ADORELoss  # noqa: E402
+from rankwise.training.losses.curriculum import CurriculumLoss, CurriculumSchedule  # noqa: E402
+from rankwise.training.losses.first import first_loss, first_rank_loss  # noqa: E402
+from rankwise.training.losses.idcm import IDCMSelectorLoss, selector_kl  # noqa: E402
+from rankwise.training.losses.lce import LCELoss  # noqa: E402
+from rankwise.training.losses.listnet import listnet_loss  # noqa: E402
+from rankwise.training.losses.pg_rank import CrossEncoderPGRankLoss, PGRankLoss, pg_rank_objective  # noqa: E402
+from rankwise.training.losses.star import STARLoss  # noqa: E402
 
 __all__ = ["ADORELoss", "CrossEncoderPGRankLoss", "CurriculumLoss", "CurriculumSchedule", "IDCMSelectorLoss", "LCELoss",
            "PGRankLoss", "STARLoss", "first_loss", "first_rank_loss", "listnet_loss", "pg_rank_objective",
