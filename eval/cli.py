@@ -78,7 +78,7 @@ def beir(
     from rankwise.eval.systems import parse_system, parse_systems, single_system
 
     chosen = tuple(m.strip() for m in (measures or "").split(",") if m.strip())  # none: each dataset's official
-    names = [d.strip() for d in datasets.split(",") if d.strip()]
+    names = list(dict.fromkeys(d.strip() for d in datasets.split(",") if d.strip()))  # each dataset once
     first = dict(model=model, index_type=index_type, fusion=fusion, alpha=alpha, backend=backend, int8=int8,
                  batch_size=batch_size)
     options = dict(measures=chosen or None, split=split, k=k, test=test, correction=correction, alpha=significance,
