@@ -111,6 +111,7 @@ class ExperimentResult:
     comparison: pd.DataFrame  # rankwise.eval.compare's table: (measure, stat) columns
     seed: int = 0
     drop_self_hits: bool = True  # a retrieved document whose id is the query's was dropped before scoring
+    missing_judged: str = "warn"  # what a judged document missing from the corpus did (formats.MissingJudged)
     files: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -167,7 +168,8 @@ class ExperimentResult:
         """This experiment's entry of the results file."""
         attrs = self.comparison.attrs
         return {"dataset": self.dataset, "split": self.split, "queries": self.queries, "k": self.k,
-                "measures": self.measures, "drop_self_hits": self.drop_self_hits, "baseline": self.baseline, "test": attrs["test"],
+                "measures": self.measures, "drop_self_hits": self.drop_self_hits,
+                "missing_judged": self.missing_judged, "baseline": self.baseline, "test": attrs["test"],
                 "correction": attrs["correction"], "significance": attrs["alpha"], "seed": self.seed,
                 "systems": {name: r.to_json() for name, r in self.systems.items()},
                 "comparison": flat_rows(self.comparison), "files": dict(self.files)}
@@ -292,7 +294,8 @@ class Experiment:
         comparison = compare_per_query(values, baseline=self.baseline, test=self.test, correction=self.correction,
                                        alpha=self.alpha, seed=self.seed)
         return ExperimentResult(dataset.label, self.split, len(queries), self.k, self.measures, systems, values,
-                                comparison, seed=self.seed, drop_self_hits=identical)
+                                comparison, seed=self.seed, drop_self_hits=identical,
+                                missing_judged=self.missing_judged)
 
 
 def run_datasets(pipelines: Sequence[Any], datasets: Sequence[Any], *, out: Path | None = None,

@@ -107,6 +107,10 @@ class RerankerSpec:
 
         return Rerank(self, depth)
 
+    def load(self, **overrides: Any) -> Reranker:
+        """The reranker this spec names (:func:`load_reranker`; ``overrides`` fill options it leaves out)."""
+        return load_reranker(self, batch_size=None, **overrides)
+
 
 def _value(text: str, key: str = "") -> Any:
     if key == "int8":

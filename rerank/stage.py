@@ -4,6 +4,7 @@
 (:meth:`rankwise.rerank.base.Reranker.rerank_run`; the documents below keep their order). The
 reranker is an object, or a :class:`~rankwise.rerank.spec.RerankerSpec` parsed once from the command
 line, loaded on first use and shared by every pipeline of an experiment that names the same spec.
+(This module imports neither: ``Reranker`` and ``RerankerSpec`` build their stage through it.)
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from rankwise.rerank.base import Reranker
-from rankwise.rerank.spec import RerankerSpec, load_reranker
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.pipeline import Context, Stage, Step
 from rankwise.retrieval.run import Run
@@ -25,7 +24,7 @@ class Rerank(Stage):
     """Rerank the top ``depth`` with ``reranker``; ``first_stage_weight`` > 0 mixes in the first-stage
     scores (min-max per query); ``backend`` / ``int8`` fill what a spec leaves out."""
 
-    reranker: Reranker | RerankerSpec
+    reranker: Any  # a Reranker (has rerank_run) or a RerankerSpec (has load)
     depth: int = 100
     first_stage_weight: float = 0.0
     backend: str | None = None
@@ -44,21 +43,24 @@ class Rerank(Stage):
 
     @property
     def label(self) -> str:
-        paradigm = self.reranker.paradigm if isinstance(self.reranker, RerankerSpec) else self.reranker.name
+        paradigm = getattr(self.reranker, "paradigm", None) or self.reranker.name
         return paradigm + (f"(w={self.first_stage_weight:g})" if self.first_stage_weight else "")
 
     def describe(self) -> dict[str, Any]:
-        return {"stage": self.kind, "reranker": str(self.reranker) if isinstance(self.reranker, RerankerSpec)
-                else type(self.reranker).__name__, "depth": self.depth, "first_stage_weight": self.first_stage_weight,
+        return {"stage": self.kind, "reranker": str(self.reranker) if self.is_spec else type(self.reranker).__name__, "depth": self.depth, "first_stage_weight": self.first_stage_weight,
                 "backend": self.backend, "int8": self.int8}
 
-    def load(self, ctx: Context) -> Reranker:
+    @property
+    def is_spec(self) -> bool:
+        return not hasattr(self.reranker, "rerank_run")
+
+    def load(self, ctx: Context) -> Any:
         """The reranker object (a spec is loaded once per context's resources)."""
-        if isinstance(self.reranker, Reranker):
+        if not self.is_spec:
             return self.reranker
         spec = self.reranker
         return ctx.resource(("reranker", spec, self.backend, self.int8),
-                            lambda: load_reranker(spec, batch_size=None, backend=self.backend, int8=self.int8))[0]
+                            lambda: spec.load(backend=self.backend, int8=self.int8))[0]
 
     def apply(self, previous: Run | None, k: int, ctx: Context, record: Step) -> Run:
         assert previous is not None
@@ -70,7 +72,6 @@ class Rerank(Stage):
         record.timings["rerank_s"] = time.perf_counter() - t
         record.stats["rerank"] = dataclasses.asdict(reranker.stats)
         record.components["first-stage"] = previous
-        model = self.reranker.model if isinstance(self.reranker, RerankerSpec) else \
-            getattr(self.reranker, "model_name", None)
+        model = self.reranker.model if self.is_spec else getattr(self.reranker, "model_name", None)
         record.models["reranker"] = model
         return run

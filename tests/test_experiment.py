@@ -76,8 +76,7 @@ def test_reranker_spec_is_parsed_once_per_run(synthetic_beir, tiny_cross_encoder
     parses, loads = [], []
     real_parse, real_load = spec_module.parse_spec, spec_module.load_reranker
     monkeypatch.setattr(spec_module, "parse_spec", lambda text: parses.append(text) or real_parse(text))
-    monkeypatch.setattr("rankwise.rerank.stage.load_reranker",
-                        lambda spec, **kw: loads.append(spec) or real_load(spec, **kw))
+    monkeypatch.setattr(spec_module, "load_reranker", lambda spec, **kw: loads.append(spec) or real_load(spec, **kw))
     ce = f"cross-encoder:{tiny_cross_encoder},batch_size=8"
     code, out, err = _rankwise(capsys, "beir", synthetic_beir, "--reranker", ce, "--depth", "5", "--json",
                                "--out", tmp_path / "one")
