@@ -10,7 +10,7 @@ import typer
 from rankwise.eval.metrics import DEFAULT_MEASURES
 from rankwise.eval import compare_cli
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.formats import MissingJudged
+from rankwise.retrieval.formats import MISSING_JUDGED
 from rankwise.retrieval.models import DEFAULT_ENCODER
 from rankwise.retrieval.cached import KINDS
 from rankwise.retrieval.hybrid import FUSIONS
@@ -33,7 +33,7 @@ def beir(
     out: Annotated[Optional[Path], out_folder("folder for the runs and results.json")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object, nothing else, to stdout")] = False,
     split: Annotated[str, typer.Option(help="qrels split")] = "test",
-    k: Annotated[Optional[int], positive_int.option("-k", "--k", help="documents per query in the run (default: 100, or "
+    k: Annotated[Optional[int], positive_int.option("-k", help="documents per query in the run (default: 100, or "
                                                                "the deepest measure cut-off)")] = None,
     index_type: IndexType = "flat",
     fusion: Annotated[one_of(FUSIONS), typer.Option(help="hybrid fusion")] = "rrf",
@@ -61,10 +61,10 @@ def beir(
     plot: Annotated[Optional[Path], out_folder("with --systems: folder for per-query-delta.png and quality-cost.png",
                                                "--plot")] = None,
     self_hits: SelfHits = None,
-    missing_judged: Annotated[MissingJudged, typer.Option(
+    missing_judged: Annotated[one_of(MISSING_JUDGED), typer.Option(
         "--missing-judged", help="a qrels line naming a document that is not in the corpus: warn (count them in one "
         "warning and keep them, as BEIR does; some collections judge documents their corpus lacks) or error "
-        "(refuse the file, naming its line)")] = MissingJudged.warn,
+        "(refuse the file, naming its line)")] = "warn",
 ) -> None:
     """Index (cached), retrieve and evaluate on BEIR, MS MARCO or irds: datasets; print a table (or --json).
 
@@ -82,7 +82,7 @@ def beir(
     first = dict(model=model, index_type=index_type, fusion=fusion, alpha=alpha, backend=backend, int8=int8,
                  batch_size=batch_size)
     options = dict(measures=chosen or None, split=split, k=k, test=test, correction=correction, alpha=significance,
-                   seed=seed, drop_self_hits=self_hits, missing_judged=missing_judged.value)
+                   seed=seed, drop_self_hits=self_hits, missing_judged=missing_judged)
     if systems is None:  # the reranker spec is parsed here, once, before the first stage runs
         pipeline = single_system(retriever, reranker, depth=depth, first_stage_weight=first_stage_weight, **first)
         results = run_datasets([pipeline], names, out=out, **options)
@@ -91,6 +91,10 @@ def beir(
             if stats.get("truncated"):
                 typer.echo(f"{result.dataset}: {stats['truncated']} of {stats['passages']} reranker inputs were cut to "
                            "the model's window (split long documents: passages=N in the reranker spec)", err=True)
+            if stats.get("served"):  # a served LLM: requests, tokens, cost
+                from rankwise.rerank.served import ServedUsage
+
+                typer.echo(f"{result.dataset}: {ServedUsage.from_dict(stats['served']).summary()}", err=True)
         rows = {r.dataset: r.systems[pipeline.name].metrics for r in results}
         if json_output:
             typer.echo(metrics_json(rows))

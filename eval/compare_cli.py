@@ -30,7 +30,11 @@ def emit(table: Any, *, fmt: str, title: str, files: dict[str, str] | None = Non
         typer.echo(f"{what.replace('_', ' ')}: {path}", err=True)
 
 
-def _check_choices(test: str, correction: str, fmt: str) -> None:
+def _check_choices(test: str, correction: str, fmt: str, plot: Path | None = None) -> None:
+    if plot is not None:  # before any run is read or retrieved, not after the table is printed
+        from rankwise.retrieval.extras import requires
+
+        requires("matplotlib", "experiments", "Plotting")
     from rankwise.eval.compare import CORRECTIONS, FORMATS, TESTS
 
     for value, allowed, field in ((test, TESTS, "test"), (correction, CORRECTIONS, "correction"), (fmt, FORMATS, "format")):
@@ -82,7 +86,7 @@ def compare_command(
     from rankwise.retrieval.formats import read_qrels
     from rankwise.retrieval.run import Run
 
-    _check_choices(test, correction, fmt)
+    _check_choices(test, correction, fmt, plot)
     named = _named_run_files(runs)
     from rankwise.eval.experiment import drops_self_hits
 

@@ -111,7 +111,7 @@ class ExperimentResult:
     comparison: pd.DataFrame  # rankwise.eval.compare's table: (measure, stat) columns
     seed: int = 0
     drop_self_hits: bool = True  # a retrieved document whose id is the query's was dropped before scoring
-    missing_judged: str = "warn"  # what a judged document missing from the corpus did (formats.MissingJudged)
+    missing_judged: str = "warn"  # what a judged document missing from the corpus did (formats.MISSING_JUDGED)
     files: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -233,9 +233,9 @@ class Experiment:
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise InputError(f"k must be a positive integer, got {k!r}", field="k")
         self.k = k if k is not None else auto_depth(self.measures)
-        from rankwise.retrieval.formats import MissingJudged
+        from rankwise.retrieval.formats import MISSING_JUDGED
 
-        if missing_judged not in {m.value for m in MissingJudged}:
+        if missing_judged not in MISSING_JUDGED:
             raise InputError(f"--missing-judged is error or warn, not {missing_judged!r}", field="missing_judged")
         self.test, self.correction, self.alpha, self.seed = test, correction, alpha, seed
         self.drop_self_hits, self.missing_judged = drops_self_hits(dataset, drop_self_hits), missing_judged

@@ -141,7 +141,7 @@ class FollowIRDataset:
 
     name: str
     root: Path
-    missing_judged: str = "error"  # a judged document not in corpus.jsonl (formats.MissingJudged)
+    missing_judged: str = "error"  # a judged document not in corpus.jsonl (formats.MISSING_JUDGED)
 
     def __post_init__(self) -> None:
         for part in ("corpus.jsonl", "queries.jsonl", "qrels/og.tsv", "qrels/changed.tsv"):

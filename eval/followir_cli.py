@@ -3,17 +3,17 @@ and screening prioritisation (WSS@95, Recall@10%, LastRel); see docs/followir-sc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.formats import MissingJudged
+from rankwise.retrieval.formats import MISSING_JUDGED
+from rankwise.retrieval.json_output import dumps
 from rankwise.retrieval.models import DEFAULT_ENCODER
 from rankwise.retrieval.options import BackendName, out_file, out_folder
-from rankwise.retrieval.values import positive_int
+from rankwise.retrieval.values import one_of, positive_int
 
 SystemsOpt = Annotated[str, typer.Option(help="FIRST[>>RERANKER],... e.g. bm25,dense,bm25>>cross-encoder:MODEL")]
 ModelOpt = Annotated[str, typer.Option(help="encoder name or path (dense, hybrid)")]
@@ -29,7 +29,7 @@ def _print(rows: dict[str, dict[str, float]], *, title: str, json_output: bool, 
     from rankwise.eval.report import metrics_table
 
     if json_output:
-        typer.echo(json.dumps(rows))
+        typer.echo(dumps(rows))
     else:
         Console().print(metrics_table(rows, title=title))
         if out is not None:
@@ -47,10 +47,10 @@ def followir(
     backend: BackendOpt = "torch",
     json_output: JsonOpt = False,
     out: OutOpt = None,
-    missing_judged: Annotated[MissingJudged, typer.Option(
+    missing_judged: Annotated[one_of(MISSING_JUDGED), typer.Option(
         "--missing-judged", help="a line of og.tsv or changed.tsv naming a document that is not in corpus.jsonl: "
         "error (refuse it, naming file, line and id) or warn (count them in one warning and go on)")]
-    = MissingJudged.error,
+    = "error",
 ) -> None:
     """p-MRR (Weller et al. 2024) of each system, beside nDCG@5 and MAP@1000 of the original queries."""
     from rankwise.eval.followir import FollowIRDataset, run_followir
@@ -60,7 +60,7 @@ def followir(
         raise InputError("not a folder", path=folder)
     pipelines = [parse_system(spec, model=model, depth=depth, batch_size=batch_size, backend=backend)
                  for spec in parse_systems(systems)]  # every spec checked before any work
-    dataset = FollowIRDataset(folder.resolve().name, folder, missing_judged.value)
+    dataset = FollowIRDataset(folder.resolve().name, folder, missing_judged)
     result = run_followir(dataset, pipelines, k=k)
     if out is not None:
         result.write(out)
@@ -82,10 +82,10 @@ def screening(
                                                   "--per-query")] = None,
     json_output: JsonOpt = False,
     out: OutOpt = None,
-    missing_judged: Annotated[MissingJudged, typer.Option(
+    missing_judged: Annotated[one_of(MISSING_JUDGED), typer.Option(
         "--missing-judged", help="a topic's candidate PMID that is not in corpus.jsonl: error (refuse it, naming the "
         "topic file, line and PMID) or warn (count them in one warning and rank them last)")]
-    = MissingJudged.error,
+    = "error",
 ) -> None:
     """Rank each topic's candidates with each system and report the screening measures."""
     from rankwise.eval.metrics import parse_measures
@@ -96,7 +96,7 @@ def screening(
     parse_measures(chosen)
     pipelines = [parse_system(spec, model=model, batch_size=batch_size, backend=backend)
                  for spec in parse_systems(systems)]
-    tar = read_tar(folder, missing_judged.value)
+    tar = read_tar(folder, missing_judged)
     dataset = ScreeningDataset(folder.resolve().name, tar)
     result = run_screening(dataset, pipelines, measures=chosen, k=k)
     if per_query is not None:

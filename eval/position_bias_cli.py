@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from rankwise.retrieval.models import DEFAULT_ENCODER
+from rankwise.retrieval.json_output import dumps
 from rankwise.retrieval.options import out_file
 from rankwise.retrieval.values import one_of, positive_int
 
@@ -67,7 +67,7 @@ def position_bias_command(
     where = read_positions(positions or data.root / "positions.tsv")
     result, table, summary = run_position_bias(data, pipelines, where, k=k, buckets=buckets, split=split)
     if fmt == "json":
-        typer.echo(json.dumps({"table": table.to_dict(orient="records"), "systems": summary}, indent=1, default=str))
+        typer.echo(dumps({"table": table.to_dict(orient="records"), "systems": summary}, indent=1, default=str))
     else:
         typer.echo(render(table, summary, fmt), nl=False)
     for spec, s in summary.items():

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from rich.table import Table
+
+from rankwise.retrieval.json_output import dumps
 
 
 def metrics_table(rows: dict[str, dict[str, float]], title: str | None = None) -> Table:
@@ -22,5 +22,5 @@ def metrics_table(rows: dict[str, dict[str, float]], title: str | None = None) -
 
 
 def metrics_json(rows: dict[str, dict[str, float]]) -> str:
-    """``{"<row>": {"<measure>": value, ...}, ...}`` as one line of JSON."""
-    return json.dumps(rows, sort_keys=False)
+    """``{"<row>": {"<measure>": value, ...}, ...}`` as one line of JSON (:mod:`rankwise.retrieval.json_output`'s digits)."""
+    return dumps(rows, sort_keys=False)

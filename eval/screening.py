@@ -31,7 +31,7 @@ from typing import Any
 from rankwise.retrieval.errors import InputError
 from rankwise.eval.screening_measures import (SCREENING_MEASURES, ScreeningMeasure, parse_screening, screening_per_query,
                                       screening_value)
-from rankwise.retrieval.formats import MissingJudged, iter_lines, iter_qrels
+from rankwise.retrieval.formats import MISSING_JUDGED, iter_lines, iter_qrels
 from rankwise.retrieval.pipeline import Pipeline, Stage
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,10 @@ def read_tar(folder: str | Path, missing_judged: str = "error") -> TarCollection
     qrels_path = root / "qrels.txt"
     qrels: dict[str, dict[str, int]] = {t: {} for t in topics}
     first_line: dict[str, int] = {}
-    _check_candidates(root, topics, MissingJudged(missing_judged))
+    if missing_judged not in MISSING_JUDGED:
+        raise InputError(f"missing_judged is one of {', '.join(MISSING_JUDGED)}, not {missing_judged!r}",
+                         field="missing_judged")
+    _check_candidates(root, topics, missing_judged)
     for number, qid, did, grade in iter_qrels(qrels_path, columns=(4,)):
         if qid not in topics:
             raise InputError(f"topic {qid!r} has no topic file", path=qrels_path, line=number, field="topic")
@@ -146,7 +149,7 @@ def read_tar(folder: str | Path, missing_judged: str = "error") -> TarCollection
     return TarCollection(root, topics, qrels)
 
 
-def _check_candidates(root: Path, topics: Mapping[str, TarTopic], missing: MissingJudged) -> None:
+def _check_candidates(root: Path, topics: Mapping[str, TarTopic], missing: str) -> None:
     """Every candidate PMID must be in ``corpus.jsonl`` (error), or is counted in a warning."""
     from rankwise.retrieval.formats import Corpus
 
@@ -155,7 +158,7 @@ def _check_candidates(root: Path, topics: Mapping[str, TarTopic], missing: Missi
     if not absent:
         return
     topic, pid = absent[0]
-    if missing is MissingJudged.error:
+    if missing == "error":
         more = f" ({len(absent) - 1} more candidates like it)" if len(absent) > 1 else ""
         raise InputError(f"candidate PMID {pid} of topic {topic.topic_id!r} is not in {root / 'corpus.jsonl'}{more}; "
                          "add its text, or pass --missing-judged warn to rank such candidates last",

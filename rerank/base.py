@@ -33,10 +33,13 @@ class RerankStats:
     truncated: int = 0
     forward_passes: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+    # a served model's requests, tokens and cost so far (rankwise.rerank.served.ServedUsage); empty in-process
+    served: dict[str, int | float] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.lists = self.passages = self.truncated = self.forward_passes = 0
         self.extra.clear()
+        self.served.clear()
 
 
 class Reranker(abc.ABC):
@@ -96,6 +99,11 @@ class Reranker(abc.ABC):
         texts = _documents(corpus, {d for ids in heads.values() for d in ids})
         qids = [q for q in run if heads[q]]
         scores = self.score_documents([(queries[q], [texts[d] for d in heads[q]]) for q in qids], progress=progress)
+        from rankwise.rerank.served import served_usage
+
+        usage = served_usage(self)
+        if usage is not None:
+            self.stats.served = usage.as_dict()
         if self.stats.truncated:
             log.info("%s: %d of %d passages were truncated to fit the model's window",
                      self.name, self.stats.truncated, self.stats.passages)

@@ -27,6 +27,7 @@ def rerank(
         "with listwise mode=reason: write each window's reasoning to this JSONL file", "--save-reasoning")] = None,
 ) -> None:
     """Rerank the top --depth documents of each query of a run."""
+    from rankwise.rerank.served import served_usage
     from rankwise.rerank.spec import load_reranker, parse_spec
     from rankwise.retrieval.formats import Corpus, read_queries
     from rankwise.retrieval.run import Run
@@ -47,8 +48,11 @@ def rerank(
 
         write_reasoning(save_reasoning, reranker.records, texts)
     s = reranker.stats
-    typer.echo(f"{out}: {len(reranked)} queries reranked ({s.passages} passages, {s.truncated} truncated, "
-               f"{s.forward_passes} forward passes)", err=True)
+    window = getattr(reranker, "max_length", None)
+    cut = f"{s.truncated} truncated" + (f" at max_length={window} (override: max_length= in the spec)" if window else "")
+    served = f"; {served_usage(reranker).summary()}" if served_usage(reranker) is not None else ""
+    typer.echo(f"{out}: {len(reranked)} queries reranked ({s.passages} passages, {cut}, "
+               f"{s.forward_passes} forward passes{served})", err=True)
 
 
 def register(app: typer.Typer) -> None:

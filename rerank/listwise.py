@@ -20,6 +20,7 @@ current window of every query into one model call. The final order becomes score
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,10 @@ import numpy as np
 from rankwise.rerank.base import Reranker
 from rankwise.rerank.llm import CausalLM, load_lm
 from rankwise.rerank.permutation import labels, read_permutation
+from rankwise.rerank.served import LogprobsUnavailable
 from rankwise.retrieval.errors import InputError
+
+log = logging.getLogger(__name__)
 
 MODES = ("first", "generate")
 
@@ -128,7 +132,7 @@ class ListwiseReranker(Reranker):
     # --- scoring ------------------------------------------------------------------------------
 
     def score(self, lists: Sequence[tuple[str, Sequence[str]]], progress: bool = False) -> list[list[float]]:
-        from tqdm.auto import tqdm
+        from rankwise.retrieval.progress import CostBar
 
         passages = [[self._passage(d) for d in docs] for _, docs in lists]
         self.stats.lists += len(lists)
@@ -137,7 +141,7 @@ class ListwiseReranker(Reranker):
         # a window of one passage has nothing to order: no model call
         schedules = [[(a, b) for a, b in window_schedule(len(p), self.window, self.stride) if b - a > 1]
                      for p in passages]
-        bar = tqdm(total=sum(len(s) for s in schedules), desc=f"listwise ({self.mode})", unit="window",
+        bar = CostBar(total=sum(len(s) for s in schedules), desc=f"listwise ({self.mode})", unit="window",
                    disable=not progress, leave=False)
         try:
             for step in range(max((len(s) for s in schedules), default=0)):
@@ -145,8 +149,7 @@ class ListwiseReranker(Reranker):
                 jobs = [(i, schedules[i][step]) for i in range(len(lists)) if step < len(schedules[i])]
                 prompts = [self.prompt(lists[i][0], [passages[i][j] for j in orders[i][a:b]]) for i, (a, b) in jobs]
                 sizes = [b - a for _, (a, b) in jobs]
-                read = self._first if self.mode == "first" else self._generate
-                perms = read(prompts, sizes, bar)
+                perms = self._read(prompts, sizes, bar)
                 for (i, (a, b)), perm in zip(jobs, perms):
                     current = orders[i][a:b]
                     orders[i][a:b] = [current[k] for k in perm]
@@ -156,6 +159,20 @@ class ListwiseReranker(Reranker):
         finally:
             bar.close()
         return order_scores(orders)
+
+    def _read(self, prompts: list[str], sizes: list[int], bar: Any) -> list[list[int]]:
+        """Each window's order, by :attr:`mode`; FIRST on a server without log-probabilities falls back to
+        generate mode (once, with a notice) when the server's config allows it (``no_logprobs=generate``)."""
+        if self.mode != "first":
+            return self._generate(prompts, sizes, bar)
+        try:
+            return self._first(prompts, sizes, bar)
+        except LogprobsUnavailable as err:
+            if not err.fallback:
+                raise
+            log.warning("%s; listwise falls back to mode=generate", err.message)
+            self.mode = "generate"
+            return self._generate(prompts, sizes, bar)
 
     def _first(self, prompts: list[str], sizes: list[int], bar: Any) -> list[list[int]]:
         """Each window's order: its identifiers sorted by the logit of the first answer token."""

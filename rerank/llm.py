@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from rankwise.rerank.lm_engines import CPU_BATCH_TOKENS, lm_engine  # noqa: F401 - CPU_BATCH_TOKENS: re-exported
-from rankwise.retrieval.backend import backend_name, check_backend
+from rankwise.rerank.lm_engines import CPU_BATCH_TOKENS, check_lm_backend, lm_engine  # noqa: F401 - re-exported
+from rankwise.retrieval.backend import backend_name
 from rankwise.retrieval.backend.sources import gguf_location
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.models import resolve_model
@@ -42,13 +42,14 @@ class CausalLM:
     """A causal LM with its tokenizer, ready for ranking prompts; the forward passes are its engine's
     (:func:`rankwise.rerank.lm_engines.lm_engine`)."""
 
-    def __init__(self, model: str, *, backend: str = "torch", device: str | None = None, batch_size: int = 4,
+    def __init__(self, model: str, *, backend: Any = "torch", device: str | None = None, batch_size: int = 4,
                  max_length: int = 4096, int8: bool = False) -> None:
-        self.backend, self.int8 = check_backend(backend, int8)
+        runtime, self.int8 = check_lm_backend(backend, int8)
+        self.backend = runtime if isinstance(runtime, str) else "api"
         self.name = model
         self.path, self.gguf_file = gguf_location(resolve_model(model))
         self.max_length = max_length
-        self.engine = lm_engine(backend, model, self.path, gguf_file=self.gguf_file, int8=int8, device=device)
+        self.engine = lm_engine(runtime, model, self.path, gguf_file=self.gguf_file, int8=self.int8, device=device)
         self.batch_size = self.engine.batch_size or batch_size
         self.batch_tokens: int | None = self.engine.batch_tokens  # most padded tokens in one batch (None: no limit)
         self.tokenizer.padding_side = "left"
@@ -129,9 +130,9 @@ class CausalLM:
         return encoded, batches
 
     def _progress(self, progress: Any, total: int, desc: str, unit: str = "prompt") -> Any:
-        from tqdm.auto import tqdm
+        from rankwise.retrieval.progress import CostBar
 
-        return progress if hasattr(progress, "update") else tqdm(total=total, desc=desc, unit=unit,
+        return progress if hasattr(progress, "update") else CostBar(total=total, desc=desc, unit=unit,
                                                                  disable=not progress, leave=False)
 
     def next_token_logits(self, prompts: Sequence[str], token_ids: Sequence[int] | None = None,
@@ -212,6 +213,9 @@ class CausalLM:
                                  field="max_length")
             if any(len(t) < last for t in tails):
                 raise InputError(f"every tail needs at least {last} tokens", field="tails")
+        if not getattr(self.engine, "shared_prefix", True):
+            yield from self._separate_tail_logits(groups, last, progress)
+            return
         order = sorted(range(len(groups)), key=lambda g: -sizes[g])
         bar = self._progress(progress, len(groups), "LLM groups", unit="group")
         for start in range(0, len(order), self.batch_size):
@@ -219,6 +223,25 @@ class CausalLM:
             input_ids, positions, allowed, ends = self._group_batch(groups, chunk, sizes)
             yield from zip(chunk, self.engine.tail_logits(input_ids, positions, allowed, ends, last))
             bar.update(len(chunk))
+        if bar is not progress:
+            bar.close()
+
+    def _separate_tail_logits(self, groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]], last: int,
+                              progress: Any) -> Iterator[tuple[int, list[np.ndarray]]]:
+        """:meth:`iter_tail_logits` for an engine without shared-prefix passes (a served model): the
+        prompt ``context + tail[:len(tail) - j]`` for each of the last ``last`` positions, all in one engine call."""
+        seqs = [list(ctx) + list(tail[:len(tail) - j]) for ctx, tails in groups for tail in tails
+                for j in range(last - 1, -1, -1)]
+        logits = self.engine.next_token_logits(seqs, None)
+        at = 0
+        bar = self._progress(progress, len(groups), "LLM groups", unit="group")
+        for g, (_, tails) in enumerate(groups):
+            rows = []
+            for _ in tails:
+                rows.append(logits[at:at + last])
+                at += last
+            yield g, rows
+            bar.update(1)
         if bar is not progress:
             bar.close()
 
@@ -238,13 +261,19 @@ class CausalLM:
         return texts
 
 
-def load_lm(model: Any, *, backend: str = "torch", int8: bool = False, batch_size: int = 4) -> Any:
-    """The :class:`CausalLM` an LLM reranker runs: ``model`` loaded with ``backend`` (``torch``, ``onnx`` or
-    ``onnx-int8``) when it is a name or path, else ``model`` itself (a loaded CausalLM, or an object with
-    its methods), which must then run the backend asked for, if one is."""
-    runtime, int8 = check_backend(backend, int8)
+def load_lm(model: Any, *, backend: Any = "torch", int8: bool = False, batch_size: int = 4) -> Any:
+    """The :class:`CausalLM` an LLM reranker runs: ``model`` loaded with ``backend`` (``torch``, ``onnx``,
+    ``onnx-int8``, or a served model: ``"api"`` or a :class:`rankwise.rerank.served.ServedConfig`) when it
+    is a name or path, else ``model`` itself (a loaded CausalLM, or an object with its methods), which
+    must then run the backend asked for, if one is."""
+    runtime, int8 = check_lm_backend(backend, int8)
     if isinstance(model, str):
         return CausalLM(model, backend=runtime, int8=int8, batch_size=batch_size)
+    if not isinstance(runtime, str):
+        if getattr(model, "backend", None) != "api":
+            raise InputError("the loaded model runs in this process; pass a model name to reach it on a server",
+                             field="backend")
+        return model
     have = (getattr(model, "backend", runtime), bool(getattr(model, "int8", int8)))
     if (runtime, int8) != ("torch", False) and have != (runtime, int8):
         raise InputError(f"the loaded model runs backend {backend_name(*have)}, not {backend_name(runtime, int8)}; "

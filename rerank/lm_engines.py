@@ -12,8 +12,10 @@ batches of prompt indices, the shared-prefix group arrays); its engine turns the
 
 :class:`TorchLMEngine` runs the Hugging Face model (fp16 on CUDA); :class:`OnnxLMEngine` the exported
 graph that takes the attention mask per query position and returns the logits only at the positions
-and token ids asked for (:mod:`rankwise.rerank.onnx`). :func:`lm_engine` is the one place a backend value
-picks the class (as :mod:`rankwise.retrieval.engines` does for encoders and cross-encoders).
+and token ids asked for (:mod:`rankwise.rerank.onnx`); :class:`rankwise.rerank.served.ServedLMEngine`
+asks an OpenAI-compatible server (vLLM, SGLang, llama.cpp, a hosted API) for log-probabilities and
+greedy continuations. :func:`lm_engine` is the one place a backend value picks the class (as
+:mod:`rankwise.retrieval.engines` does for encoders and cross-encoders).
 """
 
 from __future__ import annotations
@@ -167,14 +169,35 @@ class OnnxLMEngine:
         return new
 
 
-LMEngine = TorchLMEngine | OnnxLMEngine
+LMEngine = Any  # TorchLMEngine | OnnxLMEngine | rankwise.rerank.served.ServedLMEngine
 
 
-def lm_engine(backend: str, model: str, path: str, *, gguf_file: str | None = None, int8: bool = False,
+def check_lm_backend(backend: Any, int8: bool = False) -> tuple[Any, bool]:
+    """``(runtime, int8)`` of a causal LM's backend: the values of :func:`check_backend`, or a served model:
+    ``"api"`` or a :class:`rankwise.rerank.served.ServedConfig` (returned as the runtime)."""
+    from rankwise.rerank.served import ServedConfig
+
+    if backend == "api":
+        backend = ServedConfig()
+    if isinstance(backend, ServedConfig):
+        if int8:
+            raise InputError("int8 is a local ONNX backend's; a served model runs as its server runs it", field="int8")
+        return backend, False
+    return check_backend(backend, int8)
+
+
+def lm_engine(backend: Any, model: str, path: str, *, gguf_file: str | None = None, int8: bool = False,
               device: str | None = None) -> LMEngine:
-    """The causal-LM engine of one backend value (``model``: the export's name; ``path`` and
-    ``gguf_file``: what torch loads)."""
-    runtime, int8 = check_backend(backend, int8)
+    """The causal-LM engine of one backend value (``model``: the export's name, or the served model's;
+    ``path`` and ``gguf_file``: what torch loads, and where a served model's tokenizer is read)."""
+    runtime, int8 = check_lm_backend(backend, int8)
+    if not isinstance(runtime, str):
+        from rankwise.rerank.served import ServedLMEngine
+
+        return ServedLMEngine(model, path, gguf_file=gguf_file, config=runtime)
     if runtime == "onnx":
         return OnnxLMEngine(model, int8=int8, device=device)
+    if runtime != "torch":  # OpenVINO runs encoders and cross-encoders only
+        raise InputError(f"backend {backend!r} runs encoders and cross-encoders; causal LMs run on torch, onnx, "
+                         "onnx-int8 or api", field="backend")
     return TorchLMEngine(path, gguf_file=gguf_file, device=device)

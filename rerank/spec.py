@@ -19,12 +19,19 @@ paradigm has a ``stride`` of its own (listwise), the passage stride is ``passage
 scores only the ``select`` passages the selector ranks best (:mod:`rankwise.rerank.idcm`).
 
 Every paradigm also takes ``backend`` (``torch``, ``onnx`` or ``onnx-int8``; ``int8=true`` with ``onnx``
-is the older spelling of ``onnx-int8``), which each reranker class takes as it is.
+is the older spelling of ``onnx-int8``), which each reranker class takes as it is. The LLM paradigms
+(``pointwise-llm``, ``listwise``, ``groupwise``) also take ``backend=api``: the model is asked through an
+OpenAI-compatible server, with the options of :class:`rankwise.rerank.served.ServedConfig`
+(``base_url``, ``endpoint``, ``served_model``, ``tokenizer``, ``concurrency``, ``timeout``, ``max_retries``,
+``top_logprobs``, ``no_logprobs``, ``cache``, ``price_in``, ``price_out``, ``api_key_env``), which
+:func:`load_reranker` gathers into one config passed as the ``backend``. The API key is read from an
+environment variable, never from the spec.
 
 MODEL is a hub name, a local folder, or a ``.gguf`` file (or a folder holding one). Examples:
 ``cross-encoder:cross-encoder/ms-marco-MiniLM-L-6-v2``,
 ``listwise:HuggingFaceTB/SmolLM2-135M-Instruct,window=20,stride=10``,
-``pointwise-llm:./SmolLM2-135M-Instruct,mode=erank``, ``cross-encoder:./my-ce,backend=onnx,int8=true``.
+``pointwise-llm:./SmolLM2-135M-Instruct,mode=erank``, ``cross-encoder:./my-ce,backend=onnx,int8=true``,
+``listwise:castorini/first_mistral,backend=api,base_url=http://127.0.0.1:8000/v1,concurrency=16``.
 """
 
 from __future__ import annotations
@@ -35,12 +42,16 @@ from typing import Any
 
 from rankwise.rerank.base import Reranker
 from rankwise.rerank.permutation import LABELS
+from rankwise.rerank.served import ENDPOINTS, NO_LOGPROBS
+from rankwise.rerank.served import OPTIONS as API_OPTIONS
 from rankwise.retrieval.backend import BACKENDS
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.values import Range, check_choice, non_negative_int, positive_int
+from rankwise.retrieval.values import (Range, check_choice, non_negative_float, non_negative_int, positive_float,
+                                       positive_int)
 
 BACKEND_OPTIONS = ("backend", "int8")
 PASSAGE_OPTIONS = ("passages", "stride", "agg", "passage_stride")  # a paradigm's own option of the name wins
+LLM_PARADIGMS = ("pointwise-llm", "listwise", "groupwise")  # those that take backend=api and API_OPTIONS
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 PARADIGMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "cross-encoder": ("rankwise.rerank.cross_encoder", "CrossEncoderReranker", ("batch_size", "max_length")),
@@ -68,7 +79,11 @@ KEY_VALUES: dict[str, Range | tuple[str, ...]] = {
     "max_reasoning_tokens": positive_int, "window": _LABELLED, "stride": positive_int, "k": positive_int,
     "group_size": Range(int, min=2, max=len(LABELS)), "rounds": positive_int, "levels": Range(int, min=1, max=99),
     "seed": non_negative_int, "select": positive_int, "passages": positive_int, "passage_stride": positive_int,
-    "backend": BACKENDS,
+    "backend": BACKENDS + ("api",),  # api: the LLM paradigms only (parse_spec)
+    # backend=api (rankwise.rerank.served.ServedConfig)
+    "concurrency": positive_int, "top_logprobs": positive_int, "max_retries": non_negative_int,
+    "timeout": positive_float, "price_in": non_negative_float, "price_out": non_negative_float,
+    "endpoint": ENDPOINTS, "no_logprobs": NO_LOGPROBS,
 }
 
 
@@ -135,14 +150,15 @@ def parse_spec(spec: str) -> RerankerSpec:
     if not model:
         raise InputError(f"reranker spec {spec!r} names no model", field="reranker")
     own = PARADIGMS[paradigm][2]
-    allowed = own + BACKEND_OPTIONS + (tuple(k for k in PASSAGE_OPTIONS if k not in own) if paradigm != "idcm" else ())
+    allowed = own + BACKEND_OPTIONS + (tuple(k for k in PASSAGE_OPTIONS if k not in own) if paradigm != "idcm" else ()) \
+        + (API_OPTIONS if paradigm in LLM_PARADIGMS else ())
     options: dict[str, Any] = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
         key = key.strip().replace("-", "_")
-        if not eq or key not in allowed:
-            raise InputError(f"option {pair!r} of {paradigm} is not one of {', '.join(k + '=' for k in allowed)}",
-                             field="reranker")
+        if not eq or key not in allowed:  # the key only: a value may be a secret put in the wrong place
+            raise InputError(f"option {key + '=' if eq else repr(pair)} of {paradigm} is not one of "
+                             f"{', '.join(k + '=' for k in allowed)}", field="reranker")
         allowed_values = KEY_VALUES.get(key)
         if isinstance(allowed_values, Range):
             options[key] = allowed_values.check(value.strip(), key)
@@ -153,6 +169,12 @@ def parse_spec(spec: str) -> RerankerSpec:
     passage_only = {"agg", "passage_stride"} | ({"stride"} - set(own))
     if paradigm != "idcm" and "passages" not in options and passage_only & set(options):
         raise InputError(f"reranker spec {spec!r}: stride=, passage_stride= and agg= need passages=N", field="reranker")
+    served = [k for k in API_OPTIONS if k in options]
+    if served and options.get("backend") != "api":
+        raise InputError(f"option {served[0]}= of {paradigm} needs backend=api", field="reranker")
+    if options.get("backend") == "api" and paradigm not in LLM_PARADIGMS:
+        raise InputError(f"backend=api serves the LLM rerankers ({', '.join(LLM_PARADIGMS)}), not {paradigm}",
+                         field="reranker")
     _mode_class(paradigm, options)
     return RerankerSpec(paradigm, model, options)
 
@@ -169,6 +191,14 @@ def load_reranker(spec: str | RerankerSpec, **overrides: Any) -> Reranker:
     if "passage_stride" in split:
         split["stride"] = split.pop("passage_stride")
     module, cls = _mode_class(parsed.paradigm, options) or (module, cls)
+    served = {k: options.pop(k) for k in API_OPTIONS if k in options}
+    if options.get("backend") == "api":
+        if parsed.paradigm not in LLM_PARADIGMS:
+            raise InputError(f"backend=api serves the LLM rerankers ({', '.join(LLM_PARADIGMS)}), not "
+                             f"{parsed.paradigm}", field="backend")
+        from rankwise.rerank.served import ServedConfig
+
+        options["backend"] = ServedConfig.from_options(served)
     reranker_class = getattr(importlib.import_module(module), cls)
     try:
         reranker = reranker_class(parsed.model, **options)

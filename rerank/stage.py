@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.pipeline import Context, Stage, Step
+from rankwise.retrieval.retriever import Context, Stage, Step
 from rankwise.retrieval.run import Run
 
 

@@ -45,6 +45,7 @@ from rankwise.retrieval.formats import Corpus
 from rankwise.retrieval.files import atomic_dir
 from rankwise.retrieval.locks import folder_lock
 from rankwise.retrieval.manifest import MANIFEST, check_output_folder, read_manifest, write_manifest
+from rankwise.retrieval.progress import CostBar
 from rankwise.retrieval.retriever import Composable
 from rankwise.retrieval.run import Run
 
@@ -227,7 +228,7 @@ def _run_indexer(jvm: dict[str, Any], collection: Path, index: Path, threads: in
 
     counters = indexer.getCounters()
     worker = threading.Thread(target=work, name="anserini-index", daemon=True)
-    with tqdm(total=total, desc="bm25: indexing", unit="doc", disable=not progress, file=sys.stderr) as bar:
+    with CostBar(total=total, desc="bm25: indexing", unit="doc", disable=not progress, file=sys.stderr) as bar:
         worker.start()
         while worker.is_alive():  # pyjnius releases the GIL during Java calls
             worker.join(0.5)

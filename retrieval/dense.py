@@ -36,7 +36,7 @@ class DenseRetriever(Composable):
                              field="encoder.backend")
         if encoder is None or isinstance(encoder, str):
             encoder = Encoder(encoder or built_with["name"], backend=backend or manifest_backend(built_with),
-                              batch_size=batch_size)
+                              batch_size=batch_size, calibration=built_with.get("calibration"))
         if encoder.fingerprint != built_with["fingerprint"]:
             where = (self.index.directory / MANIFEST) if self.index.directory else None
             raise InputError(
@@ -56,5 +56,6 @@ class DenseRetriever(Composable):
 
 
 def manifest_backend(built_with: dict) -> str:
-    """The backend value (``torch``, ``onnx`` or ``onnx-int8``) an index manifest's ``encoder`` record names."""
+    """The backend value (``torch``, ``onnx``, ``onnx-int8``, ``openvino``, ``openvino-int8``) an index manifest's
+    ``encoder`` record names (with ``calibration``, the key of the int8 OpenVINO graph it was built with)."""
     return backend_name(built_with.get("backend", "torch"), bool(built_with.get("int8", False)))

@@ -42,6 +42,17 @@ def _plain_mode(path: Path, directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~umask()
 
 
+def plain_permissions(folder: str | Path) -> None:
+    """Give ``folder`` and everything under it the permissions a plain ``open()`` / ``mkdir`` would
+    (some writers, safetensors among them, create their files 0600)."""
+    folder = Path(folder)
+    mask = umask()
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.

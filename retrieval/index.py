@@ -377,7 +377,7 @@ def build_dense_index(
 
 def _build_dense_index(corpus: Corpus, encoder: Encoder, out: Path, config: IndexConfig, *, chunk_size: int,
                        shard: tuple[int, int] | None, gpu: bool | None, force: bool, progress: bool) -> dict[str, Any]:
-    from tqdm.auto import tqdm
+    from rankwise.retrieval.progress import CostBar
 
     identity = _identity(corpus, encoder, config, chunk_size)
     identity["shard"] = list(shard) if shard else None
@@ -420,7 +420,7 @@ def _build_dense_index(corpus: Corpus, encoder: Encoder, out: Path, config: Inde
         log.info("resuming %s: %d of %d chunks already encoded", out, len(done), len(mine))
     empty = encoded = 0
     mine_set = set(mine)
-    with tqdm(total=todo_docs, desc=f"indexing {corpus.path.name}", unit="doc", disable=not progress) as bar:
+    with CostBar(total=todo_docs, desc=f"indexing {corpus.path.name}", unit="doc", disable=not progress) as bar:
         bar.update(sum(docs_in(c) for c in done))
         for number, docs in enumerate(_chunks(iter(corpus), chunk_size)):
             if number not in mine_set:

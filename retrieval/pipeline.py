@@ -78,9 +78,12 @@ class Dense(Stage):
     def encoder(self, ctx: Context) -> Any:
         from rankwise.retrieval.encoder import Encoder
 
+        from rankwise.retrieval.backend.calibration import corpus_calibration
+
         key = ("encoder", self.model, self.backend, self.int8, self.batch_size)
         return ctx.resource(key, lambda: Encoder(self.model, backend=self.backend, int8=self.int8,
-                                                 batch_size=self.batch_size))[0]
+                                                 batch_size=self.batch_size,  # openvino-int8: calibrated on the corpus
+                                                 calibration=lambda: corpus_calibration(ctx.need_corpus(self))))[0]
 
     def bind(self, ctx: Context) -> tuple[Retriever, float]:
         encoder = self.encoder(ctx)  # not timed: loading a model is not indexing

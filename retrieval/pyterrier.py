@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rankwise.retrieval.pipeline import Context, Step, as_stages
+from rankwise.retrieval.retriever import Context, Step, as_stages
 from rankwise.retrieval.run import Run
 
 

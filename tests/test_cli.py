@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rankwise.cli import main
+from rankwise.retrieval.json_output import rounded
 from rankwise.retrieval.run import Run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,6 +133,6 @@ def test_beir_json_prints_one_object_and_writes_results(tmp_path, synthetic_beir
     assert (saved["schema"], saved["version"]) == ("rankwise.results", 2)
     [entry] = saved["experiments"]  # one dataset, named twice: run once
     assert entry["dataset"] == "synthetic" and list(entry["systems"]) == ["hybrid-rrf"]
-    assert entry["systems"]["hybrid-rrf"]["metrics"] == result["synthetic"]
+    assert rounded(entry["systems"]["hybrid-rrf"]["metrics"]) == result["synthetic"]  # --json: 6 digits
     assert set(entry["systems"]["hybrid-rrf"]["components"]) == {"bm25", "dense"}
     assert len(Run.read(tmp_path / "out" / "synthetic" / "hybrid-rrf.trec")) == 10

@@ -118,4 +118,5 @@ def test_scifact_end_to_end(tmp_path, tiny_cross_encoder, capsys):
         ("og", systems.split(",")), ("changed", systems.split(","))]
     per_query = document["followir"]["bm25"]["per_query"]
     assert set(per_query) == set(changed)
-    assert rows["bm25"]["p-MRR"] == pytest.approx(sum(per_query.values()) / len(per_query))
+    # --json prints 6 decimals (rankwise.retrieval.json_output); results.json keeps full precision
+    assert rows["bm25"]["p-MRR"] == pytest.approx(sum(per_query.values()) / len(per_query), abs=5e-7)

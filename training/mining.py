@@ -45,6 +45,7 @@ from rankwise.retrieval.docstore import DocStore
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.files import atomic_open, sha256_file, write_json
 from rankwise.retrieval.formats import Corpus, iter_lines, read_qrels, read_queries
+from rankwise.retrieval.progress import CostBar
 from rankwise.retrieval.workdir import claim_workdir
 
 if TYPE_CHECKING:
@@ -426,7 +427,8 @@ def mine_negatives(
                teacher if not isinstance(teacher, str) else None, margin, text, scores_out is not None,
                teacher_pool=teacher_pool)
     done_set = set(done)
-    with tqdm(total=len(qids), desc="mining negatives", unit="query", disable=not progress, file=sys.stderr) as bar:
+    with CostBar(total=len(qids), desc="mining negatives", unit="query", warmup=1, disable=not progress,
+                 file=sys.stderr) as bar:
         bar.update(sum(len(chunks[n]) for n in done))
         for n, chunk in enumerate(chunks):
             if n in done_set:
