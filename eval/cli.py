@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -74,54 +73,48 @@ def beir(
     """
     from rich.console import Console
 
-    from rankwise.eval.compare_cli import auto_depth, beir_systems
-    from rankwise.eval.datasets import resolve_dataset
-    from rankwise.eval.pipeline import PipelineSettings, run_beir
-    from rankwise.eval.report import metrics_json, metrics_table, result_rows
+    from rankwise.eval.experiment import run_datasets
+    from rankwise.eval.report import metrics_json, metrics_table
+    from rankwise.eval.systems import parse_system, parse_systems, single_system
 
-    if reranker:
-        from rankwise.rerank.spec import parse_spec
-
-        parse_spec(reranker)  # a bad spec or spec value fails before the first stage runs
     chosen = tuple(m.strip() for m in (measures or "").split(",") if m.strip())  # none: each dataset's official
-    names = [d.strip() for d in datasets.split(",") if d.strip()]
-    if systems is not None:
+    names = list(dict.fromkeys(d.strip() for d in datasets.split(",") if d.strip()))  # each dataset once
+    first = dict(model=model, index_type=index_type, fusion=fusion, alpha=alpha, backend=backend, int8=int8,
+                 batch_size=batch_size)
+    options = dict(measures=chosen or None, split=split, k=k, test=test, correction=correction, alpha=significance,
+                   seed=seed, drop_self_hits=self_hits, missing_judged=missing_judged)
+    if systems is None:  # the reranker spec is parsed here, once, before the first stage runs
+        pipeline = single_system(retriever, reranker, depth=depth, first_stage_weight=first_stage_weight, **first)
+        results = run_datasets([pipeline], names, out=out, **options)
+        for result in results:  # truncation is never silent
+            stats = result.systems[pipeline.name].stats.get("rerank", {})
+            if stats.get("truncated"):
+                typer.echo(f"{result.dataset}: {stats['truncated']} of {stats['passages']} reranker inputs were cut to "
+                           "the model's window (split long documents: passages=N in the reranker spec)", err=True)
+            if stats.get("served"):  # a served LLM: requests, tokens, cost
+                from rankwise.rerank.served import ServedUsage
+
+                typer.echo(f"{result.dataset}: {ServedUsage.from_dict(stats['served']).summary()}", err=True)
+        rows = {r.dataset: r.systems[pipeline.name].metrics for r in results}
+        if json_output:
+            typer.echo(metrics_json(rows))
+        else:
+            Console().print(metrics_table(rows, title=f"{pipeline.name} ({split})"))
+    else:
         if reranker:
             raise InputError("with --systems, name rerankers in the systems (bm25>>cross-encoder:M)", field="reranker")
-        base = PipelineSettings(model=model, split=split, k=100 if k is None else k, index_type=index_type,
-                                fusion=fusion, alpha=alpha, batch_size=batch_size, backend=backend, int8=int8,
-                                depth=depth, measures=chosen, drop_self_hits=self_hits,
-                                missing_judged=missing_judged)
-        beir_systems(names, systems, base, first_stage_weight=first_stage_weight, baseline=baseline, test=test,
-                     correction=correction, significance=significance, seed=seed, per_query=per_query,
-                     fmt="json" if json_output else fmt, plot=plot,
-                     out=out, k_given=k is not None)
-        return
-    settings = PipelineSettings(retriever=retriever, model=model, split=split, k=100 if k is None else k,
-                                index_type=index_type, fusion=fusion, alpha=alpha, batch_size=batch_size,
-                                backend=backend, int8=int8, reranker=reranker, depth=depth,
-                                first_stage_weight=first_stage_weight, measures=chosen, drop_self_hits=self_hits,
-                                missing_judged=missing_judged)
-    resolved = [resolve_dataset(name) for name in names]
-    if k is None:
-        settings = dataclasses.replace(settings, k=auto_depth(chosen, resolved, split))
-    results = run_beir(resolved, settings, out=out)
-    for result in results:  # truncation is never silent
-        stats = result.rerank_stats
-        if stats.get("truncated"):
-            typer.echo(f"{result.dataset}: {stats['truncated']} of {stats['passages']} reranker inputs were cut to the "
-                       "model's window (split long documents: passages=N in the reranker spec)", err=True)
-        if stats.get("served"):  # a served LLM: requests, tokens, cost
-            from rankwise.rerank.served import ServedUsage
+        from rankwise.eval.compare import FORMATS
+        from rankwise.eval.compare_cli import emit
 
-            typer.echo(f"{result.dataset}: {ServedUsage.from_dict(stats['served']).summary()}", err=True)
-    rows = result_rows(results)
-    if json_output:
-        typer.echo(metrics_json(rows))
-    else:
-        Console().print(metrics_table(rows, title=f"{settings.label} ({split})"))
-        if out is not None:
-            typer.echo(f"runs and results.json written to {out}", err=True)
+        fmt = "json" if json_output else fmt
+        if fmt not in FORMATS:
+            raise InputError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}", field="format")
+        pipelines = [parse_system(spec, depth=depth, first_stage_weight=first_stage_weight, **first)
+                     for spec in parse_systems(systems)]
+        run_datasets(pipelines, names, out=out, plot=plot, per_query=per_query, baseline=baseline, **options,
+                     on_result=lambda r: emit(r.comparison, fmt=fmt, title=f"{r.dataset} ({split})", files=r.files))
+    if out is not None:
+        typer.echo(f"runs and results.json written to {out}", err=True)
 
 
 def register(app: typer.Typer) -> None:

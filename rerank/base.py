@@ -13,6 +13,7 @@ import abc
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.formats import Corpus, Document
@@ -48,6 +49,16 @@ class Reranker(abc.ABC):
 
     def __init__(self) -> None:
         self.stats = RerankStats()
+
+    def __mod__(self, depth: int) -> Any:
+        """``reranker % depth``: a pipeline stage reranking the top ``depth`` (``retriever >> reranker % 100``)."""
+        return self.as_stage(depth)
+
+    def as_stage(self, depth: int = 100) -> Any:
+        """This reranker as a :class:`~rankwise.rerank.stage.Rerank` stage (``retriever >> reranker``: depth 100)."""
+        from rankwise.rerank.stage import Rerank
+
+        return Rerank(self, depth)
 
     @abc.abstractmethod
     def score(self, lists: Sequence[tuple[str, Sequence[str]]], progress: bool = False) -> list[list[float]]:

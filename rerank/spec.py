@@ -110,6 +110,22 @@ class RerankerSpec:
     def __str__(self) -> str:
         return ",".join([f"{self.paradigm}:{self.model}"] + [f"{k}={v}" for k, v in self.options.items()])
 
+    def __hash__(self) -> int:  # equal specs share one loaded model in an experiment
+        return hash((self.paradigm, self.model, tuple(sorted((k, str(v)) for k, v in self.options.items()))))
+
+    def __mod__(self, depth: int) -> Any:
+        """``spec % depth``: a pipeline stage reranking the top ``depth``."""
+        return self.as_stage(depth)
+
+    def as_stage(self, depth: int = 100) -> Any:
+        from rankwise.rerank.stage import Rerank
+
+        return Rerank(self, depth)
+
+    def load(self, **overrides: Any) -> Reranker:
+        """The reranker this spec names (:func:`load_reranker`; ``overrides`` fill options it leaves out)."""
+        return load_reranker(self, batch_size=None, **overrides)
+
 
 def _value(text: str, key: str = "") -> Any:
     if key == "int8":

@@ -46,6 +46,7 @@ from rankwise.retrieval.files import atomic_dir
 from rankwise.retrieval.locks import folder_lock
 from rankwise.retrieval.manifest import MANIFEST, check_output_folder, read_manifest, write_manifest
 from rankwise.retrieval.progress import CostBar
+from rankwise.retrieval.retriever import Composable
 from rankwise.retrieval.run import Run
 
 logger = logging.getLogger(__name__)
@@ -344,7 +345,7 @@ def _batches(items: list[tuple[str, str]], size: int) -> Iterator[list[tuple[str
         yield items[start:start + size]
 
 
-class BM25Retriever:
+class BM25Retriever(Composable):
     """Search a folder built by :func:`build_bm25_index` with BM25 (Robertson & Zaragoza, 2009).
 
     ``k1`` and ``b`` default to Anserini's 0.9 and 0.4; queries go through the same analyzer as

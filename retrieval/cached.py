@@ -26,7 +26,7 @@ from rankwise.retrieval.paths import cache_root
 
 if TYPE_CHECKING:
     from rankwise.retrieval.encoder import Encoder
-    from rankwise.retrieval.hybrid import Retriever
+    from rankwise.retrieval.retriever import Retriever
 
 KINDS = ("bm25", "dense", "hybrid")
 _STANDARD_FILES = ("corpus.jsonl", "corpus.jsonl.gz", "collection.tsv", "collection.tsv.gz")

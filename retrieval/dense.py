@@ -10,10 +10,11 @@ from rankwise.retrieval.encoder import Encoder
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.index import DenseIndex
 from rankwise.retrieval.manifest import MANIFEST
+from rankwise.retrieval.retriever import Composable
 from rankwise.retrieval.run import Run
 
 
-class DenseRetriever:
+class DenseRetriever(Composable):
     """``search(queries, k) -> Run`` over an index built by :func:`rankwise.retrieval.build_dense_index`.
 
     The encoder defaults to the one named in the index manifest, run by the backend the manifest

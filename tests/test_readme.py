@@ -47,7 +47,7 @@ def commands(block: str) -> list[str]:
 
 
 @pytest.fixture()
-def readme_world(tmp_path, monkeypatch, tiny_encoder, tiny_causal_lm):
+def readme_world(tmp_path, monkeypatch, tiny_encoder, tiny_causal_lm, tiny_cross_encoder):
     """``$RANKWISE_DATA/scifact`` (Cranfield, 30 queries) and ``$RANKWISE_MODELS`` (tiny models), cwd a scratch folder."""
     cranfield = require_shared("cranfield")
     data = tmp_path / "data" / "scifact"
@@ -66,6 +66,7 @@ def readme_world(tmp_path, monkeypatch, tiny_encoder, tiny_causal_lm):
     models.mkdir()
     (models / "all-MiniLM-L6-v2").symlink_to(tiny_encoder)
     (models / "SmolLM2-135M-Instruct").symlink_to(tiny_causal_lm)
+    (models / "ms-marco-MiniLM-L-6-v2").symlink_to(tiny_cross_encoder)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -149,3 +150,18 @@ def test_every_readme_block_runs_in_order(readme_world):
     assert trained["steps"] == 10
     assert list((work / "out").glob("*.png"))
     assert "curl" in ran and sum(c.startswith("rankwise ") for c in ran) == 4
+
+
+def test_readme_pipeline_and_experiment_block_runs_alone(readme_world, capsys):
+    """The BM25 >> cross-encoder pipeline and three-system Experiment, under ten lines, self-contained (run in a
+    fresh namespace) on the Cranfield ``scifact`` folder with tiny models."""
+    [block] = [code for lang, code in readme_blocks() if lang == "python" and "Experiment(" in code]
+    assert len(block.strip().splitlines()) < 10
+    namespace: dict = {}
+    exec(compile(block, "README.md pipelines block", "exec"), namespace)
+    result = namespace["result"]
+    assert list(result.table.index) == ["bm25", "dense", "bm25+cross-encoder"]
+    assert result.queries == 15 and result.systems["bm25+cross-encoder"].reused == ["bm25"]
+    assert result.systems["bm25+cross-encoder"].stats["rerank"]["passages"] == 15 * 100
+    assert "nDCG@10" in capsys.readouterr().out
+

@@ -54,7 +54,7 @@ from rankwise.retrieval.workdir import concatenate, part_path
 
 if TYPE_CHECKING:
     from rankwise.rerank.base import Reranker
-    from rankwise.retrieval.hybrid import Retriever
+    from rankwise.retrieval.retriever import Retriever
 
 log = logging.getLogger(__name__)
 
