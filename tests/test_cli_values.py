@@ -64,9 +64,9 @@ def test_usage_error_is_clicks_message_and_exit_2(case):
 # (arguments, what the one error line must contain: the option or the spec key)
 VALUE_ERRORS = {
     # search / index / export
-    "search -k 0": (["search", NOWHERE, "--queries", NOWHERE, "--out", "r.trec", "-k", "0"], "'--k': must be >= 1"),
-    "search -k -5": (["search", NOWHERE, "--queries", NOWHERE, "--out", "r.trec", "-k", "-5"], "'--k': must be >= 1"),
-    "search -k abc": (["search", NOWHERE, "--queries", NOWHERE, "--out", "r.trec", "-k", "abc"], "'--k': "),
+    "search -k 0": (["search", NOWHERE, "--queries", NOWHERE, "--out", "r.trec", "-k", "0"], "'-k': must be >= 1"),
+    "search -k -5": (["search", NOWHERE, "--queries", NOWHERE, "--out", "r.trec", "-k", "-5"], "'-k': must be >= 1"),
+    "search -k abc": (["search", NOWHERE, "--queries", NOWHERE, "--out", "r.trec", "-k", "abc"], "'-k': "),
     "search --batch-size 0": (["search", NOWHERE, "--queries", NOWHERE, "--out", "r.trec", "--batch-size", "0"],
                               "'--batch-size': must be >= 1"),
     "search --backend": (["search", NOWHERE, "--queries", NOWHERE, "--out", "r.trec", "--backend", "tf"],
@@ -153,8 +153,8 @@ VALUE_ERRORS = {
     "train idcm --passages 0": (["train", "idcm-selector", "--corpus", NOWHERE, "--scorer", MODEL, "--out", "{tmp}/m",
                                  "--passages", "0"], "'--passages'"),
     # evaluation
-    "beir -k -1": (["beir", NOWHERE, "-k", "-1"], "'--k': must be >= 1, got -1"),
-    "beir -k 0": (["beir", NOWHERE, "-k", "0"], "'--k': must be >= 1, got 0"),
+    "beir -k -1": (["beir", NOWHERE, "-k", "-1"], "'-k': must be >= 1, got -1"),
+    "beir -k 0": (["beir", NOWHERE, "-k", "0"], "'-k': must be >= 1, got 0"),
     "beir --alpha 2": (["beir", NOWHERE, "--alpha", "2"], "'--alpha': must be within 0<=x<=1"),
     "beir --depth 0": (["beir", NOWHERE, "--depth", "0"], "'--depth'"),
     "beir --significance 1": (["beir", NOWHERE, "--significance", "1"], "'--significance'"),
@@ -164,7 +164,7 @@ VALUE_ERRORS = {
     "compare --significance 1.5": (["compare", NOWHERE, "--qrels", NOWHERE, "--significance", "1.5"],
                                    "'--significance': must be within 0<x<1"),
     "compare --seed -1": (["compare", NOWHERE, "--qrels", NOWHERE, "--seed", "-1"], "'--seed': must be >= 0"),
-    "followir -k 0": (["followir", NOWHERE, "-k", "0"], "'--k'"),
+    "followir -k 0": (["followir", NOWHERE, "-k", "0"], "'-k'"),
     "followir --backend": (["followir", NOWHERE, "--backend", "tf"], "'--backend'"),
     "screening --batch-size 0": (["screening", NOWHERE, "--batch-size", "0"], "'--batch-size'"),
     "screening --per-query folder": (["screening", NOWHERE, "--per-query", "{dir}"], "'--per-query'"),
