@@ -91,10 +91,7 @@ class Reranker(abc.ABC):
         if not 0.0 <= first_stage_weight < 1.0:
             raise InputError(f"the first-stage weight must be in [0, 1), got {first_stage_weight}",
                              field="first_stage_weight")
-        missing = [q for q in run if q not in queries]
-        if missing:
-            raise InputError(f"the run names {len(missing)} quer{'y' if len(missing) == 1 else 'ies'} not in the "
-                             f"queries (first: {missing[0]!r})", field="query-id")
+        check_run_queries(run, queries)
         heads = {q: [d for d, _ in run[q][:depth]] for q in run}
         texts = _documents(corpus, {d for ids in heads.values() for d in ids})
         qids = [q for q in run if heads[q]]
@@ -121,6 +118,14 @@ class Reranker(abc.ABC):
             # documents below depth keep their order, scored below every reranked one
             out[q] = ranked + [(d, floor - 1.0 - i) for i, (d, _) in enumerate(tail)]
         return Run(out, name=self.name)
+
+
+def check_run_queries(run: Run, queries: Mapping[str, str]) -> None:
+    """Refuse a run naming a query that ``queries`` lacks."""
+    missing = [q for q in run if q not in queries]
+    if missing:
+        raise InputError(f"the run names {len(missing)} quer{'y' if len(missing) == 1 else 'ies'} not in the "
+                         f"queries (first: {missing[0]!r})", field="query-id")
 
 
 def _documents(corpus: CorpusLike, ids: set[str]) -> dict[str, Document]:

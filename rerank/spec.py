@@ -184,7 +184,8 @@ def load_reranker(spec: str | RerankerSpec, **overrides: Any) -> Reranker:
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
     module, cls, allowed = PARADIGMS[parsed.paradigm]
     allowed += BACKEND_OPTIONS
-    options = {k: v for k, v in overrides.items() if k in allowed and v is not None}
+    # device: the caller's choice (cuda:LOCAL_RANK under torchrun), never a spec key
+    options = {k: v for k, v in overrides.items() if (k in allowed or k == "device") and v is not None}
     options.update(parsed.options)
     split = {k: options.pop(k) for k in PASSAGE_OPTIONS if k in options and k not in allowed} \
         if parsed.paradigm != "idcm" else {}

@@ -100,6 +100,18 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def tree_fingerprint(path: str | Path) -> str:
+    """Hex SHA-256 over the relative names and SHA-256 of every file under ``path`` (or of the file
+    ``path``), hidden entries left out: equal fingerprints, equal model files."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    h = hashlib.sha256()
+    for file in files:
+        h.update(f"{file.relative_to(path) if file != path else file.name}\0{sha256_file(file)}\n".encode())
+    return h.hexdigest()
+
+
 def file_record(path: str | Path) -> dict[str, Any]:
     """``{"sha256": ..., "bytes": ...}`` for a manifest."""
     path = Path(path)

@@ -30,6 +30,7 @@ from rankwise.retrieval.files import atomic_dir, atomic_open, atomic_path, write
 from rankwise.retrieval.formats import Corpus, Document
 from rankwise.retrieval.locks import folder_lock
 from rankwise.retrieval.manifest import MANIFEST, check_output_folder, read_manifest, write_manifest
+from rankwise.retrieval.distributed import shard_units
 from rankwise.retrieval.workdir import claim_workdir, settings_hash
 
 if TYPE_CHECKING:
@@ -394,7 +395,7 @@ def _build_dense_index(corpus: Corpus, encoder: Encoder, out: Path, config: Inde
     count = _count(corpus, progress)
     config.check(count, encoder.dim)
     n_chunks = math.ceil(count / chunk_size)
-    mine = [c for c in range(n_chunks) if shard is None or c % shard[1] == shard[0]]
+    mine = shard_units(n_chunks, *shard) if shard else list(range(n_chunks))  # torchrun's share of the units
     work = out / WORK_DIR
     chunk_dir = work / CHUNK_DIR
     claim_workdir(work, identity, key=_build_key(identity), force=force, what="an unfinished index build",

@@ -101,6 +101,10 @@ def mine(
         teacher_pool=teacher_pool,
         out=out, scores_out=scores, text=text, chunk_size=chunk_size, force=force,
     )
+    from rankwise.retrieval.distributed import world
+
+    if world()[0] != 0:  # under torchrun, rank 0 reports the whole job
+        return
     typer.echo(f"{out}: {stats.triples} triples from {stats.queries} queries ({stats.positives} positives; "
                f"{stats.no_positives} queries without positives, {stats.short} with fewer than {negatives} "
                f"negatives for a positive, {stats.teacher_dropped} candidates dropped by the teacher)"
