@@ -368,12 +368,15 @@ def test_self_hits_kept_for_a_qrels_file_dropped_for_beir_and_switchable(tmp_pat
 def test_results_json_records_the_self_hit_rule():
     from types import SimpleNamespace
 
-    from rankwise.eval.pipeline import DatasetResult, PipelineSettings, drops_self_hits, results_document
+    import pandas as pd
+
+    from rankwise.eval.compare import compare_per_query
+    from rankwise.eval.experiment import ExperimentResult, drops_self_hits, results_document
 
     beir, msmarco = SimpleNamespace(ignore_identical_ids=True), SimpleNamespace(ignore_identical_ids=False)
     assert (drops_self_hits(beir), drops_self_hits(msmarco)) == (True, False)
     assert (drops_self_hits(beir, False), drops_self_hits(msmarco, True)) == (False, True)
-    result = DatasetResult("arguana", {"nDCG@10": 0.5}, None, {}, 3, drop_self_hits=False)
-    document = results_document([result], PipelineSettings(drop_self_hits=False))
-    assert document["datasets"]["arguana"]["drop_self_hits"] is False
-    assert document["settings"]["drop_self_hits"] is False
+    values = pd.DataFrame([("s", "q", "nDCG@10", 0.5)], columns=["system", "query_id", "measure", "value"])
+    result = ExperimentResult("arguana", "test", 3, 100, ["nDCG@10"], {}, values, compare_per_query(values),
+                              drop_self_hits=False)
+    assert results_document([result])["experiments"][0]["drop_self_hits"] is False

@@ -251,7 +251,7 @@ def test_beir_systems_numbers_equal_the_single_system_runs(synthetic_beir, tiny_
     for name, pipeline in singles.items():
         single = Experiment([pipeline], dataset, progress=False).run().systems[pipeline.name]
         for measure, value in single.metrics.items():
-            assert rows[name][measure] == pytest.approx(value, abs=1e-12), (name, measure)
+            assert rows[name][measure] == pytest.approx(value, abs=5e-7), (name, measure)  # --format json: 6 digits
             assert entry["systems"][name]["metrics"][measure] == value
     assert rows["dense"]["nDCG@10 delta"] == pytest.approx(rows["dense"]["nDCG@10"] - rows["bm25"]["nDCG@10"])
 
