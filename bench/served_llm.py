@@ -164,7 +164,8 @@ def main() -> None:
     for name, row in throughput.items():
         print(f"  {name:15} {row['windows_s']:6.2f} windows/s {row['requests_s']:6.2f} requests/s "
               f"(others used up to {row['others_cpu']:.0%} of the CPU)")
-    print(f"  concurrency 8 / 1: {ratio:.2f}x; in-process torch FIRST: {result['in_process_first_windows_s']:.2f} windows/s")
+    print(f"  concurrency 8 / 1: {ratio:.2f}x; in-process torch FIRST: "
+          f"{result['in_process_first_windows_s']:.2f} windows/s")
     for mode, a in agree.items():
         print(f"  in-process vs served, {mode}: {a['windows']} windows, Kendall tau {a['kendall_tau']:.3f}, "
               f"exact order {a['exact_order']:.0%}, same top passage {a['same_top']:.0%}")
