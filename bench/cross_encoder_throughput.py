@@ -47,7 +47,7 @@ def main() -> None:
     from sentence_transformers import CrossEncoder
 
     from rankwise.eval.datasets import resolve_dataset
-    from rankwise.eval.pipeline import bm25_index
+    from rankwise.retrieval.cached import bm25_index
     from rankwise.rerank.cross_encoder import CrossEncoderReranker, init_cross_encoder
     from rankwise.retrieval.bm25 import BM25Retriever
 
@@ -58,7 +58,7 @@ def main() -> None:
     queries = data.queries("test")
     n_queries = -(-args.pairs // args.per_query)
     queries = dict(list(queries.items())[:n_queries])
-    run = BM25Retriever(bm25_index(data, progress=False)).search(queries, k=args.per_query, progress=False)
+    run = BM25Retriever(bm25_index(data.corpus, name=data.name, progress=False)).search(queries, k=args.per_query, progress=False)
     docs = data.corpus.lookup({d for q in run for d, _ in run[q]})
     pairs = [(queries[q], docs[d].full_text) for q in run for d, _ in run[q]][: args.pairs]
 

@@ -53,7 +53,7 @@ def main() -> None:
 
     from rankwise.eval.datasets import resolve_dataset
     from rankwise.eval.metrics import evaluate
-    from rankwise.eval.pipeline import bm25_index
+    from rankwise.retrieval.cached import bm25_index
     from rankwise.rerank.elimination import EliminationReranker
     from rankwise.rerank.groupwise import GroupwiseReranker
     from rankwise.rerank.listwise import ListwiseReranker
@@ -69,7 +69,7 @@ def main() -> None:
         queries = dict(list(queries.items())[: args.queries])
     qrels = {q: qrels[q] for q in queries}
     t = time.perf_counter()
-    first = BM25Retriever(bm25_index(data)).search(queries, k=args.depth, progress=False)
+    first = BM25Retriever(bm25_index(data.corpus, name=data.name)).search(queries, k=args.depth, progress=False)
     bm25_s = time.perf_counter() - t
     lm = CausalLM(args.model, batch_size=args.batch_size, backend=args.backend)
     builders = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,7 +10,7 @@ import typer
 from rankwise.eval.metrics import DEFAULT_MEASURES
 from rankwise.eval import compare_cli
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.formats import MissingJudged
+from rankwise.retrieval.formats import MISSING_JUDGED
 from rankwise.retrieval.models import DEFAULT_ENCODER
 from rankwise.retrieval.cached import KINDS
 from rankwise.retrieval.hybrid import FUSIONS
@@ -34,7 +33,7 @@ def beir(
     out: Annotated[Optional[Path], out_folder("folder for the runs and results.json")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object, nothing else, to stdout")] = False,
     split: Annotated[str, typer.Option(help="qrels split")] = "test",
-    k: Annotated[Optional[int], positive_int.option("-k", "--k", help="documents per query in the run (default: 100, or "
+    k: Annotated[Optional[int], positive_int.option("-k", help="documents per query in the run (default: 100, or "
                                                                "the deepest measure cut-off)")] = None,
     index_type: IndexType = "flat",
     fusion: Annotated[one_of(FUSIONS), typer.Option(help="hybrid fusion")] = "rrf",
@@ -62,10 +61,10 @@ def beir(
     plot: Annotated[Optional[Path], out_folder("with --systems: folder for per-query-delta.png and quality-cost.png",
                                                "--plot")] = None,
     self_hits: SelfHits = None,
-    missing_judged: Annotated[MissingJudged, typer.Option(
+    missing_judged: Annotated[one_of(MISSING_JUDGED), typer.Option(
         "--missing-judged", help="a qrels line naming a document that is not in the corpus: warn (count them in one "
         "warning and keep them, as BEIR does; some collections judge documents their corpus lacks) or error "
-        "(refuse the file, naming its line)")] = MissingJudged.warn,
+        "(refuse the file, naming its line)")] = "warn",
 ) -> None:
     """Index (cached), retrieve and evaluate on BEIR, MS MARCO or irds: datasets; print a table (or --json).
 
@@ -74,54 +73,48 @@ def beir(
     """
     from rich.console import Console
 
-    from rankwise.eval.compare_cli import auto_depth, beir_systems
-    from rankwise.eval.datasets import resolve_dataset
-    from rankwise.eval.pipeline import PipelineSettings, run_beir
-    from rankwise.eval.report import metrics_json, metrics_table, result_rows
+    from rankwise.eval.experiment import run_datasets
+    from rankwise.eval.report import metrics_json, metrics_table
+    from rankwise.eval.systems import parse_system, parse_systems, single_system
 
-    if reranker:
-        from rankwise.rerank.spec import parse_spec
-
-        parse_spec(reranker)  # a bad spec or spec value fails before the first stage runs
     chosen = tuple(m.strip() for m in (measures or "").split(",") if m.strip())  # none: each dataset's official
-    names = [d.strip() for d in datasets.split(",") if d.strip()]
-    if systems is not None:
+    names = list(dict.fromkeys(d.strip() for d in datasets.split(",") if d.strip()))  # each dataset once
+    first = dict(model=model, index_type=index_type, fusion=fusion, alpha=alpha, backend=backend, int8=int8,
+                 batch_size=batch_size)
+    options = dict(measures=chosen or None, split=split, k=k, test=test, correction=correction, alpha=significance,
+                   seed=seed, drop_self_hits=self_hits, missing_judged=missing_judged)
+    if systems is None:  # the reranker spec is parsed here, once, before the first stage runs
+        pipeline = single_system(retriever, reranker, depth=depth, first_stage_weight=first_stage_weight, **first)
+        results = run_datasets([pipeline], names, out=out, **options)
+        for result in results:  # truncation is never silent
+            stats = result.systems[pipeline.name].stats.get("rerank", {})
+            if stats.get("truncated"):
+                typer.echo(f"{result.dataset}: {stats['truncated']} of {stats['passages']} reranker inputs were cut to "
+                           "the model's window (split long documents: passages=N in the reranker spec)", err=True)
+            if stats.get("served"):  # a served LLM: requests, tokens, cost
+                from rankwise.rerank.served import ServedUsage
+
+                typer.echo(f"{result.dataset}: {ServedUsage.from_dict(stats['served']).summary()}", err=True)
+        rows = {r.dataset: r.systems[pipeline.name].metrics for r in results}
+        if json_output:
+            typer.echo(metrics_json(rows))
+        else:
+            Console().print(metrics_table(rows, title=f"{pipeline.name} ({split})"))
+    else:
         if reranker:
             raise InputError("with --systems, name rerankers in the systems (bm25>>cross-encoder:M)", field="reranker")
-        base = PipelineSettings(model=model, split=split, k=100 if k is None else k, index_type=index_type,
-                                fusion=fusion, alpha=alpha, batch_size=batch_size, backend=backend, int8=int8,
-                                depth=depth, measures=chosen, drop_self_hits=self_hits,
-                                missing_judged=missing_judged.value)
-        beir_systems(names, systems, base, first_stage_weight=first_stage_weight, baseline=baseline, test=test,
-                     correction=correction, significance=significance, seed=seed, per_query=per_query,
-                     fmt="json" if json_output else fmt, plot=plot,
-                     out=out, k_given=k is not None)
-        return
-    settings = PipelineSettings(retriever=retriever, model=model, split=split, k=100 if k is None else k,
-                                index_type=index_type, fusion=fusion, alpha=alpha, batch_size=batch_size,
-                                backend=backend, int8=int8, reranker=reranker, depth=depth,
-                                first_stage_weight=first_stage_weight, measures=chosen, drop_self_hits=self_hits,
-                                missing_judged=missing_judged.value)
-    resolved = [resolve_dataset(name) for name in names]
-    if k is None:
-        settings = dataclasses.replace(settings, k=auto_depth(chosen, resolved, split))
-    results = run_beir(resolved, settings, out=out)
-    for result in results:  # truncation is never silent
-        stats = result.rerank_stats
-        if stats.get("truncated"):
-            typer.echo(f"{result.dataset}: {stats['truncated']} of {stats['passages']} reranker inputs were cut to the "
-                       "model's window (split long documents: passages=N in the reranker spec)", err=True)
-        if stats.get("served"):  # a served LLM: requests, tokens, cost
-            from rankwise.rerank.served import ServedUsage
+        from rankwise.eval.compare import FORMATS
+        from rankwise.eval.compare_cli import emit
 
-            typer.echo(f"{result.dataset}: {ServedUsage.from_dict(stats['served']).summary()}", err=True)
-    rows = result_rows(results)
-    if json_output:
-        typer.echo(metrics_json(rows))
-    else:
-        Console().print(metrics_table(rows, title=f"{settings.label} ({split})"))
-        if out is not None:
-            typer.echo(f"runs and results.json written to {out}", err=True)
+        fmt = "json" if json_output else fmt
+        if fmt not in FORMATS:
+            raise InputError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}", field="format")
+        pipelines = [parse_system(spec, depth=depth, first_stage_weight=first_stage_weight, **first)
+                     for spec in parse_systems(systems)]
+        run_datasets(pipelines, names, out=out, plot=plot, per_query=per_query, baseline=baseline, **options,
+                     on_result=lambda r: emit(r.comparison, fmt=fmt, title=f"{r.dataset} ({split})", files=r.files))
+    if out is not None:
+        typer.echo(f"runs and results.json written to {out}", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -23,7 +23,6 @@ The result is a pandas DataFrame, one row per system (the baseline first), with 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -33,6 +32,7 @@ import numpy as np
 from rankwise.eval.metrics import DEFAULT_MEASURES, QrelsLike, RunLike, evaluate_per_query, parse_measures
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.extras import requires
+from rankwise.retrieval.json_output import dumps
 from rankwise.retrieval.run import Run
 
 # every table here is a DataFrame: importing this module is where a missing 'experiments' extra is named
@@ -281,9 +281,9 @@ def render(table: pd.DataFrame, fmt: str = "table", *, title: str | None = None)
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}", field="format")
     if fmt == "json":
-        return json.dumps({"baseline": table.attrs.get("baseline"), "test": table.attrs.get("test"),
-                           "correction": table.attrs.get("correction"), "alpha": table.attrs.get("alpha"),
-                           "queries": table.attrs.get("queries"), "systems": flat_rows(table)})
+        return dumps({"baseline": table.attrs.get("baseline"), "test": table.attrs.get("test"),
+                      "correction": table.attrs.get("correction"), "alpha": table.attrs.get("alpha"),
+                      "queries": table.attrs.get("queries"), "systems": flat_rows(table)})
     if fmt == "csv":
         return pd.DataFrame(flat_rows(table)).to_csv(index=False, lineterminator="\n")
     header, body = _cells(table, latex=fmt == "latex")

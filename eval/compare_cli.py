@@ -1,10 +1,7 @@
-"""``rankwise compare RUN...`` and ``rankwise beir DATASET --systems ...``: comparison tables and plots."""
+"""``rankwise compare RUN...``: compare TREC run files on one qrels (tables, per-query values, plots)."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -14,42 +11,14 @@ from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.options import out_file, out_folder
 from rankwise.retrieval.values import non_negative_int, open_unit_interval
 
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-DELTA_PNG = "per-query-delta.png"
-COST_PNG = "quality-cost.png"
 
 
-def file_label(name: str) -> str:
-    """A system name as a file name (``bm25>>cross-encoder:./ce`` -> ``bm25_cross-encoder_._ce``)."""
-    return _SAFE.sub("_", name).strip("_") or "run"
-
-
-def emit(table: Any, values: Any, *, fmt: str, title: str, per_query: Path | None, plot: Path | None,
-         costs: dict[str, float] | None = None) -> dict[str, str]:
-    """Print ``table`` in ``fmt``, write the per-query CSV and the plots; return the files written."""
+def emit(table: Any, *, fmt: str, title: str, files: dict[str, str] | None = None) -> None:
+    """Print a comparison ``table`` in ``fmt`` (stdout), then the files written (stderr)."""
     from rich.console import Console
 
     from rankwise.eval.compare import render
-    from rankwise.retrieval.files import atomic_open
 
-    written: dict[str, str] = {}
-    if per_query is not None:
-        with atomic_open(per_query) as fh:
-            values.to_csv(fh, index=False, lineterminator="\n", float_format="%.10g")
-        written["per_query"] = str(per_query)
-    if plot is not None:
-        from rankwise.eval import plots
-
-        measure = str(values["measure"].iloc[0])
-        baseline = table.attrs["baseline"]
-        if len(table) > 1:
-            written["per_query_delta"] = str(plots.per_query_delta(values, plot / DELTA_PNG, baseline=baseline,
-                                                                   measure=measure, title=title))
-        queries = table.attrs["queries"]
-        points = {s: (float(table.loc[s, (measure, "mean")]), queries / costs[s])
-                  for s in table.index if costs and costs.get(s)}
-        if points:
-            written["quality_cost"] = str(plots.quality_cost(points, plot / COST_PNG, measure=measure, title=title))
     rendered = render(table, fmt, title=title)
     if fmt == "table":
         console = Console()
@@ -57,12 +26,15 @@ def emit(table: Any, values: Any, *, fmt: str, title: str, per_query: Path | Non
         wide.print(rendered)
     else:
         typer.echo(rendered, nl=not rendered.endswith("\n"))
-    for what, path in written.items():
+    for what, path in (files or {}).items():
         typer.echo(f"{what.replace('_', ' ')}: {path}", err=True)
-    return written
 
 
-def _check_choices(test: str, correction: str, fmt: str) -> None:
+def _check_choices(test: str, correction: str, fmt: str, plot: Path | None = None) -> None:
+    if plot is not None:  # before any run is read or retrieved, not after the table is printed
+        from rankwise.retrieval.extras import requires
+
+        requires("matplotlib", "experiments", "Plotting")
     from rankwise.eval.compare import CORRECTIONS, FORMATS, TESTS
 
     for value, allowed, field in ((test, TESTS, "test"), (correction, CORRECTIONS, "correction"), (fmt, FORMATS, "format")):
@@ -83,31 +55,6 @@ def _named_run_files(runs: list[str]) -> dict[str, Path]:
                              path=path, field="run")
         named[name] = Path(path)
     return named
-
-
-def _timings_from(results: Path) -> dict[str, float]:
-    """System name -> query seconds from a ``results.json`` of ``rankwise beir`` (one dataset)."""
-    from rankwise.eval.systems import query_seconds
-
-    try:
-        doc = json.loads(results.read_text(encoding="utf-8"))
-        datasets = doc["datasets"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise InputError(f"not a results.json of rankwise beir ({type(err).__name__}: {err})", path=results) from None
-    out: dict[str, float] = {}
-    for entry in datasets.values():
-        if "systems" in entry:
-            for name, system in entry["systems"].items():
-                out[name] = query_seconds(system.get("timings", {}))
-                out[file_label(name)] = out[name]
-        elif "timings" in entry:  # one system: its run file is <label>.trec
-            from rankwise.eval.pipeline import PipelineSettings
-
-            fields = {f.name for f in dataclasses.fields(PipelineSettings)}
-            settings = {k: v for k, v in doc.get("settings", {}).items() if k in fields}
-            settings["measures"] = tuple(settings.get("measures") or ())
-            out[PipelineSettings(**settings).label] = query_seconds(entry["timings"])
-    return out
 
 
 def compare_command(
@@ -139,9 +86,9 @@ def compare_command(
     from rankwise.retrieval.formats import read_qrels
     from rankwise.retrieval.run import Run
 
-    _check_choices(test, correction, fmt)
+    _check_choices(test, correction, fmt, plot)
     named = _named_run_files(runs)
-    from rankwise.eval.pipeline import drops_self_hits
+    from rankwise.eval.experiment import drops_self_hits
 
     if Path(qrels).is_file():  # a plain qrels file: query and document ids are not known to share a numbering
         judgements, official = read_qrels(qrels), None
@@ -162,91 +109,24 @@ def compare_command(
     values = per_query_values(loaded, judgements, chosen or DEFAULT_MEASURES, ignore_identical_ids=identical)
     table = compare_per_query(values, baseline=baseline, test=test, correction=correction, alpha=significance,
                               seed=seed)
-    costs = _timings_from(results) if results is not None else None
     if identical:
         typer.echo("retrieved documents whose id is the query's are dropped before scoring (BEIR's rule; "
                    "--keep-self-hits keeps them)", err=True)
-    emit(table, values, fmt=fmt, title=f"{len(loaded)} runs on {Path(qrels).name}", per_query=per_query,
-         plot=plot, costs=costs)
+    files: dict[str, str] = {}
+    if per_query is not None:
+        from rankwise.retrieval.files import atomic_open
 
+        with atomic_open(per_query) as fh:
+            values.to_csv(fh, index=False, lineterminator="\n", float_format="%.10g")
+        files["per_query"] = str(per_query)
+    title = f"{len(loaded)} runs on {Path(qrels).name}"
+    if plot is not None:
+        from rankwise.eval.experiment import read_query_seconds
+        from rankwise.eval.plots import comparison_plots
 
-def beir_systems(datasets: list[str], systems: str, base: Any, *, first_stage_weight: float, baseline: str | None,
-                 test: str, correction: str, significance: float, seed: int, per_query: Path | None, fmt: str,
-                 plot: Path | None, out: Path | None, k_given: bool) -> None:
-    """``rankwise beir DATASET --systems ...``: run every system on each dataset, then compare them."""
-    from rankwise.eval.compare import compare_per_query, flat_rows, per_query_values
-    from rankwise.eval.datasets import resolve_dataset
-    from rankwise.eval.pipeline import drops_self_hits
-    from rankwise.eval.provenance import provenance
-    from rankwise.eval.systems import parse_systems, query_seconds, run_systems, system_settings
-    from rankwise.retrieval.files import write_json
-
-    from rankwise.eval.metrics import parse_measures
-
-    _check_choices(test, correction, fmt)
-    if base.measures:
-        parse_measures(base.measures)  # an unknown measure fails before any work
-    specs = parse_systems(systems)
-    for spec in specs:
-        system_settings(spec, base, first_stage_weight)  # a bad spec fails before any work
-    if baseline is not None and baseline not in specs:
-        raise InputError(f"the baseline {baseline!r} is not one of the systems ({', '.join(specs)})", field="baseline")
-    resolved = [resolve_dataset(name) for name in datasets]
-    if not k_given:
-        base = dataclasses.replace(base, k=auto_depth(base.measures, resolved, base.split))
-    document: dict[str, Any] = {"provenance": provenance(), "settings": dataclasses.asdict(base),
-                                "systems": {s: dataclasses.asdict(system_settings(s, base, first_stage_weight))
-                                            for s in specs},
-                                "datasets": {}}
-    for dataset in resolved:
-        results = run_systems(dataset, specs, base, first_stage_weight=first_stage_weight)
-        measures = list(base.measures or dataset.official_measures(base.split))
-        qrels = dataset.qrels(base.split)
-        identical = drops_self_hits(dataset, base.drop_self_hits)
-        values = per_query_values({s: r.run for s, r in results.items()}, qrels, measures,
-                                  ignore_identical_ids=identical)
-        table = compare_per_query(values, baseline=baseline or specs[0], test=test, correction=correction,
-                                  alpha=significance, seed=seed)
-        costs = {s: query_seconds(r.timings) for s, r in results.items()}
-        several = len(resolved) > 1
-        label_dir = file_label(dataset.label)
-        written = emit(table, values, fmt=fmt, title=f"{dataset.label} ({base.split})",
-                       per_query=_per_dataset(per_query, label_dir, several),
-                       plot=(plot / label_dir if several else plot) if plot is not None else None, costs=costs)
-        entry = {"queries": len(qrels), "measures": measures, "drop_self_hits": identical,
-                 "comparison": flat_rows(table),
-                 "test": test, "correction": correction, "significance": significance, "baseline": table.attrs["baseline"],
-                 "files": written,
-                 "systems": {s: {"label": r.run.name, "metrics": r.metrics, "components": r.components,
-                                 "timings": r.timings, "query_seconds": costs[s], "rerank_stats": r.rerank_stats,
-                                 "models": r.models} for s, r in results.items()}}
-        document["datasets"][dataset.label] = entry
-        if out is not None:
-            for spec, result in results.items():
-                result.run.write(out / dataset.label / f"{file_label(spec)}.trec", tag=f"rankwise-{file_label(spec)}")
-            write_json(out / "results.json", document)
-    if out is not None:
-        typer.echo(f"runs and results.json written to {out}", err=True)
-
-
-def _per_dataset(path: Path | None, label: str, several: bool) -> Path | None:
-    if path is None or not several:
-        return path
-    return path.with_name(f"{path.stem}-{label}{path.suffix}")
-
-
-def auto_depth(measures: tuple[str, ...], datasets: list[Any], split: str) -> int:
-    """Documents per query when ``-k`` is not given: 100, or the deepest cut-off of the measures
-    used (1000 for TREC DL's R(rel=2)@1000)."""
-    from rankwise.eval.metrics import parse_measures
-
-    depth = 100
-    for dataset in datasets:
-        for measure in parse_measures(measures or dataset.official_measures(split)):
-            cutoff = measure.params.get("cutoff")
-            if isinstance(cutoff, int):
-                depth = max(depth, cutoff)
-    return depth
+        costs = read_query_seconds(results) if results is not None else None
+        files.update(comparison_plots(table, values, plot, costs=costs, title=title))
+    emit(table, fmt=fmt, title=title, files=files)
 
 
 def register(app: typer.Typer) -> None:

@@ -33,16 +33,17 @@ line, id), or, with ``missing_judged="warn"`` (``--missing-judged warn``), count
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rankwise.eval.metrics import QrelsLike, RunLike, _run_dict
-from rankwise.eval.pipeline import DatasetResult, PipelineSettings, run_pipeline
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.formats import Corpus, check_judged, iter_lines, json_line, read_qrels
+
+if TYPE_CHECKING:
+    from rankwise.eval.experiment import ExperimentResult
 
 SPLITS = ("og", "changed")
 FOLLOWIR_MEASURES = ("nDCG@5", "AP@1000")
@@ -134,13 +135,13 @@ def read_followir_queries(path: Path) -> dict[str, FollowQuery]:
 class FollowIRDataset:
     """A FollowIR folder (layout in the module docstring); splits ``og`` and ``changed``.
 
-    It has the interface :func:`rankwise.eval.pipeline.run_pipeline` takes, so any first stage and reranker
+    It has the dataset interface :class:`~rankwise.eval.experiment.Experiment` takes, so any first stage and reranker
     runs on it; ``queries(split)`` joins the query and that split's instruction.
     """
 
     name: str
     root: Path
-    missing_judged: str = "error"  # a judged document not in corpus.jsonl (formats.MissingJudged)
+    missing_judged: str = "error"  # a judged document not in corpus.jsonl (formats.MISSING_JUDGED)
 
     def __post_init__(self) -> None:
         for part in ("corpus.jsonl", "queries.jsonl", "qrels/og.tsv", "qrels/changed.tsv"):
@@ -189,32 +190,47 @@ class FollowIRDataset:
 
 @dataclass
 class FollowIRResult:
-    """One system on a FollowIR folder: p-MRR, the original queries' metrics, both results."""
+    """Every system on a FollowIR folder: the experiments on the original and the changed
+    instructions, and each system's p-MRR (with its per-query values)."""
 
-    system: str
-    p_mrr: float
-    per_query: dict[str, float]
-    og: DatasetResult
-    changed: DatasetResult
+    og: ExperimentResult
+    changed: ExperimentResult
+    p_mrr: dict[str, float]
+    per_query: dict[str, dict[str, float]]
 
-    def row(self) -> dict[str, float]:
-        return {"p-MRR": self.p_mrr, **self.og.metrics,
-                **{f"{m} (changed)": v for m, v in self.changed.metrics.items()}}
+    def rows(self) -> dict[str, dict[str, float]]:
+        """Per system: p-MRR, the original queries' metrics, then the changed ones' (``"nDCG@5 (changed)"``)."""
+        return {name: {"p-MRR": self.p_mrr[name], **self.og.systems[name].metrics,
+                       **{f"{m} (changed)": v for m, v in self.changed.systems[name].metrics.items()}}
+                for name in self.og.systems}
+
+    def write(self, out: Path) -> None:
+        """``out/NAME.og.trec``, ``out/NAME.changed.trec`` and ``out/results.json`` (p-MRR under ``followir``)."""
+        from rankwise.eval.experiment import RESULTS_FILE, write_results
+
+        self.og.write_runs(out, suffix=".og")
+        self.changed.write_runs(out, suffix=".changed")
+        write_results(out / RESULTS_FILE, [self.og, self.changed],
+                      followir={name: {"p-MRR": self.p_mrr[name], "per_query": self.per_query[name]}
+                                for name in self.p_mrr})
 
 
-def run_followir(dataset: FollowIRDataset, systems: Mapping[str, PipelineSettings], *,
-                 progress: bool = True) -> dict[str, FollowIRResult]:
-    """Run each system on the original and the changed queries (shared corpus, indexes, first stages)."""
-    shared: dict[Any, Any] = {}
-    results = {}
-    for name, settings in systems.items():
-        runs = {}
-        for split in SPLITS:
-            runs[split] = run_pipeline(dataset, dataclasses.replace(settings, split=split), progress, shared=shared)
-            runs[split].run.name = name
-        score = p_mrr_per_query(runs["og"].run, runs["changed"].run, dataset.qrels("og"), dataset.qrels("changed"))
+def run_followir(dataset: FollowIRDataset, pipelines: Sequence[Any], *, k: int = 1000,
+                 progress: bool = True) -> FollowIRResult:
+    """One :class:`~rankwise.eval.experiment.Experiment` per instruction (``og``, ``changed``) sharing
+    the corpus, indexes and models; then p-MRR from each system's two runs."""
+    from rankwise.eval.experiment import Experiment
+
+    resources: dict[Any, Any] = {}
+    og, changed = (Experiment(pipelines, dataset, FOLLOWIR_MEASURES, split=split, k=k, progress=progress,
+                              resources=resources) for split in SPLITS)
+    og_result, changed_result = og.run(), changed.run()
+    p_mrr, per_query = {}, {}
+    for name in og_result.systems:
+        score = p_mrr_per_query(og_result.runs[name], changed_result.runs[name], dataset.qrels("og"),
+                                dataset.qrels("changed"))
         if not score:
             raise InputError("no query has a document that the changed instruction makes non-relevant: "
                              "p-MRR is undefined", path=dataset.root / "qrels" / "changed.tsv")
-        results[name] = FollowIRResult(name, sum(score.values()) / len(score), score, runs["og"], runs["changed"])
-    return results
+        per_query[name], p_mrr[name] = score, sum(score.values()) / len(score)
+    return FollowIRResult(og_result, changed_result, p_mrr, per_query)

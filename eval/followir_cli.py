@@ -3,18 +3,17 @@ and screening prioritisation (WSS@95, Recall@10%, LastRel); see docs/followir-sc
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.formats import MissingJudged
+from rankwise.retrieval.formats import MISSING_JUDGED
+from rankwise.retrieval.json_output import dumps
 from rankwise.retrieval.models import DEFAULT_ENCODER
 from rankwise.retrieval.options import BackendName, out_file, out_folder
-from rankwise.retrieval.values import positive_int
+from rankwise.retrieval.values import one_of, positive_int
 
 SystemsOpt = Annotated[str, typer.Option(help="FIRST[>>RERANKER],... e.g. bm25,dense,bm25>>cross-encoder:MODEL")]
 ModelOpt = Annotated[str, typer.Option(help="encoder name or path (dense, hybrid)")]
@@ -24,26 +23,13 @@ BatchOpt = Annotated[int, positive_int.option(help="encoder batch size")]
 BackendOpt = Annotated[BackendName, typer.Option(help="encoder backend")]
 
 
-def _systems(systems: str, base: Any) -> dict[str, Any]:
-    from rankwise.eval.systems import parse_systems, system_settings
-
-    return {spec: system_settings(spec, base) for spec in parse_systems(systems)}
-
-
-def _emit(rows: dict[str, dict[str, float]], document: dict[str, Any], *, title: str, json_output: bool,
-          out: Path | None, runs: dict[str, Any]) -> None:
+def _print(rows: dict[str, dict[str, float]], *, title: str, json_output: bool, out: Path | None) -> None:
     from rich.console import Console
 
-    from rankwise.eval.compare_cli import file_label
     from rankwise.eval.report import metrics_table
-    from rankwise.retrieval.files import write_json
 
-    if out is not None:
-        for name, run in runs.items():
-            run.write(out / f"{file_label(name)}.trec", tag=file_label(name))
-        write_json(out / "results.json", document)
     if json_output:
-        typer.echo(json.dumps(rows))
+        typer.echo(dumps(rows))
     else:
         Console().print(metrics_table(rows, title=title))
         if out is not None:
@@ -61,33 +47,25 @@ def followir(
     backend: BackendOpt = "torch",
     json_output: JsonOpt = False,
     out: OutOpt = None,
-    missing_judged: Annotated[MissingJudged, typer.Option(
+    missing_judged: Annotated[one_of(MISSING_JUDGED), typer.Option(
         "--missing-judged", help="a line of og.tsv or changed.tsv naming a document that is not in corpus.jsonl: "
         "error (refuse it, naming file, line and id) or warn (count them in one warning and go on)")]
-    = MissingJudged.error,
+    = "error",
 ) -> None:
     """p-MRR (Weller et al. 2024) of each system, beside nDCG@5 and MAP@1000 of the original queries."""
-    from rankwise.eval.followir import FOLLOWIR_MEASURES, FollowIRDataset, run_followir
-    from rankwise.eval.pipeline import PipelineSettings
-    from rankwise.eval.provenance import provenance
+    from rankwise.eval.followir import FollowIRDataset, run_followir
+    from rankwise.eval.systems import parse_system, parse_systems
 
     if not folder.is_dir():
         raise InputError("not a folder", path=folder)
-    base = PipelineSettings(model=model, k=k, depth=depth, batch_size=batch_size, backend=backend,
-                            measures=FOLLOWIR_MEASURES)
-    chosen = _systems(systems, base)  # every spec checked before any work
-    dataset = FollowIRDataset(folder.resolve().name, folder, missing_judged.value)
-    results = run_followir(dataset, chosen)
-    rows = {name: r.row() for name, r in results.items()}
-    document = {"provenance": provenance(), "dataset": str(folder),
-                "systems": {name: {"settings": dataclasses.asdict(chosen[name]), "metrics": rows[name],
-                                   "p-MRR per query": r.per_query,
-                                   "timings": {"og": r.og.timings, "changed": r.changed.timings}}
-                            for name, r in results.items()}}
-    runs = {f"{n}.og": r.og.run for n, r in results.items()} | {f"{n}.changed": r.changed.run
-                                                                  for n, r in results.items()}
-    _emit(rows, document, title=f"FollowIR {dataset.name}: p-MRR, original-query nDCG@5 / AP@1000",
-          json_output=json_output, out=out, runs=runs)
+    pipelines = [parse_system(spec, model=model, depth=depth, batch_size=batch_size, backend=backend)
+                 for spec in parse_systems(systems)]  # every spec checked before any work
+    dataset = FollowIRDataset(folder.resolve().name, folder, missing_judged)
+    result = run_followir(dataset, pipelines, k=k)
+    if out is not None:
+        result.write(out)
+    _print(result.rows(), title=f"FollowIR {dataset.name}: p-MRR, original-query nDCG@5 / AP@1000",
+           json_output=json_output, out=out)
 
 
 def screening(
@@ -104,40 +82,29 @@ def screening(
                                                   "--per-query")] = None,
     json_output: JsonOpt = False,
     out: OutOpt = None,
-    missing_judged: Annotated[MissingJudged, typer.Option(
+    missing_judged: Annotated[one_of(MISSING_JUDGED), typer.Option(
         "--missing-judged", help="a topic's candidate PMID that is not in corpus.jsonl: error (refuse it, naming the "
         "topic file, line and PMID) or warn (count them in one warning and rank them last)")]
-    = MissingJudged.error,
+    = "error",
 ) -> None:
     """Rank each topic's candidates with each system and report the screening measures."""
-    from rankwise.eval.metrics import evaluate_per_query, parse_measures
-    from rankwise.eval.pipeline import PipelineSettings
-    from rankwise.eval.provenance import provenance
+    from rankwise.eval.metrics import parse_measures
     from rankwise.eval.screening import ScreeningDataset, read_tar, run_screening
-    from rankwise.retrieval.files import atomic_open
+    from rankwise.eval.systems import parse_system, parse_systems
 
-    chosen_measures = tuple(m.strip() for m in measures.split(",") if m.strip())
-    parse_measures(chosen_measures)
-    tar = read_tar(folder, missing_judged.value)
+    chosen = [m.strip() for m in measures.split(",") if m.strip()]
+    parse_measures(chosen)
+    pipelines = [parse_system(spec, model=model, batch_size=batch_size, backend=backend)
+                 for spec in parse_systems(systems)]
+    tar = read_tar(folder, missing_judged)
     dataset = ScreeningDataset(folder.resolve().name, tar)
-    depth = k if k is not None else len(dataset.corpus)
-    base = PipelineSettings(model=model, k=depth, batch_size=batch_size, backend=backend, measures=chosen_measures)
-    chosen = _systems(systems, base)
-    results = run_screening(dataset, chosen)
-    rows = {name: r.metrics for name, r in results.items()}
+    result = run_screening(dataset, pipelines, measures=chosen, k=k)
     if per_query is not None:
-        with atomic_open(per_query) as fh:
-            fh.write("system,query_id,measure,value\n")
-            for name, r in results.items():
-                values = evaluate_per_query(r.run, tar.qrels, chosen_measures, ignore_identical_ids=False)
-                for measure, by_query in values.items():
-                    fh.writelines(f"{name},{q},{measure},{v:.10g}\n" for q, v in by_query.items())
-    document = {"provenance": provenance(), "dataset": str(folder), "topics": len(tar.topics),
-                "systems": {name: {"settings": dataclasses.asdict(chosen[name]), "metrics": r.metrics,
-                                   "components": r.components, "timings": r.timings}
-                            for name, r in results.items()}}
-    _emit(rows, document, title=f"screening {dataset.name} ({len(tar.topics)} topics)", json_output=json_output,
-          out=out, runs={n: r.run for n, r in results.items()})
+        result.write_per_query(per_query)
+    if out is not None:
+        result.save(out)
+    _print({name: r.metrics for name, r in result.systems.items()},
+           title=f"screening {dataset.name} ({len(tar.topics)} topics)", json_output=json_output, out=out)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,31 @@ if TYPE_CHECKING:
     import pandas as pd
 
 GAIN, LOSS, TIE = "#2a9d58", "#c8553d", "#999999"
+DELTA_PNG = "per-query-delta.png"
+COST_PNG = "quality-cost.png"
+_SAFE = re.compile(r"[^A-Za-z0-9.+_-]+")
+
+
+def file_label(name: str) -> str:
+    """A system name as a file name (``bm25>>cross-encoder:./ce`` -> ``bm25_cross-encoder_._ce``)."""
+    return _SAFE.sub("_", name).strip("_") or "run"
+
+
+def comparison_plots(table: pd.DataFrame, values: pd.DataFrame, folder: Path, *, costs: Mapping[str, float] | None = None,
+                     measure: str | None = None, title: str | None = None) -> dict[str, str]:
+    """:func:`per_query_delta` (two systems or more) and :func:`quality_cost` (systems with a cost in
+    seconds for all their queries) of a comparison table of :mod:`rankwise.eval.compare`, into ``folder``."""
+    measure = measure or str(values["measure"].iloc[0])
+    written: dict[str, str] = {}
+    if len(table) > 1:
+        written["per_query_delta"] = str(per_query_delta(values, folder / DELTA_PNG, baseline=table.attrs["baseline"],
+                                                         measure=measure, title=title))
+    queries = table.attrs["queries"]
+    points = {s: (float(table.loc[s, (measure, "mean")]), queries / costs[s]) for s in table.index
+              if costs and costs.get(s)}
+    if points:
+        written["quality_cost"] = str(quality_cost(points, folder / COST_PNG, measure=measure, title=title))
+    return written
 
 
 def _pyplot():  # type: ignore[no-untyped-def]

@@ -17,14 +17,18 @@ document; 8 buckets of 8 abstracts: one per abstract).
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rankwise.eval.metrics import evaluate_per_query
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.extras import requires
 from rankwise.retrieval.formats import iter_lines
+from rankwise.retrieval.models import DEFAULT_ENCODER
+from rankwise.retrieval.pipeline import Context, Dense, Pipeline, Stage, Step
 from rankwise.retrieval.run import Run
 
 if TYPE_CHECKING:
@@ -32,6 +36,88 @@ if TYPE_CHECKING:
 
 MEASURE = "nDCG@10"
 POSITIONS_FILE = "positions.tsv"
+DENSE_PASSAGES = "dense-passages"
+
+
+@dataclass(frozen=True)
+class DensePassages(Stage):
+    """A dense index of ``passages``-word passages (every ``stride`` words) returning documents by their
+    best passage (:class:`rankwise.retrieval.passage_index.PassageDenseRetriever`)."""
+
+    model: str = DEFAULT_ENCODER
+    passages: int = 128
+    stride: int | None = None
+    backend: str = "torch"
+    int8: bool = False
+    batch_size: int = 64
+    first = True
+    kind = DENSE_PASSAGES
+
+    def apply(self, previous: Run | None, k: int, ctx: Context, record: Step) -> Run:
+        from rankwise.retrieval.passage_index import PassageDenseRetriever
+        from rankwise.retrieval.passages import Splitter
+
+        encoder = Dense(self.model, backend=self.backend, int8=self.int8, batch_size=self.batch_size).encoder(ctx)
+        retriever, index_s = ctx.resource(
+            (self, id(ctx.corpus)), lambda: PassageDenseRetriever(ctx.need_corpus(self), encoder,
+                                                                  Splitter(self.passages, self.stride),
+                                                                  name=ctx.name, progress=ctx.progress))
+        t = time.perf_counter()
+        run = retriever.search(ctx.queries, k=k, progress=ctx.progress)
+        record.timings.update({f"{self.kind}_index_s": index_s, f"{self.kind}_search_s": time.perf_counter() - t})
+        record.stats[self.kind] = {"passages_per_doc": retriever.counts["passages"] /
+                                   max(1, retriever.counts["documents"])}
+        record.models["encoder"] = encoder
+        return run
+
+
+def probe_pipelines(specs: Sequence[str], *, model: str = DEFAULT_ENCODER, depth: int = 10, passages: int = 128,
+                    stride: int | None = None, batch_size: int = 64) -> list[Pipeline]:
+    """The systems of ``--systems``: those of :func:`rankwise.eval.systems.parse_system`, plus
+    ``dense-passages[:MODEL]``."""
+    from rankwise.eval.systems import parse_system
+
+    out = []
+    for spec in specs:
+        if spec.startswith(DENSE_PASSAGES):
+            if spec != DENSE_PASSAGES and not spec.startswith(DENSE_PASSAGES + ":"):
+                raise InputError(f"system {spec!r}: write dense-passages or dense-passages:MODEL", field="systems")
+            stage = DensePassages(spec.partition(":")[2] or model, passages, stride, batch_size=batch_size)
+            out.append(Pipeline([stage], name=spec))
+        else:
+            out.append(parse_system(spec, model=model, depth=depth, batch_size=batch_size))
+    return out
+
+
+def summaries(result: Any) -> dict[str, dict[str, Any]]:
+    """Per system of an experiment: metrics, query seconds, timings, passages scored per document, truncations."""
+    out = {}
+    for name, system in result.systems.items():
+        rerank = system.stats.get("rerank") or {}
+        extra = rerank.get("extra", {})
+        docs = extra.get("documents") or rerank.get("passages")
+        scored = extra.get("passages_scored", rerank.get("passages"))
+        per_doc = (system.stats.get(DENSE_PASSAGES) or {}).get("passages_per_doc")
+        if per_doc is None and rerank:
+            per_doc = (scored / docs) if docs and scored is not None else None
+        out[name] = {"metrics": system.metrics, "query_s": system.query_seconds, "timings": system.timings,
+                     "passages_per_doc": per_doc, "truncated": rerank.get("truncated")}
+    return out
+
+
+def run_position_bias(dataset: Any, pipelines: Sequence[Pipeline], positions: Mapping[str, tuple[int, int]], *,
+                      k: int = 100, buckets: int = 8, split: str = "test",
+                      progress: bool = True) -> tuple[Any, pd.DataFrame, dict[str, dict[str, Any]]]:
+    """Run the pipelines (an :class:`~rankwise.eval.experiment.Experiment` measuring nDCG@10), then
+    bucket each relevant document's rank by its position: the result, :func:`position_table` and
+    :func:`summaries`."""
+    from rankwise.eval.experiment import Experiment
+
+    if buckets < 1:
+        raise InputError(f"--buckets must be at least 1, got {buckets}", field="buckets")
+    result = Experiment(pipelines, dataset, [MEASURE], split=split, k=k, progress=progress).run()
+    table = position_table(result.runs, dataset.qrels(split), positions, buckets=buckets)
+    return result, table, summaries(result)
 
 
 def read_positions(path: str | Path) -> dict[str, tuple[int, int]]:

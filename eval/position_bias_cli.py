@@ -2,71 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.models import DEFAULT_ENCODER
+from rankwise.retrieval.json_output import dumps
 from rankwise.retrieval.options import out_file
 from rankwise.retrieval.values import one_of, positive_int
 
-DENSE_PASSAGES = "dense-passages"
 FORMATS = ("table", "markdown", "csv", "json")
-
-
-def run_probe_systems(dataset: Any, specs: list[str], base: Any, *, passages: int, stride: int | None,
-                      progress: bool = True) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Run ``specs`` on ``dataset``: ``{system: Run}`` and ``{system: summary}`` (metrics, seconds, passages)."""
-    from rankwise.eval.metrics import evaluate
-    from rankwise.eval.systems import query_seconds, run_systems, system_settings
-
-    plain = [s for s in specs if not s.startswith(DENSE_PASSAGES)]
-    for spec in plain:
-        system_settings(spec, base)  # every spec checked before any work
-    for spec in specs:
-        if spec.startswith(DENSE_PASSAGES) and spec != DENSE_PASSAGES and not spec.startswith(DENSE_PASSAGES + ":"):
-            raise InputError(f"system {spec!r}: write dense-passages or dense-passages:MODEL", field="systems")
-    runs: dict[str, Any] = {}
-    summary: dict[str, dict[str, Any]] = {}
-    results = run_systems(dataset, plain, base, progress=progress) if plain else {}
-    qrels = dataset.qrels(base.split)
-    for spec in specs:
-        if spec in results:
-            r = results[spec]
-            extra = r.rerank_stats.get("extra", {}) if r.rerank_stats else {}
-            docs = extra.get("documents") or (r.rerank_stats or {}).get("passages")
-            scored = extra.get("passages_scored", (r.rerank_stats or {}).get("passages"))
-            summary[spec] = {"metrics": r.metrics, "query_s": query_seconds(r.timings), "timings": r.timings,
-                             "passages_per_doc": (scored / docs) if docs and scored is not None else None,
-                             "truncated": (r.rerank_stats or {}).get("truncated")}
-            runs[spec] = r.run
-            continue
-        from rankwise.retrieval.encoder import Encoder
-        from rankwise.retrieval.passage_index import PassageDenseRetriever
-        from rankwise.retrieval.passages import Splitter
-
-        encoder = Encoder(spec.partition(":")[2] or base.model, batch_size=base.batch_size, backend=base.backend,
-                          int8=base.int8)
-        t = time.perf_counter()
-        retriever = PassageDenseRetriever(dataset.corpus, encoder, Splitter(passages, stride), name=dataset.name,
-                                          progress=progress)
-        index_s = time.perf_counter() - t
-        t = time.perf_counter()
-        run = retriever.search(dataset.queries(base.split), k=base.k, progress=progress)
-        search_s = time.perf_counter() - t
-        run.name = spec
-        runs[spec] = run
-        measures = base.measures or dataset.official_measures(base.split)
-        summary[spec] = {"metrics": evaluate(run, qrels, measures, ignore_identical_ids=dataset.ignore_identical_ids),
-                         "query_s": search_s, "timings": {"index_s": index_s, "search_s": search_s},
-                         "passages_per_doc": retriever.counts["passages"] / max(1, retriever.counts["documents"]),
-                         "truncated": None}
-    return runs, summary
 
 
 def render(table: Any, summary: dict[str, dict[str, Any]], fmt: str) -> str:
@@ -110,31 +56,29 @@ def position_bias_command(
 ) -> None:
     """nDCG@10 and the relevant document's rank by where its abstract sits (docs/long-documents.md)."""
     from rankwise.eval.datasets import resolve_dataset
-    from rankwise.eval.pipeline import PipelineSettings
+    from rankwise.eval.experiment import write_results
     from rankwise.eval.position_bias import plot as plot_table
-    from rankwise.eval.position_bias import position_table, read_positions
+    from rankwise.eval.position_bias import probe_pipelines, read_positions, run_position_bias
     from rankwise.eval.systems import parse_systems
-    from rankwise.retrieval.files import write_json
 
+    pipelines = probe_pipelines(parse_systems(systems), model=model, depth=depth, passages=passages, stride=stride,
+                                batch_size=batch_size)  # every spec checked before any work
     data = resolve_dataset(dataset)
     where = read_positions(positions or data.root / "positions.tsv")
-    specs = parse_systems(systems)
-    base = PipelineSettings(model=model, split=split, k=k, depth=depth, batch_size=batch_size, measures=("nDCG@10",))
-    runs, summary = run_probe_systems(data, specs, base, passages=passages, stride=stride)
-    table = position_table(runs, data.qrels(split), where, buckets=buckets)
+    result, table, summary = run_position_bias(data, pipelines, where, k=k, buckets=buckets, split=split)
     if fmt == "json":
-        typer.echo(json.dumps({"table": table.to_dict(orient="records"), "systems": summary}, indent=1, default=str))
+        typer.echo(dumps({"table": table.to_dict(orient="records"), "systems": summary}, indent=1, default=str))
     else:
         typer.echo(render(table, summary, fmt), nl=False)
     for spec, s in summary.items():
         if s.get("truncated"):
             typer.echo(f"{spec}: {s['truncated']} reranker inputs were cut to the model's window", err=True)
     if plot is not None:
-        typer.echo(f"plot: {plot_table(table, plot, title=f'{data.label}: {base.k} retrieved, top {depth} reranked')}",
+        typer.echo(f"plot: {plot_table(table, plot, title=f'{data.label}: {k} retrieved, top {depth} reranked')}",
                    err=True)
     if out is not None:
-        write_json(out, {"settings": dataclasses.asdict(base), "passages": passages, "stride": stride,
-                         "table": table.to_dict(orient="records"), "systems": summary})
+        write_results(out, [result], position_bias={"passages": passages, "stride": stride, "buckets": buckets,
+                                                    "table": table.to_dict(orient="records"), "systems": summary})
         typer.echo(f"results: {out}", err=True)
 
 

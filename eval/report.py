@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from typing import Any
-
 from rich.table import Table
+
+from rankwise.retrieval.json_output import dumps
 
 
 def metrics_table(rows: dict[str, dict[str, float]], title: str | None = None) -> Table:
@@ -24,10 +22,5 @@ def metrics_table(rows: dict[str, dict[str, float]], title: str | None = None) -
 
 
 def metrics_json(rows: dict[str, dict[str, float]]) -> str:
-    """``{"<row>": {"<measure>": value, ...}, ...}`` as one line of JSON."""
-    return json.dumps(rows, sort_keys=False)
-
-
-def result_rows(results: Sequence[Any]) -> dict[str, dict[str, float]]:
-    """Dataset name -> metrics for a list of :class:`rankwise.eval.pipeline.DatasetResult`."""
-    return {r.dataset: r.metrics for r in results}
+    """``{"<row>": {"<measure>": value, ...}, ...}`` as one line of JSON (:mod:`rankwise.retrieval.json_output`'s digits)."""
+    return dumps(rows, sort_keys=False)

@@ -20,9 +20,10 @@ Documents the topic lists but the qrels do not judge count as non-relevant.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,14 @@ from typing import Any
 from rankwise.retrieval.errors import InputError
 from rankwise.eval.screening_measures import (SCREENING_MEASURES, ScreeningMeasure, parse_screening, screening_per_query,
                                       screening_value)
-from rankwise.retrieval.formats import MissingJudged, iter_lines, iter_qrels
+from rankwise.retrieval.formats import MISSING_JUDGED, iter_lines, iter_qrels
+from rankwise.retrieval.pipeline import Pipeline, Stage
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SCREENING_MEASURES", "ScreeningMeasure", "parse_screening", "screening_per_query", "screening_value",
-           "TarTopic", "TarCollection", "ScreeningDataset", "read_tar", "restrict_to_candidates", "run_screening"]
+           "TarTopic", "TarCollection", "ScreeningDataset", "Candidates", "read_tar", "restrict_to_candidates",
+           "screening_pipelines", "run_screening"]
 
 # --------------------------------------------------------------------------------------------
 # CLEF TAR folders.
@@ -128,7 +131,10 @@ def read_tar(folder: str | Path, missing_judged: str = "error") -> TarCollection
     qrels_path = root / "qrels.txt"
     qrels: dict[str, dict[str, int]] = {t: {} for t in topics}
     first_line: dict[str, int] = {}
-    _check_candidates(root, topics, MissingJudged(missing_judged))
+    if missing_judged not in MISSING_JUDGED:
+        raise InputError(f"missing_judged is one of {', '.join(MISSING_JUDGED)}, not {missing_judged!r}",
+                         field="missing_judged")
+    _check_candidates(root, topics, missing_judged)
     for number, qid, did, grade in iter_qrels(qrels_path, columns=(4,)):
         if qid not in topics:
             raise InputError(f"topic {qid!r} has no topic file", path=qrels_path, line=number, field="topic")
@@ -143,7 +149,7 @@ def read_tar(folder: str | Path, missing_judged: str = "error") -> TarCollection
     return TarCollection(root, topics, qrels)
 
 
-def _check_candidates(root: Path, topics: Mapping[str, TarTopic], missing: MissingJudged) -> None:
+def _check_candidates(root: Path, topics: Mapping[str, TarTopic], missing: str) -> None:
     """Every candidate PMID must be in ``corpus.jsonl`` (error), or is counted in a warning."""
     from rankwise.retrieval.formats import Corpus
 
@@ -152,7 +158,7 @@ def _check_candidates(root: Path, topics: Mapping[str, TarTopic], missing: Missi
     if not absent:
         return
     topic, pid = absent[0]
-    if missing is MissingJudged.error:
+    if missing == "error":
         more = f" ({len(absent) - 1} more candidates like it)" if len(absent) > 1 else ""
         raise InputError(f"candidate PMID {pid} of topic {topic.topic_id!r} is not in {root / 'corpus.jsonl'}{more}; "
                          "add its text, or pass --missing-judged warn to rank such candidates last",
@@ -169,7 +175,7 @@ def _check_candidates(root: Path, topics: Mapping[str, TarTopic], missing: Missi
 
 @dataclass
 class ScreeningDataset:
-    """A :class:`TarCollection` with the interface :func:`rankwise.eval.pipeline.run_pipeline` takes: the
+    """A :class:`TarCollection` with the dataset interface :class:`~rankwise.eval.experiment.Experiment` takes: the
     queries are the topics' titles, the qrels the candidates' judgements."""
 
     name: str
@@ -215,39 +221,41 @@ def restrict_to_candidates(run: Any, topics: Mapping[str, TarTopic]) -> Any:
     return Run(out, name=getattr(run, "name", "rankwise"))
 
 
-def run_screening(dataset: ScreeningDataset, systems: Mapping[str, Any], *, progress: bool = True,
-                  shared: dict[Any, Any] | None = None) -> dict[str, Any]:
-    """Rank every topic's candidates with each system (``{name: PipelineSettings}``); returns
-    ``{name: DatasetResult}`` whose metrics are the settings' measures (default: Recall@10%, WSS@95,
-    LastRel). The first stage searches the whole corpus to depth ``k``, the run is cut to the
-    candidates (:func:`restrict_to_candidates`), then the reranker, if any, reranks every candidate."""
-    import dataclasses
-    import time
+@dataclass(frozen=True, eq=False)
+class Candidates(Stage):
+    """Each topic's candidates in the order of the run before (:func:`restrict_to_candidates`)."""
 
-    from rankwise.eval.metrics import evaluate
-    from rankwise.eval.pipeline import run_pipeline
+    topics: Mapping[str, TarTopic]
+    kind = "candidates"
 
-    shared = {} if shared is None else shared
-    results = {}
-    qrels = dataset.qrels()
-    for name, settings in systems.items():
-        measures = settings.measures or SCREENING_MEASURES
-        first = dataclasses.replace(settings, reranker=None, first_stage_weight=0.0, measures=measures)
-        result = run_pipeline(dataset, first, progress, shared=shared)
-        run = restrict_to_candidates(result.run, dataset.tar.topics)
-        if settings.reranker:
-            from rankwise.rerank.spec import load_reranker
+    def apply(self, previous: Any, k: int, ctx: Any, record: Any) -> Any:
+        return restrict_to_candidates(previous, self.topics)
 
-            result.components["first-stage"] = evaluate(run, qrels, measures, ignore_identical_ids=False)
-            reranker = load_reranker(settings.reranker, batch_size=None, backend=settings.backend, int8=settings.int8)
-            depth = max(len(t.pids) for t in dataset.tar.topics.values())
-            t = time.perf_counter()
-            run = reranker.rerank_run(run, dataset.queries(), dataset.corpus, depth=depth, progress=progress,
-                                      first_stage_weight=settings.first_stage_weight)
-            result.timings["rerank_s"] = time.perf_counter() - t
-            result.rerank_stats = dataclasses.asdict(reranker.stats)
-        run.name = name
-        result.run = run
-        result.metrics = evaluate(run, qrels, measures, ignore_identical_ids=False)
-        results[name] = result
-    return results
+
+def screening_pipelines(pipelines: Sequence[Any], tar: TarCollection) -> list[Pipeline]:
+    """Each pipeline with its first stage's run cut to the topics' candidates, and every reranker
+    reranking all of a topic's candidates."""
+    from rankwise.eval.experiment import as_pipeline
+    from rankwise.rerank.stage import Rerank
+
+    candidates = Candidates(tar.topics)  # one object: the first stages and the cut are shared
+    depth = max(len(t.pids) for t in tar.topics.values())
+    out = []
+    for pipeline in map(as_pipeline, pipelines):
+        first, *rest = pipeline.stages
+        rest = [dataclasses.replace(s, depth=depth) if isinstance(s, Rerank) else s for s in rest]
+        out.append(Pipeline([first, candidates, *rest], name=pipeline.name))
+    return out
+
+
+def run_screening(dataset: ScreeningDataset, pipelines: Sequence[Any], *, measures: Sequence[str] = SCREENING_MEASURES,
+                  k: int | None = None, progress: bool = True) -> Any:
+    """Rank every topic's candidates with each pipeline (:func:`screening_pipelines`) and evaluate them
+    with ``measures`` (default: Recall@10%, WSS@95, LastRel): an
+    :class:`~rankwise.eval.experiment.ExperimentResult`. The first stage searches the whole corpus to
+    depth ``k`` (default: all of it)."""
+    from rankwise.eval.experiment import Experiment
+
+    corpus_size = k if k is not None else len(dataset.corpus)
+    return Experiment(screening_pipelines(pipelines, dataset.tar), dataset, list(measures), k=corpus_size,
+                      progress=progress).run()

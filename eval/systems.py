@@ -1,23 +1,24 @@
-"""Several systems on the same queries: ``bm25,dense,hybrid,bm25>>cross-encoder:MODEL``.
+"""System specs of the command line, parsed once into pipelines: ``bm25,dense,hybrid,bm25>>cross-encoder:MODEL``.
 
 A system spec is ``FIRST[>>RERANKER]``: FIRST is ``bm25``, ``dense`` or ``hybrid`` (optionally
-``dense:MODEL`` / ``hybrid:MODEL`` for another encoder than ``--model``), RERANKER a reranker spec
-(:mod:`rankwise.rerank.spec`, e.g. ``cross-encoder:./my-ce,batch_size=16``). Each system is the single
-pipeline of :func:`rankwise.eval.pipeline.run_pipeline` with its own settings, so its numbers are those of
-``rankwise beir --retriever FIRST --reranker RERANKER``; the systems of one dataset share one
-corpus, the cached indexes, the encoders and every first-stage run (``bm25`` and
-``bm25>>cross-encoder:M`` search BM25 once).
+``dense:MODEL`` / ``hybrid:MODEL`` for another encoder than the default), RERANKER a reranker spec
+(:mod:`rankwise.rerank.spec`, e.g. ``cross-encoder:./my-ce,batch_size=16``). :func:`parse_system` turns
+one into a :class:`~rankwise.retrieval.pipeline.Pipeline` named by the spec, the reranker spec parsed
+here and nowhere else; an :class:`~rankwise.eval.experiment.Experiment` then runs the pipelines of one
+dataset with every shared first stage computed once (``bm25`` and ``bm25>>cross-encoder:M`` search
+BM25 once).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any
 
-from rankwise.eval.pipeline import RETRIEVERS, DatasetResult, PipelineSettings, run_pipeline
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.models import DEFAULT_ENCODER
+from rankwise.retrieval.pipeline import BM25, Dense, Hybrid, Pipeline, Stage
 
+RETRIEVERS = ("bm25", "dense", "hybrid")
 _OPTION = re.compile(r"^\s*[A-Za-z_][\w-]*\s*=")
 
 
@@ -39,35 +40,65 @@ def parse_systems(text: str) -> list[str]:
     return specs
 
 
-def system_settings(spec: str, base: PipelineSettings, first_stage_weight: float = 0.0) -> PipelineSettings:
-    """The pipeline settings of one system spec, the rest taken from ``base`` (``first_stage_weight``:
-    for the systems with a reranker)."""
-    first, sep, reranker = (part.strip() for part in spec.partition(">>"))
-    kind, _, model = first.partition(":")
+def first_stage(kind: str, *, model: str = DEFAULT_ENCODER, index_type: str = "flat", fusion: str = "rrf",
+                alpha: float = 0.5, backend: str = "torch", int8: bool = False, batch_size: int = 64) -> Stage:
+    """The first stage ``bm25``, ``dense`` or ``hybrid`` (BM25 fused with ``dense`` by ``fusion``)."""
     if kind not in RETRIEVERS:
-        raise InputError(f"system {spec!r} must start with one of {', '.join(RETRIEVERS)} "
+        raise InputError(f"unknown retriever {kind!r}; choose from {', '.join(RETRIEVERS)}", field="retriever")
+    if kind == "bm25":
+        return BM25()
+    dense = Dense(model, index_type=index_type, backend=backend, int8=int8, batch_size=batch_size)
+    return dense if kind == "dense" else Hybrid(BM25(), dense, fusion=fusion, alpha=alpha)
+
+
+def parse_system(text: str, *, name: str | None = None, model: str = DEFAULT_ENCODER, index_type: str = "flat",
+                 fusion: str = "rrf", alpha: float = 0.5, backend: str = "torch", int8: bool = False,
+                 batch_size: int = 64, depth: int = 100, first_stage_weight: float = 0.0) -> Pipeline:
+    """The pipeline of one system spec (module docstring), named ``name`` (default: the spec itself;
+    ``Pipeline(parse_system(text).stages)`` is named by its stages, e.g. ``hybrid-rrf+cross-encoder``).
+
+    The keyword arguments are the defaults the spec does not name: the encoder of ``dense`` /
+    ``hybrid``, the rerank ``depth`` and ``first_stage_weight`` (systems with a reranker), and the
+    ``backend`` a reranker spec without ``backend=`` gets.
+    """
+    from rankwise.rerank.spec import parse_spec
+
+    first, sep, reranker = (part.strip() for part in text.partition(">>"))
+    kind, _, own_model = first.partition(":")
+    if kind not in RETRIEVERS:
+        raise InputError(f"system {text!r} must start with one of {', '.join(RETRIEVERS)} "
                          "(then optionally >>RERANKER)", field="systems")
-    if model and kind == "bm25":
-        raise InputError(f"system {spec!r}: bm25 takes no model", field="systems")
+    if own_model and kind == "bm25":
+        raise InputError(f"system {text!r}: bm25 takes no model", field="systems")
     if sep and not reranker:
-        raise InputError(f"system {spec!r} names no reranker after >>", field="systems")
-    return dataclasses.replace(base, retriever=kind, model=model or base.model, reranker=reranker or None,
-                               first_stage_weight=first_stage_weight if reranker else 0.0)
+        raise InputError(f"system {text!r} names no reranker after >>", field="systems")
+    stages: list[Stage] = [first_stage(kind, model=own_model or model, index_type=index_type, fusion=fusion,
+                                       alpha=alpha, backend=backend, int8=int8, batch_size=batch_size)]
+    if reranker:
+        stages.append(_rerank(parse_spec(reranker), depth, first_stage_weight, backend, int8))
+    return Pipeline(stages, name=name or text)
 
 
-def run_systems(dataset: Any, specs: list[str], base: PipelineSettings, *, first_stage_weight: float = 0.0,
-                progress: bool = True) -> dict[str, DatasetResult]:
-    """Run every system on ``dataset`` (shared corpus, indexes, encoders and first stages)."""
-    settings = {spec: system_settings(spec, base, first_stage_weight) for spec in specs}  # every spec checked before any work
-    shared: dict[Any, Any] = {}
-    results = {}
-    for spec, system in settings.items():
-        result = run_pipeline(dataset, system, progress, shared=shared)
-        result.run.name = spec
-        results[spec] = result
-    return results
+def _rerank(spec: Any, depth: int, first_stage_weight: float, backend: str, int8: bool) -> Any:
+    """The rerank stage; the default backend (torch, no int8) is left to the reranker, so that
+    ``BM25() >> spec % depth`` is the same stage as the one a system spec names."""
+    from rankwise.rerank.stage import Rerank
+
+    return Rerank(spec, depth, first_stage_weight, backend=None if backend == "torch" else backend,
+                  int8=int8 or None)
 
 
-def query_seconds(timings: dict[str, float]) -> float:
-    """Query-time cost of a system: its searches plus reranking (index building excluded)."""
-    return sum(v for k, v in timings.items() if k.endswith("_search_s") or k == "rerank_s")
+def single_system(retriever: str, reranker: str | None = None, *, depth: int = 100, first_stage_weight: float = 0.0,
+                  **first: Any) -> Pipeline:
+    """``rankwise beir --retriever R [--reranker SPEC]``: the pipeline, named by its stages
+    (``bm25``, ``hybrid-rrf``, ``bm25+cross-encoder``); ``first``: :func:`first_stage`'s options."""
+    from rankwise.rerank.spec import parse_spec
+
+    stages: list[Stage] = [first_stage(retriever, **first)]
+    if reranker:
+        stages.append(_rerank(parse_spec(reranker), depth, first_stage_weight, first.get("backend", "torch"),
+                              first.get("int8", False)))
+    elif first_stage_weight:
+        raise InputError("a first-stage weight mixes the first stage with a reranker: add --reranker",
+                         field="first_stage_weight")
+    return Pipeline(stages)

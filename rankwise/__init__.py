@@ -5,6 +5,7 @@ The packages install as one namespace: ``rankwise.retrieval``, ``rankwise.rerank
 first use, so ``import rankwise`` stays light (no torch until a model is asked for)::
 
     from rankwise import BM25Retriever, CrossEncoderReranker, resolve_dataset
+    from rankwise import BM25, Experiment      # pipelines (``BM25() >> reranker % 100``) and experiments
 """
 
 from __future__ import annotations
@@ -22,17 +23,19 @@ _EXPORTS = {
     "Run": "rankwise.retrieval", "build_bm25_index": "rankwise.retrieval", "build_dense_index": "rankwise.retrieval",
     "open_retriever": "rankwise.retrieval", "read_qrels": "rankwise.retrieval", "read_queries": "rankwise.retrieval",
     "rrf": "rankwise.retrieval", "interpolate": "rankwise.retrieval",
+    "BM25": "rankwise.retrieval", "Dense": "rankwise.retrieval", "Hybrid": "rankwise.retrieval",
+    "Pipeline": "rankwise.retrieval", "Cutoff": "rankwise.retrieval",
     # rerank
     "CrossEncoderReranker": "rankwise.rerank", "GroupwiseReranker": "rankwise.rerank",
     "IDCMReranker": "rankwise.rerank", "LLMPointwiseReranker": "rankwise.rerank",
     "ListwiseReranker": "rankwise.rerank", "PassageReranker": "rankwise.rerank", "Reranker": "rankwise.rerank",
-    "load_reranker": "rankwise.rerank",
+    "load_reranker": "rankwise.rerank", "Rerank": "rankwise.rerank",
     # training
     "TrainSettings": "rankwise.training", "mine_negatives": "rankwise.training",
     "train_bi_encoder": "rankwise.training", "train_cross_encoder": "rankwise.training",
     "train_listwise": "rankwise.training", "train_groupwise": "rankwise.training",
     # eval
-    "resolve_dataset": "rankwise.eval", "evaluate": "rankwise.eval", "evaluate_per_query": "rankwise.eval",
+    "resolve_dataset": "rankwise.eval", "Experiment": "rankwise.eval", "parse_system": "rankwise.eval", "evaluate": "rankwise.eval", "evaluate_per_query": "rankwise.eval",
 }
 _SUBPACKAGES = ("retrieval", "rerank", "training", "eval")
 

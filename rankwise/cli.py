@@ -25,22 +25,27 @@ import typer
 
 from rankwise.retrieval.errors import InputError
 
-app = typer.Typer(name="rankwise", help="Neural retrieval and reranking: index, search, rerank, train, evaluate.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+HELP = ("Neural retrieval and reranking: index, search, rerank, train, evaluate.\n\n"
+        "Exit status: 0 done; 2 bad input or usage; 130 (Ctrl-C) or 143 (SIGTERM) interrupted: rerun the same "
+        "command to resume; 1 an internal error (RANKWISE_DEBUG=1 shows its traceback).")
+app = typer.Typer(name="rankwise", help=HELP, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
 
 DEBUG_ENV = "RANKWISE_DEBUG"
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 # What an interrupted command leaves for its rerun, by command (the first word after ``rankwise``).
+_RESUME = "; rerun the same command to resume"
 _KEPT = {
-    "index": "the finished chunks are kept in OUT's work folder",
-    "mine": "the finished query chunks are kept beside OUT",
-    "train": "the checkpoints saved so far are kept in OUT/checkpoints",
-    "beir": "the finished parts of the cached indexes are kept",
-    "position-bias": "the finished parts of the cached indexes are kept",
-    "followir": "the finished parts of the cached indexes are kept",
-    "screening": "the finished parts of the cached indexes are kept",
+    "index": "the finished chunks are kept in OUT's work folder" + _RESUME,
+    "mine": "the finished query chunks are kept beside OUT" + _RESUME,
+    "train": "the checkpoints saved so far are kept in OUT/checkpoints" + _RESUME,
+    "beir": "the finished parts of the cached indexes are kept" + _RESUME,
+    "position-bias": "the finished parts of the cached indexes are kept" + _RESUME,
+    "followir": "the finished parts of the cached indexes are kept" + _RESUME,
+    "screening": "the finished parts of the cached indexes are kept" + _RESUME,
+    "serve": "the server answered the requests in flight and stopped",
 }
-_NOTHING_KEPT = "no output was written under its final name"
+_NOTHING_KEPT = "no output was written under its final name" + _RESUME
 # the OSError numbers that are a user's to fix (a path that does not exist, is a folder, is not writable...)
 _USER_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EEXIST, errno.EPERM, errno.ENOTEMPTY,
                 errno.ENAMETOOLONG, errno.EROFS}
@@ -69,12 +74,28 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                          help="Print the version and exit.")) -> None:
-    """Neural retrieval and reranking: index, search, rerank, train, evaluate.
+                                          help="Print the version and exit."),
+             verbose: bool = typer.Option(False, "-v", "--verbose",
+                                          help="Show third-party libraries' warnings (e.g. transformers' model load "
+                                               "reports).")) -> None:
+    """The options of ``rankwise`` itself (the app's help is HELP)."""
+    _quiet_libraries(not verbose)
 
-    Exit status: 0 done, 2 bad input or usage, 130 (Ctrl-C) or 143 (SIGTERM) interrupted: rerun the same
-    command to resume. RANKWISE_DEBUG=1 shows the traceback of an internal error (exit 1).
-    """
+
+_LIBRARIES = ("transformers", "sentence_transformers")
+
+
+def _quiet_libraries(quiet: bool) -> None:
+    """transformers' and sentence-transformers' warnings (load reports with terminal colour codes, notices) are
+    errors-only unless ``-v`` (``TRANSFORMERS_VERBOSITY`` for a transformers not imported yet)."""
+    level = logging.ERROR if quiet else logging.WARNING
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error" if quiet else "warning"
+    for name in _LIBRARIES:
+        logging.getLogger(name).setLevel(level)
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(level)
 
 
 def _register() -> None:
@@ -89,6 +110,28 @@ def _register() -> None:
     eval_cli.register(app)
 
 
+def _plain_help(command: Any) -> Any:
+    """Help in click's plain layout for every command: flags shown as flags (no ``<bool>``), ``-k <int>``,
+    help and defaults wrapped whole (never cut with an ellipsis) at the terminal's width, up to 120 columns."""
+    from typer._click import _textwrap  # click's help wrapper (typer vendors click)
+
+    if not getattr(_textwrap.TextWrapper, "whole_words", False):
+        class WholeWords(_textwrap.TextWrapper):  # never split a model name or a flag at a hyphen
+            whole_words = True
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **{**kwargs, "break_on_hyphens": False})
+
+        _textwrap.TextWrapper = WholeWords
+    command.context_settings.setdefault("max_content_width", 120)
+    for sub in [command, *getattr(command, "commands", {}).values()]:
+        if hasattr(sub, "rich_markup_mode"):
+            sub.rich_markup_mode = None
+        if sub is not command:
+            _plain_help(sub)
+    return command
+
+
 def _command_name(argv: list[str]) -> str:
     return next((a for a in argv if not a.startswith("-")), "")
 
@@ -97,7 +140,7 @@ def _interrupted(argv: list[str]) -> NoReturn:
     """One line: which signal, what was kept, and that the same command resumes; exit 130 or 143."""
     name, code = ("SIGTERM", EXIT_SIGTERM) if _terminated else ("SIGINT", EXIT_SIGINT)
     kept = _KEPT.get(_command_name(argv), _NOTHING_KEPT)
-    print(f"rankwise: interrupted ({name}): {kept}; rerun the same command to resume", file=sys.stderr)
+    print(f"rankwise: interrupted ({name}): {kept}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -127,13 +170,14 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars too, without importing it here
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "httpx2", "sentence_transformers", "transformers", "faiss"):  # httpx2: openai's
+    for noisy in ("httpx", "httpx2", "faiss"):  # httpx2: the openai client's
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    _quiet_libraries(True)
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         _register()
-        status = typer.main.get_command(app).main(args=args, prog_name="rankwise", standalone_mode=False)
+        status = _plain_help(typer.main.get_command(app)).main(args=args, prog_name="rankwise", standalone_mode=False)
     except InputError as err:
         _fail(str(err), EXIT_USAGE)
     except click_errors.MissingParameter as err:  # a missing option or argument: click's usage message

@@ -9,10 +9,11 @@ from rankwise.rerank.listwise import ListwiseReranker
 from rankwise.rerank.llm import CausalLM
 from rankwise.rerank.passages import PassageReranker
 from rankwise.rerank.pointwise import LLMPointwiseReranker
-from rankwise.rerank.spec import load_reranker, parse_spec
+from rankwise.rerank.spec import RerankerSpec, load_reranker, parse_spec
+from rankwise.rerank.stage import Rerank
 
 __all__ = [
     "CausalLM", "CrossEncoderReranker", "GroupwiseReranker", "IDCMReranker", "LLMPointwiseReranker",
-    "ListwiseReranker", "PassageReranker",
+    "ListwiseReranker", "PassageReranker", "Rerank", "RerankerSpec",
     "RerankStats", "Reranker", "init_cross_encoder", "load_reranker", "parse_spec",
 ]

@@ -13,6 +13,7 @@ import abc
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.formats import Corpus, Document
@@ -49,6 +50,16 @@ class Reranker(abc.ABC):
     def __init__(self) -> None:
         self.stats = RerankStats()
 
+    def __mod__(self, depth: int) -> Any:
+        """``reranker % depth``: a pipeline stage reranking the top ``depth`` (``retriever >> reranker % 100``)."""
+        return self.as_stage(depth)
+
+    def as_stage(self, depth: int = 100) -> Any:
+        """This reranker as a :class:`~rankwise.rerank.stage.Rerank` stage (``retriever >> reranker``: depth 100)."""
+        from rankwise.rerank.stage import Rerank
+
+        return Rerank(self, depth)
+
     @abc.abstractmethod
     def score(self, lists: Sequence[tuple[str, Sequence[str]]], progress: bool = False) -> list[list[float]]:
         """For each ``(query, candidate texts)``, one score per candidate (higher is more relevant)."""
@@ -80,10 +91,7 @@ class Reranker(abc.ABC):
         if not 0.0 <= first_stage_weight < 1.0:
             raise InputError(f"the first-stage weight must be in [0, 1), got {first_stage_weight}",
                              field="first_stage_weight")
-        missing = [q for q in run if q not in queries]
-        if missing:
-            raise InputError(f"the run names {len(missing)} quer{'y' if len(missing) == 1 else 'ies'} not in the "
-                             f"queries (first: {missing[0]!r})", field="query-id")
+        check_run_queries(run, queries)
         heads = {q: [d for d, _ in run[q][:depth]] for q in run}
         texts = _documents(corpus, {d for ids in heads.values() for d in ids})
         qids = [q for q in run if heads[q]]
@@ -110,6 +118,14 @@ class Reranker(abc.ABC):
             # documents below depth keep their order, scored below every reranked one
             out[q] = ranked + [(d, floor - 1.0 - i) for i, (d, _) in enumerate(tail)]
         return Run(out, name=self.name)
+
+
+def check_run_queries(run: Run, queries: Mapping[str, str]) -> None:
+    """Refuse a run naming a query that ``queries`` lacks."""
+    missing = [q for q in run if q not in queries]
+    if missing:
+        raise InputError(f"the run names {len(missing)} quer{'y' if len(missing) == 1 else 'ies'} not in the "
+                         f"queries (first: {missing[0]!r})", field="query-id")
 
 
 def _documents(corpus: CorpusLike, ids: set[str]) -> dict[str, Document]:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rankwise.retrieval.options import Int8, RerankBackend, out_file
+from rankwise.retrieval.options import Force, Int8, RerankBackend, out_file
 from rankwise.retrieval.values import Range, positive_int
 
 
@@ -25,32 +25,33 @@ def rerank(
         help="rank by W x first-stage + (1 - W) x reranker score (min-max normalized per query); 0: reranker alone")] = 0.0,
     save_reasoning: Annotated[Optional[Path], out_file(
         "with listwise mode=reason: write each window's reasoning to this JSONL file", "--save-reasoning")] = None,
+    chunk_size: Annotated[int, positive_int.option(
+        help="queries per resumable part (the unit shared out under torchrun)")] = 256,
+    force: Force = False,
 ) -> None:
-    """Rerank the top --depth documents of each query of a run."""
+    """Rerank the top --depth documents of each query of a run.
+
+    Resumable, and under torchrun (`torchrun --nproc_per_node N -m rankwise rerank ...`) each process
+    reranks its share of the --chunk-size chunks of queries; the file is the one one process writes.
+    """
+    from rankwise.rerank.job import rerank_file
     from rankwise.rerank.served import served_usage
-    from rankwise.rerank.spec import load_reranker, parse_spec
-    from rankwise.retrieval.formats import Corpus, read_queries
-    from rankwise.retrieval.run import Run
+    from rankwise.retrieval.distributed import world
 
-    spec = parse_spec(model)  # a bad spec fails before anything is loaded
-    if save_reasoning is not None and (spec.paradigm, spec.options.get("mode")) != ("listwise", "reason"):
-        from rankwise.retrieval.errors import InputError
-
-        raise InputError("--save-reasoning needs a listwise:MODEL,mode=reason reranker", field="save-reasoning")
-    run = Run.read(run_file)
-    texts = read_queries(queries)
-    docs = Corpus(corpus)
-    reranker = load_reranker(spec, batch_size=batch_size, backend=backend, int8=int8 or None)
-    reranked = reranker.rerank_run(run, texts, docs, depth=depth, first_stage_weight=first_stage_weight)
-    reranked.write(out, tag=f"rankwise-{spec.paradigm}")
-    if save_reasoning is not None:
-        from rankwise.rerank.reasoning import write_reasoning
-
-        write_reasoning(save_reasoning, reranker.records, texts)
-    s = reranker.stats
-    served = f"; {served_usage(reranker).summary()}" if served_usage(reranker) is not None else ""
-    typer.echo(f"{out}: {len(reranked)} queries reranked ({s.passages} passages, {s.truncated} truncated, "
-               f"{s.forward_passes} forward passes{served})", err=True)
+    result = rerank_file(run_file, queries, corpus, model, out, depth=depth, batch_size=batch_size, backend=backend,
+                         int8=int8, first_stage_weight=first_stage_weight, save_reasoning=save_reasoning,
+                         chunk_size=chunk_size, force=force)
+    if world()[0] != 0:
+        return
+    c = result.counts
+    reranker = result.reranker
+    window = getattr(reranker, "max_length", None)
+    cut = f"{c['truncated']} truncated" + (f" at max_length={window} (override: max_length= in the spec)" if window else "")
+    usage = served_usage(reranker) if reranker is not None else None
+    served = f"; {usage.summary()}" if usage is not None else ""
+    kept = f"; {result.kept_chunks} of {result.chunks} chunks kept from an earlier run" if result.kept_chunks else ""
+    typer.echo(f"{out}: {result.queries} queries reranked ({c['passages']} passages, {cut}, "
+               f"{c['forward_passes']} forward passes{served}{kept})", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,9 @@ Scores are the raw logit (one label) or the relevant-minus-irrelevant logit (two
 monotone in the model's relevance probability. (Nogueira & Cho, 2019, "Passage Re-ranking with BERT".)
 
 ``backend="onnx"`` scores the same batches with ONNX Runtime (:mod:`rankwise.retrieval.backend`; the score is
-computed inside the graph), ``"onnx-int8"`` with the dynamically quantized graph. The forward pass is
+computed inside the graph), ``"onnx-int8"`` with the dynamically quantized graph; ``"openvino"`` compiles the
+same export with OpenVINO, ``"openvino-int8"`` quantizes it with NNCF on ``calibration`` pairs (default: the
+bundled calibration set). The forward pass is
 the engine's (:func:`rankwise.retrieval.engines.pair_engine`); tokenizing and batching are the reranker's.
 """
 
@@ -22,6 +24,7 @@ from rankwise.rerank.base import Reranker
 from rankwise.retrieval.backend import check_backend
 from rankwise.retrieval.engines import pair_engine
 from rankwise.retrieval.models import resolve_model
+from rankwise.retrieval.progress import CostBar
 
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 
@@ -35,9 +38,12 @@ def init_cross_encoder(base: str, out: str | Path, *, seed: int = 0, max_length:
     import torch
     from sentence_transformers import CrossEncoder
 
+    from rankwise.retrieval.files import plain_permissions
+
     torch.manual_seed(seed)
     model = CrossEncoder(resolve_model(base), num_labels=1, max_length=max_length, device="cpu")
     model.save(str(out))
+    plain_permissions(out)  # safetensors writes 0600: the umask's permissions, as any other output
     return Path(out)
 
 
@@ -47,13 +53,15 @@ class CrossEncoderReranker(Reranker):
     name = "cross-encoder"
 
     def __init__(self, model: str = DEFAULT_CROSS_ENCODER, *, batch_size: int = 32, max_length: int | None = None,
-                 backend: str = "torch", device: str | None = None, int8: bool = False) -> None:
+                 backend: str = "torch", device: str | None = None, int8: bool = False,
+                 calibration: Any = None) -> None:
         super().__init__()
         self.backend, self.int8 = check_backend(backend, int8)
         self.model_name = model
         self.path = resolve_model(model)
         self.batch_size = batch_size
-        self.engine = pair_engine(backend, model, self.path, int8=int8, device=device, max_length=max_length)
+        self.engine = pair_engine(backend, model, self.path, int8=int8, device=device, max_length=max_length,
+                                  calibration=calibration)
 
     # what the engine holds, read through the reranker as before the engines
     model = property(lambda self: self.engine.model, doc="The sentence-transformers CrossEncoder (torch), else None.")
@@ -74,8 +82,6 @@ class CrossEncoderReranker(Reranker):
         """One score per ``(query, document)`` pair: tokenized once (:func:`rankwise.retrieval.batching.stream_batches`;
         on a GPU in slices, the next one while the model scores this one), scored in length-sorted batches
         prepared ahead of the model."""
-        from tqdm.auto import tqdm
-
         from rankwise.retrieval.batching import SLICE_SIZE, count_truncated, stream_batches, token_batches, tokenize
 
         pairs = list(pairs)
@@ -96,7 +102,7 @@ class CrossEncoderReranker(Reranker):
             self.stats.truncated += count_truncated(self.tokenizer, tok, queries[start:end], docs[start:end],
                                                     self.max_length)
 
-        with tqdm(total=len(pairs), desc="cross-encoder", unit="pair", disable=not progress, leave=False) as bar:
+        with CostBar(total=len(pairs), desc="cross-encoder reranking", unit="pair", disable=not progress, leave=False) as bar:
             if extras is None:  # the model's own preprocess, per batch
                 tok = tokenize(self.tokenizer, queries, docs, max_length=self.max_length)
                 count(tok, 0)

@@ -95,7 +95,7 @@ class EliminationReranker(Reranker):
         return min(size - 1, max(carried, k - start))
 
     def score(self, lists: Sequence[tuple[str, Sequence[str]]], progress: bool = False) -> list[list[float]]:
-        from tqdm.auto import tqdm
+        from rankwise.retrieval.progress import CostBar
 
         passages = [[self._passage(d) for d in docs] for _, docs in lists]
         self.stats.lists += len(lists)
@@ -109,7 +109,7 @@ class EliminationReranker(Reranker):
                 carried = max(0, min(b, spans[w + 1][1]) - a) if w + 1 < len(spans) else 0
                 plan.append((a, b, self._steps(a, b - a, carried)))
             plans.append(plan)
-        bar = tqdm(total=sum(s for plan in plans for *_, s in plan), desc=f"eliminate ({self.eliminate})",
+        bar = CostBar(total=sum(s for plan in plans for *_, s in plan), desc=f"eliminate ({self.eliminate})",
                    unit="pass", disable=not progress, leave=False)
         try:
             for step in range(max((len(p) for p in plans), default=0)):

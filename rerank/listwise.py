@@ -132,7 +132,7 @@ class ListwiseReranker(Reranker):
     # --- scoring ------------------------------------------------------------------------------
 
     def score(self, lists: Sequence[tuple[str, Sequence[str]]], progress: bool = False) -> list[list[float]]:
-        from tqdm.auto import tqdm
+        from rankwise.retrieval.progress import CostBar
 
         passages = [[self._passage(d) for d in docs] for _, docs in lists]
         self.stats.lists += len(lists)
@@ -141,7 +141,7 @@ class ListwiseReranker(Reranker):
         # a window of one passage has nothing to order: no model call
         schedules = [[(a, b) for a, b in window_schedule(len(p), self.window, self.stride) if b - a > 1]
                      for p in passages]
-        bar = tqdm(total=sum(len(s) for s in schedules), desc=f"listwise ({self.mode})", unit="window",
+        bar = CostBar(total=sum(len(s) for s in schedules), desc=f"listwise ({self.mode})", unit="window",
                    disable=not progress, leave=False)
         try:
             for step in range(max((len(s) for s in schedules), default=0)):

@@ -130,9 +130,9 @@ class CausalLM:
         return encoded, batches
 
     def _progress(self, progress: Any, total: int, desc: str, unit: str = "prompt") -> Any:
-        from tqdm.auto import tqdm
+        from rankwise.retrieval.progress import CostBar
 
-        return progress if hasattr(progress, "update") else tqdm(total=total, desc=desc, unit=unit,
+        return progress if hasattr(progress, "update") else CostBar(total=total, desc=desc, unit=unit,
                                                                  disable=not progress, leave=False)
 
     def next_token_logits(self, prompts: Sequence[str], token_ids: Sequence[int] | None = None,

@@ -197,4 +197,7 @@ def lm_engine(backend: Any, model: str, path: str, *, gguf_file: str | None = No
         return ServedLMEngine(model, path, gguf_file=gguf_file, config=runtime)
     if runtime == "onnx":
         return OnnxLMEngine(model, int8=int8, device=device)
+    if runtime != "torch":  # OpenVINO runs encoders and cross-encoders only
+        raise InputError(f"backend {backend!r} runs encoders and cross-encoders; causal LMs run on torch, onnx, "
+                         "onnx-int8 or api", field="backend")
     return TorchLMEngine(path, gguf_file=gguf_file, device=device)

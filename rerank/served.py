@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.extras import requires
 
 log = logging.getLogger(__name__)
 
@@ -214,11 +215,7 @@ class ServedLMEngine:
 
     def __init__(self, model: str, path: str, *, gguf_file: str | None = None,
                  config: ServedConfig | None = None) -> None:
-        try:
-            import openai  # noqa: F401 - checked here, used in the request loop
-        except ImportError:
-            raise InputError('backend=api needs the openai client: pip install "rankwise[api]"',
-                             field="backend") from None
+        requires("openai", "api", "backend=api")  # checked here, used in the request loop
         self.config = config or ServedConfig()
         self.name = self.config.served_model or model
         try:

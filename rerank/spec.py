@@ -110,6 +110,22 @@ class RerankerSpec:
     def __str__(self) -> str:
         return ",".join([f"{self.paradigm}:{self.model}"] + [f"{k}={v}" for k, v in self.options.items()])
 
+    def __hash__(self) -> int:  # equal specs share one loaded model in an experiment
+        return hash((self.paradigm, self.model, tuple(sorted((k, str(v)) for k, v in self.options.items()))))
+
+    def __mod__(self, depth: int) -> Any:
+        """``spec % depth``: a pipeline stage reranking the top ``depth``."""
+        return self.as_stage(depth)
+
+    def as_stage(self, depth: int = 100) -> Any:
+        from rankwise.rerank.stage import Rerank
+
+        return Rerank(self, depth)
+
+    def load(self, **overrides: Any) -> Reranker:
+        """The reranker this spec names (:func:`load_reranker`; ``overrides`` fill options it leaves out)."""
+        return load_reranker(self, batch_size=None, **overrides)
+
 
 def _value(text: str, key: str = "") -> Any:
     if key == "int8":
@@ -168,7 +184,8 @@ def load_reranker(spec: str | RerankerSpec, **overrides: Any) -> Reranker:
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
     module, cls, allowed = PARADIGMS[parsed.paradigm]
     allowed += BACKEND_OPTIONS
-    options = {k: v for k, v in overrides.items() if k in allowed and v is not None}
+    # device: the caller's choice (cuda:LOCAL_RANK under torchrun), never a spec key
+    options = {k: v for k, v in overrides.items() if (k in allowed or k == "device") and v is not None}
     options.update(parsed.options)
     split = {k: options.pop(k) for k in PASSAGE_OPTIONS if k in options and k not in allowed} \
         if parsed.paradigm != "idcm" else {}

@@ -45,6 +45,8 @@ from rankwise.retrieval.formats import Corpus
 from rankwise.retrieval.files import atomic_dir
 from rankwise.retrieval.locks import folder_lock
 from rankwise.retrieval.manifest import MANIFEST, check_output_folder, read_manifest, write_manifest
+from rankwise.retrieval.progress import CostBar
+from rankwise.retrieval.retriever import Composable
 from rankwise.retrieval.run import Run
 
 logger = logging.getLogger(__name__)
@@ -226,7 +228,7 @@ def _run_indexer(jvm: dict[str, Any], collection: Path, index: Path, threads: in
 
     counters = indexer.getCounters()
     worker = threading.Thread(target=work, name="anserini-index", daemon=True)
-    with tqdm(total=total, desc="bm25: indexing", unit="doc", disable=not progress, file=sys.stderr) as bar:
+    with CostBar(total=total, desc="bm25: indexing", unit="doc", disable=not progress, file=sys.stderr) as bar:
         worker.start()
         while worker.is_alive():  # pyjnius releases the GIL during Java calls
             worker.join(0.5)
@@ -343,7 +345,7 @@ def _batches(items: list[tuple[str, str]], size: int) -> Iterator[list[tuple[str
         yield items[start:start + size]
 
 
-class BM25Retriever:
+class BM25Retriever(Composable):
     """Search a folder built by :func:`build_bm25_index` with BM25 (Robertson & Zaragoza, 2009).
 
     ``k1`` and ``b`` default to Anserini's 0.9 and 0.4; queries go through the same analyzer as

@@ -26,7 +26,7 @@ from rankwise.retrieval.paths import cache_root
 
 if TYPE_CHECKING:
     from rankwise.retrieval.encoder import Encoder
-    from rankwise.retrieval.hybrid import Retriever
+    from rankwise.retrieval.retriever import Retriever
 
 KINDS = ("bm25", "dense", "hybrid")
 _STANDARD_FILES = ("corpus.jsonl", "corpus.jsonl.gz", "collection.tsv", "collection.tsv.gz")
@@ -104,8 +104,11 @@ def cached_retriever(
         from rankwise.retrieval.dense import DenseRetriever
         from rankwise.retrieval.encoder import Encoder
 
+        from rankwise.retrieval.backend.calibration import corpus_calibration
+
         encoder = model if isinstance(model, Encoder) else Encoder(model or DEFAULT_ENCODER, backend=backend,
-                                                                    int8=int8, batch_size=batch_size)
+                                                                    int8=int8, batch_size=batch_size,
+                                                                    calibration=lambda: corpus_calibration(corpus))
         folder = dense_index(corpus, encoder, IndexConfig(type=index_type), name=name, progress=progress)
         return DenseRetriever(folder, encoder)
     from rankwise.retrieval.hybrid import FUSIONS, HybridRetriever

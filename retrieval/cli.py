@@ -71,7 +71,10 @@ def index(
                     stack.enter_context(folder_lock(out))
                 check_dense_build(corpus, out, config, backend="onnx-int8" if int8 else backend,
                                   chunk_size=chunk_size, shard=parse_shard(shard), force=force)
+                from rankwise.retrieval.backend.calibration import corpus_calibration
+
                 encoder = Encoder(model, backend=backend, int8=int8, batch_size=batch_size,
+                                  calibration=lambda: corpus_calibration(corpus),  # read by openvino-int8 only
                                   **({"device": device_for_rank(local_rank)} if world_size > 1 else {}))
                 encoder.max_tokens = max_tokens
                 if world_size > 1:
@@ -106,7 +109,7 @@ def search(
     index_dir: Annotated[Path, typer.Argument(help="index folder written by `rankwise index`")],
     queries: Annotated[Path, typer.Option(help="queries.jsonl, queries.tsv or a BEIR folder")],
     out: Annotated[Path, out_file("TREC run file to write")],
-    k: Annotated[int, positive_int.option("-k", "--k", help="documents per query")] = 100,
+    k: Annotated[int, positive_int.option("-k", help="documents per query")] = 100,
     model: Annotated[Optional[str], typer.Option(help="encoder (default: the one in the manifest)")] = None,
     batch_size: EncoderBatchSize = 64,
     backend: IndexBackend = None,
@@ -123,8 +126,7 @@ def search(
 
 def export(
     model: Annotated[str, typer.Argument(help="model name or path (a .gguf file for causal LMs too)")],
-    out_dir: Annotated[Path, typer.Argument(file_okay=False,
-                                            help="folder to write model.onnx, the tokenizer and manifest.json to")],
+    out_dir: Annotated[Path, typer.Argument(help="folder to write model.onnx, the tokenizer and manifest.json to")],
     kind: Annotated[one_of(KINDS), typer.Option(help="model kind")] = "encoder",
     int8: Annotated[bool, typer.Option("--int8", help="also write the dynamically quantized model.int8.onnx")] = False,
     optimize: Annotated[bool, typer.Option("--optimize", help="save ONNX Runtime's optimized graph (CPU provider)")]

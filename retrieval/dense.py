@@ -10,10 +10,11 @@ from rankwise.retrieval.encoder import Encoder
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.index import DenseIndex
 from rankwise.retrieval.manifest import MANIFEST
+from rankwise.retrieval.retriever import Composable
 from rankwise.retrieval.run import Run
 
 
-class DenseRetriever:
+class DenseRetriever(Composable):
     """``search(queries, k) -> Run`` over an index built by :func:`rankwise.retrieval.build_dense_index`.
 
     The encoder defaults to the one named in the index manifest, run by the backend the manifest
@@ -35,7 +36,7 @@ class DenseRetriever:
                              field="encoder.backend")
         if encoder is None or isinstance(encoder, str):
             encoder = Encoder(encoder or built_with["name"], backend=backend or manifest_backend(built_with),
-                              batch_size=batch_size)
+                              batch_size=batch_size, calibration=built_with.get("calibration"))
         if encoder.fingerprint != built_with["fingerprint"]:
             where = (self.index.directory / MANIFEST) if self.index.directory else None
             raise InputError(
@@ -55,5 +56,6 @@ class DenseRetriever:
 
 
 def manifest_backend(built_with: dict) -> str:
-    """The backend value (``torch``, ``onnx`` or ``onnx-int8``) an index manifest's ``encoder`` record names."""
+    """The backend value (``torch``, ``onnx``, ``onnx-int8``, ``openvino``, ``openvino-int8``) an index manifest's
+    ``encoder`` record names (with ``calibration``, the key of the int8 OpenVINO graph it was built with)."""
     return backend_name(built_with.get("backend", "torch"), bool(built_with.get("int8", False)))

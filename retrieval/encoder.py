@@ -7,7 +7,11 @@ them (as in E5 or BGE models).
 
 ``backend="onnx"`` runs the same batches through ONNX Runtime (:mod:`rankwise.retrieval.backend`): the model
 is exported once (cached per model fingerprint, parity-checked against torch), pooling and
-normalization run inside the graph, and ``"onnx-int8"`` uses the dynamically quantized graph. The
+normalization run inside the graph, and ``"onnx-int8"`` uses the dynamically quantized graph;
+``"openvino"`` compiles the same export with OpenVINO, and ``"openvino-int8"`` quantizes it with NNCF on
+``calibration`` texts (a list, a function returning one -- called only by this backend, e.g. the first
+documents of the collection being indexed --, or the key an index manifest records; default: the bundled
+calibration texts). The
 forward pass is the engine's (:func:`rankwise.retrieval.engines.encoder_engine`); batching is the encoder's. An fp32
 ONNX encoder has the torch encoder's fingerprint (its vectors match within 1e-4, so either can
 search the other's index); an int8 encoder has a fingerprint of its own.
@@ -45,12 +49,14 @@ class Encoder:
         batch_size: int = 64,
         max_length: int | None = None,
         int8: bool = False,
+        calibration: Any = None,
     ) -> None:
         self.backend, self.int8 = check_backend(backend, int8)
         self.name = model
         self.path = resolve_model(model)
         self.batch_size = batch_size
-        self.engine = encoder_engine(backend, model, self.path, int8=int8, device=device, max_length=max_length)
+        self.engine = encoder_engine(backend, model, self.path, int8=int8, device=device, max_length=max_length,
+                                     calibration=calibration)
 
     # what the engine holds, read through the encoder as before the engines
     model = property(lambda self: self.engine.model, doc="The sentence-transformers model (torch), else None.")
@@ -90,6 +96,7 @@ class Encoder:
             "max_length": self.max_length,
             "backend": self.backend,
             "int8": self.int8,
+            **({"calibration": self.engine.calibration} if getattr(self.engine, "calibration", None) else {}),
         }
 
     def encode_queries(self, texts: Sequence[str], progress: Any = False) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Engines: the object that runs a model's forward pass, one class per backend and model kind.
 
-The backend value (``torch``, ``onnx``, ``onnx-int8``; :func:`rankwise.retrieval.backend.check_backend`) is
+The backend value (``torch``, ``onnx``, ``onnx-int8``, ``openvino``, ``openvino-int8``;
+:func:`rankwise.retrieval.backend.check_backend`) is
 read once, by a factory per kind (:func:`encoder_engine`, :func:`pair_engine`; the causal LM's is
 :func:`rankwise.rerank.lm_engines.lm_engine`), which picks the engine class. The model classes
 (:class:`rankwise.retrieval.encoder.Encoder`, :class:`rankwise.rerank.cross_encoder.CrossEncoderReranker`,
@@ -28,8 +29,8 @@ from rankwise.retrieval.backend import backend_name, check_backend
 from rankwise.retrieval.backend.sources import DOC_PROMPTS, check_classification_head, model_fingerprint
 from rankwise.retrieval.errors import InputError
 
-__all__ = ["OnnxEncoderEngine", "OnnxPairEngine", "TorchEncoderEngine", "TorchPairEngine", "encoder_engine",
-           "pair_engine"]
+__all__ = ["OnnxEncoderEngine", "OnnxPairEngine", "OpenVinoEncoderEngine", "OpenVinoPairEngine", "TorchEncoderEngine",
+           "TorchPairEngine", "encoder_engine", "pair_engine"]
 
 
 def _preprocess_extras(tok: Any, preprocess: Any) -> dict[str, Any] | None:
@@ -190,16 +191,60 @@ class OnnxEncoderEngine:
         return self.session(text_features(self.tokenizer, prefixed, self.max_length))
 
 
-EncoderEngine = TorchEncoderEngine | OnnxEncoderEngine
+class OpenVinoEncoderEngine(OnnxEncoderEngine):
+    """The same export compiled by OpenVINO for the CPU: fp32, or int8 by NNCF static quantization on
+    ``calibration`` (texts drawn from the collection being indexed; default: the bundled calibration
+    texts; a string: the key of an int8 graph already made, as an index manifest records it)."""
+
+    def __init__(self, name: str, *, int8: bool = False, device: str | None = None, max_length: int | None = None,
+                 calibration: Any = None) -> None:
+        from transformers import AutoTokenizer
+
+        from rankwise.retrieval.backend.cache import exported, openvino_graph
+        from rankwise.retrieval.backend.calibration import bundled_texts
+        from rankwise.retrieval.backend.openvino import OpenVinoModel, require, resolve_calibration
+
+        if device not in (None, "cpu"):
+            raise InputError(f"the openvino backends run on the CPU, not {device!r}", field="device")
+        require("openvino")
+        if int8:
+            require("nncf")
+        self.int8 = bool(int8)
+        self.backend = backend_name("openvino", self.int8)
+        export = exported(name, "encoder", max_length=max_length)
+        settings = export.settings
+        if max_length is not None and max_length != settings["max_length"]:
+            raise InputError(f"exported with max_length={settings['max_length']}, not {max_length}; export again",
+                             path=export.folder, field="max_length")
+        texts = resolve_calibration(calibration, bundled_texts) if self.int8 else None
+        graph, record = openvino_graph(export, int8=self.int8, calibration=texts)
+        self.export = record["export"]
+        self.calibration = record["key"]  # the int8 graph's calibration key (None: fp32)
+        self.session = OpenVinoModel(graph)
+        self.accelerated = False
+        self.index_suffix = f"-{self.backend}"
+        self.tokenizer = AutoTokenizer.from_pretrained(export.folder)
+        self.similarity = settings["similarity"]
+        self.query_prompt, self.doc_prompt = settings["query_prompt"], settings["doc_prompt"]
+        self.dim, self.max_length = int(settings["dim"]), settings["max_length"]
+        self.fingerprint = settings["torch_fingerprint"]  # fp32: torch's vectors within 1e-4
+        if self.int8:  # other vectors: never the torch encoder's fingerprint
+            ir = self.export.manifest["files"][record["files"][1]]["sha256"]
+            self.fingerprint = hashlib.sha256(f"{self.fingerprint}:openvino-int8:{ir}".encode()).hexdigest()
+
+
+EncoderEngine = TorchEncoderEngine | OnnxEncoderEngine | OpenVinoEncoderEngine
 
 
 def encoder_engine(backend: str, model: str, path: str, *, int8: bool = False, device: str | None = None,
-                   max_length: int | None = None) -> EncoderEngine:
+                   max_length: int | None = None, calibration: Any = None) -> EncoderEngine:
     """The encoder engine of one backend value: ``model`` is the name an ONNX export is cached under,
-    ``path`` its resolved folder (what torch loads)."""
+    ``path`` its resolved folder (what torch loads); ``calibration`` is read only by ``openvino-int8``."""
     runtime, int8 = check_backend(backend, int8)
     if runtime == "onnx":
         return OnnxEncoderEngine(model, int8=int8, device=device, max_length=max_length)
+    if runtime == "openvino":
+        return OpenVinoEncoderEngine(model, int8=int8, device=device, max_length=max_length, calibration=calibration)
     return TorchEncoderEngine(path, device=device, max_length=max_length)
 
 
@@ -300,14 +345,47 @@ class OnnxPairEngine:
         return self.session(features).reshape(len(pairs)).tolist()
 
 
-PairEngine = TorchPairEngine | OnnxPairEngine
+class OpenVinoPairEngine(OnnxPairEngine):
+    """The same export compiled by OpenVINO for the CPU: fp32, or int8 by NNCF static quantization on
+    ``calibration`` ``(query, document)`` pairs (default: every bundled calibration query with every
+    bundled passage)."""
+
+    def __init__(self, name: str, *, int8: bool = False, device: str | None = None, max_length: int | None = None,
+                 calibration: Any = None) -> None:
+        from transformers import AutoTokenizer
+
+        from rankwise.retrieval.backend.cache import exported, openvino_graph
+        from rankwise.retrieval.backend.calibration import bundled_pairs
+        from rankwise.retrieval.backend.openvino import OpenVinoModel, require, resolve_calibration
+
+        if device not in (None, "cpu"):
+            raise InputError(f"the openvino backends run on the CPU, not {device!r}", field="device")
+        require("openvino")
+        if int8:
+            require("nncf")
+        self.int8 = bool(int8)
+        self.backend = backend_name("openvino", self.int8)
+        pairs = resolve_calibration(calibration, bundled_pairs) if self.int8 else None
+        graph, record = openvino_graph(exported(name, "cross-encoder"), int8=self.int8, calibration=pairs)
+        self.export = record["export"]
+        self.calibration = record["key"]
+        self.session = OpenVinoModel(graph)
+        self.accelerated = False
+        self.tokenizer = AutoTokenizer.from_pretrained(self.export.folder)
+        self.max_length = int(max_length or self.export.settings["max_length"])
+
+
+PairEngine = TorchPairEngine | OnnxPairEngine | OpenVinoPairEngine
 
 
 def pair_engine(backend: str, model: str, path: str, *, int8: bool = False, device: str | None = None,
-                max_length: int | None = None) -> PairEngine:
-    """The cross-encoder engine of one backend value (``model``: the export's name; ``path``: torch's folder)."""
+                max_length: int | None = None, calibration: Any = None) -> PairEngine:
+    """The cross-encoder engine of one backend value (``model``: the export's name; ``path``: torch's folder;
+    ``calibration``: read only by ``openvino-int8``)."""
     runtime, int8 = check_backend(backend, int8)
     if runtime == "onnx":
         return OnnxPairEngine(model, int8=int8, device=device, max_length=max_length)
+    if runtime == "openvino":
+        return OpenVinoPairEngine(model, int8=int8, device=device, max_length=max_length, calibration=calibration)
     return TorchPairEngine(path, device=device, max_length=max_length)
 

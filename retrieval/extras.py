@@ -1,10 +1,12 @@
 """Optional dependencies: each lives in a pip extra, and a missing one is named in one line.
 
 The base install (``pip install rankwise``) is what dense retrieval and reranking from Python need.
-BM25, the ONNX backend, GGUF models and LoRA, training, comparisons and ``irds:`` datasets, and the
+BM25, the ONNX and OpenVINO backends, GGUF models and LoRA, training, comparisons and ``irds:`` datasets, and the
 server each need an extra (``pip install "rankwise[bm25]"``). Every import of such a package goes
-through :func:`requires` inside the function that needs it, so ``import rankwise.rerank`` works
-without any extra and the command that needs one ends with exit status 2 and one line::
+through :func:`requires`, inside the function that needs it (or at the top of a module that is
+that feature and nothing else: the server's app, comparisons, the trainers), so ``import
+rankwise.rerank`` works without any extra and the command that needs one ends with exit status 2
+and one line::
 
     rankwise: error: BM25 needs the 'bm25' extra: pip install "rankwise[bm25]"
 """
@@ -16,9 +18,6 @@ import importlib.util
 from types import ModuleType
 
 from rankwise.retrieval.errors import InputError
-
-EXTRAS = ("bm25", "onnx", "llm", "train", "experiments", "serve", "gpu", "test")
-
 
 class MissingExtraError(InputError):
     """An optional package is not installed; the message names the extra that provides it."""

@@ -42,6 +42,17 @@ def _plain_mode(path: Path, directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~umask()
 
 
+def plain_permissions(folder: str | Path) -> None:
+    """Give ``folder`` and everything under it the permissions a plain ``open()`` / ``mkdir`` would
+    (some writers, safetensors among them, create their files 0600)."""
+    folder = Path(folder)
+    mask = umask()
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -86,6 +97,18 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
+    return h.hexdigest()
+
+
+def tree_fingerprint(path: str | Path) -> str:
+    """Hex SHA-256 over the relative names and SHA-256 of every file under ``path`` (or of the file
+    ``path``), hidden entries left out: equal fingerprints, equal model files."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    h = hashlib.sha256()
+    for file in files:
+        h.update(f"{file.relative_to(path) if file != path else file.name}\0{sha256_file(file)}\n".encode())
     return h.hexdigest()
 
 

@@ -6,7 +6,6 @@ an :class:`InputError` naming the file, the line and the field.
 
 from __future__ import annotations
 
-import enum
 import gzip
 import json
 import logging
@@ -277,31 +276,30 @@ def iter_qrels(path: str | Path, columns: tuple[int, ...] = (3, 4)) -> Iterator[
         raise InputError("no judgements in the file", path=path)
 
 
-class MissingJudged(str, enum.Enum):
-    """What a judgement of a document that is not in the corpus does: ``error`` refuses the file at
-    its first such line; ``warn`` counts them in one warning and keeps them (relevant documents
-    no run can retrieve, as BEIR's own evaluation keeps them)."""
-
-    error = "error"
-    warn = "warn"
+# What a judgement of a document that is not in the corpus does: "error" refuses the file at its first
+# such line; "warn" counts them in one warning and keeps them (relevant documents no run can
+# retrieve, as BEIR's own evaluation keeps them).
+MISSING_JUDGED = ("error", "warn")
 
 
 def check_judged(path: str | Path, corpus: Corpus, missing: str = "error") -> int:
     """Check that every document the qrels file ``path`` judges is in ``corpus``; returns how many are not.
 
-    ``missing`` is a :class:`MissingJudged` value: ``error`` raises an :class:`InputError` naming the
+    ``missing`` is one of :data:`MISSING_JUDGED`: ``error`` raises an :class:`InputError` naming the
     file, line and id of the first; ``warn`` logs one warning with their count and the first.
     Only the judged ids are held in memory; the corpus is streamed once.
     """
     path = Path(path)
-    policy = MissingJudged(missing)
+    if missing not in MISSING_JUDGED:
+        raise InputError(f"missing_judged is one of {', '.join(MISSING_JUDGED)}, not {missing!r}",
+                         field="missing_judged")
     rows = [(number, qid, did) for number, qid, did, _ in iter_qrels(path)]
     present = corpus.present(did for _, _, did in rows)
     absent = [(number, qid, did) for number, qid, did in rows if did not in present]
     if not absent:
         return 0
     number, qid, did = absent[0]
-    if policy is MissingJudged.error:
+    if missing == "error":
         more = f" ({len(absent) - 1} more lines like it)" if len(absent) > 1 else ""
         raise InputError(f"document {did!r} (judged for query {qid!r}) is not in the corpus{more}; fix the file, "
                          "or pass --missing-judged warn to count such judgements and go on", path=path, line=number,

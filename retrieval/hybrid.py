@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
 
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.fusion import interpolate, rrf
+from rankwise.retrieval.retriever import Composable, Retriever
 from rankwise.retrieval.run import Run
 
 FUSIONS = ("rrf", "interpolation")
 
 
-class Retriever(Protocol):
-    """What every first-stage retriever offers."""
-
-    def search(self, queries: Mapping[str, str], k: int = 100, progress: bool = True) -> Run: ...
+__all__ = ["FUSIONS", "HybridRetriever", "Retriever", "fuse"]  # Retriever lives in retrieval/retriever.py
 
 
-class HybridRetriever:
+class HybridRetriever(Composable):
     """Fuse two retrievers' top-``depth`` lists: ``rrf`` (k=60) or min-max ``interpolation`` (weight ``alpha`` on the first)."""
 
     def __init__(self, first: Retriever, second: Retriever, *, fusion: str = "rrf", rrf_k: int = 60,

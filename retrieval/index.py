@@ -30,6 +30,7 @@ from rankwise.retrieval.files import atomic_dir, atomic_open, atomic_path, write
 from rankwise.retrieval.formats import Corpus, Document
 from rankwise.retrieval.locks import folder_lock
 from rankwise.retrieval.manifest import MANIFEST, check_output_folder, read_manifest, write_manifest
+from rankwise.retrieval.distributed import shard_units
 from rankwise.retrieval.workdir import claim_workdir, settings_hash
 
 if TYPE_CHECKING:
@@ -377,7 +378,7 @@ def build_dense_index(
 
 def _build_dense_index(corpus: Corpus, encoder: Encoder, out: Path, config: IndexConfig, *, chunk_size: int,
                        shard: tuple[int, int] | None, gpu: bool | None, force: bool, progress: bool) -> dict[str, Any]:
-    from tqdm.auto import tqdm
+    from rankwise.retrieval.progress import CostBar
 
     identity = _identity(corpus, encoder, config, chunk_size)
     identity["shard"] = list(shard) if shard else None
@@ -394,7 +395,7 @@ def _build_dense_index(corpus: Corpus, encoder: Encoder, out: Path, config: Inde
     count = _count(corpus, progress)
     config.check(count, encoder.dim)
     n_chunks = math.ceil(count / chunk_size)
-    mine = [c for c in range(n_chunks) if shard is None or c % shard[1] == shard[0]]
+    mine = shard_units(n_chunks, *shard) if shard else list(range(n_chunks))  # torchrun's share of the units
     work = out / WORK_DIR
     chunk_dir = work / CHUNK_DIR
     claim_workdir(work, identity, key=_build_key(identity), force=force, what="an unfinished index build",
@@ -420,7 +421,7 @@ def _build_dense_index(corpus: Corpus, encoder: Encoder, out: Path, config: Inde
         log.info("resuming %s: %d of %d chunks already encoded", out, len(done), len(mine))
     empty = encoded = 0
     mine_set = set(mine)
-    with tqdm(total=todo_docs, desc=f"indexing {corpus.path.name}", unit="doc", disable=not progress) as bar:
+    with CostBar(total=todo_docs, desc=f"indexing {corpus.path.name}", unit="doc", disable=not progress) as bar:
         bar.update(sum(docs_in(c) for c in done))
         for number, docs in enumerate(_chunks(iter(corpus), chunk_size)):
             if number not in mine_set:

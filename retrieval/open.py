@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.formats import Corpus
-from rankwise.retrieval.hybrid import Retriever
+from rankwise.retrieval.retriever import Retriever
 from rankwise.retrieval.manifest import MANIFEST, read_manifest
 
 

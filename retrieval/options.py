@@ -16,7 +16,7 @@ from rankwise.retrieval.values import non_negative_int, one_of, positive_int
 
 BackendName = one_of(BACKENDS)
 
-# torch, onnx or onnx-int8: one value (retrieval.backend.check_backend)
+# torch, onnx, onnx-int8, openvino or openvino-int8: one value (retrieval.backend.check_backend)
 Backend = Annotated[BackendName, typer.Option(help="encoder backend")]
 # the index's own backend unless given (search, mine --index)
 IndexBackend = Annotated[Optional[BackendName], typer.Option(help="encoder backend (default: the one the index was "

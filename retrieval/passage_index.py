@@ -20,6 +20,7 @@ from rankwise.retrieval.files import atomic_open, write_json
 from rankwise.retrieval.formats import Corpus
 from rankwise.retrieval.index import IndexConfig
 from rankwise.retrieval.passages import Splitter, document_id, passage_id
+from rankwise.retrieval.retriever import Composable
 from rankwise.retrieval.run import Run
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def max_over_passages(passages: Run, k: int) -> Run:
     return Run(out, name="dense-passages")
 
 
-class PassageDenseRetriever:
+class PassageDenseRetriever(Composable):
     """``search(queries, k) -> Run`` of documents from a dense index of their passages."""
 
     def __init__(self, corpus: Corpus, encoder: Encoder, splitter: Splitter, *, config: IndexConfig | None = None,

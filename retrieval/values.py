@@ -37,6 +37,8 @@ class Range:
         """The range as ``--help`` shows it: ``x>=1``, ``0<x<1``, ``1<=x<=65535``."""
         low = f"{self.min:g}<=" if self.min is not None else f"{self.above:g}<" if self.above is not None else ""
         high = f"<={self.max:g}" if self.max is not None else f"<{self.below:g}" if self.below is not None else ""
+        if not low and not high:
+            return ""  # any finite number
         if low and not high:
             return "x" + (f">={self.min:g}" if self.min is not None else f">{self.above:g}")
         return f"{low}x{high}"
@@ -85,7 +87,7 @@ class Range:
 
     def option(self, *param_decls: str, help: str = "", **kwargs: Any) -> Any:
         """A ``typer.Option`` checked against this range, the range shown in its help."""
-        return typer.Option(*param_decls, help=f"{help} ({self.text})".strip(), callback=self.callback, **kwargs)
+        return typer.Option(*param_decls, help=f"{help} ({self.text})".strip() if self.text else help, callback=self.callback, **kwargs)
 
 
 positive_int = Range(int, min=1)  # batch sizes, k, depth, chunk sizes, steps, counts

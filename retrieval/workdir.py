@@ -1,10 +1,15 @@
-"""Resumable work folders, one rule for all: index chunks, mining parts, training checkpoints.
+"""Resumable work folders, one rule for all: index chunks, mining and reranking parts, training checkpoints.
 
 A long job keeps its finished pieces in a work folder together with a record of the settings that
 made them (their hash, and the settings themselves to say what differs). A rerun with the same
 settings resumes; work made with other settings is discarded only with ``--force`` (``force=True``)
 and refused otherwise, naming the settings that differ. A folder that holds nothing finished has
 nothing to lose and is started over without asking.
+
+A job cut into numbered units (chunks of documents, of queries) keeps unit ``n``'s output in
+:func:`part_path` files, each written atomically, the one that marks the unit finished last;
+:func:`concatenate` joins them in unit order. :mod:`rankwise.retrieval.distributed` shares the units
+out across the processes of a ``torchrun`` job.
 """
 
 from __future__ import annotations
@@ -13,12 +18,12 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.files import write_json
+from rankwise.retrieval.files import atomic_open, write_json
 
 log = logging.getLogger(__name__)
 SETTINGS_FILE = "settings.json"
@@ -69,3 +74,16 @@ def claim_workdir(work: str | Path, settings: dict[str, Any], *, force: bool, wh
         work.mkdir(parents=True, exist_ok=True)
         write_json(record_file, {"hash": key, "settings": settings})
     return False
+
+
+def part_path(work: str | Path, number: int, kind: str = "tsv") -> Path:
+    """The file of kind ``kind`` holding unit ``number``'s output in the work folder ``work``."""
+    return Path(work) / f"part-{number:05d}.{kind}"
+
+
+def concatenate(parts: Sequence[str | Path], target: str | Path) -> None:
+    """Write the bytes of ``parts``, in order, to ``target`` (atomically)."""
+    with atomic_open(target, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as fh:
+                shutil.copyfileobj(fh, out)

@@ -174,7 +174,7 @@ def test_index_cli_max_tokens(capsys, tmp_path, synthetic_beir, tiny_encoder):
         return code, capsys.readouterr().err
 
     code, err = rankwise("index", synthetic_beir, "--out", tmp_path / "bad", "--model", tiny_encoder, "--max-tokens", "0")
-    assert code == 2 and "--max-tokens must be >= 1" in err and "Traceback" not in err
+    assert code == 2 and "option '--max-tokens': must be >= 1, got 0" in err and "Traceback" not in err
     code, err = rankwise("index", synthetic_beir, "--out", tmp_path / "idx", "--model", tiny_encoder, "--max-tokens", "40")
     assert code == 0, err
     assert len(open_retriever(tmp_path / "idx").index) > 0

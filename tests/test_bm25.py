@@ -117,27 +117,34 @@ def test_folder_without_manifest_is_refused(tmp_path, built):
         BM25Retriever(copy)
 
 
-def test_failed_rebuild_leaves_folder_marked_incomplete(tmp_path, built):
+def test_failed_rebuild_keeps_the_old_index(tmp_path, built):
     copy = tmp_path / "copy"
     shutil.copytree(built["index"], copy)
+    before = {p.name: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
     bad = write_corpus(tmp_path / "bad", DOCS[:2])
     with open(bad / "corpus.jsonl", "a", encoding="utf-8") as fh:
         fh.write('{"_id": "d9", "text": \n')
     with pytest.raises(InputError, match=r"corpus.jsonl:3: malformed JSON"):
-        build_bm25_index(Corpus(bad), copy, progress=False)
-    assert not (copy / "manifest.json").exists() and not (copy / ".work").exists()
-    with pytest.raises(InputError, match="no manifest.json"):
-        BM25Retriever(copy)
+        build_bm25_index(Corpus(bad), copy, force=True, progress=False)
+    assert {p.name: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+    assert not list(tmp_path.glob(".copy.*"))  # no temporary folder left beside it
+    with BM25Retriever(copy) as retriever:
+        assert retriever.search({"q": "honey"}, k=3, progress=False)["q"]
 
 
-def test_rebuild_replaces_an_existing_index(tmp_path):
+def test_rebuild_from_another_corpus_needs_force(tmp_path):
     out = tmp_path / "index"
     build_bm25_index(Corpus(write_corpus(tmp_path / "one", DOCS[:3])), out, threads=1, progress=False)
-    manifest = build_bm25_index(Corpus(write_corpus(tmp_path / "two", DOCS[3:5])), out, threads=1, progress=False)
+    two = Corpus(write_corpus(tmp_path / "two", DOCS[3:5]))
+    with pytest.raises(InputError, match="holds the BM25 index of another corpus; pass --force"):
+        build_bm25_index(two, out, threads=1, progress=False)
+    manifest = build_bm25_index(two, out, threads=1, force=True, progress=False)
     assert manifest["source"]["count"] == 2
     with BM25Retriever(out, threads=1) as r:
         run = r.search({"old": "volcanoes lava", "new": "honey"}, k=10, progress=False)
     assert run["old"] == [] and run["new"][0][0] == "d5"
+    again = build_bm25_index(two, out, threads=1, progress=False)  # the same corpus: reused
+    assert again["created"] == manifest["created"] and again["files"] == manifest["files"]
 
 
 def test_relative_paths_after_chdir(tmp_path, monkeypatch):

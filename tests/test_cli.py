@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rankwise.cli import main
+from rankwise.retrieval.json_output import rounded
 from rankwise.retrieval.run import Run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,6 +130,9 @@ def test_beir_json_prints_one_object_and_writes_results(tmp_path, synthetic_beir
     assert set(result["synthetic"]) == {"nDCG@10", "R@100", "RR@10", "AP@100"}
     assert all(0.0 <= v <= 1.0 for v in result["synthetic"].values())
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert saved["datasets"]["synthetic"]["metrics"] == result["synthetic"]
-    assert set(saved["datasets"]["synthetic"]["components"]) == {"bm25", "dense"}
+    assert (saved["schema"], saved["version"]) == ("rankwise.results", 2)
+    [entry] = saved["experiments"]  # one dataset, named twice: run once
+    assert entry["dataset"] == "synthetic" and list(entry["systems"]) == ["hybrid-rrf"]
+    assert rounded(entry["systems"]["hybrid-rrf"]["metrics"]) == result["synthetic"]  # --json: 6 digits
+    assert set(entry["systems"]["hybrid-rrf"]["components"]) == {"bm25", "dense"}
     assert len(Run.read(tmp_path / "out" / "synthetic" / "hybrid-rrf.trec")) == 10

@@ -210,7 +210,8 @@ def test_compare_command_bad_inputs_are_one_line_and_exit_2(tmp_path, capsys):
 def test_beir_systems_numbers_equal_the_single_system_runs(synthetic_beir, tiny_encoder, tiny_cross_encoder,
                                                            tmp_path, capsys, monkeypatch):
     from rankwise.eval.datasets import resolve_dataset
-    from rankwise.eval.pipeline import PipelineSettings, run_pipeline
+    from rankwise.eval.experiment import Experiment
+    from rankwise.eval.systems import single_system
 
     ce = f"cross-encoder:{tiny_cross_encoder}"
     systems = f"bm25,dense,hybrid,bm25>>{ce},batch_size=8"
@@ -229,22 +230,26 @@ def test_beir_systems_numbers_equal_the_single_system_runs(synthetic_beir, tiny_
     record = document["provenance"]
     assert record["rankwise"] and record["packages"]["scipy"] == "1.17.1" and "ir-measures" in record["packages"]
     assert record["command"].startswith("rankwise beir ") and "--systems" in record["command"]
-    entry = document["datasets"]["synthetic"]
+    assert document["schema"] == "rankwise.results" and document["version"] == 2
+    [entry] = document["experiments"]
+    assert entry["dataset"] == "synthetic" and entry["baseline"] == "bm25"
+    assert [row["system"] for row in entry["comparison"]] == list(rows)
     assert len(entry["systems"]["dense"]["models"]["encoder"]) == 64
     assert len(entry["systems"][f"bm25>>{ce},batch_size=8"]["models"]["reranker"]) == 64
     # BM25 searched once for bm25 and bm25>>cross-encoder: the same recorded timing
     reranked = entry["systems"][f"bm25>>{ce},batch_size=8"]
     assert reranked["timings"]["bm25_search_s"] == entry["systems"]["bm25"]["timings"]["bm25_search_s"]
+    assert reranked["reused"] == ["bm25"] and entry["systems"]["bm25"]["reused"] == []
 
     dataset = resolve_dataset(str(synthetic_beir), download=False, progress=False)
     singles = {
-        "bm25": PipelineSettings(retriever="bm25"),
-        "dense": PipelineSettings(retriever="dense", model=str(tiny_encoder)),
-        "hybrid": PipelineSettings(retriever="hybrid", model=str(tiny_encoder)),
-        f"bm25>>{ce},batch_size=8": PipelineSettings(retriever="bm25", reranker=f"{ce},batch_size=8", depth=20),
+        "bm25": single_system("bm25"),
+        "dense": single_system("dense", model=str(tiny_encoder)),
+        "hybrid": single_system("hybrid", model=str(tiny_encoder)),
+        f"bm25>>{ce},batch_size=8": single_system("bm25", f"{ce},batch_size=8", depth=20),
     }
-    for name, settings in singles.items():
-        single = run_pipeline(dataset, settings, progress=False)
+    for name, pipeline in singles.items():
+        single = Experiment([pipeline], dataset, progress=False).run().systems[pipeline.name]
         for measure, value in single.metrics.items():
             assert rows[name][measure] == pytest.approx(value, abs=1e-12), (name, measure)
             assert entry["systems"][name]["metrics"][measure] == value
@@ -270,7 +275,8 @@ def test_system_specs_keep_reranker_options_together():
 def test_scifact_subset_bm25_dense_hybrid_compared_with_corrected_p_values(tmp_path, tiny_encoder, capsys):
     """Real SciFact text: 40 test queries over their relevant documents plus the first 1,000 others."""
     from rankwise.eval.datasets import resolve_dataset
-    from rankwise.eval.pipeline import PipelineSettings, run_pipeline
+    from rankwise.eval.experiment import Experiment
+    from rankwise.eval.systems import single_system
     from rankwise.retrieval.formats import read_qrels, read_queries
     from tests.conftest import require_shared, write_beir
 
@@ -296,5 +302,6 @@ def test_scifact_subset_bm25_dense_hybrid_compared_with_corrected_p_values(tmp_p
         assert (tmp_path / "out" / png).is_file()
     dataset = resolve_dataset(str(folder), download=False, progress=False)
     for name in ("bm25", "hybrid"):
-        single = run_pipeline(dataset, PipelineSettings(retriever=name, model=str(tiny_encoder)), progress=False)
+        pipeline = single_system(name, model=str(tiny_encoder))
+        single = Experiment([pipeline], dataset, progress=False).run().systems[pipeline.name]
         assert all(rows[name][m] == pytest.approx(v, abs=1e-12) for m, v in single.metrics.items())

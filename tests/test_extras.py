@@ -23,13 +23,24 @@ EXTRA_MODULES = {
     "train": ("accelerate", "datasets"),
     "experiments": ("statsmodels", "pandas", "matplotlib", "ir_datasets"),  # scipy comes with sentence-transformers
     "serve": ("fastapi", "uvicorn", "prometheus_client"),
+    "api": ("openai",),
 }
 ALL_OPTIONAL = tuple(sorted({m for mods in EXTRA_MODULES.values() for m in mods}))
 
 _HIDDEN = """
-import sys
-for name in sys.argv[1].split(","):
+import importlib.metadata, re, sys
+_hidden = sys.argv[1].split(",")
+for name in _hidden:
     sys.modules[name] = None  # `import name` now fails as if it were not installed
+_gone = {re.sub(r"[-_.]+", "_", n).lower() for n in _hidden} | ({"pyjnius"} if "jnius" in _hidden else set())
+_from_name = importlib.metadata.Distribution.from_name.__func__
+
+def _without_hidden(cls, name):  # and its metadata is gone (sentence-transformers asks for it)
+    if re.sub(r"[-_.]+", "_", name).lower() in _gone:
+        raise importlib.metadata.PackageNotFoundError(name)
+    return _from_name(cls, name)
+
+importlib.metadata.Distribution.from_name = classmethod(_without_hidden)
 """
 _CLI = _HIDDEN + "from rankwise.cli import main\nmain(sys.argv[2:])\n"
 
@@ -118,6 +129,8 @@ CASES = [
      "compare {run} --qrels irds:msmarco-passage/dev/small"),
     ("experiments", ("matplotlib",), "Plotting", "compare {run} {other} --qrels {qrels} --plot {out}"),
     ("serve", EXTRA_MODULES["serve"], "The server", "serve --reranker cross-encoder:m"),
+    ("api", ("openai",), "backend=api",
+     "rerank {run} --queries {queries} --corpus {corpus} --model listwise:m,backend=api --out {out}"),
     ("serve", ("fastapi",), "The server", "serve --reranker cross-encoder:m"),
 ]
 
@@ -126,7 +139,9 @@ CASES = [
                          ids=[f"{c[0]}-{'-'.join(c[1])}" for c in CASES])
 def test_a_command_without_its_extra_ends_in_one_line_naming_it(files, tmp_path, extra, hidden, feature, command):
     args = command.format(**{k: str(v) for k, v in files.items()}).split()
-    _assert_one_line(_run(_CLI, hidden, args, tmp_path), extra, feature)
+    proc = _run(_CLI, hidden, args, tmp_path)
+    _assert_one_line(proc, extra, feature)
+    assert proc.stdout == ""  # named before any work: no table printed first
     assert not files["out"].exists() or not any(files["out"].iterdir())
 
 
@@ -159,3 +174,19 @@ def test_lora_without_peft_names_the_llm_extra(tmp_path):
         "    print(err)\n")
     proc = _run(code, ("peft",), [], tmp_path)
     assert proc.stdout.strip() == "LoRA training needs the 'llm' extra: pip install \"rankwise[llm]\"", proc.stderr
+
+
+@pytest.mark.slow
+def test_dense_retrieval_and_reranking_run_on_the_base_install(tiny_encoder, tiny_cross_encoder, files, tmp_path):
+    code = _HIDDEN + (
+        "from rankwise import Corpus, CrossEncoderReranker, DenseRetriever, Encoder, IndexConfig, build_dense_index\n"
+        "from rankwise import evaluate\n"
+        "encoder = Encoder(sys.argv[2])\n"
+        "build_dense_index(Corpus(sys.argv[4]), encoder, sys.argv[5], IndexConfig(type='flat'), progress=False)\n"
+        "run = DenseRetriever(sys.argv[5], encoder).search({'q1': 'number'}, k=3, progress=False)\n"
+        "ranked = CrossEncoderReranker(sys.argv[3]).rerank('number', ['document number 1', 'document number 0'])\n"
+        "print(len(run['q1']), len(ranked), sorted(evaluate(run, {'q1': {'d1': 1}})))\n")
+    proc = _run(code, ALL_OPTIONAL, [str(tiny_encoder), str(tiny_cross_encoder), str(files["corpus"]),
+                                     str(tmp_path / "idx")], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[-2] == "3 2 ['AP@100', 'R@100', 'RR@10', 'nDCG@10']"

@@ -330,8 +330,9 @@ def test_cli_mines_a_beir_folder_with_a_dense_retriever(beir, tmp_path, capsys, 
 
 def test_eval_and_mining_share_the_cached_indexes(synthetic_beir, tiny_encoder):
     """After the move to retrieval/cached.py, eval keeps its folder layout and reuses what mining built."""
-    import rankwise.eval.pipeline as pipeline
     from rankwise.eval.datasets import resolve_dataset
+    from rankwise.eval.experiment import Experiment
+    from rankwise.retrieval import cached
     from rankwise.retrieval.encoder import Encoder
     from rankwise.retrieval.hybrid import HybridRetriever
     from rankwise.retrieval.index import IndexConfig
@@ -346,12 +347,11 @@ def test_eval_and_mining_share_the_cached_indexes(synthetic_beir, tiny_encoder):
     encoder = Encoder(str(tiny_encoder))
     dense_dir = root / f"dense-{encoder.fingerprint[:16]}-flat"
     stamps = {p: p.stat().st_mtime_ns for p in (root / "bm25" / "manifest.json", dense_dir / "manifest.json")}
-    assert pipeline.bm25_index(dataset, progress=False) == root / "bm25"
-    assert pipeline.dense_index(dataset, encoder, IndexConfig(), progress=False) == dense_dir
-    result = pipeline.run_pipeline(dataset, pipeline.PipelineSettings(retriever="hybrid", model=str(tiny_encoder)),
-                                   progress=False)
+    assert cached.bm25_index(corpus, name=dataset.name, progress=False) == root / "bm25"
+    assert cached.dense_index(corpus, encoder, IndexConfig(), name=dataset.name, progress=False) == dense_dir
+    result = Experiment([f"hybrid:{tiny_encoder}"], dataset, progress=False).run().systems[f"hybrid:{tiny_encoder}"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # reused, not rebuilt
-    assert result.queries == 10 and set(result.components) == {"bm25", "dense"}
+    assert len(result.run) == 10 and set(result.components) == {"bm25", "dense"}
     assert 0.0 <= result.metrics["nDCG@10"] <= 1.0
     assert {"bm25_index_s", "bm25_search_s", "dense_index_s", "dense_search_s"} <= set(result.timings)
     # the hybrid retriever mines too

@@ -84,11 +84,11 @@ def test_export_is_swapped_in_whole_and_survives_kill_and_failures(tiny_cross_en
 
     # killed with -9 while the new graph is being written: the old export is whole, nothing half-written in it
     def writing() -> bool:
-        return any(p.suffix in (".onnx", ".tmp") for d in tmp_path.glob(".export.new-*") for p in d.iterdir())
+        return any(p.suffix in (".onnx", ".tmp") for d in tmp_path.glob(".export.*.partial") for p in d.iterdir())
 
     status = kill_when([sys.executable, "-m", "rankwise", *map(str, export)], writing, env=_env(), timeout=300)
     assert status is None, "the export ended before it could be killed"
-    assert list(tmp_path.glob(".export.new-*")), "the killed run worked beside the export"
+    assert list(tmp_path.glob(".export.*.partial")), "the killed run worked beside the export"
     assert _snapshot(out) == before
 
     # the rerun (without --int8) removes the killed run's folder and leaves no orphan int8 graph
@@ -121,8 +121,13 @@ def test_export_refuses_a_file_or_a_folder_of_other_things(tiny_cross_encoder, t
     target = tmp_path / "model.bin"
     target.write_bytes(b"not a folder")
     line = _one_error(_run("export", tiny_cross_encoder, target, "--kind", "cross-encoder"))
-    assert f"{target}: exists and is a file" in line
+    assert str(target) in line and "is a file" in line
     assert target.read_bytes() == b"not a folder"
+    from rankwise.retrieval.backend.cache import export_model
+    from rankwise.retrieval.errors import InputError
+
+    with pytest.raises(InputError, match="model.bin: exists and is a file"):  # from Python too
+        export_model(str(tiny_cross_encoder), "cross-encoder", target)
 
     folder = tmp_path / "notes"
     folder.mkdir()

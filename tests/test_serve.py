@@ -396,7 +396,7 @@ def test_serve_command_needs_something_to_serve(capsys):
     from rankwise.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["serve", "--port", "0"])
+        main(["serve", "--port", "8080"])  # refused before binding: no --reranker, no --index
     assert exit_info.value.code == 2
     assert "nothing to serve" in capsys.readouterr().err
 
@@ -423,3 +423,17 @@ def test_search_endpoint_over_bm25(tmp_path, synthetic_beir):
         assert _error(post(app, "/v1/embeddings", {"input": ["x"]}), 404)["message"]
     finally:
         services.close()
+
+
+@pytest.mark.parametrize("headers, reason", [
+    ({}, "the Content-Type header is missing"),
+    ({"content-type": "text/plain"}, "Content-Type 'text/plain' is not supported"),
+    ({"content-type": "application/x-www-form-urlencoded"}, "not supported"),
+])
+def test_a_body_that_is_not_declared_json_is_415(reranker, headers, reason):
+    body = json.dumps({"query": "q", "documents": ["a"]}).encode()
+    error = _error(post(create_app(_services(reranker)), "/v1/rerank", content=body, headers=headers), 415)
+    assert reason in error["message"] and "application/json" in error["message"]
+    assert error["type"] == "unsupported_media_type" and error["field"] == "Content-Type"
+    ok = {"content-type": "application/json; charset=utf-8"}
+    assert post(create_app(_services(reranker)), "/v1/rerank", content=body, headers=ok).status_code == 200

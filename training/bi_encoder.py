@@ -88,7 +88,7 @@ def train_bi_encoder(
     settings = settings or TrainSettings()
     description: dict[str, Any] = {}
     kind = _kind(description)
-    checked = check_run(kind, data, loss, negatives, settings)
+    checked = check_run(kind, data, loss, negatives, settings, model=model)
     st = _load(SentenceTransformer, model)
     if settings.max_length:
         st.max_seq_length = settings.max_length

@@ -4,7 +4,6 @@ bi-encoder|cross-encoder|listwise|groupwise|idcm-selector``."""
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.json_output import dumps
 from rankwise.retrieval.models import DEFAULT_ENCODER
 from rankwise.retrieval.cached import KINDS
 from rankwise.retrieval.hybrid import FUSIONS
@@ -20,7 +20,7 @@ from rankwise.retrieval.values import (Range, non_negative_float, non_negative_i
                                        positive_int)
 from rankwise.rerank.permutation import LABELS
 from rankwise.training.mining import SAMPLINGS
-from rankwise.training.settings import CURRICULA, PG_BASELINES
+from rankwise.training.settings import CURRICULA, GROUPWISE_LOSSES, LISTWISE_LOSSES, LISTWISE_ORDERS, PG_BASELINES
 
 if TYPE_CHECKING:
     from rankwise.training.candidates import CandidateSource
@@ -101,12 +101,16 @@ def mine(
         teacher_pool=teacher_pool,
         out=out, scores_out=scores, text=text, chunk_size=chunk_size, force=force,
     )
+    from rankwise.retrieval.distributed import world
+
+    if world()[0] != 0:  # under torchrun, rank 0 reports the whole job
+        return
     typer.echo(f"{out}: {stats.triples} triples from {stats.queries} queries ({stats.positives} positives; "
                f"{stats.no_positives} queries without positives, {stats.short} with fewer than {negatives} "
                f"negatives for a positive, {stats.teacher_dropped} candidates dropped by the teacher)"
                + (f"; teacher scores in {scores}" if scores else ""), err=True)
     if json_output:
-        typer.echo(json.dumps(stats.as_dict(), sort_keys=True))
+        typer.echo(dumps(stats.as_dict(), sort_keys=True))
 
 
 train_app = typer.Typer(help="Train bi-encoders and rerankers on triples, n-tuples or BEIR qrels.",
@@ -128,6 +132,12 @@ LoggingSteps = Annotated[int, positive_int.option()]
 CurriculumFraction = Annotated[float, Range(float, above=0.0, max=1.0).option(
     help="weights are uniform from this fraction on")]
 GradientAccumulation = Annotated[int, positive_int.option()]
+# memory (training.memory): checked against the memory available before any data loads
+MaxTokens = Annotated[Optional[int], positive_int.option(help="padded tokens per forward pass: each step is split into "
+                                                              "micro-batches whose gradients accumulate (same "
+                                                              "effective batch)")]
+GradientCheckpointing = Annotated[bool, typer.Option("--gradient-checkpointing", help="recompute activations in the "
+                                                     "backward pass: less memory, about 1/3 more compute")]
 Force = Annotated[bool, typer.Option("--force", help="discard checkpoints of a run with other settings")]
 JsonOutput = Annotated[bool, typer.Option("--json", help="print the summary as JSON to stdout")]
 Queries = Annotated[Optional[Path], typer.Option(help="queries file (id triples, --runs)")]
@@ -148,14 +158,16 @@ MaxPassageTokens = Annotated[int, positive_int.option(help="tokens kept per pass
 def _settings(epochs: float, max_steps: int | None, batch_size: int, lr: float, warmup_ratio: float, seed: int,
               max_length: int | None, save_steps: int, logging_steps: int, curriculum: str,
               curriculum_fraction: float, gradient_accumulation: int,
-              curriculum_run: Path | None = None, workers: int | None = None) -> "TrainSettings":
+              curriculum_run: Path | None = None, workers: int | None = None, max_tokens: int | None = None,
+              gradient_checkpointing: bool = False) -> "TrainSettings":
     from rankwise.training.settings import TrainSettings
 
     return TrainSettings(epochs=epochs, max_steps=-1 if max_steps is None else max_steps, batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio,
                          seed=seed, max_length=max_length, save_steps=save_steps, logging_steps=logging_steps,
                          curriculum=curriculum, curriculum_fraction=curriculum_fraction,
                          curriculum_run=str(curriculum_run) if curriculum_run else None,
-                         gradient_accumulation_steps=gradient_accumulation, workers=workers)
+                         gradient_accumulation_steps=gradient_accumulation, workers=workers, max_tokens=max_tokens,
+                         gradient_checkpointing=gradient_checkpointing)
 
 
 def _pg_rank(samples: int, reward: str, temperature: float, baseline: str) -> "PGRankSettings":
@@ -197,7 +209,7 @@ def _report(result: "TrainResult", json_output: bool) -> None:
     if result.already_finished and not json_output:
         typer.echo(f"{result.out} already holds this finished run ({result.steps} steps): nothing trained", err=True)
         return
-    typer.echo(json.dumps(summary) if json_output else
+    typer.echo(dumps(summary) if json_output else
                f"trained {result.steps} steps ({result.samples_per_second:.1f} samples/s, final loss "
                f"{result.final_loss}); model in {result.out}", err=not json_output)
 
@@ -230,6 +242,8 @@ def train_bi_encoder_cmd(
     curriculum_fraction: CurriculumFraction = 0.5,
     gradient_accumulation: GradientAccumulation = 1,
     workers: Workers = None,
+    max_tokens: MaxTokens = None,
+    gradient_checkpointing: GradientCheckpointing = False,
     samples: Samples = 8,
     reward: Reward = "ndcg@10",
     temperature: Temperature = 1.0,
@@ -243,7 +257,7 @@ def train_bi_encoder_cmd(
 
     settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, max_length, save_steps,
                          logging_steps, curriculum, curriculum_fraction, gradient_accumulation,
-                         workers=workers)
+                         workers=workers, max_tokens=max_tokens, gradient_checkpointing=gradient_checkpointing)
     data = TrainingInput(triples, queries=queries, corpus=corpus, teacher=teacher_scores,
                          group_by_query=group_by_query)
     with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps --json clean
@@ -279,6 +293,8 @@ def train_cross_encoder_cmd(
         help="bm25 curriculum: ranks from this TREC run of the training queries, not the corpus's BM25 index")] = None,
     gradient_accumulation: GradientAccumulation = 1,
     workers: Workers = None,
+    max_tokens: MaxTokens = None,
+    gradient_checkpointing: GradientCheckpointing = False,
     samples: Samples = 8,
     reward: Reward = "ndcg@10",
     temperature: Temperature = 1.0,
@@ -292,7 +308,7 @@ def train_cross_encoder_cmd(
 
     settings = _settings(epochs, max_steps, batch_size, lr, warmup_ratio, seed, max_length, save_steps,
                          logging_steps, curriculum, curriculum_fraction, gradient_accumulation, curriculum_run,
-                         workers=workers)
+                         workers=workers, max_tokens=max_tokens, gradient_checkpointing=gradient_checkpointing)
     data = TrainingInput(triples, queries=queries, corpus=corpus, teacher=teacher_scores,
                          group_by_query=group_by_query)
     with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps --json clean
@@ -332,10 +348,12 @@ def train_listwise_cmd(
     teacher_scores: TeacherScores = None,
     group_by_query: GroupByQuery = False,
     depth: Depth = 20,
-    loss: Annotated[str, typer.Option(help="first: LM loss on the gold ranking + weighted RankNet")] = "first",
+    loss: Annotated[one_of(LISTWISE_LOSSES), typer.Option(help="first: LM loss on the gold ranking + weighted "
+                                                                "RankNet")] = "first",
     window: Annotated[int, Range(int, min=2, max=len(LABELS)).option(help="passages per training window")] = 20,
     rank_weight: Annotated[float, non_negative_float.option(help="lambda of L_LM + lambda * L_rank")] = 1.0,
-    order: Annotated[str, typer.Option(help="window order: retrieved (as at inference) or shuffled")] = "retrieved",
+    order: Annotated[one_of(LISTWISE_ORDERS), typer.Option(help="window order: retrieved (as at inference) or "
+                                                                 "shuffled")] = "retrieved",
     max_passage_tokens: MaxPassageTokens = 100,
     lora: Lora = True,
     lora_r: LoraR = 16,
@@ -374,7 +392,7 @@ def train_groupwise_cmd(
     teacher_scores: TeacherScores = None,
     group_by_query: GroupByQuery = False,
     depth: Depth = 20,
-    loss: Annotated[str, typer.Option(help="listnet or pg-rank")] = "listnet",
+    loss: Annotated[one_of(GROUPWISE_LOSSES), typer.Option(help="training loss")] = "listnet",
     group_size: Annotated[int, Range(int, min=2, max=len(LABELS)).option(
         help="documents per group (use the same at inference)")] = 5,
     levels: Annotated[int, Range(int, min=1, max=99).option(

@@ -27,6 +27,7 @@ with a new one-logit head. A curriculum (``settings.curriculum``) weights the pe
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def train_cross_encoder(
 
     settings = settings or TrainSettings()
     kind = _kind()
-    checked = check_run(kind, data, loss, negatives, settings)
+    checked = check_run(kind, data, loss, negatives, settings, model=model)
     from transformers import set_seed
 
     set_seed(settings.seed)  # a new classification head starts from the run's seed: equal settings, equal weights
@@ -84,6 +85,14 @@ def train_cross_encoder(
         ce = CrossEncoder(resolve_model(model), num_labels=1, max_length=settings.max_length)
     except (OSError, ValueError) as err:
         raise InputError(f"cannot load a model: {str(err).splitlines()[0]}", path=model) from None
-    return train_sentence_model(kind, checked, ce, model, data, out, settings=settings, pg_rank=pg_rank,
-                                context=LossContext(ce, teacher_labels=data.teacher is not None), force=force,
-                                progress=progress, callbacks=callbacks, save_model=lambda path: ce.save(str(path)))
+    result = train_sentence_model(kind, checked, ce, model, data, out, settings=settings, pg_rank=pg_rank,
+                                  context=LossContext(ce, teacher_labels=data.teacher is not None), force=force,
+                                  progress=progress, callbacks=callbacks, save_model=lambda path: ce.save(str(path)))
+    logging.getLogger("rankwise.training").info(window_note(out, ce.max_seq_length))
+    return result
+
+
+def window_note(out: str | Path, max_length: int) -> str:
+    """The line that tells what window a trained reranker keeps and how to override it."""
+    return (f"this model reranks with max_length={max_length}: longer (query, document) pairs are cut to "
+            f"{max_length} tokens; override with max_length= in the spec (cross-encoder:{out},max_length=512)")

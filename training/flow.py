@@ -10,6 +10,7 @@ made, and what the description records.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from rankwise.training.columns import to_dataset
 from rankwise.training.curriculum import difficulty_for
 from rankwise.training.data import TrainingInput
 from rankwise.training.losses.registry import LossContext, LossEntry, check_loss, get_loss
+from rankwise.training.memory import BatchPlan, check_training_memory, model_shape
 from rankwise.training.runner import TrainResult, finished_run, prepare_out, run_identity, run_training, training_arguments, with_loss_logs
 from rankwise.training.settings import PGRankSettings, TrainSettings
 
@@ -44,18 +46,27 @@ class CheckedRun:
     entry: LossEntry
     summary: dict[str, Any]
     negatives: int
+    plan: BatchPlan | None = None
 
 
 def check_run(kind: ModelKind, data: TrainingInput, loss: str, negatives: int | None,
-              settings: TrainSettings) -> CheckedRun:
-    """Check ``loss`` against the registry and read the whole input once, before any model loads."""
+              settings: TrainSettings, model: str | None = None) -> CheckedRun:
+    """Check ``loss`` against the registry and read the whole input once, before any model loads.
+
+    With ``model``, a step's peak memory is checked (:func:`rankwise.training.memory.check_training_memory`)
+    before the input is read (with ``negatives``, or one, per sample) and again with the negatives it has.
+    """
     entry = get_loss(kind.kind, loss)
     check_loss(entry, teacher=data.teacher is not None, curriculum=settings.curriculum)
+    shape = model_shape(model, kind.kind) if model is not None else None
+    if shape is not None:
+        check_training_memory(model, kind.kind, loss, negatives or 1, settings, shape)
     summary = data.check()
     k = data.negatives_to_use(summary, negatives)
     if entry.needs_negatives and k < 1:
         raise InputError(kind.no_negatives_message(loss), path=data.triples)
-    return CheckedRun(entry, summary, k)
+    plan = check_training_memory(model, kind.kind, loss, k, settings, shape) if shape is not None else None
+    return CheckedRun(entry, summary, k, plan)
 
 
 def train_sentence_model(
@@ -79,6 +90,8 @@ def train_sentence_model(
 
     ``custom(out, identity)`` returns ``(dataset, loss module)`` for a loss that builds its own
     (ADORE's fixed index); otherwise the rows come from ``kind.rows`` and the loss from the registry.
+    ``checked.plan`` (:func:`rankwise.training.memory.check_training_memory`) splits each step into
+    micro-batches whose gradients accumulate.
     """
     entry, summary, k, loss = checked.entry, checked.summary, checked.negatives, checked.entry.name
     out = Path(out)
@@ -93,8 +106,15 @@ def train_sentence_model(
     if finished is not None:
         return finished
     prepare_out(out, identity, description, force=force)
-    args = training_arguments(kind.arguments_class, settings, out, progress=progress, **kind.argument_options(entry))
-    extra_callbacks = list(callbacks)
+    memory: dict[str, Any] = {"activation_checkpointing": True} if settings.gradient_checkpointing else {}
+    plan = checked.plan
+    if plan is not None:
+        memory.update(per_device_train_batch_size=plan.micro,
+                      gradient_accumulation_steps=settings.gradient_accumulation_steps * plan.accumulation)
+        logging.getLogger("rankwise.training").info(plan.describe())
+    args = training_arguments(kind.arguments_class, settings, out, progress=progress,
+                              **kind.argument_options(entry), **memory)
+    extra_callbacks = [*callbacks, cost_callback(kind.kind)]
     with args.main_process_first():
         if custom is not None:
             dataset, loss_fn = custom(out, identity)
@@ -112,3 +132,26 @@ def train_sentence_model(
                                                  callbacks=extra_callbacks)
     return run_training(trainer, out, save_model=save_model, description=description,
                         identity=identity)
+
+
+def cost_callback(what: str) -> Any:
+    """A trainer callback that logs the cost line (:class:`rankwise.retrieval.progress.CostEstimate`) after the
+    first steps: steps to go, seconds per step, projected time (the main process only)."""
+    from transformers import TrainerCallback
+
+    from rankwise.retrieval.progress import CostEstimate
+
+    class _Cost(TrainerCallback):
+        cost: CostEstimate | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+            self.cost = CostEstimate(f"training {what} ({batch} samples per step)", state.max_steps - state.global_step,
+                                     "step", warmup=1, batch_word="step",
+                                     log=state.is_world_process_zero)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.cost is not None:
+                self.cost.update(1)
+
+    return _Cost()

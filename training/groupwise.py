@@ -39,9 +39,8 @@ from rankwise.training.losses.listnet import listnet_loss
 from rankwise.training.losses.pg_rank import pg_rank_objective
 from rankwise.training.losses.stats import LoggedStats, WithLoggedStats
 from rankwise.training.runner import TrainResult
-from rankwise.training.settings import PGRankSettings, TrainSettings
+from rankwise.training.settings import GROUPWISE_LOSSES, PGRankSettings, TrainSettings
 
-GROUPWISE_LOSSES = ("listnet", "pg-rank")
 Group = tuple[Any, ...]  # GroupwiseReranker.group_tails: (context ids, slot tails, read positions)
 
 

@@ -39,10 +39,8 @@ from rankwise.training.llm import LoRASettings, left_padded, model_device, train
 from rankwise.training.losses.first import first_loss, first_rank_loss
 from rankwise.training.losses.stats import LoggedStats, WithLoggedStats
 from rankwise.training.runner import TrainResult
-from rankwise.training.settings import TrainSettings
-
-LISTWISE_LOSSES = ("first",)
-ORDERS = ("retrieved", "shuffled")
+from rankwise.training.settings import LISTWISE_LOSSES, TrainSettings
+from rankwise.training.settings import LISTWISE_ORDERS as ORDERS
 
 
 def _checked_order(order: str) -> str:

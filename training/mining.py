@@ -21,7 +21,10 @@ ranked with ``sampling="top"``), and the negatives are then drawn from the pool'
 pass the margin. ``teacher_pool=0`` scores the whole window.
 
 Mining is resumable: queries (sorted by id) are mined in chunks, each finished chunk is saved in
-``<out>.work/``, and a re-run with the same settings continues after the last finished chunk.
+``<out>.work/``, and a re-run with the same settings keeps the finished chunks and mines the others.
+Under ``torchrun`` (``torchrun --nproc_per_node N -m rankwise mine ...``) rank ``r`` mines the chunks
+``n % N == r`` with its teacher on its own device and rank 0 joins the chunks: the triples and scores
+are the files one process writes (:mod:`rankwise.retrieval.distributed`).
 """
 
 from __future__ import annotations
@@ -45,11 +48,13 @@ from rankwise.retrieval.docstore import DocStore
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.files import atomic_open, sha256_file, write_json
 from rankwise.retrieval.formats import Corpus, iter_lines, read_qrels, read_queries
-from rankwise.retrieval.workdir import claim_workdir
+from rankwise.retrieval.progress import CostBar
+from rankwise.retrieval.distributed import ShardedJob, device_for_rank
+from rankwise.retrieval.workdir import concatenate, part_path
 
 if TYPE_CHECKING:
     from rankwise.rerank.base import Reranker
-    from rankwise.retrieval.hybrid import Retriever
+    from rankwise.retrieval.retriever import Retriever
 
 log = logging.getLogger(__name__)
 
@@ -308,17 +313,6 @@ class _Job:
 # The resumable driver
 
 
-def _part(work: Path, number: int, kind: str = "tsv") -> Path:
-    return work / f"part-{number:05d}.{kind}"
-
-
-def _concatenate(parts: list[Path], target: Path) -> None:
-    with atomic_open(target, "wb") as out:
-        for part in parts:
-            with open(part, "rb") as fh:
-                shutil.copyfileobj(fh, out)
-
-
 def mine_negatives(
     corpus: Corpus | str | Path,
     queries: QueriesLike,
@@ -401,48 +395,58 @@ def mine_negatives(
         "retriever": _describe_retriever(retriever),
     }
     work = out.with_name(out.name + WORK_SUFFIX)
-    claim_workdir(work, settings, key=_digest(settings), force=force, what="an unfinished mining run")
-
     qids = sorted(judged)
     chunks = [qids[i:i + chunk_size] for i in range(0, len(qids), chunk_size)]
-    done = [n for n in range(len(chunks)) if _part(work, n).is_file() and _part(work, n, "json").is_file()
-            and (scores_out is None or _part(work, n, "scores.tsv").is_file())]
-    stats = MiningStats(chunks=len(chunks), resumed_chunks=len(done))
-    if done:
-        log.info("resuming %s: %d of %d chunks already mined", out, len(done), len(chunks))
-    for n in done:
-        stats.add(MiningStats(**json.loads(_part(work, n, "json").read_text(encoding="utf-8"))))
 
-    if isinstance(teacher, str) and len(done) < len(chunks):
-        from rankwise.rerank.spec import load_reranker
+    def finished(n: int) -> bool:
+        return part_path(work, n).is_file() and part_path(work, n, "json").is_file() and (
+            scores_out is None or part_path(work, n, "scores.tsv").is_file())
 
-        try:
-            teacher = load_reranker(teacher, batch_size=None)
-        except BaseException:
-            if not done:  # nothing mined yet: leave no work folder behind
-                shutil.rmtree(work, ignore_errors=True)
-            raise
-    job = _Job(corpus, query_texts, judged, retriever, window, negatives, sampling, seed,
-               teacher if not isinstance(teacher, str) else None, margin, text, scores_out is not None,
-               teacher_pool=teacher_pool)
-    done_set = set(done)
-    with tqdm(total=len(qids), desc="mining negatives", unit="query", disable=not progress, file=sys.stderr) as bar:
-        bar.update(sum(len(chunks[n]) for n in done))
-        for n, chunk in enumerate(chunks):
-            if n in done_set:
-                continue
-            lines, score_lines, chunk_stats = job.mine(chunk)
+    def chunk_stats(numbers: Sequence[int]) -> MiningStats:
+        total = MiningStats(chunks=len(chunks))
+        for n in numbers:
+            total.add(MiningStats(**json.loads(part_path(work, n, "json").read_text(encoding="utf-8"))))
+        return total
+
+    # under torchrun, rank r mines the chunks n % WORLD_SIZE == r (rankwise.retrieval.distributed)
+    with ShardedJob(work, settings, len(chunks), finished=finished, key=_digest(settings), force=force,
+                    what="an unfinished mining run") as sharded:
+        if sharded.done_before:
+            log.info("resuming %s: %d of %d chunks already mined", out, len(sharded.done_before), len(chunks))
+        if isinstance(teacher, str) and sharded.todo:
+            from rankwise.rerank.spec import load_reranker
+
+            device = device_for_rank(sharded.local_rank) if sharded.size > 1 else None
+            try:
+                teacher = load_reranker(teacher, batch_size=None, device=device)
+            except BaseException:
+                if not sharded.done_before and sharded.size == 1:  # nothing mined yet: leave no work folder behind
+                    shutil.rmtree(work, ignore_errors=True)
+                raise
+        job = _Job(corpus, query_texts, judged, retriever, window, negatives, sampling, seed,
+                   teacher if not isinstance(teacher, str) else None, margin, text, scores_out is not None,
+                   teacher_pool=teacher_pool)
+        with CostBar(total=sum(len(chunks[n]) for n in sharded.mine), desc="mining negatives", unit="query",
+                     warmup=1, disable=not progress or sharded.rank != 0, file=sys.stderr) as bar:
+            bar.update(sum(len(chunks[n]) for n in sharded.kept))
+            for n in sharded.todo:
+                lines, score_lines, mined = job.mine(chunks[n])
+                if scores_out is not None:
+                    with atomic_open(part_path(work, n, "scores.tsv")) as fh:
+                        fh.writelines(score_lines)
+                write_json(part_path(work, n, "json"), mined.as_dict())
+                with atomic_open(part_path(work, n)) as fh:  # written last: marks the chunk finished
+                    fh.writelines(lines)
+                bar.update(len(chunks[n]))
+        mine_only = chunk_stats(sharded.mine)  # this rank's chunks (read before rank 0 removes the folder)
+
+        def merge() -> MiningStats:
+            concatenate([part_path(work, n) for n in range(len(chunks))], out)
             if scores_out is not None:
-                with atomic_open(_part(work, n, "scores.tsv")) as fh:
-                    fh.writelines(score_lines)
-            write_json(_part(work, n, "json"), chunk_stats.as_dict())
-            with atomic_open(_part(work, n)) as fh:  # written last: marks the chunk finished
-                fh.writelines(lines)
-            stats.add(chunk_stats)
-            bar.update(len(chunk))
+                concatenate([part_path(work, n, "scores.tsv") for n in range(len(chunks))], Path(scores_out))
+            return chunk_stats(range(len(chunks)))
 
-    _concatenate([_part(work, n) for n in range(len(chunks))], out)
-    if scores_out is not None:
-        _concatenate([_part(work, n, "scores.tsv") for n in range(len(chunks))], Path(scores_out))
-    shutil.rmtree(work, ignore_errors=True)
+        stats = sharded.merge(merge)
+    stats = stats if stats is not None else mine_only  # the other ranks report their own chunks
+    stats.resumed_chunks = len(sharded.done_before)
     return stats

@@ -18,6 +18,7 @@ hands it to :func:`run_training`, which adds what a long job needs:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -32,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from rankwise.retrieval.extras import requires
-from rankwise.retrieval.files import atomic_open, write_json
+from rankwise.retrieval.files import atomic_open, plain_permissions, write_json
+from rankwise.retrieval.locks import folder_lock
 from rankwise.retrieval.workdir import claim_workdir
 from rankwise.training.settings import TrainSettings
 
@@ -221,7 +223,17 @@ def finished_run(out: Path, identity: str) -> TrainResult | None:
 
 def run_training(trainer: Any, out: Path, *, save_model: Callable[[Path], None], description: dict[str, Any],
                  identity: str | None = None) -> TrainResult:
-    """Train (resuming from the last complete checkpoint in ``OUT/checkpoints``), then save the model into ``OUT``."""
+    """Train (resuming from the last complete checkpoint in ``OUT/checkpoints``), then save the model into ``OUT``.
+
+    The main process holds ``OUT``'s lock (:mod:`rankwise.retrieval.locks`) meanwhile: a second run
+    into the same folder is refused with one line.
+    """
+    with folder_lock(out) if trainer.is_world_process_zero() else contextlib.nullcontext():
+        return _run_training(trainer, out, save_model=save_model, description=description, identity=identity)
+
+
+def _run_training(trainer: Any, out: Path, *, save_model: Callable[[Path], None], description: dict[str, Any],
+                  identity: str | None) -> TrainResult:
     resume = last_checkpoint(out, remove_torn=trainer.is_world_process_zero())
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume)
@@ -253,6 +265,7 @@ def _save_atomically(out: Path, save_model: Callable[[Path], None]) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     save_model(tmp)
+    plain_permissions(tmp)  # safetensors writes 0600: the model gets the umask's permissions
     for path in sorted(tmp.rglob("*")):
         target = out / path.relative_to(tmp)
         if path.is_dir():

@@ -11,6 +11,10 @@ from typing import Any
 from rankwise.retrieval.errors import InputError
 
 CURRICULA = ("none", "bm25", "teacher")
+# the LLM trainers' choices, here so that the command line lists them without importing the trainers
+LISTWISE_LOSSES = ("first",)  # rankwise.training.listwise
+LISTWISE_ORDERS = ("retrieved", "shuffled")  # rankwise.training.listwise: the order of a training window
+GROUPWISE_LOSSES = ("listnet", "pg-rank")  # rankwise.training.groupwise
 
 
 @dataclass
@@ -25,6 +29,11 @@ class TrainSettings:
     ``workers``: DataLoader worker processes that collate (tokenize, pad) batches (None:
     :func:`rankwise.retrieval.batching.default_workers`); they change where collation runs, not the batches,
     so they are not part of the identity and a run may resume with another number.
+    ``max_tokens``: padded tokens per forward pass; a step of ``batch_size`` samples is split into
+    micro-batches whose gradients accumulate (:func:`rankwise.training.memory.plan_batches`).
+    ``gradient_checkpointing``: recompute each layer's activations in the backward pass (less
+    memory, about a third more compute). Both are checked against the memory available before any
+    data loads (:func:`rankwise.training.memory.preflight`).
     """
 
     epochs: float = 1.0
@@ -43,6 +52,8 @@ class TrainSettings:
     curriculum_run: str | None = None
     gradient_accumulation_steps: int = 1
     workers: int | None = None
+    max_tokens: int | None = None
+    gradient_checkpointing: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -55,7 +66,8 @@ class TrainSettings:
                   "warmup_ratio": 0 <= self.warmup_ratio < 1,
                   "curriculum_fraction": 0 < self.curriculum_fraction <= 1,
                   "gradient_accumulation_steps": self.gradient_accumulation_steps >= 1,
-                  "workers": self.workers is None or self.workers >= 0}
+                  "workers": self.workers is None or self.workers >= 0,
+                  "max_tokens": self.max_tokens is None or self.max_tokens >= 1}
         for name, ok in checks.items():
             if not ok:
                 raise InputError(f"invalid value {getattr(self, name)!r}", field=name)
@@ -71,9 +83,14 @@ class TrainSettings:
         return default_workers() if self.workers is None else self.workers
 
     def identity(self, **inputs: Any) -> str:
-        """A hash of everything that determines the trained weights except the checkpoint cadence."""
+        """A hash of everything that determines the trained weights except the checkpoint cadence.
+
+        Gradient checkpointing recomputes the same activations, so it is left out (a run may resume with or
+        without it); ``max_tokens`` counts only when set, so runs from before it existed keep their hash."""
         keep = {k: v for k, v in self.to_dict().items() if k not in ("save_steps", "save_total_limit", "logging_steps",
-                                                                   "workers")}
+                                                                   "workers", "gradient_checkpointing")}
+        if keep.get("max_tokens") is None:
+            keep.pop("max_tokens", None)
         blob = json.dumps({"settings": keep, "inputs": inputs}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 
 from rankwise.retrieval.backend.build import Prepared, _torch_inputs
+from rankwise.retrieval.backend.calibration import bundled
 from rankwise.retrieval.backend.export import export_graph
 from rankwise.retrieval.backend.features import prompt_features
 from rankwise.retrieval.backend.parity import PROBE_TEXTS
 from rankwise.retrieval.errors import InputError
 
 LM_INPUTS = ("input_ids", "allowed", "position_ids", "positions", "token_ids")
-CALIBRATION_FILE = Path(__file__).parent / "data" / "calibration.jsonl"
 
 
 def prepare_causal_lm(model: str, max_length: int | None) -> Prepared:
@@ -89,14 +89,10 @@ def _export_fused(prepared: Prepared, lm: Any, out: Path) -> dict[str, int]:
 
 def calibration_features(tokenizer: Any, passages: int = 20) -> list[dict[str, Any]]:
     """SmoothQuant's calibration input: FIRST-style listwise prompts, one per query of
-    ``data/calibration.jsonl`` (general-domain passages written for this purpose), each ranking
+    the bundled calibration file (:mod:`rankwise.retrieval.backend.calibration`), each ranking
     ``passages`` of its passages -- the shape and length (about 2,000 tokens) of what the LLM rerankers
     send -- in the model's chat template when it has one."""
-    import json
-
-    rows = [json.loads(line) for line in CALIBRATION_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
-    queries = [r["query"] for r in rows if "query" in r]
-    texts = [r["passage"] for r in rows if "passage" in r]
+    queries, texts = bundled()
     features = []
     for n, query in enumerate(queries):
         chosen = [texts[(n * passages + i) % len(texts)] for i in range(passages)]

@@ -12,7 +12,7 @@ Every ``s_j`` is rounded to a power of two. Scaling by ``2^k`` is exact in float
 smoothed model gives the same fp32 outputs; this is checked on the calibration prompts, and a
 model where it fails (a norm that is not ``weight * x``, a post-norm layout) is restored and left
 alone. Only the int8 graph changes. The calibration prompts are FIRST-style listwise prompts of
-general-domain passages (``data/calibration.jsonl``), about 2,000 tokens each.
+general-domain passages (``retrieval/backend/data/calibration.jsonl``), about 2,000 tokens each.
 
 The MLP's down projection stays float (:data:`FLOAT_MODULES`). Its input, ``act(gate) * up``, has
 no norm to fold into, and quantizing it is what costs the ranking, with or without smoothing

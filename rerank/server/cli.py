@@ -50,9 +50,13 @@ def serve(
                     max_batch_delay_ms=max_batch_delay)
     services = load_services(reranker, index, model, corpus)
     app = create_app(services, limits, api_key=api_key)
-    shared = {name: b.shared for name, b in app.state.batchers.items()}
-    logging.getLogger(__name__).info("serving %s on http://%s:%d (batches shared across requests: %s)",
-                                     ", ".join(f"/v1/{n}" for n in shared), host, port, shared)
+    batchers = app.state.batchers
+    shared = [f"/v1/{n}" for n, b in batchers.items() if b.shared]
+    alone = [f"/v1/{n}" for n, b in batchers.items() if not b.shared]
+    logging.getLogger(__name__).info(
+        "serving %s on http://%s:%d; %s", ", ".join(f"/v1/{n}" for n in batchers), host, port,
+        "; ".join(part for part in (f"requests batched together: {', '.join(shared)}" if shared else "",
+                                    f"one request per model call: {', '.join(alone)}" if alone else "") if part))
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=shutdown_timeout)
     finally:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # the 'serve' extra (app.py names it when missing): imported 
 
 log = logging.getLogger(__name__)
 _TYPES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-          413: "payload_too_large", 422: "invalid_request", 500: "internal_error", 503: "unavailable"}
+          413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request", 500: "internal_error", 503: "unavailable"}
 
 
 class ApiError(Exception):

@@ -3,7 +3,8 @@
 The API key is read from ``Authorization: Bearer KEY`` (as Cohere and OpenAI clients send it) or
 ``X-API-Key``; without it every path but ``/health`` answers 401, before the body is read. A body
 over ``max_body_bytes`` answers 413: at once when ``Content-Length`` says so, else as soon as the
-bytes received pass the limit (the body is read here, before the app sees it).
+bytes received pass the limit (the body is read here, before the app sees it). A ``POST`` to
+``/v1/...`` whose ``Content-Type`` is missing or not JSON answers 415 with the reason.
 """
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ async def _send_json(send: Any, status: int, body: dict[str, Any], headers: list
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
                             *headers]})
     await send({"type": "http.response.body", "body": data})
+
+
+def _content_type_problem(value: bytes | None) -> str | None:
+    """Why a POST body's ``Content-Type`` is not JSON (``application/json``, any ``+json``), or None."""
+    if not value:
+        return "the Content-Type header is missing; send 'Content-Type: application/json'"
+    media = value.split(b";")[0].strip().lower().decode("latin-1")
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return None
+    return f"Content-Type {media!r} is not supported; send 'Content-Type: application/json'"
 
 
 class Guard:
@@ -77,6 +88,11 @@ class Guard:
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             await _send_json(send, 413, too_large)
             return
+        if scope.get("method") == "POST" and path.startswith("/v1/"):
+            problem = _content_type_problem(headers.get(b"content-type"))
+            if problem:
+                await _send_json(send, 415, error_body(415, problem, "Content-Type"))
+                return
         chunks, received, more = [], 0, True
         while more:  # read the whole body here, so that no byte past the limit is held
             message = await receive()

@@ -1,4 +1,4 @@
-"""The ONNX Runtime backend shared by bi-encoders, cross-encoders and causal LMs.
+"""The ONNX Runtime and OpenVINO backends shared by bi-encoders, cross-encoders and causal LMs.
 
 Kept apart from the models (as sentence-transformers keeps its ``backend/`` package): the models
 call :func:`rankwise.retrieval.backend.cache.exported` for a checked export of their weights and
@@ -13,7 +13,9 @@ call :func:`rankwise.retrieval.backend.cache.exported` for a checked export of t
 - :mod:`~retrieval.backend.features`: model inputs as NumPy arrays (tokenization, masks);
 - :mod:`~retrieval.backend.parity`: the parity check run at export time;
 - :mod:`~retrieval.backend.session`: ``InferenceSession`` with the CUDA provider (fp16) when present;
-- :mod:`~retrieval.backend.cache`: exports cached per model fingerprint, checked before loading.
+- :mod:`~retrieval.backend.cache`: exports cached per model fingerprint, checked before loading;
+- :mod:`~retrieval.backend.openvino` / :mod:`~retrieval.backend.calibration`: the same exports compiled
+  by OpenVINO, int8 by NNCF static quantization on calibration texts (``openvino``, ``openvino-int8``).
 """
 
 from __future__ import annotations
@@ -30,24 +32,26 @@ PREPARE: dict[str, Callable[[str, int | None], Any]] = {}
 def register_kind(kind: str, prepare: Callable[[str, int | None], Any]) -> None:
     """Add the export preparation of a model kind (a higher layer registers its own models here)."""
     PREPARE[kind] = prepare
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
+QUANTIZED = {"onnx": "onnx-int8", "openvino": "openvino-int8"}  # runtime -> its int8 backend value
 
 
 def check_backend(backend: str, int8: bool = False) -> tuple[str, bool]:
-    """``(runtime, int8)`` for one backend value: ``torch``, ``onnx`` or ``onnx-int8`` (``int8=True`` with
-    ``onnx`` is the older spelling of ``onnx-int8``). Refuses an unknown backend, or int8 without ONNX
-    (an :class:`~retrieval.errors.InputError`)."""
+    """``(runtime, int8)`` for one backend value: ``torch``, ``onnx``, ``onnx-int8``, ``openvino`` or
+    ``openvino-int8`` (``int8=True`` with ``onnx`` or ``openvino`` is the older spelling of their int8
+    value). Refuses an unknown backend, or int8 with torch (an :class:`~retrieval.errors.InputError`)."""
     from rankwise.retrieval.errors import InputError
 
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}", field="backend")
-    if backend == "onnx-int8":
-        return "onnx", True
-    if int8 and backend != "onnx":
-        raise InputError("int8 needs backend='onnx' (or backend='onnx-int8')", field="int8")
+    for runtime, quantized in QUANTIZED.items():
+        if backend == quantized:
+            return runtime, True
+    if int8 and backend not in QUANTIZED:
+        raise InputError("int8 needs backend='onnx-int8' or 'openvino-int8'", field="int8")
     return backend, bool(int8)
 
 
 def backend_name(runtime: str, int8: bool) -> str:
     """The one backend value of ``(runtime, int8)``: the inverse of :func:`check_backend`."""
-    return "onnx-int8" if runtime == "onnx" and int8 else runtime
+    return QUANTIZED[runtime] if int8 and runtime in QUANTIZED else runtime

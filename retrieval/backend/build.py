@@ -180,15 +180,24 @@ def quantize(prepared: Prepared, src: Path, dst: Path, *, reduce_range: bool = F
                          keep_float=prepared.keep_float)
 
 
-def check_parity(prepared: Prepared, file: Path, *, int8: bool) -> dict[str, Any]:
+def check_parity(prepared: Prepared, file: Path, *, int8: bool,
+                 runtime: Callable[[Path], Callable[[dict[str, np.ndarray]], np.ndarray]] | None = None
+                 ) -> dict[str, Any]:
     """The parity record of the graph in ``file`` against torch on the probe inputs; raises when it fails.
+
+    ``runtime`` loads the graph for another runtime than ONNX Runtime (OpenVINO:
+    :class:`rankwise.retrieval.backend.openvino.OpenVinoModel`).
 
     A kind with a ``session_rewrite`` (a causal LM's chunked attention, :mod:`rankwise.rerank.onnx`) is checked
     as its runtime runs it on the CPU: each probe row alone, through the rewritten graph; the fp32
     graph also as one padded batch, which keeps the graph as exported.
     """
     rewrite = prepared.session_rewrite
-    session = OnnxSession(file, device="cpu", int8=int8, rewrite=rewrite)
+    if runtime is not None:
+        rewrite = None
+        session: Any = runtime(file)
+    else:
+        session = OnnxSession(file, device="cpu", int8=int8, rewrite=rewrite)
     if rewrite is not None:
         rows = prepared.batch_inputs
         alone = np.concatenate([session({k: v[i:i + 1] if k in rows else v for k, v in prepared.probe.items()})

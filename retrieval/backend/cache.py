@@ -1,6 +1,7 @@
 """Exports cached per model under ``cache_root()/onnx/<kind>/``, checked before they are loaded.
 
-A folder holds ``model.onnx`` (and ``model.int8.onnx``), the tokenizer and a ``manifest.json``
+A folder holds ``model.onnx`` (and ``model.int8.onnx``; for the OpenVINO runtime ``model.plain.onnx`` and
+``model.openvino-int8-<calibration>.xml/.bin``, :func:`openvino_graph`), the tokenizer and a ``manifest.json``
 written last: format, kind, the model's source fingerprint (SHA-256 over its files), the settings
 the runtime needs, the parity records and the SHA-256 and size of every file in the folder (it
 lists exactly those). A folder is built in a temporary sibling that replaces it whole when the
@@ -29,6 +30,7 @@ from typing import Any
 
 from rankwise.retrieval.backend import KINDS
 from rankwise.retrieval.backend.build import FP32_FILE, INT8_FILE
+from rankwise.retrieval.backend.openvino import INT8_IR_PREFIX, PLAIN_FILE
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.extras import requires
 from rankwise.retrieval.files import atomic_dir, file_record, sha256_file, write_json
@@ -113,7 +115,8 @@ def read_export(folder: str | Path, *, int8: bool = False, kind: str | None = No
     if name not in manifest.get("files", {}):
         raise InputError(f"has no {'int8' if int8 else 'fp32'} graph (export it with{'' if int8 else 'out'} --int8)",
                          path=folder, field="files")
-    verify(export, [n for n in manifest["files"] if n not in (FP32_FILE, INT8_FILE)] + [name])
+    graphs = (FP32_FILE, INT8_FILE, PLAIN_FILE)  # each checked when it is the one loaded
+    verify(export, [n for n in manifest["files"] if n not in graphs and not n.startswith(INT8_IR_PREFIX)] + [name])
     return export
 
 
@@ -267,3 +270,71 @@ def _cached_export(model: str, kind: str, folder: Path, fingerprint: str, *, int
     log.info("exporting %s (%s) to ONNX under %s", model, kind, folder)
     return export_model(model, kind, folder, int8=int8, max_length=max_length, fingerprint=fingerprint,
                         replace=True)
+
+
+
+def openvino_graph(export: Export, *, int8: bool = False, calibration: Any = None) -> tuple[Path, dict[str, Any]]:
+    """The graph of ``export`` the OpenVINO runtime compiles, and its record in the manifest's ``openvino`` section.
+
+    What is missing is made once, parity-checked against torch and added to the manifest with its
+    checksums, the folder rebuilt beside itself and swapped in whole (as :func:`add_int8` does): the
+    plain fp32 graph (:func:`rankwise.retrieval.backend.openvino.plain_graph`) and, for ``int8``, NNCF's
+    int8 IR calibrated on ``calibration`` (texts or ``(query, document)`` pairs; a string is the key of
+    an int8 graph already in the export, as an index manifest records it).
+    """
+    from rankwise.retrieval.backend.calibration import calibration_key
+    from rankwise.retrieval.backend.openvino import require
+
+    require("openvino")
+    key = None
+    if int8:
+        require("nncf")
+        key = calibration if isinstance(calibration, str) else calibration_key(calibration)
+    section = export.manifest.get("openvino", {"int8": {}})
+    if "fp32" not in section or (int8 and key not in section["int8"]):
+        if isinstance(calibration, str):
+            raise InputError(f"has no openvino-int8 graph calibrated as {key!r} (the index that names it was built "
+                             "with another export): build the index again", path=export.folder, field="calibration")
+        export = _add_openvino(export, key if int8 else None, calibration)
+        section = export.manifest["openvino"]
+    names = [section["fp32"]["graph"]] + (section["int8"][key]["files"] if int8 else [])
+    verify(export, names)
+    entry = section["int8"][key] if int8 else section["fp32"]
+    return export.folder / names[-2 if int8 else 0], {"export": export, "key": key, **entry}
+
+
+def _add_openvino(export: Export, key: str | None, calibration: Any) -> Export:
+    """Add the plain fp32 graph (when missing) and, with a ``key``, the int8 IR calibrated on ``calibration``."""
+    import openvino
+
+    from rankwise.retrieval.backend.build import check_parity, prepare
+    from rankwise.retrieval.backend.openvino import OpenVinoModel, feeds_of, plain_graph, quantize_int8, require
+
+    prepared = prepare(export.manifest["model"], export.kind, export.manifest["options"].get("max_length"))
+    with atomic_dir(export.folder, wait=True, what="ONNX export") as tmp:
+        manifest = json.loads((export.folder / MANIFEST).read_text(encoding="utf-8"))  # as it is now, under the lock
+        fields = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "created", "versions")}
+        section = fields.setdefault("openvino", {"int8": {}})
+        for name in fields["files"]:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(export.folder / name, tmp / name)
+            except OSError:
+                shutil.copy2(export.folder / name, tmp / name)
+        added: list[str] = []
+        if "fp32" not in section:
+            plain, added = plain_graph(prepared, tmp, fused=bool(fields.get("fused")))
+            section["fp32"] = {"graph": plain.name,
+                               "parity": check_parity(prepared, plain, int8=False, runtime=OpenVinoModel)}
+        section["versions"] = {**section.get("versions", {}), "openvino": openvino.__version__}
+        if key is not None and key not in section["int8"]:
+            feeds = feeds_of(prepared.tokenizer, calibration, fields["settings"].get("max_length"))
+            files = quantize_int8(tmp / section["fp32"]["graph"], tmp, key, feeds)
+            record = check_parity(prepared, tmp / files[0], int8=True, runtime=OpenVinoModel)
+            section["int8"][key] = {"files": files, "calibration": {"items": len(feeds), "sha256_12": key},
+                                    "parity": record}
+            section["versions"]["nncf"] = require("nncf").__version__
+            added += files
+        fields["files"] = list(fields["files"]) + added
+        written = _write_manifest(tmp, fields)
+    return Export(export.folder, written.manifest)

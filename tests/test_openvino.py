@@ -1,0 +1,173 @@
+"""OpenVINO backends: the factories, parity with torch (fp32 and NNCF int8), the manifests, search by the
+index's own backend, and the one-line message when the extra is missing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rankwise.retrieval.errors import InputError
+
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+
+
+@pytest.fixture(scope="module")
+def encoder_export(tiny_encoder, tmp_path_factory):
+    from rankwise.retrieval.backend.cache import export_model
+
+    return export_model(str(tiny_encoder), "encoder", tmp_path_factory.mktemp("openvino") / "encoder").folder
+
+
+@pytest.fixture(scope="module")
+def pair_export(tiny_cross_encoder, tmp_path_factory):
+    from rankwise.retrieval.backend.cache import export_model
+
+    return export_model(str(tiny_cross_encoder), "cross-encoder", tmp_path_factory.mktemp("openvino") / "ce").folder
+
+
+@pytest.fixture(scope="module")
+def texts():
+    from tests.tiny_models import corpus_texts
+
+    return corpus_texts()[:48]
+
+
+def test_the_factories_pick_the_openvino_engines(encoder_export, pair_export, texts):
+    from rankwise.retrieval.engines import OpenVinoEncoderEngine, OpenVinoPairEngine, encoder_engine, pair_engine
+
+    for backend, int8 in (("openvino", False), ("openvino-int8", True)):
+        enc = encoder_engine(backend, str(encoder_export), str(encoder_export), calibration=texts[:16])
+        assert isinstance(enc, OpenVinoEncoderEngine) and enc.backend == backend and enc.int8 is int8
+        pair = pair_engine(backend, str(pair_export), str(pair_export))
+        assert isinstance(pair, OpenVinoPairEngine) and pair.backend == backend and pair.int8 is int8
+    assert encoder_engine("openvino", str(encoder_export), str(encoder_export), int8=True).backend == "openvino-int8"
+
+
+def test_encoder_fp32_matches_torch_and_int8_is_close(tiny_encoder, encoder_export, texts):
+    from rankwise.retrieval.encoder import Encoder
+
+    torch_enc = Encoder(str(tiny_encoder), device="cpu", batch_size=16)
+    fp32 = Encoder(str(encoder_export), backend="openvino", batch_size=16)
+    ref = torch_enc.encode_docs(texts)
+    assert np.abs(ref - fp32.encode_docs(texts)).max() <= 1e-4
+    assert np.abs(torch_enc.encode_queries(texts[:5]) - fp32.encode_queries(texts[:5])).max() <= 1e-4
+    assert fp32.fingerprint == torch_enc.fingerprint  # same vectors within 1e-4: either searches the other's index
+    assert fp32.index_key != torch_enc.index_key
+
+    int8 = Encoder(str(encoder_export), backend="openvino-int8", batch_size=16, calibration=texts)
+    got = int8.encode_docs(texts)
+    cos = (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    assert cos.min() > 0.98
+    assert int8.fingerprint not in (torch_enc.fingerprint, fp32.fingerprint)
+    assert int8.describe()["calibration"] == int8.engine.calibration
+
+
+def test_cross_encoder_fp32_matches_torch_and_int8_keeps_the_order(tiny_cross_encoder, pair_export, texts):
+    from rankwise.rerank.cross_encoder import CrossEncoderReranker
+
+    pairs = [(texts[0][:40], t) for t in texts[:24]]
+    ref = np.array(CrossEncoderReranker(str(tiny_cross_encoder), device="cpu").score_pairs(pairs))
+    fp32 = np.array(CrossEncoderReranker(str(pair_export), backend="openvino").score_pairs(pairs))
+    assert np.abs(ref - fp32).max() <= 1e-4
+    # int8, calibrated on the bundled pairs: within 5% of the scores' size. The tiny model's scores are nearly
+    # flat (their spread is below int8's error), so the ranking agreement is measured on all-MiniLM-L6-v2 by
+    # bench/cpu_backends.py and reported at export (the parity record)
+    int8 = CrossEncoderReranker(str(pair_export), backend="openvino-int8")
+    got = np.array(int8.score_pairs(pairs))
+    assert np.abs(ref - got).max() <= 0.05 * np.abs(ref).max()
+    record = int8.export.manifest["openvino"]["int8"][int8.engine.calibration]["parity"]
+    assert record["variant"] == "int8" and 0.0 <= record["ranking_agreement"] <= 1.0
+
+
+def test_the_export_manifest_records_the_graphs_checksums_and_parity(encoder_export, texts):
+    from rankwise.retrieval.backend.calibration import calibration_key
+    from rankwise.retrieval.encoder import Encoder
+    from rankwise.retrieval.files import sha256_file
+
+    encoder = Encoder(str(encoder_export), backend="openvino-int8", calibration=texts[:20])
+    manifest = json.loads((encoder_export / "manifest.json").read_text())
+    section = manifest["openvino"]
+    assert section["fp32"]["parity"]["passed"] and section["fp32"]["parity"]["max_abs_diff"] <= 1e-4
+    key = calibration_key(texts[:20])
+    assert encoder.engine.calibration == key
+    entry = section["int8"][key]
+    assert entry["calibration"]["items"] == 20 and entry["parity"]["passed"]
+    assert "openvino" in section["versions"] and "nncf" in section["versions"]
+    for name in [section["fp32"]["graph"], *entry["files"]]:
+        assert manifest["files"][name]["sha256"] == sha256_file(encoder_export / name)
+
+
+def test_a_changed_int8_graph_is_refused(encoder_export, texts, tmp_path):
+    import shutil
+
+    from rankwise.retrieval.backend.cache import CorruptExport
+    from rankwise.retrieval.encoder import Encoder
+
+    folder = tmp_path / "copy"
+    shutil.copytree(encoder_export, folder)
+    key = Encoder(str(folder), backend="openvino-int8", calibration=texts[:12]).engine.calibration
+    binary = folder / f"model.openvino-int8-{key}.bin"
+    data = bytearray(binary.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    binary.write_bytes(bytes(data))
+    with pytest.raises(CorruptExport, match="checksum"):
+        Encoder(str(folder), backend="openvino-int8", calibration=key)
+    with pytest.raises(InputError, match="no openvino-int8 graph calibrated as 'feedfeedfeed'"):
+        Encoder(str(folder), backend="openvino-int8", calibration="feedfeedfeed")
+
+
+def _ok(main, argv: list[str]) -> None:
+    """Run the command in-process; it returns, or exits with status 0."""
+    try:
+        main(argv)
+    except SystemExit as done:
+        assert done.code in (0, None)
+
+
+@pytest.mark.parametrize("backend", ["openvino", "openvino-int8"])
+def test_an_openvino_index_is_searched_by_its_own_backend(tiny_encoder, synthetic_beir, tmp_path, backend):
+    from rankwise.cli import main
+    from rankwise.retrieval.backend.calibration import calibration_key, corpus_calibration
+    from rankwise.retrieval.dense import DenseRetriever
+    from rankwise.retrieval.formats import Corpus
+    from rankwise.retrieval.run import Run
+
+    out, run_file = tmp_path / "idx", tmp_path / "run.trec"
+    _ok(main, ["index", str(synthetic_beir), "--out", str(out), "--retriever", "dense", "--model", str(tiny_encoder),
+               "--backend", backend])
+    built_with = json.loads((out / "manifest.json").read_text())["encoder"]
+    assert (built_with["backend"], built_with["int8"]) == ("openvino", backend.endswith("int8"))
+    if backend.endswith("int8"):  # calibrated on the collection being indexed
+        assert built_with["calibration"] == calibration_key(corpus_calibration(Corpus(synthetic_beir)))
+    _ok(main, ["search", str(out), "--queries", str(synthetic_beir / "queries.jsonl"), "-k", "5", "--out", str(run_file)])
+    run = Run.read(run_file)
+    assert len(run) == 10 and all(len(run[q]) == 5 for q in run)
+    retriever = DenseRetriever(out)
+    assert retriever.encoder.engine.backend == backend  # from the manifest, not named again
+    assert retriever.encoder.fingerprint == built_with["fingerprint"]
+
+
+def test_causal_lms_refuse_the_openvino_backends(tiny_causal_lm):
+    from rankwise.rerank.lm_engines import lm_engine
+
+    with pytest.raises(InputError, match="causal LMs run on torch, onnx, onnx-int8 or api"):
+        lm_engine("openvino", str(tiny_causal_lm), str(tiny_causal_lm))
+
+
+@pytest.mark.parametrize("package", ["openvino", "nncf"])
+def test_a_missing_package_is_one_line_naming_the_extra(tiny_encoder, synthetic_beir, tmp_path, package):
+    backend = "openvino-int8" if package == "nncf" else "openvino"
+    code = (f"import sys; sys.modules[{package!r}] = None\n"
+            "from rankwise.cli import main\n"
+            f"main(['index', {str(synthetic_beir)!r}, '--out', {str(tmp_path / 'idx')!r}, '--retriever', 'dense', "
+            f"'--model', {str(tiny_encoder)!r}, '--backend', {backend!r}])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("rankwise: error:")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert lines == ["rankwise: error: The OpenVINO backend needs the 'openvino' extra: pip install \"rankwise[openvino]\""]
