@@ -1,7 +1,7 @@
 """Listwise reranking on a served LLM (``backend=api``): throughput at concurrency 1 and 8, and agreement
 with the in-process model on the same prompts, in one run.
 
-Starts ``python -m llama_cpp.server`` on a free loopback port with the SmolLM2 GGUF (or uses
+Starts llama-cpp-python's server (``bench/llama_cpp_server.py``) on a free loopback port with the SmolLM2 GGUF (or uses
 ``--base-url``), takes Cranfield's BM25 top-``depth`` of the first ``--queries`` judged queries, and
 
 1. reranks them with FIRST (sliding windows) through the server at ``concurrency=1`` and at
@@ -42,7 +42,8 @@ def start_server(gguf: Path, threads: int, log_file: Path) -> tuple[subprocess.P
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with open(log_file, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent / "llama_cpp_server.py"),
+                                 "--model", str(gguf), "--host", "127.0.0.1",
                                  "--port", str(port), "--n_ctx", "4096", "--n_threads", str(threads)],
                                 stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"
@@ -163,7 +164,8 @@ def main() -> None:
     for name, row in throughput.items():
         print(f"  {name:15} {row['windows_s']:6.2f} windows/s {row['requests_s']:6.2f} requests/s "
               f"(others used up to {row['others_cpu']:.0%} of the CPU)")
-    print(f"  concurrency 8 / 1: {ratio:.2f}x; in-process torch FIRST: {result['in_process_first_windows_s']:.2f} windows/s")
+    print(f"  concurrency 8 / 1: {ratio:.2f}x; in-process torch FIRST: "
+          f"{result['in_process_first_windows_s']:.2f} windows/s")
     for mode, a in agree.items():
         print(f"  in-process vs served, {mode}: {a['windows']} windows, Kendall tau {a['kendall_tau']:.3f}, "
               f"exact order {a['exact_order']:.0%}, same top passage {a['same_top']:.0%}")

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars too, without importing it here
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "faiss"):
+    for noisy in ("httpx", "httpx2", "faiss"):  # httpx2: the openai client's
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _quiet_libraries(True)
     previous = signal.getsignal(signal.SIGTERM)

@@ -177,9 +177,25 @@ class _LoopThread:
     """One asyncio event loop in a daemon thread: the client's requests run there, the caller waits."""
 
     def __init__(self) -> None:
+        import atexit
+
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="rankwise-served", daemon=True)
         self.thread.start()
+        atexit.register(self.close)  # an interrupted run leaves requests in flight: stop them on the way out
+
+    def close(self) -> None:
+        """Cancel what is in flight and stop the loop (its thread ends)."""
+        if self.loop.is_closed() or not self.thread.is_alive():
+            return
+
+        def stop() -> None:
+            for task in asyncio.all_tasks(self.loop):
+                task.cancel()
+            self.loop.stop()
+
+        self.loop.call_soon_threadsafe(stop)
+        self.thread.join(timeout=5)
 
     def run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
