@@ -101,6 +101,17 @@ def compare(
                              resamples=resamples, seed=seed)
 
 
+def check_comparison(test: str, correction: str, alpha: float) -> None:
+    """Refuse an unknown test or correction, or a significance level outside (0, 1)."""
+    if test not in TESTS:
+        raise InputError(f"unknown test {test!r}; choose from {', '.join(TESTS)}", field="test")
+    if correction not in CORRECTIONS:
+        raise InputError(f"unknown correction {correction!r}; choose from {', '.join(CORRECTIONS)}",
+                         field="correction")
+    if not 0.0 < alpha < 1.0:
+        raise InputError(f"the significance level must be in (0, 1), got {alpha}", field="significance")
+
+
 def compare_per_query(
     values: pd.DataFrame,
     *,
@@ -112,13 +123,7 @@ def compare_per_query(
     seed: int = 0,
 ) -> pd.DataFrame:
     """The comparison table of :func:`compare` from per-query values (as :func:`per_query_values` returns)."""
-    if test not in TESTS:
-        raise InputError(f"unknown test {test!r}; choose from {', '.join(TESTS)}", field="test")
-    if correction not in CORRECTIONS:
-        raise InputError(f"unknown correction {correction!r}; choose from {', '.join(CORRECTIONS)}",
-                         field="correction")
-    if not 0.0 < alpha < 1.0:
-        raise InputError(f"alpha must be in (0, 1), got {alpha}", field="alpha")
+    check_comparison(test, correction, alpha)
     systems = list(dict.fromkeys(values["system"]))
     measures = list(dict.fromkeys(values["measure"]))
     if not systems:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rankwise.eval.compare import CORRECTIONS, TESTS, compare_per_query, flat_rows, per_query_values
+from rankwise.eval.compare import check_comparison, compare_per_query, flat_rows, per_query_values
 from rankwise.eval.metrics import evaluate, parse_measures
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.pipeline import Context, Pipeline
@@ -192,13 +192,7 @@ class Experiment:
                  names: Sequence[str] | None = None, drop_self_hits: bool | None = None,
                  missing_judged: str = "warn", progress: bool = True,
                  resources: dict[Any, Any] | None = None) -> None:
-        if test not in TESTS:
-            raise InputError(f"unknown test {test!r}; choose from {', '.join(TESTS)}", field="test")
-        if correction not in CORRECTIONS:
-            raise InputError(f"unknown correction {correction!r}; choose from {', '.join(CORRECTIONS)}",
-                             field="correction")
-        if not 0.0 < alpha < 1.0:
-            raise InputError(f"the significance level must be in (0, 1), got {alpha}", field="significance")
+        check_comparison(test, correction, alpha)
         self.pipelines = [as_pipeline(p) for p in pipelines]
         if not self.pipelines:
             raise InputError("an experiment needs at least one pipeline", field="systems")

@@ -191,6 +191,17 @@ class OnnxEncoderEngine:
         return self.session(text_features(self.tokenizer, prefixed, self.max_length))
 
 
+def _check_openvino(device: str | None, int8: bool) -> None:
+    """The OpenVINO engines run on the CPU, with NNCF for int8; a missing package names its extra."""
+    from rankwise.retrieval.backend.openvino import require
+
+    if device not in (None, "cpu"):
+        raise InputError(f"the openvino backends run on the CPU, not {device!r}", field="device")
+    require("openvino")
+    if int8:
+        require("nncf")
+
+
 class OpenVinoEncoderEngine(OnnxEncoderEngine):
     """The same export compiled by OpenVINO for the CPU: fp32, or int8 by NNCF static quantization on
     ``calibration`` (texts drawn from the collection being indexed; default: the bundled calibration
@@ -202,13 +213,9 @@ class OpenVinoEncoderEngine(OnnxEncoderEngine):
 
         from rankwise.retrieval.backend.cache import exported, openvino_graph
         from rankwise.retrieval.backend.calibration import bundled_texts
-        from rankwise.retrieval.backend.openvino import OpenVinoModel, require, resolve_calibration
+        from rankwise.retrieval.backend.openvino import OpenVinoModel, resolve_calibration
 
-        if device not in (None, "cpu"):
-            raise InputError(f"the openvino backends run on the CPU, not {device!r}", field="device")
-        require("openvino")
-        if int8:
-            require("nncf")
+        _check_openvino(device, int8)
         self.int8 = bool(int8)
         self.backend = backend_name("openvino", self.int8)
         export = exported(name, "encoder", max_length=max_length)
@@ -356,13 +363,9 @@ class OpenVinoPairEngine(OnnxPairEngine):
 
         from rankwise.retrieval.backend.cache import exported, openvino_graph
         from rankwise.retrieval.backend.calibration import bundled_pairs
-        from rankwise.retrieval.backend.openvino import OpenVinoModel, require, resolve_calibration
+        from rankwise.retrieval.backend.openvino import OpenVinoModel, resolve_calibration
 
-        if device not in (None, "cpu"):
-            raise InputError(f"the openvino backends run on the CPU, not {device!r}", field="device")
-        require("openvino")
-        if int8:
-            require("nncf")
+        _check_openvino(device, int8)
         self.int8 = bool(int8)
         self.backend = backend_name("openvino", self.int8)
         pairs = resolve_calibration(calibration, bundled_pairs) if self.int8 else None

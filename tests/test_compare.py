@@ -304,4 +304,4 @@ def test_scifact_subset_bm25_dense_hybrid_compared_with_corrected_p_values(tmp_p
     for name in ("bm25", "hybrid"):
         pipeline = single_system(name, model=str(tiny_encoder))
         single = Experiment([pipeline], dataset, progress=False).run().systems[pipeline.name]
-        assert all(rows[name][m] == pytest.approx(v, abs=1e-12) for m, v in single.metrics.items())
+        assert all(rows[name][m] == pytest.approx(v, abs=5e-7) for m, v in single.metrics.items())  # --json: 6 digits

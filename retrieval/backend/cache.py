@@ -181,6 +181,16 @@ def _check_target(out: Path, replace: bool) -> None:
                          "name a new or empty folder, or an earlier export", path=out)
 
 
+def _link_files(source: Path, target: Path, names: list[str]) -> None:
+    """Hard-link (or copy, across file systems) the listed files of an export into the folder being rebuilt."""
+    for name in names:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source / name, target / name)
+        except OSError:
+            shutil.copy2(source / name, target / name)
+
+
 def _write_manifest(folder: Path, fields: dict[str, Any]) -> Export:
     """Check every graph and write ``manifest.json`` listing every file in ``folder`` (and only those)."""
     onnx = requires("onnx", "onnx", "The ONNX backend")
@@ -219,12 +229,7 @@ def add_int8(export: Export, *, reduce_range: bool = False) -> Export:
     prepared = prepare(export.manifest["model"], export.kind, export.manifest["options"].get("max_length"))
     fields = {k: v for k, v in export.manifest.items() if k not in ("format", "format_version", "created", "versions")}
     with atomic_dir(export.folder, wait=True, what="ONNX export") as tmp:
-        for name in fields["files"]:
-            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(export.folder / name, tmp / name)
-            except OSError:
-                shutil.copy2(export.folder / name, tmp / name)
+        _link_files(export.folder, tmp, fields["files"])
         quantize(prepared, tmp / FP32_FILE, tmp / INT8_FILE, reduce_range=reduce_range)
         record = check_parity(prepared, tmp / INT8_FILE, int8=True)
         fields["parity"] = {**fields["parity"], "int8": record}
@@ -315,12 +320,7 @@ def _add_openvino(export: Export, key: str | None, calibration: Any) -> Export:
         manifest = json.loads((export.folder / MANIFEST).read_text(encoding="utf-8"))  # as it is now, under the lock
         fields = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "created", "versions")}
         section = fields.setdefault("openvino", {"int8": {}})
-        for name in fields["files"]:
-            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(export.folder / name, tmp / name)
-            except OSError:
-                shutil.copy2(export.folder / name, tmp / name)
+        _link_files(export.folder, tmp, fields["files"])
         added: list[str] = []
         if "fp32" not in section:
             plain, added = plain_graph(prepared, tmp, fused=bool(fields.get("fused")))
