@@ -201,7 +201,9 @@ def test_groupwise_full_fine_tuning_from_a_run_and_resume(tmp_path, tiny_causal_
 
 def reranked_passes(out: Path) -> int:
     """The reranker's forward passes recorded in ``rankwise beir --out``'s results.json."""
-    return json.loads((out / "results.json").read_text())["datasets"]["synthetic"]["rerank_stats"]["forward_passes"]
+    document = json.loads((out / "results.json").read_text())
+    return sum(system["stats"]["rerank"]["forward_passes"] for experiment in document["experiments"]
+               for system in experiment["systems"].values() if "rerank" in system.get("stats", {}))
 
 
 def test_cli_groupwise_pg_rank_lora_and_beir_reranker(tmp_path, tiny_causal_lm, tiny_encoder, synthetic_beir, capsys):
