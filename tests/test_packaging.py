@@ -86,7 +86,7 @@ def test_the_wheel_holds_only_the_rankwise_namespace_its_data_and_licence(wheel)
     names = zipfile.ZipFile(wheel).namelist()
     version = PYPROJECT["project"]["version"]
     assert {n.split("/")[0] for n in names} == {"rankwise", f"rankwise-{version}.dist-info"}
-    assert {"rankwise/py.typed", "rankwise/rerank/onnx/data/calibration.jsonl", "rankwise/eval/irds.py",
+    assert {"rankwise/py.typed", "rankwise/retrieval/backend/data/calibration.jsonl", "rankwise/eval/irds.py",
             f"rankwise-{version}.dist-info/licenses/LICENSE"} <= set(names)
     assert not [n for n in names if "/tests/" in n or n.startswith("tests/") or "__pycache__" in n]
     metadata = zipfile.ZipFile(wheel).read(f"rankwise-{version}.dist-info/METADATA").decode()
