@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import glob
 import hashlib
 import json
 import os
@@ -138,7 +139,7 @@ def remove_stale_partials(target: str | Path) -> None:
     target = Path(target)
     if not target.parent.is_dir():
         return
-    for entry in target.parent.glob(f".{glob_escape(target.name)}.*"):
+    for entry in target.parent.glob(f".{glob.escape(target.name)}.*"):
         if not entry.name.endswith((PARTIAL, _OLD)):
             continue
         pid = entry.name[len(target.name) + 2:].split(".")[0]
@@ -150,11 +151,6 @@ def remove_stale_partials(target: str | Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
-
-
-def glob_escape(name: str) -> str:
-    """``name`` with glob's special characters quoted."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 _RENAME_EXCHANGE = 2
