@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from rankwise.rerank.base import Reranker
-from rankwise.retrieval.backend import check_backend
+from rankwise.retrieval.backend.value import Backend
 from rankwise.retrieval.engines import pair_engine
 from rankwise.retrieval.models import resolve_model
 from rankwise.retrieval.progress import CostBar
@@ -53,14 +53,14 @@ class CrossEncoderReranker(Reranker):
     name = "cross-encoder"
 
     def __init__(self, model: str = DEFAULT_CROSS_ENCODER, *, batch_size: int = 32, max_length: int | None = None,
-                 backend: str = "torch", device: str | None = None, int8: bool = False,
+                 backend: Backend | str = "torch", device: str | None = None,
                  calibration: Any = None) -> None:
         super().__init__()
-        self.backend, self.int8 = check_backend(backend, int8)
+        self.backend = Backend.parse(backend)
         self.model_name = model
         self.path = resolve_model(model)
         self.batch_size = batch_size
-        self.engine = pair_engine(backend, model, self.path, int8=int8, device=device, max_length=max_length,
+        self.engine = pair_engine(self.backend, model, self.path, device=device, max_length=max_length,
                                   calibration=calibration)
 
     # what the engine holds, read through the reranker as before the engines

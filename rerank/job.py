@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rankwise.rerank.base import check_run_queries
+from rankwise.retrieval.backend.value import Backend
 from rankwise.rerank.spec import RerankerSpec, load_reranker, parse_spec
 from rankwise.retrieval.distributed import ShardedJob, device_for_rank
 from rankwise.retrieval.files import sha256_file, tree_fingerprint, write_json
@@ -56,8 +57,8 @@ def model_fingerprint(spec: RerankerSpec) -> str | None:
 
 
 def rerank_file(run_file: str | Path, queries: str | Path, corpus: str | Path, spec: str | RerankerSpec,
-                out: str | Path, *, depth: int = 100, batch_size: int | None = None, backend: str | None = None,
-                int8: bool = False, first_stage_weight: float = 0.0, save_reasoning: str | Path | None = None,
+                out: str | Path, *, depth: int = 100, batch_size: int | None = None, backend: Backend | str | None = None,
+                first_stage_weight: float = 0.0, save_reasoning: str | Path | None = None,
                 chunk_size: int = 256, force: bool = False, progress: bool = True) -> RerankJobResult:
     """Rerank the top ``depth`` of every query of ``run_file`` with ``spec`` into the TREC file ``out``.
 
@@ -82,7 +83,7 @@ def rerank_file(run_file: str | Path, queries: str | Path, corpus: str | Path, s
         "format_version": FORMAT_VERSION, "run": sha256_file(run_file),
         "queries": hashlib.sha256(json.dumps(texts, sort_keys=True).encode("utf-8")).hexdigest(),
         "corpus": docs.fingerprint, "reranker": str(spec), "model": model_fingerprint(spec), "depth": depth,
-        "batch_size": batch_size, "backend": backend, "int8": bool(int8), "first_stage_weight": first_stage_weight,
+        "batch_size": batch_size, "backend": None if backend is None else str(backend), "first_stage_weight": first_stage_weight,
         "chunk_size": chunk_size, "reasoning": save_reasoning is not None,
     }
     work = out.with_name(out.name + WORK_SUFFIX)
@@ -98,7 +99,7 @@ def rerank_file(run_file: str | Path, queries: str | Path, corpus: str | Path, s
         if job.todo:
             device = device_for_rank(job.local_rank) if job.size > 1 else None
             reranker = result.reranker = load_reranker(spec, batch_size=batch_size, backend=backend,
-                                                       int8=int8 or None, device=device)
+                                                       device=device)
             show = progress and job.rank == 0
             with CostBar(total=sum(len(chunks[n]) for n in job.mine), desc="reranking", unit="query", warmup=1,
                          disable=not show, file=sys.stderr) as bar:

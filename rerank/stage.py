@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rankwise.retrieval.backend.value import Backend
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.retriever import Context, Stage, Step
 from rankwise.retrieval.run import Run
@@ -22,16 +23,17 @@ from rankwise.retrieval.run import Run
 @dataclass(frozen=True)
 class Rerank(Stage):
     """Rerank the top ``depth`` with ``reranker``; ``first_stage_weight`` > 0 mixes in the first-stage
-    scores (min-max per query); ``backend`` / ``int8`` fill what a spec leaves out."""
+    scores (min-max per query); ``backend`` fills what a spec leaves out."""
 
     reranker: Any  # a Reranker (has rerank_run) or a RerankerSpec (has load)
     depth: int = 100
     first_stage_weight: float = 0.0
-    backend: str | None = None
-    int8: bool | None = None
+    backend: Backend | None = None
     kind = "rerank"
 
     def __post_init__(self) -> None:
+        if self.backend is not None:  # a name given: parsed once, here
+            object.__setattr__(self, "backend", Backend.parse(self.backend))
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
             raise InputError(f"the rerank depth is a positive integer, got {self.depth!r}", field="depth")
         if not 0.0 <= self.first_stage_weight < 1.0:
@@ -48,7 +50,7 @@ class Rerank(Stage):
 
     def describe(self) -> dict[str, Any]:
         return {"stage": self.kind, "reranker": str(self.reranker) if self.is_spec else type(self.reranker).__name__, "depth": self.depth, "first_stage_weight": self.first_stage_weight,
-                "backend": self.backend, "int8": self.int8}
+                "backend": None if self.backend is None else str(self.backend)}
 
     @property
     def is_spec(self) -> bool:
@@ -59,8 +61,7 @@ class Rerank(Stage):
         if not self.is_spec:
             return self.reranker
         spec = self.reranker
-        return ctx.resource(("reranker", spec, self.backend, self.int8),
-                            lambda: spec.load(backend=self.backend, int8=self.int8))[0]
+        return ctx.resource(("reranker", spec, self.backend), lambda: spec.load(backend=self.backend))[0]
 
     def apply(self, previous: Run | None, k: int, ctx: Context, record: Step) -> Run:
         assert previous is not None

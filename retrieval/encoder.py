@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from rankwise.retrieval.backend import BACKENDS, check_backend
+from rankwise.retrieval.backend.value import Backend
 from rankwise.retrieval.backend.sources import DOC_PROMPTS, model_fingerprint
 from rankwise.retrieval.engines import encoder_engine
 from rankwise.retrieval.models import DEFAULT_ENCODER, resolve_model
 
-__all__ = ["BACKENDS", "DOC_PROMPTS", "Encoder", "model_fingerprint"]
+__all__ = ["Backend", "DOC_PROMPTS", "Encoder", "model_fingerprint"]
 
 
 class Encoder:
@@ -44,18 +44,17 @@ class Encoder:
         self,
         model: str = DEFAULT_ENCODER,
         *,
-        backend: str = "torch",
+        backend: Backend | str = "torch",
         device: str | None = None,
         batch_size: int = 64,
         max_length: int | None = None,
-        int8: bool = False,
         calibration: Any = None,
     ) -> None:
-        self.backend, self.int8 = check_backend(backend, int8)
+        self.backend = Backend.parse(backend)
         self.name = model
         self.path = resolve_model(model)
         self.batch_size = batch_size
-        self.engine = encoder_engine(backend, model, self.path, int8=int8, device=device, max_length=max_length,
+        self.engine = encoder_engine(self.backend, model, self.path, device=device, max_length=max_length,
                                      calibration=calibration)
 
     # what the engine holds, read through the encoder as before the engines
@@ -94,8 +93,7 @@ class Encoder:
             "dim": self.dim,
             "similarity": self.similarity,
             "max_length": self.max_length,
-            "backend": self.backend,
-            "int8": self.int8,
+            "backend": str(self.backend),
             **({"calibration": self.engine.calibration} if getattr(self.engine, "calibration", None) else {}),
         }
 

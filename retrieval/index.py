@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rankwise.retrieval.backend.value import Backend
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.extras import MissingExtraError
 from rankwise.retrieval.files import atomic_dir, atomic_open, atomic_path, write_json
@@ -235,11 +236,11 @@ def _build_key(identity: dict[str, Any]) -> str:
                           "source": identity.get("source", {}).get("sha256"), "shard": identity.get("shard")})
 
 
-def check_dense_build(corpus: Corpus, out: str | Path, config: IndexConfig, *, backend: str = "torch",
+def check_dense_build(corpus: Corpus, out: str | Path, config: IndexConfig, *, backend: Backend | str = "torch",
                       chunk_size: int = 8192, shard: tuple[int, int] | None = None, force: bool = False,
                       progress: bool = True) -> int:
     """The checks of a dense build that need no model: ``out`` itself, an index there built another way
-    (corpus, config, chunk size or int8-ness differ) without ``force``, a corpus that does not parse, and
+    (corpus, config, chunk size or a quantized backend's vectors differ) without ``force``, a corpus that does not parse, and
     settings the corpus size rules out. Returns the document count. Run before the encoder is loaded
     or exported; :func:`build_dense_index` repeats what needs the encoder."""
     out = Path(out)
@@ -250,10 +251,10 @@ def check_dense_build(corpus: Corpus, out: str | Path, config: IndexConfig, *, b
         existing = read_manifest(out, verify=False)
         wanted = {"config": config.to_dict(), "chunk_size": chunk_size,
                   "source": corpus.fingerprint, "shard": list(shard) if shard else None,
-                  "int8": backend == "onnx-int8"}
+                  "quantization": Backend.parse(backend).int8}
         have = {"config": existing.get("config"), "chunk_size": existing.get("chunk_size"),
                 "source": existing.get("source", {}).get("sha256"), "shard": existing.get("shard"),
-                "int8": bool(existing.get("encoder", {}).get("int8", False))}
+                "quantization": Backend.from_record(existing.get("encoder", {}), field="encoder.backend").int8}
         differ = sorted(k for k in wanted if wanted[k] != have[k])
         if differ:
             raise InputError(f"holds an index built with other {', '.join(differ)}; pass --force to replace it "

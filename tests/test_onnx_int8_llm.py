@@ -82,7 +82,7 @@ def test_int8_causal_lm_keeps_down_projections_and_head_float(tiny_causal_lm, tm
     from rankwise.retrieval.backend.cache import export_model, read_export
     from rankwise.retrieval.backend.quantize import nodes_of_modules
 
-    folder = export_model(str(tiny_causal_lm), "causal-lm", tmp_path / "lm", int8=True).folder
+    folder = export_model(str(tiny_causal_lm), "causal-lm", tmp_path / "lm", backend="onnx-int8").folder
     export = read_export(folder, int8=True, kind="causal-lm")
     assert export.manifest["settings"]["smoothquant"] == {"alpha": 0.8, "layers": 2, "skipped": None}
     assert export.manifest["parity"]["fp32"]["max_abs_diff"] <= 1e-4  # against the model before smoothing
@@ -95,7 +95,7 @@ def test_int8_causal_lm_keeps_down_projections_and_head_float(tiny_causal_lm, tm
     assert any(n.op_type in ("DynamicQuantizeMatMul", "MatMulInteger") for n in nodes)  # the rest is int8
     assert "DequantizeLinear" not in {n.op_type for n in nodes}  # no Gather quantized: the tied head stays float
 
-    torch_lm, onnx_lm = CausalLM(str(tiny_causal_lm), device="cpu"), CausalLM(str(folder), backend="onnx", int8=True)
+    torch_lm, onnx_lm = CausalLM(str(tiny_causal_lm), device="cpu"), CausalLM(str(folder), backend="onnx-int8")
     prompts, ids = ["query heart [A] yes", "no [B] > [C] 1 2 3 query document"], list(range(10, 30))
     want, got = torch_lm.next_token_logits(prompts, ids), onnx_lm.next_token_logits(prompts, ids)
     assert np.corrcoef(want.ravel(), got.ravel())[0, 1] > 0.99

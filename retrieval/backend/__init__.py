@@ -32,26 +32,6 @@ PREPARE: dict[str, Callable[[str, int | None], Any]] = {}
 def register_kind(kind: str, prepare: Callable[[str, int | None], Any]) -> None:
     """Add the export preparation of a model kind (a higher layer registers its own models here)."""
     PREPARE[kind] = prepare
-BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
-QUANTIZED = {"onnx": "onnx-int8", "openvino": "openvino-int8"}  # runtime -> its int8 backend value
+from rankwise.retrieval.backend.value import Backend  # noqa: E402  (the backend value, parsed once)
 
-
-def check_backend(backend: str, int8: bool = False) -> tuple[str, bool]:
-    """``(runtime, int8)`` for one backend value: ``torch``, ``onnx``, ``onnx-int8``, ``openvino`` or
-    ``openvino-int8`` (``int8=True`` with ``onnx`` or ``openvino`` is the older spelling of their int8
-    value). Refuses an unknown backend, or int8 with torch (an :class:`~retrieval.errors.InputError`)."""
-    from rankwise.retrieval.errors import InputError
-
-    if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}", field="backend")
-    for runtime, quantized in QUANTIZED.items():
-        if backend == quantized:
-            return runtime, True
-    if int8 and backend not in QUANTIZED:
-        raise InputError("int8 needs backend='onnx-int8' or 'openvino-int8'", field="int8")
-    return backend, bool(int8)
-
-
-def backend_name(runtime: str, int8: bool) -> str:
-    """The one backend value of ``(runtime, int8)``: the inverse of :func:`check_backend`."""
-    return QUANTIZED[runtime] if int8 and runtime in QUANTIZED else runtime
+BACKENDS = Backend.NAMES

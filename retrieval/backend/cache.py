@@ -31,6 +31,7 @@ from typing import Any
 from rankwise.retrieval.backend import KINDS
 from rankwise.retrieval.backend.build import FP32_FILE, INT8_FILE
 from rankwise.retrieval.backend.openvino import INT8_IR_PREFIX, PLAIN_FILE
+from rankwise.retrieval.backend.value import ONNX, Backend
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.extras import requires
 from rankwise.retrieval.files import atomic_dir, file_record, sha256_file, write_json
@@ -113,7 +114,7 @@ def read_export(folder: str | Path, *, int8: bool = False, kind: str | None = No
     export = Export(folder, manifest)
     name = export.file(int8).name
     if name not in manifest.get("files", {}):
-        raise InputError(f"has no {'int8' if int8 else 'fp32'} graph (export it with{'' if int8 else 'out'} --int8)",
+        raise InputError(f"has no {'int8' if int8 else 'fp32'} graph (export it with --backend {'onnx-int8' if int8 else 'onnx'})",
                          path=folder, field="files")
     graphs = (FP32_FILE, INT8_FILE, PLAIN_FILE)  # each checked when it is the one loaded
     verify(export, [n for n in manifest["files"] if n not in graphs and not n.startswith(INT8_IR_PREFIX)] + [name])
@@ -141,7 +142,7 @@ def check_graph(file: Path) -> None:
         raise CorruptExport(f"onnx.checker rejects the graph: {str(err).splitlines()[0]}", path=file) from None
 
 
-def export_model(model: str, kind: str, out: str | Path, *, int8: bool = False, optimize: bool = False,
+def export_model(model: str, kind: str, out: str | Path, *, backend: Backend | str = ONNX, optimize: bool = False,
                  max_length: int | None = None, reduce_range: bool = False,
                  fingerprint: str | None = None, replace: bool = False) -> Export:
     """Export ``model`` (name or path) as ``kind`` into ``out``, check parity, and write the manifest last.
@@ -149,7 +150,7 @@ def export_model(model: str, kind: str, out: str | Path, *, int8: bool = False, 
     Everything is built in a temporary folder beside ``out`` (:func:`rankwise.retrieval.files.atomic_dir`)
     that replaces ``out`` whole only once the manifest is written: a failed or killed export leaves
     ``out`` as it was, and a re-export leaves no file of the previous one behind (a
-    ``model.int8.onnx`` included, unless ``int8`` is asked again). ``out`` must be new, empty, or an
+    ``model.int8.onnx`` included, unless ``backend`` is ``onnx-int8`` again). ``out`` must be new, empty, or an
     export; a folder holding anything else is refused unless ``replace`` (rankwise's own cache).
     """
     from rankwise.retrieval.backend.build import build
@@ -157,11 +158,14 @@ def export_model(model: str, kind: str, out: str | Path, *, int8: bool = False, 
 
     if kind not in KINDS:
         raise InputError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}", field="kind")
+    backend = Backend.parse(backend)
+    if backend.runtime != ONNX.runtime:
+        raise InputError(f"an export is for the onnx backends, not {str(backend)!r}", field="backend")
     out = Path(out)
     _check_target(out, replace)
     fingerprint = fingerprint or source_fingerprint(model)
     with atomic_dir(out, wait=replace, what="ONNX export") as tmp:
-        built = build(model, kind, tmp, int8=int8, optimize=optimize, max_length=max_length,
+        built = build(model, kind, tmp, int8=backend.int8, optimize=optimize, max_length=max_length,
                       reduce_range=reduce_range)
         written = _write_manifest(tmp, {"model": model, "kind": kind, "source_fingerprint": fingerprint,
                                         "options": {"max_length": max_length, "optimize": optimize}, **built})
@@ -225,7 +229,7 @@ def add_int8(export: Export, *, reduce_range: bool = False) -> Export:
 
     if export.manifest.get("optimized"):
         raise InputError("the fp32 graph was optimized for the CPU provider and cannot be quantized; export "
-                         "again with --int8", path=export.folder)
+                         "again with --backend onnx-int8", path=export.folder)
     prepared = prepare(export.manifest["model"], export.kind, export.manifest["options"].get("max_length"))
     fields = {k: v for k, v in export.manifest.items() if k not in ("format", "format_version", "created", "versions")}
     with atomic_dir(export.folder, wait=True, what="ONNX export") as tmp:
@@ -273,7 +277,7 @@ def _cached_export(model: str, kind: str, folder: Path, fingerprint: str, *, int
         except OutdatedExport:
             log.warning("cached ONNX export of %s is of an older format; exporting again", model)
     log.info("exporting %s (%s) to ONNX under %s", model, kind, folder)
-    return export_model(model, kind, folder, int8=int8, max_length=max_length, fingerprint=fingerprint,
+    return export_model(model, kind, folder, backend=Backend(ONNX.runtime, int8), max_length=max_length, fingerprint=fingerprint,
                         replace=True)
 
 
