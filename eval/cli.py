@@ -14,7 +14,7 @@ from rankwise.retrieval.formats import MISSING_JUDGED
 from rankwise.retrieval.models import DEFAULT_ENCODER
 from rankwise.retrieval.cached import KINDS
 from rankwise.retrieval.hybrid import FUSIONS
-from rankwise.retrieval.options import BackendName, EncoderBatchSize, IndexType, Int8, out_file, out_folder
+from rankwise.retrieval.options import BackendName, EncoderBatchSize, IndexType, backend_option, out_file, out_folder
 from rankwise.retrieval.values import Range, non_negative_int, one_of, open_unit_interval, positive_int, unit_interval
 
 # The qid == docid rule: drop a retrieved document whose id is the query's (BEIR's evaluation does);
@@ -41,9 +41,8 @@ def beir(
     measures: Annotated[Optional[str], typer.Option(help="comma-separated ir-measures names (default: the dataset's "
                                                          f"official ones; BEIR: {','.join(DEFAULT_MEASURES)})")] = None,
     batch_size: EncoderBatchSize = 64,
-    backend: Annotated[BackendName, typer.Option(help="the encoder's backend (and the reranker's, unless its spec "
-                                                      "names one)")] = "torch",
-    int8: Int8 = False,
+    backend: Annotated[BackendName, backend_option(help="the encoder's backend (and the reranker's, unless its spec "
+                                                        "names one)")] = "torch",
     reranker: Annotated[Optional[str], typer.Option(help="rerank with PARADIGM:MODEL[,key=value...]")] = None,
     depth: Annotated[int, positive_int.option(help="documents reranked per query")] = 100,
     first_stage_weight: Annotated[float, FirstStageWeight.option(
@@ -79,7 +78,7 @@ def beir(
 
     chosen = tuple(m.strip() for m in (measures or "").split(",") if m.strip())  # none: each dataset's official
     names = list(dict.fromkeys(d.strip() for d in datasets.split(",") if d.strip()))  # each dataset once
-    first = dict(model=model, index_type=index_type, fusion=fusion, alpha=alpha, backend=backend, int8=int8,
+    first = dict(model=model, index_type=index_type, fusion=fusion, alpha=alpha, backend=backend,
                  batch_size=batch_size)
     options = dict(measures=chosen or None, split=split, k=k, test=test, correction=correction, alpha=significance,
                    seed=seed, drop_self_hits=self_hits, missing_judged=missing_judged)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rankwise.retrieval.options import Force, Int8, RerankBackend, out_file
+from rankwise.retrieval.options import Force, RerankBackend, out_file
 from rankwise.retrieval.values import Range, positive_int
 
 
@@ -20,7 +20,6 @@ def rerank(
     depth: Annotated[int, positive_int.option(help="documents reranked per query")] = 100,
     batch_size: Annotated[Optional[int], positive_int.option(help="model batch size")] = None,
     backend: RerankBackend = None,
-    int8: Int8 = False,
     first_stage_weight: Annotated[float, Range(float, min=0.0, below=1.0).option(
         help="rank by W x first-stage + (1 - W) x reranker score (min-max normalized per query); 0: reranker alone")] = 0.0,
     save_reasoning: Annotated[Optional[Path], out_file(
@@ -39,7 +38,7 @@ def rerank(
     from rankwise.retrieval.distributed import world
 
     result = rerank_file(run_file, queries, corpus, model, out, depth=depth, batch_size=batch_size, backend=backend,
-                         int8=int8, first_stage_weight=first_stage_weight, save_reasoning=save_reasoning,
+                         first_stage_weight=first_stage_weight, save_reasoning=save_reasoning,
                          chunk_size=chunk_size, force=force)
     if world()[0] != 0:
         return
