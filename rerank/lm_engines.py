@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-import rankwise.rerank.onnx  # noqa: F401 - registers the causal-lm export kind
+from rankwise.retrieval.backend.kind import ModelKind
 from rankwise.retrieval.backend.value import TORCH, Backend
 from rankwise.retrieval.errors import InputError
 
@@ -122,7 +122,7 @@ class OnnxLMEngine:
         from rankwise.retrieval.backend.session import OnnxSession
 
         self.backend = backend
-        self.export = exported(name, "causal-lm", int8=backend.int8)
+        self.export = exported(name, CAUSAL_LM, backend)
         self.session = OnnxSession(self.export.file(backend.int8), device=device, int8=backend.int8,
                                    rewrite=chunk_prompt_attention)
         self.batch_size = 1 if self.session.provider == "CPUExecutionProvider" else None
@@ -131,7 +131,7 @@ class OnnxLMEngine:
         self.eos = set(self.export.settings["eos_token_ids"])
 
     def _logits(self, sequences: Sequence[Sequence[int]], token_ids: np.ndarray) -> np.ndarray:
-        from rankwise.retrieval.backend.features import prompt_features
+        from rankwise.rerank.onnx.features import prompt_features
 
         feed = prompt_features(sequences, self.tokenizer.pad_token_id)
         feed["token_ids"] = token_ids
@@ -197,3 +197,13 @@ def lm_engine(backend: Any, model: str, path: str, *, gguf_file: str | None = No
         raise InputError(f"backend {str(backend)!r} runs encoders and cross-encoders; causal LMs run on torch, onnx, "
                          "onnx-int8 or api", field="backend")
     return TorchLMEngine(path, gguf_file=gguf_file, device=device)
+
+
+def _prepare_causal_lm(model: str, max_length: int | None) -> Any:
+    from rankwise.rerank.onnx.causal_lm import prepare_causal_lm  # torch.onnx only when exporting
+
+    return prepare_causal_lm(model, max_length)
+
+
+# the causal-LM kind (:class:`rankwise.retrieval.backend.kind.ModelKind`): its ONNX code in rankwise.rerank.onnx
+CAUSAL_LM = ModelKind("causal-lm", _prepare_causal_lm, lm_engine)

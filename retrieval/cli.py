@@ -1,4 +1,4 @@
-"""``rankwise index``, ``rankwise search`` and ``rankwise export``: the first-stage commands and ONNX export."""
+"""``rankwise index`` and ``rankwise search``: the first-stage commands."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import typer
 
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.models import DEFAULT_ENCODER
-from rankwise.retrieval.backend import KINDS
-from rankwise.retrieval.backend.value import ONNX, ONNX_INT8
-from rankwise.retrieval.options import (Backend, EncoderBatchSize, Force, IndexBackend, IndexType, backend_option, out_file,
+from rankwise.retrieval.options import (Backend, EncoderBatchSize, Force, IndexBackend, IndexType, out_file,
                                         out_folder)
 from rankwise.retrieval.values import one_of, positive_int
 
@@ -124,36 +122,7 @@ def search(
     typer.echo(f"{out}: {len(run)} queries", err=True)
 
 
-def export(
-    model: Annotated[str, typer.Argument(help="model name or path (a .gguf file for causal LMs too)")],
-    out_dir: Annotated[Path, typer.Argument(help="folder to write model.onnx, the tokenizer and manifest.json to")],
-    kind: Annotated[one_of(KINDS), typer.Option(help="model kind")] = "encoder",
-    backend: Annotated[one_of((ONNX.name, ONNX_INT8.name)), backend_option(
-        help="onnx-int8: also write the dynamically quantized model.int8.onnx")] = ONNX.name,
-    optimize: Annotated[bool, typer.Option("--optimize", help="save ONNX Runtime's optimized graph (CPU provider)")]
-    = False,
-    max_length: Annotated[Optional[int], positive_int.option(help="encoder: max tokens (default: the model's)")]
-    = None,
-    reduce_range: Annotated[bool, typer.Option("--reduce-range", help="7-bit quantized weights (for CPUs without "
-                                                                       "VNNI whose 8-bit kernels saturate)")] = False,
-) -> None:
-    """Export a model to ONNX, check parity with torch, and write a manifest (checksums, parity)."""
-    from rankwise.retrieval.backend.cache import export_model
-
-    exported = export_model(model, kind, out_dir, backend=backend, optimize=optimize, max_length=max_length,
-                            reduce_range=reduce_range)
-    for variant, record in exported.manifest["parity"].items():
-        extra = f", min cosine {record['min_cosine']:.4f}" if "min_cosine" in record else ""
-        typer.echo(f"{variant}: max abs diff {record['max_abs_diff']:.2e}, ranking agreement "
-                   f"{record['ranking_agreement']:.3f}{extra}", err=True)
-    files = exported.manifest["files"]
-    sizes = ", ".join(f"{name} {record['bytes'] / 2**20:.1f} MiB" for name, record in files.items()
-                      if name.endswith(".onnx"))
-    typer.echo(f"{out_dir}: {kind} export ({sizes})", err=True)
-
-
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the ``rankwise`` app."""
     app.command("index")(index)
     app.command("search")(search)
-    app.command("export")(export)

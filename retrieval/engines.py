@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from rankwise.retrieval.backend.kind import ModelKind
 from rankwise.retrieval.backend.value import TORCH, Backend
 from rankwise.retrieval.backend.sources import DOC_PROMPTS, check_classification_head, model_fingerprint
 from rankwise.retrieval.errors import InputError
 
-__all__ = ["OnnxEncoderEngine", "OnnxPairEngine", "OpenVinoEncoderEngine", "OpenVinoPairEngine", "TorchEncoderEngine",
+__all__ = ["CROSS_ENCODER", "ENCODER", "OnnxEncoderEngine", "OnnxPairEngine", "OpenVinoEncoderEngine", "OpenVinoPairEngine", "TorchEncoderEngine",
            "TorchPairEngine", "encoder_engine", "pair_engine"]
 
 
@@ -149,7 +150,7 @@ class OnnxEncoderEngine:
 
         self.backend = backend
         self.index_suffix = f"-{self.backend}"
-        export = exported(name, "encoder", int8=backend.int8, max_length=max_length)
+        export = exported(name, ENCODER, backend, max_length=max_length)
         settings = export.settings
         if max_length is not None and max_length != settings["max_length"]:
             raise InputError(f"exported with max_length={settings['max_length']}, not {max_length}; export again",
@@ -188,17 +189,6 @@ class OnnxEncoderEngine:
         return self.session(text_features(self.tokenizer, prefixed, self.max_length))
 
 
-def _check_openvino(device: str | None, backend: Backend) -> None:
-    """The OpenVINO engines run on the CPU, with NNCF for the quantized graph; a missing package names its extra."""
-    from rankwise.retrieval.backend.openvino import require
-
-    if device not in (None, "cpu"):
-        raise InputError(f"the openvino backends run on the CPU, not {device!r}", field="device")
-    require("openvino")
-    if backend.int8:
-        require("nncf")
-
-
 class OpenVinoEncoderEngine(OnnxEncoderEngine):
     """The same export compiled by OpenVINO for the CPU: fp32, or int8 by NNCF static quantization on
     ``calibration`` (texts drawn from the collection being indexed; default: the bundled calibration
@@ -210,17 +200,17 @@ class OpenVinoEncoderEngine(OnnxEncoderEngine):
 
         from rankwise.retrieval.backend.cache import exported, openvino_graph
         from rankwise.retrieval.backend.calibration import bundled_texts
-        from rankwise.retrieval.backend.openvino import OpenVinoModel, resolve_calibration
+        from rankwise.retrieval.backend.openvino import OpenVinoModel, check_runtime, resolve_calibration
 
-        _check_openvino(device, backend)
+        check_runtime(device, backend)
         self.backend = backend
-        export = exported(name, "encoder", max_length=max_length)
+        export = exported(name, ENCODER, max_length=max_length)
         settings = export.settings
         if max_length is not None and max_length != settings["max_length"]:
             raise InputError(f"exported with max_length={settings['max_length']}, not {max_length}; export again",
                              path=export.folder, field="max_length")
         texts = resolve_calibration(calibration, bundled_texts) if backend.int8 else None
-        graph, record = openvino_graph(export, int8=backend.int8, calibration=texts)
+        graph, record = openvino_graph(export, ENCODER, int8=backend.int8, calibration=texts)
         self.export = record["export"]
         self.calibration = record["key"]  # the int8 graph's calibration key (None: fp32)
         self.session = OpenVinoModel(graph)
@@ -323,7 +313,7 @@ class OnnxPairEngine:
         from rankwise.retrieval.backend.session import OnnxSession
 
         self.backend = backend
-        export = exported(name, "cross-encoder", int8=backend.int8)
+        export = exported(name, CROSS_ENCODER, backend)
         self.export = export
         self.session = OnnxSession(export.file(backend.int8), device=device, int8=backend.int8)
         self.accelerated = self.session.provider == "CUDAExecutionProvider"
@@ -357,12 +347,13 @@ class OpenVinoPairEngine(OnnxPairEngine):
 
         from rankwise.retrieval.backend.cache import exported, openvino_graph
         from rankwise.retrieval.backend.calibration import bundled_pairs
-        from rankwise.retrieval.backend.openvino import OpenVinoModel, resolve_calibration
+        from rankwise.retrieval.backend.openvino import OpenVinoModel, check_runtime, resolve_calibration
 
-        _check_openvino(device, backend)
+        check_runtime(device, backend)
         self.backend = backend
         pairs = resolve_calibration(calibration, bundled_pairs) if backend.int8 else None
-        graph, record = openvino_graph(exported(name, "cross-encoder"), int8=backend.int8, calibration=pairs)
+        graph, record = openvino_graph(exported(name, CROSS_ENCODER), CROSS_ENCODER, int8=backend.int8,
+                                       calibration=pairs)
         self.export = record["export"]
         self.calibration = record["key"]
         self.session = OpenVinoModel(graph)
@@ -385,3 +376,21 @@ def pair_engine(backend: Backend | str, model: str, path: str, *, device: str | 
         return OpenVinoPairEngine(model, backend, device=device, max_length=max_length, calibration=calibration)
     return TorchPairEngine(path, device=device, max_length=max_length)
 
+
+# --- the model kinds (:class:`rankwise.retrieval.backend.kind.ModelKind`) ------------------------
+
+
+def _prepare_encoder(model: str, max_length: int | None) -> Any:
+    from rankwise.retrieval.backend.build import prepare_encoder  # torch.onnx only when exporting
+
+    return prepare_encoder(model, max_length)
+
+
+def _prepare_cross_encoder(model: str, max_length: int | None) -> Any:
+    from rankwise.retrieval.backend.build import prepare_cross_encoder
+
+    return prepare_cross_encoder(model, max_length)
+
+
+ENCODER = ModelKind("encoder", _prepare_encoder, encoder_engine)
+CROSS_ENCODER = ModelKind("cross-encoder", _prepare_cross_encoder, pair_engine)

@@ -15,6 +15,8 @@ import pytest
 
 from rankwise.retrieval.backend.value import ONNX, TORCH, Backend
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.engines import CROSS_ENCODER, ENCODER
+from rankwise.rerank.lm_engines import CAUSAL_LM
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CLASSES = ("retrieval/encoder.py", "rerank/cross_encoder.py", "rerank/llm.py")
@@ -31,23 +33,22 @@ def texts():
 def encoder_export(tiny_encoder, tmp_path_factory):
     from rankwise.retrieval.backend.cache import export_model
 
-    return export_model(str(tiny_encoder), "encoder", tmp_path_factory.mktemp("onnx") / "enc", backend="onnx-int8").folder
+    return export_model(str(tiny_encoder), ENCODER, tmp_path_factory.mktemp("onnx") / "enc", backend="onnx-int8").folder
 
 
 @pytest.fixture(scope="module")
 def pair_export(tiny_cross_encoder, tmp_path_factory):
     from rankwise.retrieval.backend.cache import export_model
 
-    return export_model(str(tiny_cross_encoder), "cross-encoder", tmp_path_factory.mktemp("onnx") / "ce",
+    return export_model(str(tiny_cross_encoder), CROSS_ENCODER, tmp_path_factory.mktemp("onnx") / "ce",
                         backend="onnx-int8").folder
 
 
 @pytest.fixture(scope="module")
 def lm_export(tiny_causal_lm, tmp_path_factory):
-    import rankwise.rerank.onnx  # noqa: F401 - registers the causal-lm export kind
     from rankwise.retrieval.backend.cache import export_model
 
-    return export_model(str(tiny_causal_lm), "causal-lm", tmp_path_factory.mktemp("onnx") / "lm").folder
+    return export_model(str(tiny_causal_lm), CAUSAL_LM, tmp_path_factory.mktemp("onnx") / "lm").folder
 
 
 @pytest.mark.parametrize("backend, cls, int8", [("torch", "TorchEncoderEngine", False),

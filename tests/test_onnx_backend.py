@@ -9,13 +9,14 @@ import pytest
 
 from rankwise.retrieval.backend.value import Backend
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.engines import CROSS_ENCODER, ENCODER
 
 
 @pytest.fixture(scope="module")
 def encoder_export(tiny_encoder, tmp_path_factory):
     from rankwise.retrieval.backend.cache import export_model
 
-    return export_model(str(tiny_encoder), "encoder", tmp_path_factory.mktemp("onnx") / "encoder", backend="onnx-int8").folder
+    return export_model(str(tiny_encoder), ENCODER, tmp_path_factory.mktemp("onnx") / "encoder", backend="onnx-int8").folder
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_a_failed_fusion_falls_back_to_the_plain_graph(tiny_encoder, tmp_path, m
         raise ValueError("no attention fused")
 
     monkeypatch.setattr(optimize, "fuse_transformer", broken)
-    export = export_model(str(tiny_encoder), "encoder", tmp_path / "plain")
+    export = export_model(str(tiny_encoder), ENCODER, tmp_path / "plain")
     assert export.manifest["fused"] == {}
     onnx_enc = Encoder(str(tmp_path / "plain"), device="cpu", backend="onnx", batch_size=16)
     assert np.abs(Encoder(str(tiny_encoder), device="cpu", batch_size=16).encode_docs(texts[:20])
@@ -177,7 +178,7 @@ def test_int8_cross_encoder_ranks_as_fp32_does(tmp_path):
     from tests.tiny_models import corpus_texts
 
     ce = init_cross_encoder(str(require_model("all-MiniLM-L6-v2")), tmp_path / "ce", seed=0, max_length=64)
-    folder = export_model(str(ce), "cross-encoder", tmp_path / "onnx", backend="onnx-int8").folder
+    folder = export_model(str(ce), CROSS_ENCODER, tmp_path / "onnx", backend="onnx-int8").folder
     docs = corpus_texts()[200:220]
     lists = [(docs[q][:40], docs) for q in (0, 5, 10, 15)]
     fp32 = np.array(CrossEncoderReranker(str(folder), device="cpu", backend="onnx").score(lists))

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import rankwise.rerank.onnx  # noqa: F401 - registers the causal-lm export kind
 import torch
+
+from rankwise.rerank.lm_engines import CAUSAL_LM
 
 
 @pytest.fixture()
 def lm_and_calibration(tiny_causal_lm):
     from rankwise.rerank.onnx.causal_lm import calibration_features
-    from rankwise.retrieval.backend.sources import load_causal_lm
+    from rankwise.rerank.onnx.causal_lm import load_causal_lm
 
     lm, tokenizer = load_causal_lm(str(tiny_causal_lm))
     return lm, calibration_features(tokenizer)
@@ -82,7 +82,7 @@ def test_int8_causal_lm_keeps_down_projections_and_head_float(tiny_causal_lm, tm
     from rankwise.retrieval.backend.cache import export_model, read_export
     from rankwise.retrieval.backend.quantize import nodes_of_modules
 
-    folder = export_model(str(tiny_causal_lm), "causal-lm", tmp_path / "lm", backend="onnx-int8").folder
+    folder = export_model(str(tiny_causal_lm), CAUSAL_LM, tmp_path / "lm", backend="onnx-int8").folder
     export = read_export(folder, int8=True, kind="causal-lm")
     assert export.manifest["settings"]["smoothquant"] == {"alpha": 0.8, "layers": 2, "skipped": None}
     assert export.manifest["parity"]["fp32"]["max_abs_diff"] <= 1e-4  # against the model before smoothing

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import rankwise.rerank.onnx  # noqa: F401 - registers the causal-lm export kind
 from rankwise.retrieval.backend.value import ONNX
+from rankwise.rerank.lm_engines import CAUSAL_LM
 
 PROMPTS = ["query heart [A] yes", "no [B] > [C] 1 2 3 query document search index", "x"]
 
@@ -15,7 +15,7 @@ PROMPTS = ["query heart [A] yes", "no [B] > [C] 1 2 3 query document search inde
 def lm_export(tiny_causal_lm, tmp_path_factory):
     from rankwise.retrieval.backend.cache import export_model
 
-    return export_model(str(tiny_causal_lm), "causal-lm", tmp_path_factory.mktemp("onnx") / "lm").folder
+    return export_model(str(tiny_causal_lm), CAUSAL_LM, tmp_path_factory.mktemp("onnx") / "lm").folder
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_attention_the_fused_operator_lacks_falls_back_to_the_plain_graph(tiny_c
         raise attention.Unsupported("attention with sliding_window")
 
     monkeypatch.setattr(attention, "attention_forward", sliding)
-    export = read_export(export_model(str(tiny_causal_lm), "causal-lm", tmp_path / "lm").folder, kind="causal-lm")
+    export = read_export(export_model(str(tiny_causal_lm), CAUSAL_LM, tmp_path / "lm").folder, kind="causal-lm")
     assert export.manifest["fused"] == {}
     assert export.manifest["parity"]["fp32"]["max_abs_diff"] <= 1e-4
     ops = {n.op_type for n in onnx.load(str(export.file()), load_external_data=False).graph.node}

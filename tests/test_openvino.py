@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.engines import CROSS_ENCODER, ENCODER
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -20,14 +21,14 @@ pytest.importorskip("nncf")
 def encoder_export(tiny_encoder, tmp_path_factory):
     from rankwise.retrieval.backend.cache import export_model
 
-    return export_model(str(tiny_encoder), "encoder", tmp_path_factory.mktemp("openvino") / "encoder").folder
+    return export_model(str(tiny_encoder), ENCODER, tmp_path_factory.mktemp("openvino") / "encoder").folder
 
 
 @pytest.fixture(scope="module")
 def pair_export(tiny_cross_encoder, tmp_path_factory):
     from rankwise.retrieval.backend.cache import export_model
 
-    return export_model(str(tiny_cross_encoder), "cross-encoder", tmp_path_factory.mktemp("openvino") / "ce").folder
+    return export_model(str(tiny_cross_encoder), CROSS_ENCODER, tmp_path_factory.mktemp("openvino") / "ce").folder
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ import pytest
 from rankwise.retrieval.files import sha256_file
 from tests._helpers import kill_when
 from tests.conftest import write_beir
+from rankwise.retrieval.engines import CROSS_ENCODER
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,7 +128,7 @@ def test_export_refuses_a_file_or_a_folder_of_other_things(tiny_cross_encoder, t
     from rankwise.retrieval.errors import InputError
 
     with pytest.raises(InputError, match="model.bin: exists and is a file"):  # from Python too
-        export_model(str(tiny_cross_encoder), "cross-encoder", target)
+        export_model(str(tiny_cross_encoder), CROSS_ENCODER, target)
 
     folder = tmp_path / "notes"
     folder.mkdir()

@@ -1,6 +1,6 @@
 """Building an export folder: load the torch model, export, quantize, optimize, check parity.
 
-One function per kind prepares ``(graph module, example inputs, dynamic axes, settings, probe
+Each :class:`~rankwise.retrieval.backend.kind.ModelKind`'s ``prepare`` gives ``(graph module, example inputs, dynamic axes, settings, probe
 runner)``; :func:`build` does the rest the same way for all three. The folder gets ``model.onnx``
 (fp32), ``model.int8.onnx`` when asked, the tokenizer files and the settings the runtime needs;
 :mod:`rankwise.retrieval.backend.cache` writes the manifest last.
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rankwise.retrieval.backend import PREPARE, register_kind
+from rankwise.retrieval.backend.kind import ModelKind
 from rankwise.retrieval.backend.export import export_graph
 from rankwise.retrieval.backend.features import text_features
 from rankwise.retrieval.backend.parity import PROBE_QUERIES, PROBE_TEXTS, compare, require
@@ -133,18 +133,7 @@ def prepare_cross_encoder(model: str, max_length: int | None) -> Prepared:
                     False, lambda out: out.reshape(len(PROBE_QUERIES), len(docs)), what, getattr(ce, "model", None))
 
 
-register_kind("encoder", prepare_encoder)
-register_kind("cross-encoder", prepare_cross_encoder)
-
-
-def prepare(model: str, kind: str, max_length: int | None) -> Prepared:
-    """:data:`PREPARE`'s function for ``kind``, run."""
-    if kind not in PREPARE:
-        raise InputError(f"no export is registered for kind {kind!r} (causal LMs: import rerank first)", field="kind")
-    return PREPARE[kind](model, max_length)
-
-
-def build(model: str, kind: str, folder: Path, *, int8: bool = False, optimize: bool = False,
+def build(model: str, kind: ModelKind, folder: Path, *, int8: bool = False, optimize: bool = False,
           max_length: int | None = None, reduce_range: bool = False) -> dict[str, Any]:
     """Export ``model`` into ``folder``; returns ``{"settings", "parity", "files"}`` for the manifest.
 
@@ -153,7 +142,7 @@ def build(model: str, kind: str, folder: Path, *, int8: bool = False, optimize: 
     """
     from rankwise.retrieval.backend.optimize import optimize_graph
 
-    prepared = prepare(model, kind, max_length)
+    prepared = kind.prepare(model, max_length)
     folder.mkdir(parents=True, exist_ok=True)
     files = [FP32_FILE] + ([INT8_FILE] if int8 else [])
     fused, checked = export_fp32(prepared, folder / FP32_FILE)

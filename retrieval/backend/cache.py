@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rankwise.retrieval.backend import KINDS
+from rankwise.retrieval.backend.kind import ModelKind
 from rankwise.retrieval.backend.build import FP32_FILE, INT8_FILE
 from rankwise.retrieval.backend.openvino import INT8_IR_PREFIX, PLAIN_FILE
-from rankwise.retrieval.backend.value import ONNX, Backend
+from rankwise.retrieval.backend.value import ONNX, ONNX_INT8, Backend
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.extras import requires
 from rankwise.retrieval.files import atomic_dir, file_record, sha256_file, write_json
@@ -93,7 +93,7 @@ def cache_folder(model: str, kind: str, options: dict[str, Any]) -> Path:
     return cache_root() / "onnx" / kind / f"{label}-{key[:12]}"
 
 
-def read_export(folder: str | Path, *, int8: bool = False, kind: str | None = None) -> Export:
+def read_export(folder: str | Path, *, int8: bool = False, kind: ModelKind | str | None = None) -> Export:
     """Read and check an export folder: manifest, kind, and the file to load (checksum and ``onnx.checker``)."""
     folder = Path(folder)
     path = folder / MANIFEST
@@ -109,7 +109,7 @@ def read_export(folder: str | Path, *, int8: bool = False, kind: str | None = No
     if manifest.get("format_version") != FORMAT_VERSION:
         raise OutdatedExport(f"an export of format version {manifest.get('format_version')}, not "
                              f"{FORMAT_VERSION}: export it again", path=path, field="format_version")
-    if kind is not None and manifest.get("kind") != kind:
+    if kind is not None and manifest.get("kind") != str(kind):
         raise InputError(f"holds a {manifest.get('kind')} export where a {kind} is needed", path=path, field="kind")
     export = Export(folder, manifest)
     name = export.file(int8).name
@@ -142,7 +142,7 @@ def check_graph(file: Path) -> None:
         raise CorruptExport(f"onnx.checker rejects the graph: {str(err).splitlines()[0]}", path=file) from None
 
 
-def export_model(model: str, kind: str, out: str | Path, *, backend: Backend | str = ONNX, optimize: bool = False,
+def export_model(model: str, kind: ModelKind, out: str | Path, *, backend: Backend | str = ONNX, optimize: bool = False,
                  max_length: int | None = None, reduce_range: bool = False,
                  fingerprint: str | None = None, replace: bool = False) -> Export:
     """Export ``model`` (name or path) as ``kind`` into ``out``, check parity, and write the manifest last.
@@ -156,8 +156,6 @@ def export_model(model: str, kind: str, out: str | Path, *, backend: Backend | s
     from rankwise.retrieval.backend.build import build
     from rankwise.retrieval.backend.sources import source_fingerprint
 
-    if kind not in KINDS:
-        raise InputError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}", field="kind")
     backend = Backend.parse(backend)
     if backend.runtime != ONNX.runtime:
         raise InputError(f"an export is for the onnx backends, not {str(backend)!r}", field="backend")
@@ -167,7 +165,7 @@ def export_model(model: str, kind: str, out: str | Path, *, backend: Backend | s
     with atomic_dir(out, wait=replace, what="ONNX export") as tmp:
         built = build(model, kind, tmp, int8=backend.int8, optimize=optimize, max_length=max_length,
                       reduce_range=reduce_range)
-        written = _write_manifest(tmp, {"model": model, "kind": kind, "source_fingerprint": fingerprint,
+        written = _write_manifest(tmp, {"model": model, "kind": kind.name, "source_fingerprint": fingerprint,
                                         "options": {"max_length": max_length, "optimize": optimize}, **built})
     return Export(out, written.manifest)
 
@@ -219,18 +217,18 @@ def _write_manifest(folder: Path, fields: dict[str, Any]) -> Export:
     return Export(folder, manifest)
 
 
-def add_int8(export: Export, *, reduce_range: bool = False) -> Export:
+def add_int8(export: Export, kind: ModelKind, *, reduce_range: bool = False) -> Export:
     """Quantize an export's fp32 graph to int8, check it, and add it to the manifest.
 
     The folder is rebuilt beside itself (its files hard-linked, copied where links are not
     possible) and swapped in whole, as :func:`export_model` does.
     """
-    from rankwise.retrieval.backend.build import check_parity, prepare, quantize
+    from rankwise.retrieval.backend.build import check_parity, quantize
 
     if export.manifest.get("optimized"):
         raise InputError("the fp32 graph was optimized for the CPU provider and cannot be quantized; export "
                          "again with --backend onnx-int8", path=export.folder)
-    prepared = prepare(export.manifest["model"], export.kind, export.manifest["options"].get("max_length"))
+    prepared = kind.prepare(export.manifest["model"], export.manifest["options"].get("max_length"))
     fields = {k: v for k, v in export.manifest.items() if k not in ("format", "format_version", "created", "versions")}
     with atomic_dir(export.folder, wait=True, what="ONNX export") as tmp:
         _link_files(export.folder, tmp, fields["files"])
@@ -243,25 +241,26 @@ def add_int8(export: Export, *, reduce_range: bool = False) -> Export:
     return Export(export.folder, written.manifest)
 
 
-def exported(model: str, kind: str, *, int8: bool = False, max_length: int | None = None) -> Export:
+def exported(model: str, kind: ModelKind, backend: Backend = ONNX, *, max_length: int | None = None) -> Export:
     """A checked export of ``model``: the folder itself when ``model`` is one, else rankwise's cache.
 
     The cache is keyed by the model's location and ``max_length``; a stale (model changed) or
-    corrupt cached export is rebuilt, a missing int8 graph added. Building loads the torch model
-    once; a cache hit does not load torch weights at all.
+    corrupt cached export is rebuilt, a missing int8 graph added (``onnx-int8``). Building loads the torch
+    model once; a cache hit does not load torch weights at all.
     """
+    int8 = backend == ONNX_INT8
     if is_export(model):
         return read_export(model, int8=int8, kind=kind)
     from rankwise.retrieval.backend.sources import source_fingerprint
     from rankwise.retrieval.locks import folder_lock
 
-    folder = cache_folder(model, kind, {"max_length": max_length})
+    folder = cache_folder(model, kind.name, {"max_length": max_length})
     fingerprint = source_fingerprint(model)
     with folder_lock(folder, wait=True, what="ONNX export"):  # a second process waits, then reuses the export
         return _cached_export(model, kind, folder, fingerprint, int8=int8, max_length=max_length)
 
 
-def _cached_export(model: str, kind: str, folder: Path, fingerprint: str, *, int8: bool,
+def _cached_export(model: str, kind: ModelKind, folder: Path, fingerprint: str, *, int8: bool,
                    max_length: int | None) -> Export:
     if (folder / MANIFEST).is_file():
         try:
@@ -269,20 +268,20 @@ def _cached_export(model: str, kind: str, folder: Path, fingerprint: str, *, int
             if export.manifest.get("source_fingerprint") != fingerprint:
                 log.warning("%s changed since its ONNX export; exporting again", model)
             elif int8 and INT8_FILE not in export.manifest["files"]:
-                return add_int8(export)
+                return add_int8(export, kind)
             else:
                 return read_export(folder, int8=int8, kind=kind) if int8 else export
         except CorruptExport as err:
             log.warning("cached ONNX export is corrupt (%s); exporting again", err)
         except OutdatedExport:
             log.warning("cached ONNX export of %s is of an older format; exporting again", model)
-    log.info("exporting %s (%s) to ONNX under %s", model, kind, folder)
-    return export_model(model, kind, folder, backend=Backend(ONNX.runtime, int8), max_length=max_length, fingerprint=fingerprint,
-                        replace=True)
+    log.info("exporting %s (%s) to ONNX under %s", model, kind.name, folder)
+    return export_model(model, kind, folder, backend=ONNX_INT8 if int8 else ONNX, max_length=max_length,
+                        fingerprint=fingerprint, replace=True)
 
 
 
-def openvino_graph(export: Export, *, int8: bool = False, calibration: Any = None) -> tuple[Path, dict[str, Any]]:
+def openvino_graph(export: Export, kind: ModelKind, *, int8: bool = False, calibration: Any = None) -> tuple[Path, dict[str, Any]]:
     """The graph of ``export`` the OpenVINO runtime compiles, and its record in the manifest's ``openvino`` section.
 
     What is missing is made once, parity-checked against torch and added to the manifest with its
@@ -304,7 +303,7 @@ def openvino_graph(export: Export, *, int8: bool = False, calibration: Any = Non
         if isinstance(calibration, str):
             raise InputError(f"has no openvino-int8 graph calibrated as {key!r} (the index that names it was built "
                              "with another export): build the index again", path=export.folder, field="calibration")
-        export = _add_openvino(export, key if int8 else None, calibration)
+        export = _add_openvino(export, kind, key if int8 else None, calibration)
         section = export.manifest["openvino"]
     names = [section["fp32"]["graph"]] + (section["int8"][key]["files"] if int8 else [])
     verify(export, names)
@@ -312,14 +311,14 @@ def openvino_graph(export: Export, *, int8: bool = False, calibration: Any = Non
     return export.folder / names[-2 if int8 else 0], {"export": export, "key": key, **entry}
 
 
-def _add_openvino(export: Export, key: str | None, calibration: Any) -> Export:
+def _add_openvino(export: Export, kind: ModelKind, key: str | None, calibration: Any) -> Export:
     """Add the plain fp32 graph (when missing) and, with a ``key``, the int8 IR calibrated on ``calibration``."""
     import openvino
 
-    from rankwise.retrieval.backend.build import check_parity, prepare
+    from rankwise.retrieval.backend.build import check_parity
     from rankwise.retrieval.backend.openvino import OpenVinoModel, feeds_of, plain_graph, quantize_int8, require
 
-    prepared = prepare(export.manifest["model"], export.kind, export.manifest["options"].get("max_length"))
+    prepared = kind.prepare(export.manifest["model"], export.manifest["options"].get("max_length"))
     with atomic_dir(export.folder, wait=True, what="ONNX export") as tmp:
         manifest = json.loads((export.folder / MANIFEST).read_text(encoding="utf-8"))  # as it is now, under the lock
         fields = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "created", "versions")}
