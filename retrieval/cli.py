@@ -54,6 +54,7 @@ def index(
 
             manifest = build_bm25_index(corpus, out, threads=threads, force=force)
         elif retriever == "dense":
+            from rankwise.retrieval.batching import BatchingConfig
             from rankwise.retrieval.encoder import Encoder
 
             config = IndexConfig(type=index_type, nlist=nlist, pq_m=pq_m)
@@ -72,9 +73,9 @@ def index(
                 from rankwise.retrieval.backend.calibration import corpus_calibration
 
                 encoder = Encoder(model, backend=backend, batch_size=batch_size,
+                                  batching=BatchingConfig(max_tokens=max_tokens),
                                   calibration=lambda: corpus_calibration(corpus),  # read by openvino-int8 only
                                   **({"device": device_for_rank(local_rank)} if world_size > 1 else {}))
-                encoder.max_tokens = max_tokens
                 if world_size > 1:
                     manifest = distributed_build(corpus, encoder, out, config, chunk_size=chunk_size, force=force)
                 else:

@@ -434,12 +434,11 @@ def _build_dense_index(corpus: Corpus, encoder: Encoder, out: Path, config: Inde
                 continue
             texts = [d.full_text for d in docs]
             empty += sum(1 for d in docs if not d.text.strip())
-            before = getattr(encoder, "truncated", 0)
-            vectors = encoder.encode_docs(texts, progress=bar)
+            encoding = encoder.encode(texts, task="document", progress=bar)
+            vectors = encoding.vectors
             name = _chunk_name(number)
-            counted = callable(getattr(encoder, "tokenizer", None))  # without a tokenizer: unknown
-            write_json(chunk_dir / f"{name}{COUNTS_EXT}", {
-                "documents": len(docs), "truncated": encoder.truncated - before if counted else None})
+            write_json(chunk_dir / f"{name}{COUNTS_EXT}", {  # truncated None: no tokenizer to count with
+                "documents": len(docs), "truncated": encoding.truncated})
             with atomic_open(chunk_dir / f"{name}.ids") as fh:
                 fh.write("".join(d.doc_id + "\n" for d in docs))
             with atomic_path(chunk_dir / f"{name}.npy") as tmp:  # written last: marks the chunk finished
