@@ -218,8 +218,7 @@ def bench_listwise(args: argparse.Namespace, result: dict) -> None:
 
         for name in ("onnx fp32", "onnx int8"):
             lm = CausalLM(args.llm, backend=lms[name].backend)
-            quantized = lm.backend.int8
-            lm.engine.session = OnnxSession(lm.export.file(quantized), device="cpu", int8=quantized)
+            lm.engine.session = OnnxSession(lm.export.file(lm.backend), device="cpu", backend=lm.backend)
             lms[f"{name} unchunked"] = lm
     reranker = ListwiseReranker(lms["torch"], window=args.window, stride=min(10, args.window))
     # window i: test query i over corpus documents [i * window, (i + 1) * window)

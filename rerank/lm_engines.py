@@ -123,7 +123,7 @@ class OnnxLMEngine:
 
         self.backend = backend
         self.export = exported(name, CAUSAL_LM, backend)
-        self.session = OnnxSession(self.export.file(backend.int8), device=device, int8=backend.int8,
+        self.session = OnnxSession(self.export.file(backend), device=device, backend=backend,
                                    rewrite=chunk_prompt_attention)
         self.batch_size = 1 if self.session.provider == "CPUExecutionProvider" else None
         self.tokenizer = AutoTokenizer.from_pretrained(self.export.folder)

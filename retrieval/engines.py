@@ -156,7 +156,7 @@ class OnnxEncoderEngine:
             raise InputError(f"exported with max_length={settings['max_length']}, not {max_length}; export again",
                              path=export.folder, field="max_length")
         self.export = export
-        self.session = OnnxSession(export.file(backend.int8), device=device, int8=backend.int8)
+        self.session = OnnxSession(export.file(backend), device=device, backend=backend)
         self.accelerated = self.session.provider == "CUDAExecutionProvider"  # the model runs off the CPU's cores
         self.tokenizer = AutoTokenizer.from_pretrained(export.folder)
         self.similarity = settings["similarity"]
@@ -164,7 +164,7 @@ class OnnxEncoderEngine:
         self.dim, self.max_length = int(settings["dim"]), settings["max_length"]
         self.fingerprint = settings["torch_fingerprint"]
         if backend.int8:  # other vectors: never the torch encoder's fingerprint
-            graph_sha = export.manifest["files"][export.file(True).name]["sha256"]
+            graph_sha = export.manifest["files"][export.file(backend).name]["sha256"]
             self.fingerprint = hashlib.sha256(f"{self.fingerprint}:{backend}:{graph_sha}".encode()).hexdigest()
 
     def extras(self, texts: list[str], tok: Any, prompt: str | None, task: str) -> dict[str, Any] | None:
@@ -210,7 +210,7 @@ class OpenVinoEncoderEngine(OnnxEncoderEngine):
             raise InputError(f"exported with max_length={settings['max_length']}, not {max_length}; export again",
                              path=export.folder, field="max_length")
         texts = resolve_calibration(calibration, bundled_texts) if backend.int8 else None
-        graph, record = openvino_graph(export, ENCODER, int8=backend.int8, calibration=texts)
+        graph, record = openvino_graph(export, ENCODER, backend, calibration=texts)
         self.export = record["export"]
         self.calibration = record["key"]  # the int8 graph's calibration key (None: fp32)
         self.session = OpenVinoModel(graph)
@@ -315,7 +315,7 @@ class OnnxPairEngine:
         self.backend = backend
         export = exported(name, CROSS_ENCODER, backend)
         self.export = export
-        self.session = OnnxSession(export.file(backend.int8), device=device, int8=backend.int8)
+        self.session = OnnxSession(export.file(backend), device=device, backend=backend)
         self.accelerated = self.session.provider == "CUDAExecutionProvider"
         self.tokenizer = AutoTokenizer.from_pretrained(export.folder)
         self.max_length = int(max_length or export.settings["max_length"])  # the graph's axes are dynamic
@@ -352,8 +352,7 @@ class OpenVinoPairEngine(OnnxPairEngine):
         check_runtime(device, backend)
         self.backend = backend
         pairs = resolve_calibration(calibration, bundled_pairs) if backend.int8 else None
-        graph, record = openvino_graph(exported(name, CROSS_ENCODER), CROSS_ENCODER, int8=backend.int8,
-                                       calibration=pairs)
+        graph, record = openvino_graph(exported(name, CROSS_ENCODER), CROSS_ENCODER, backend, calibration=pairs)
         self.export = record["export"]
         self.calibration = record["key"]
         self.session = OpenVinoModel(graph)

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from rankwise.retrieval.backend.value import Backend
+from rankwise.retrieval.backend.value import ONNX, ONNX_INT8, Backend
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.engines import CROSS_ENCODER, ENCODER
 
@@ -57,10 +57,10 @@ def test_a_bert_encoder_is_fused_and_quantized_to_qattention(encoder_export):
 
     from rankwise.retrieval.backend.cache import read_export
 
-    export = read_export(encoder_export, int8=True)
+    export = read_export(encoder_export, backend=ONNX_INT8)
     assert export.manifest["fused"].get("Attention") == 2  # one per layer of the tiny BERT
-    fp32_ops = {n.op_type for n in onnx.load(str(export.file(False))).graph.node}
-    int8_ops = {n.op_type for n in onnx.load(str(export.file(True))).graph.node}
+    fp32_ops = {n.op_type for n in onnx.load(str(export.file(ONNX))).graph.node}
+    int8_ops = {n.op_type for n in onnx.load(str(export.file(ONNX_INT8))).graph.node}
     assert {"Attention", "SkipLayerNormalization"} <= fp32_ops
     assert "QAttention" in int8_ops and "Attention" not in int8_ops
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rankwise.rerank.lm_engines import CAUSAL_LM
+from rankwise.retrieval.backend.value import ONNX, ONNX_INT8
 
 
 @pytest.fixture()
@@ -83,13 +84,13 @@ def test_int8_causal_lm_keeps_down_projections_and_head_float(tiny_causal_lm, tm
     from rankwise.retrieval.backend.quantize import nodes_of_modules
 
     folder = export_model(str(tiny_causal_lm), CAUSAL_LM, tmp_path / "lm", backend="onnx-int8").folder
-    export = read_export(folder, int8=True, kind="causal-lm")
+    export = read_export(folder, backend=ONNX_INT8, kind="causal-lm")
     assert export.manifest["settings"]["smoothquant"] == {"alpha": 0.8, "layers": 2, "skipped": None}
     assert export.manifest["parity"]["fp32"]["max_abs_diff"] <= 1e-4  # against the model before smoothing
 
-    fp32 = nodes_of_modules(export.file(False), ("mlp.down_proj",))
+    fp32 = nodes_of_modules(export.file(ONNX), ("mlp.down_proj",))
     assert len(fp32) == 2  # one per layer, found by the torch module they came from
-    nodes = onnx.load(str(export.file(True)), load_external_data=False).graph.node
+    nodes = onnx.load(str(export.file(ONNX_INT8)), load_external_data=False).graph.node
     matmuls = {n.name for n in nodes if n.op_type == "MatMul"}
     assert set(fp32) <= matmuls  # the down projections stay float MatMuls
     assert any(n.op_type in ("DynamicQuantizeMatMul", "MatMulInteger") for n in nodes)  # the rest is int8

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rankwise.retrieval.backend.kind import ModelKind
+from rankwise.retrieval.backend.value import ONNX, ONNX_INT8, Backend
 from rankwise.retrieval.backend.export import export_graph
 from rankwise.retrieval.backend.features import text_features
 from rankwise.retrieval.backend.parity import PROBE_QUERIES, PROBE_TEXTS, compare, require
@@ -133,7 +134,7 @@ def prepare_cross_encoder(model: str, max_length: int | None) -> Prepared:
                     False, lambda out: out.reshape(len(PROBE_QUERIES), len(docs)), what, getattr(ce, "model", None))
 
 
-def build(model: str, kind: ModelKind, folder: Path, *, int8: bool = False, optimize: bool = False,
+def build(model: str, kind: ModelKind, folder: Path, *, backend: Backend = ONNX, optimize: bool = False,
           max_length: int | None = None, reduce_range: bool = False) -> dict[str, Any]:
     """Export ``model`` into ``folder``; returns ``{"settings", "parity", "files"}`` for the manifest.
 
@@ -144,9 +145,9 @@ def build(model: str, kind: ModelKind, folder: Path, *, int8: bool = False, opti
 
     prepared = kind.prepare(model, max_length)
     folder.mkdir(parents=True, exist_ok=True)
-    files = [FP32_FILE] + ([INT8_FILE] if int8 else [])
+    files = [FP32_FILE] + ([INT8_FILE] if backend.int8 else [])
     fused, checked = export_fp32(prepared, folder / FP32_FILE)
-    if int8:
+    if backend.int8:
         quantize(prepared, folder / FP32_FILE, folder / INT8_FILE, reduce_range=reduce_range)
     if optimize:
         for name in files:
@@ -154,7 +155,7 @@ def build(model: str, kind: ModelKind, folder: Path, *, int8: bool = False, opti
     parity = {}
     for name in files:
         reuse = name == FP32_FILE and checked is not None and not optimize  # the fused graph, checked as is
-        record = checked if reuse else check_parity(prepared, folder / name, int8=name == INT8_FILE)
+        record = checked if reuse else check_parity(prepared, folder / name, ONNX_INT8 if name == INT8_FILE else ONNX)
         parity[record["variant"]] = record
     files += save_tokenizer(prepared.tokenizer, folder)
     return {"settings": prepared.settings, "parity": parity, "files": files, "optimized": optimize,
@@ -169,7 +170,7 @@ def quantize(prepared: Prepared, src: Path, dst: Path, *, reduce_range: bool = F
                          keep_float=prepared.keep_float)
 
 
-def check_parity(prepared: Prepared, file: Path, *, int8: bool,
+def check_parity(prepared: Prepared, file: Path, backend: Backend, *,
                  runtime: Callable[[Path], Callable[[dict[str, np.ndarray]], np.ndarray]] | None = None
                  ) -> dict[str, Any]:
     """The parity record of the graph in ``file`` against torch on the probe inputs; raises when it fails.
@@ -186,16 +187,16 @@ def check_parity(prepared: Prepared, file: Path, *, int8: bool,
         rewrite = None
         session: Any = runtime(file)
     else:
-        session = OnnxSession(file, device="cpu", int8=int8, rewrite=rewrite)
+        session = OnnxSession(file, device="cpu", backend=backend, rewrite=rewrite)
     if rewrite is not None:
         rows = prepared.batch_inputs
         alone = np.concatenate([session({k: v[i:i + 1] if k in rows else v for k, v in prepared.probe.items()})
                                 for i in range(len(prepared.reference))])
-        ways = [alone] if int8 else [alone, session(prepared.probe)]  # fp32: the worse of the two ways through
+        ways = [alone] if backend.int8 else [alone, session(prepared.probe)]  # fp32: the worse of the two ways through
         got = max(ways, key=lambda out: np.abs(out - prepared.reference).max())
     else:
         got = session(prepared.probe)
-    record = compare(prepared.reference, got, int8=int8, vectors=prepared.vectors,
+    record = compare(prepared.reference, got, int8=backend.int8, vectors=prepared.vectors,
                      scores=(prepared.scores(prepared.reference), prepared.scores(got)))
     if rewrite is not None:
         record[prepared.rewrite_name] = session.chunked
@@ -228,10 +229,10 @@ def export_fp32(prepared: Prepared, out: Path) -> tuple[dict[str, int], dict[str
                 export_graph(prepared.graph, prepared.inputs, prepared.dynamic, prepared.output, out, prepared.what,
                              legacy=True)
             counts = fuse_transformer(out, out, fusion)
-            return counts, check_parity(prepared, out, int8=False)
+            return counts, check_parity(prepared, out, ONNX)
         if prepared.fused_export is not None:
             counts = prepared.fused_export(prepared, out)
-            return counts, check_parity(prepared, out, int8=False)
+            return counts, check_parity(prepared, out, ONNX)
     except (InputError, ValueError) as err:
         logging.getLogger(__name__).warning("%s: fused export failed (%s); exporting the plain graph",
                                             prepared.what, err)

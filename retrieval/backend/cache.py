@@ -31,7 +31,7 @@ from typing import Any
 from rankwise.retrieval.backend.kind import ModelKind
 from rankwise.retrieval.backend.build import FP32_FILE, INT8_FILE
 from rankwise.retrieval.backend.openvino import INT8_IR_PREFIX, PLAIN_FILE
-from rankwise.retrieval.backend.value import ONNX, ONNX_INT8, Backend
+from rankwise.retrieval.backend.value import ONNX, ONNX_INT8, OPENVINO, OPENVINO_INT8, Backend
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.extras import requires
 from rankwise.retrieval.files import atomic_dir, file_record, sha256_file, write_json
@@ -55,7 +55,7 @@ class OutdatedExport(InputError):
 
 @dataclass(frozen=True)
 class Export:
-    """A checked export folder: ``file(int8)`` is safe to load."""
+    """A checked export folder: ``file(backend)`` is safe to load."""
 
     folder: Path
     manifest: dict[str, Any]
@@ -68,8 +68,9 @@ class Export:
     def kind(self) -> str:
         return self.manifest["kind"]
 
-    def file(self, int8: bool = False) -> Path:
-        return self.folder / (INT8_FILE if int8 else FP32_FILE)
+    def file(self, backend: Backend = ONNX) -> Path:
+        """The graph ``backend`` (``onnx`` or ``onnx-int8``) runs."""
+        return self.folder / (INT8_FILE if backend.int8 else FP32_FILE)
 
 
 def is_export(path: str | Path) -> bool:
@@ -93,7 +94,7 @@ def cache_folder(model: str, kind: str, options: dict[str, Any]) -> Path:
     return cache_root() / "onnx" / kind / f"{label}-{key[:12]}"
 
 
-def read_export(folder: str | Path, *, int8: bool = False, kind: ModelKind | str | None = None) -> Export:
+def read_export(folder: str | Path, *, backend: Backend = ONNX, kind: ModelKind | str | None = None) -> Export:
     """Read and check an export folder: manifest, kind, and the file to load (checksum and ``onnx.checker``)."""
     folder = Path(folder)
     path = folder / MANIFEST
@@ -112,9 +113,9 @@ def read_export(folder: str | Path, *, int8: bool = False, kind: ModelKind | str
     if kind is not None and manifest.get("kind") != str(kind):
         raise InputError(f"holds a {manifest.get('kind')} export where a {kind} is needed", path=path, field="kind")
     export = Export(folder, manifest)
-    name = export.file(int8).name
+    name = export.file(backend).name
     if name not in manifest.get("files", {}):
-        raise InputError(f"has no {'int8' if int8 else 'fp32'} graph (export it with --backend {'onnx-int8' if int8 else 'onnx'})",
+        raise InputError(f"has no graph for {backend} (export it with --backend {backend})",
                          path=folder, field="files")
     graphs = (FP32_FILE, INT8_FILE, PLAIN_FILE)  # each checked when it is the one loaded
     verify(export, [n for n in manifest["files"] if n not in graphs and not n.startswith(INT8_IR_PREFIX)] + [name])
@@ -163,7 +164,7 @@ def export_model(model: str, kind: ModelKind, out: str | Path, *, backend: Backe
     _check_target(out, replace)
     fingerprint = fingerprint or source_fingerprint(model)
     with atomic_dir(out, wait=replace, what="ONNX export") as tmp:
-        built = build(model, kind, tmp, int8=backend.int8, optimize=optimize, max_length=max_length,
+        built = build(model, kind, tmp, backend=backend, optimize=optimize, max_length=max_length,
                       reduce_range=reduce_range)
         written = _write_manifest(tmp, {"model": model, "kind": kind.name, "source_fingerprint": fingerprint,
                                         "options": {"max_length": max_length, "optimize": optimize}, **built})
@@ -233,7 +234,7 @@ def add_int8(export: Export, kind: ModelKind, *, reduce_range: bool = False) -> 
     with atomic_dir(export.folder, wait=True, what="ONNX export") as tmp:
         _link_files(export.folder, tmp, fields["files"])
         quantize(prepared, tmp / FP32_FILE, tmp / INT8_FILE, reduce_range=reduce_range)
-        record = check_parity(prepared, tmp / INT8_FILE, int8=True)
+        record = check_parity(prepared, tmp / INT8_FILE, ONNX_INT8)
         fields["parity"] = {**fields["parity"], "int8": record}
         fields["reduce_range"] = reduce_range
         fields["files"] = list(fields["files"]) + [INT8_FILE]
@@ -248,45 +249,45 @@ def exported(model: str, kind: ModelKind, backend: Backend = ONNX, *, max_length
     corrupt cached export is rebuilt, a missing int8 graph added (``onnx-int8``). Building loads the torch
     model once; a cache hit does not load torch weights at all.
     """
-    int8 = backend == ONNX_INT8
     if is_export(model):
-        return read_export(model, int8=int8, kind=kind)
+        return read_export(model, backend=backend, kind=kind)
     from rankwise.retrieval.backend.sources import source_fingerprint
     from rankwise.retrieval.locks import folder_lock
 
     folder = cache_folder(model, kind.name, {"max_length": max_length})
     fingerprint = source_fingerprint(model)
     with folder_lock(folder, wait=True, what="ONNX export"):  # a second process waits, then reuses the export
-        return _cached_export(model, kind, folder, fingerprint, int8=int8, max_length=max_length)
+        return _cached_export(model, kind, folder, fingerprint, backend=backend, max_length=max_length)
 
 
-def _cached_export(model: str, kind: ModelKind, folder: Path, fingerprint: str, *, int8: bool,
+def _cached_export(model: str, kind: ModelKind, folder: Path, fingerprint: str, *, backend: Backend,
                    max_length: int | None) -> Export:
     if (folder / MANIFEST).is_file():
         try:
             export = read_export(folder, kind=kind)
             if export.manifest.get("source_fingerprint") != fingerprint:
                 log.warning("%s changed since its ONNX export; exporting again", model)
-            elif int8 and INT8_FILE not in export.manifest["files"]:
+            elif backend.int8 and INT8_FILE not in export.manifest["files"]:
                 return add_int8(export, kind)
             else:
-                return read_export(folder, int8=int8, kind=kind) if int8 else export
+                return read_export(folder, backend=backend, kind=kind) if backend.int8 else export
         except CorruptExport as err:
             log.warning("cached ONNX export is corrupt (%s); exporting again", err)
         except OutdatedExport:
             log.warning("cached ONNX export of %s is of an older format; exporting again", model)
     log.info("exporting %s (%s) to ONNX under %s", model, kind.name, folder)
-    return export_model(model, kind, folder, backend=ONNX_INT8 if int8 else ONNX, max_length=max_length,
+    return export_model(model, kind, folder, backend=backend, max_length=max_length,
                         fingerprint=fingerprint, replace=True)
 
 
 
-def openvino_graph(export: Export, kind: ModelKind, *, int8: bool = False, calibration: Any = None) -> tuple[Path, dict[str, Any]]:
+def openvino_graph(export: Export, kind: ModelKind, backend: Backend = OPENVINO, *,
+                   calibration: Any = None) -> tuple[Path, dict[str, Any]]:
     """The graph of ``export`` the OpenVINO runtime compiles, and its record in the manifest's ``openvino`` section.
 
     What is missing is made once, parity-checked against torch and added to the manifest with its
     checksums, the folder rebuilt beside itself and swapped in whole (as :func:`add_int8` does): the
-    plain fp32 graph (:func:`rankwise.retrieval.backend.openvino.plain_graph`) and, for ``int8``, NNCF's
+    plain fp32 graph (:func:`rankwise.retrieval.backend.openvino.plain_graph`) and, for ``openvino-int8``, NNCF's
     int8 IR calibrated on ``calibration`` (texts or ``(query, document)`` pairs; a string is the key of
     an int8 graph already in the export, as an index manifest records it).
     """
@@ -295,6 +296,7 @@ def openvino_graph(export: Export, kind: ModelKind, *, int8: bool = False, calib
 
     require("openvino")
     key = None
+    int8 = backend.int8
     if int8:
         require("nncf")
         key = calibration if isinstance(calibration, str) else calibration_key(calibration)
@@ -328,12 +330,12 @@ def _add_openvino(export: Export, kind: ModelKind, key: str | None, calibration:
         if "fp32" not in section:
             plain, added = plain_graph(prepared, tmp, fused=bool(fields.get("fused")))
             section["fp32"] = {"graph": plain.name,
-                               "parity": check_parity(prepared, plain, int8=False, runtime=OpenVinoModel)}
+                               "parity": check_parity(prepared, plain, OPENVINO, runtime=OpenVinoModel)}
         section["versions"] = {**section.get("versions", {}), "openvino": openvino.__version__}
         if key is not None and key not in section["int8"]:
             feeds = feeds_of(prepared.tokenizer, calibration, fields["settings"].get("max_length"))
             files = quantize_int8(tmp / section["fp32"]["graph"], tmp, key, feeds)
-            record = check_parity(prepared, tmp / files[0], int8=True, runtime=OpenVinoModel)
+            record = check_parity(prepared, tmp / files[0], OPENVINO_INT8, runtime=OpenVinoModel)
             section["int8"][key] = {"files": files, "calibration": {"items": len(feeds), "sha256_12": key},
                                     "parity": record}
             section["versions"]["nncf"] = require("nncf").__version__
