@@ -75,7 +75,11 @@ def beir(
     from rankwise.eval.experiment import run_datasets
     from rankwise.eval.report import metrics_json, metrics_table
     from rankwise.eval.systems import parse_system, parse_systems, single_system
+    from rankwise.retrieval.distributed import world
 
+    lead = world()[0] == 0  # under torchrun every rank reranks its share; rank 0 alone writes and prints
+    if not lead:
+        out = plot = per_query = None
     chosen = tuple(m.strip() for m in (measures or "").split(",") if m.strip())  # none: each dataset's official
     names = list(dict.fromkeys(d.strip() for d in datasets.split(",") if d.strip()))  # each dataset once
     first = dict(model=model, index_type=index_type, fusion=fusion, alpha=alpha, backend=backend,
@@ -85,7 +89,7 @@ def beir(
     if systems is None:  # the reranker spec is parsed here, once, before the first stage runs
         pipeline = single_system(retriever, reranker, depth=depth, first_stage_weight=first_stage_weight, **first)
         results = run_datasets([pipeline], names, out=out, **options)
-        for result in results:  # truncation is never silent
+        for result in results if lead else ():  # truncation is never silent
             stats = result.systems[pipeline.name].stats.get("rerank", {})
             if stats.get("truncated"):
                 typer.echo(f"{result.dataset}: {stats['truncated']} of {stats['passages']} reranker inputs were cut to "
@@ -95,7 +99,9 @@ def beir(
 
                 typer.echo(f"{result.dataset}: {ServedUsage.from_dict(stats['served']).summary()}", err=True)
         rows = {r.dataset: r.systems[pipeline.name].metrics for r in results}
-        if json_output:
+        if not lead:
+            pass
+        elif json_output:
             typer.echo(metrics_json(rows))
         else:
             Console().print(metrics_table(rows, title=f"{pipeline.name} ({split})"))
@@ -111,7 +117,8 @@ def beir(
         pipelines = [parse_system(spec, depth=depth, first_stage_weight=first_stage_weight, **first)
                      for spec in parse_systems(systems)]
         run_datasets(pipelines, names, out=out, plot=plot, per_query=per_query, baseline=baseline, **options,
-                     on_result=lambda r: emit(r.comparison, fmt=fmt, title=f"{r.dataset} ({split})", files=r.files))
+                     on_result=lambda r: lead and emit(r.comparison, fmt=fmt, title=f"{r.dataset} ({split})",
+                                                       files=r.files))
     if out is not None:
         typer.echo(f"runs and results.json written to {out}", err=True)
 

@@ -61,14 +61,22 @@ class Rerank(Stage):
         if not self.is_spec:
             return self.reranker
         spec = self.reranker
-        return ctx.resource(("reranker", spec, self.backend), lambda: spec.load(backend=self.backend))[0]
+        from rankwise.retrieval.distributed import device_for_rank, world
+
+        _, size, local_rank = world()
+        device = device_for_rank(local_rank) if size > 1 else None  # under torchrun: this rank's GPU, if any
+        return ctx.resource(("reranker", spec, self.backend), lambda: spec.load(backend=self.backend, device=device))[0]
 
     def apply(self, previous: Run | None, k: int, ctx: Context, record: Step) -> Run:
+        """Rerank ``previous`` (under torchrun, each rank its share of the queries: see
+        :func:`rankwise.rerank.job.rerank_across_ranks`)."""
+        from rankwise.rerank.job import rerank_across_ranks
+
         assert previous is not None
         reranker = self.load(ctx)
         reranker.stats.reset()
         t = time.perf_counter()
-        run = reranker.rerank_run(previous, ctx.queries, ctx.need_corpus(self), depth=self.depth,
+        run = rerank_across_ranks(reranker, previous, ctx.queries, ctx.need_corpus(self), depth=self.depth,
                                   progress=ctx.progress, first_stage_weight=self.first_stage_weight)
         record.timings["rerank_s"] = time.perf_counter() - t
         record.stats["rerank"] = dataclasses.asdict(reranker.stats)
