@@ -62,14 +62,7 @@ class CausalLM:
     device = property(lambda self: self.engine.device, doc="The torch device (torch), else None.")
     export = property(lambda self: self.engine.export, doc="The checked export (onnx), else None.")
 
-    @property
-    def session(self) -> Any:
-        """The ONNX Runtime session (onnx), else None; settable (a benchmark swaps in another provider's)."""
-        return self.engine.session
-
-    @session.setter
-    def session(self, value: Any) -> None:
-        self.engine.session = value
+    session = property(lambda self: self.engine.session, doc="The ONNX Runtime session (onnx), else None.")
 
     def without_model(self) -> "CausalLM":
         """A copy with the tokenizer and settings but no model or session: what a process that only
