@@ -70,7 +70,8 @@ class CausalLM:
         lm = copy.copy(self)
         engine = self.engine
         lm.engine = SimpleNamespace(tokenizer=engine.tokenizer, model=None, session=None, export=None, device=None,
-                                    batch_size=engine.batch_size, batch_tokens=engine.batch_tokens)
+                                    batch_size=engine.batch_size, batch_tokens=engine.batch_tokens,
+                                    shared_prefix=engine.shared_prefix)
         return lm
 
     # --- prompts ------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ class CausalLM:
                                  field="max_length")
             if any(len(t) < last for t in tails):
                 raise InputError(f"every tail needs at least {last} tokens", field="tails")
-        if not getattr(self.engine, "shared_prefix", True):
+        if not self.engine.shared_prefix:
             yield from self._separate_tail_logits(groups, last, progress)
             return
         order = sorted(range(len(groups)), key=lambda g: -sizes[g])

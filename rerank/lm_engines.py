@@ -38,6 +38,7 @@ class TorchLMEngine:
     backend = TORCH
     session = None
     export = None
+    shared_prefix = True  # CausalLM.iter_tail_logits reads the tails of a shared prefix in one pass
     batch_size: int | None = None  # no limit of its own on prompts per batch
 
     def __init__(self, path: str, *, gguf_file: str | None = None, device: str | None = None) -> None:
@@ -111,6 +112,7 @@ class OnnxLMEngine:
     """
 
     model = None
+    shared_prefix = True
     device = None
     batch_tokens = None
 

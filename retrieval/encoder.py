@@ -108,7 +108,7 @@ class Encoder:
             "similarity": self.similarity,
             "max_length": self.max_length,
             "backend": str(self.backend),
-            **({"calibration": self.engine.calibration} if getattr(self.engine, "calibration", None) else {}),
+            **({"calibration": self.engine.calibration} if self.engine.calibration else {}),
         }
 
     def encode_queries(self, texts: Sequence[str], progress: Any = False) -> np.ndarray:

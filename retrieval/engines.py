@@ -56,6 +56,7 @@ class TorchEncoderEngine:
     backend = TORCH
     session = None
     export = None
+    calibration: str | None = None  # the key of an openvino-int8 graph's calibration texts (others: None)
     index_suffix = ""  # what follows the fingerprint in the name of a cached index of these vectors
 
     def __init__(self, path: str, *, device: str | None = None, max_length: int | None = None) -> None:
@@ -140,6 +141,7 @@ class OnnxEncoderEngine:
 
     model = None
     asynchronous = False
+    calibration: str | None = None
 
     def __init__(self, name: str, backend: Backend, *, device: str | None = None,
                  max_length: int | None = None) -> None:
