@@ -7,7 +7,7 @@ each build in a child process whose peak RSS (``VmHWM``) is read. In the same ru
 
 - docs/s of the new path (tokenize once, token-budget batches, prefetch) and of the old loop
   (tokenize for the sort, ``preprocess`` again per batch, fixed batch size) on the same texts;
-- tokenizing the same texts alone with the fast tokenizer's batch call on all cores (the issue's
+- tokenizing the same texts alone with the fast tokenizer's batch call on all cores (the
   baseline), and through ``rankwise.retrieval.batching.tokenize`` (the Rust ``encode_batch_fast`` the path uses);
 - index size, search queries/s, and IVF-PQ recall@10 against the flat index.
 

@@ -1,4 +1,4 @@
-"""Issue 16's bug: an index built by the int8 ONNX encoder is searched and mined with that encoder.
+"""An index built by the int8 ONNX encoder is searched and mined with that encoder.
 
 ``rankwise search``, ``rankwise mine --index`` and :class:`DenseRetriever` take the backend from the
 index manifest; their results must equal what the int8 encoder gives on the index by hand.
