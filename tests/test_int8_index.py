@@ -6,16 +6,13 @@ index manifest; their results must equal what the int8 encoder gives on the inde
 
 from __future__ import annotations
 
+import functools
+
 from rankwise.cli import main
 from rankwise.retrieval.run import Run
+from tests._helpers import run_cli
 
-
-def _rankwise(capsys, *args) -> str:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit_info:
-        assert not exit_info.code, capsys.readouterr().err
-    return capsys.readouterr().err
+_rankwise = functools.partial(run_cli, check=True)
 
 
 def _by_hand(index_dir, tiny_encoder, queries: dict[str, str], k: int) -> dict[str, list[str]]:

@@ -14,7 +14,7 @@ from rankwise.retrieval.errors import InputError
 from rankwise.training.losses.pg_rank import (CrossEncoderPGRankLoss, PGRankLoss, advantages, ndcg, pg_rank_objective,
                                      plackett_luce_log_prob, sample_rankings)
 from rankwise.training.settings import PGRankSettings
-from tests.test_training import settings, write_tuples
+from tests._helpers import settings, write_tuples
 
 SCORES = torch.tensor([[0.5, -0.3, 1.2, 0.1]])
 LABELS = torch.tensor([[2.0, 0.0, 1.0, 0.0]])
@@ -137,7 +137,7 @@ def test_bi_encoder_loss_ranks_every_document_of_the_batch():
 
 
 def test_cross_encoder_loss_reads_its_groups():
-    from tests.test_training_losses import FakeCrossEncoder
+    from tests._helpers import FakeCrossEncoder
 
     table = {("q", "a"): 2.0, ("q", "b"): 0.0, ("q", "c"): 1.0, ("r", "a"): 0.5, ("r", "b"): 1.5, ("r", "c"): -1.0}
     loss = CrossEncoderPGRankLoss(FakeCrossEncoder(table), PGRankSettings(samples=6, reward="ndcg"))

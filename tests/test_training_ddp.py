@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_training import write_tuples
+from tests._helpers import write_tuples
 
 ROOT = Path(__file__).resolve().parent.parent
 

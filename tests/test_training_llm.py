@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rankwise.retrieval.errors import InputError
-from tests.test_training import settings, write_tuples
+from tests._helpers import settings, write_tuples
 from rankwise.training.candidates import RunInput
 from rankwise.training.data import TrainingInput
 from rankwise.training.llm import LoRASettings

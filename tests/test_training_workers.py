@@ -11,7 +11,7 @@ import pytest
 from transformers import TrainerCallback
 
 from rankwise.retrieval.batching import default_workers
-from tests.test_training import settings, weights, write_tuples
+from tests._helpers import settings, weights, write_tuples
 from rankwise.training.data import TrainingInput
 from rankwise.training.settings import TrainSettings
 
