@@ -79,6 +79,26 @@ def weights(path: Path) -> dict[str, Any]:
     return out
 
 
+def cross_encoder_logits(path: Path, query: str, docs: Sequence[str]) -> Any:
+    """The saved cross-encoder's logits for (query, doc) straight from transformers (no rankwise code)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    with torch.inference_mode():
+        return model(**tokenizer([query] * len(docs), list(docs), padding=True, return_tensors="pt")).logits[:, 0].numpy()
+
+
+def assert_reranks_with(path: Path, ranking: Sequence[tuple[int, float]], query: str, docs: Sequence[str]) -> None:
+    """``ranking`` (a reranker's, best first) is the saved model's: its logits, sorted."""
+    import numpy as np
+
+    logits = cross_encoder_logits(path, query, docs)
+    assert [i for i, _ in ranking] == [int(i) for i in np.argsort(-logits, kind="stable")]
+    assert np.allclose([s for _, s in ranking], np.sort(logits)[::-1], atol=1e-4)
+
+
 def FakeCrossEncoder(table: dict[tuple[str, str], float]) -> Any:  # noqa: N802
     """A CrossEncoder whose logit for (query, doc) is read from a table: the losses' math, not a model's."""
     import torch
