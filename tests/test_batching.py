@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rankwise.retrieval.batching import prefetch, token_batches, tokenize
-from tests.tiny_models import corpus_texts
+from rankwise.testing import corpus_texts
 
 
 def _check_budget(lengths: np.ndarray, batches: list[np.ndarray], batch_size: int, max_tokens: int | None) -> None:

@@ -237,7 +237,7 @@ def test_internal_error_is_one_line_unless_debug(tmp_path):
 
 
 def _corpus(folder: Path, docs: int) -> Path:
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     texts = corpus_texts()
     folder.mkdir()

@@ -24,7 +24,7 @@ N_QUERIES = 24
 @pytest.fixture()
 def beir(tmp_path) -> Path:
     """400 documents; 24 judged queries (1-2 positives, some grade-0 judgements, one without positives)."""
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     texts = corpus_texts()
     docs = [{"_id": f"d{i}", "title": f"title {i % 7}", "text": t} for i, t in enumerate(texts)]

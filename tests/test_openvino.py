@@ -32,7 +32,7 @@ def pair_export(tiny_cross_encoder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def texts():
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     return corpus_texts()[:48]
 

@@ -254,7 +254,7 @@ def test_screening_can_rank_missing_candidates_last(tmp_path, caplog):
 
 @pytest.fixture()
 def small_beir(tmp_path) -> Path:
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     texts = corpus_texts()[:60]
     docs = [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(texts)]

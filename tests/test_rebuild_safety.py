@@ -55,7 +55,7 @@ def dense_cmd(corpus: Path, out: Path, model: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory) -> dict[str, Path]:
     from tests._helpers import write_corpus
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     folder = tmp_path_factory.mktemp("corpora")
     texts = corpus_texts()

@@ -162,7 +162,7 @@ def test_missing_service_and_unknown_path_are_json_404(reranker):
 def test_batched_requests_score_as_alone(reranker):
     """Requests run in one model call get the scores each gets alone (its batchmates do not matter)."""
     rnd = np.random.default_rng(0)
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     texts = corpus_texts()
     bodies = [{"query": texts[i][:40], "documents": [texts[j] for j in rnd.choice(400, size=int(n), replace=False)]}
