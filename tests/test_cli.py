@@ -102,6 +102,7 @@ def test_bm25_index_and_search(tmp_path, capsys, synthetic_beir):
     assert len(Run.read(tmp_path / "run.trec")) == 10
 
 
+@pytest.mark.slow
 def test_beir_json_prints_one_object_and_writes_results(tmp_path, synthetic_beir, tiny_encoder):
     """Through the installed entry point: stdout holds the JSON object and nothing else."""
     env_cmd = [sys.executable, "-m", "rankwise", "beir", f"{synthetic_beir},{synthetic_beir}", "--retriever",

@@ -225,6 +225,7 @@ def test_the_real_process_answers_as_the_entry_point_does(args, tmp_path):
     assert real.stderr == here.stderr and real.stdout == here.stdout
 
 
+@pytest.mark.slow
 def test_model_folder_without_model_type_is_one_line(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
@@ -239,6 +240,7 @@ def test_model_folder_without_model_type_is_one_line(tmp_path):
     assert not (tmp_path / "idx").exists()
 
 
+@pytest.mark.slow
 def test_help_states_ranges_choices_and_exit_statuses():
     result = rankwise("search", "--help")
     assert result.returncode == 0
@@ -249,6 +251,7 @@ def test_help_states_ranges_choices_and_exit_statuses():
     assert "0: the whole window" in mine.stdout
 
 
+@pytest.mark.slow
 def test_internal_error_is_one_line_unless_debug(tmp_path):
     """A bug (an exception no check turned into bad input) is one line and exit 1; RANKWISE_DEBUG=1 shows it."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", RANKWISE_DEBUG="1")
@@ -374,6 +377,7 @@ def test_spec_keys_share_the_option_ranges():
         assert str(err.value) == f"field 'reranker': {message}"
 
 
+@pytest.mark.slow
 def test_self_hits_kept_for_a_qrels_file_dropped_for_beir_and_switchable(tmp_path):
     """The qid == docid rule: off for a plain qrels file, on for a BEIR folder, both switchable."""
     (tmp_path / "run.trec").write_text("q1 Q0 q1 1 2.0 x\nq1 Q0 d1 2 1.0 x\nq2 Q0 d2 1 1.0 x\n")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rankwise.retrieval.distributed import RANKS_DIR, world
 from rankwise.retrieval.manifest import MANIFEST
 from tests._helpers import ROOT, free_port, kill_when, write_corpus
@@ -33,6 +35,7 @@ def _index(prefix: list[str], corpus: Path, out: Path, model: Path, chunk: int =
     return done.stderr
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_builds_the_one_process_index(tmp_path, tiny_encoder):
     from rankwise.testing import corpus_texts
 
@@ -44,6 +47,7 @@ def test_two_process_torchrun_builds_the_one_process_index(tmp_path, tiny_encode
     assert not (tmp_path / "two" / ".ranks").exists()
 
 
+@pytest.mark.slow
 def test_killed_torchrun_build_resumes_without_reencoding(tmp_path, tiny_encoder):
     """kill -9 of torchrun and both ranks part-way; the same command again keeps every finished chunk
     (each rank logs how many it found) and gives the one-process index byte for byte."""

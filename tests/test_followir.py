@@ -86,6 +86,7 @@ def test_unparsable_instruction_file_exits_2(tmp_path, capsys, text, expected):
     assert expected in error_line(err)
 
 
+@pytest.mark.slow
 def test_scifact_end_to_end(tmp_path, tiny_cross_encoder, capsys):
     source = require_shared("scifact")
     cmd = [sys.executable, str(ROOT / "bench" / "make_followir_scifact.py"), "--source", str(source),

@@ -158,6 +158,7 @@ def _index_cmd(corpus: Path, out: Path, model: Path, chunk: int) -> list[str]:
             "--model", str(model), "--chunk-size", str(chunk), "--batch-size", "8"]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_uninterrupted_index(tmp_path, encoder, tiny_encoder):
     from tests._helpers import kill_when, write_corpus
     from rankwise.testing import corpus_texts

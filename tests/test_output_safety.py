@@ -138,6 +138,7 @@ def test_export_refuses_a_file_or_a_folder_of_other_things(tiny_cross_encoder, t
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_atomic_dir_replaces_whole_and_restores_after_a_torn_swap(tmp_path):
     from rankwise.retrieval.files import atomic_dir, remove_stale_partials
 

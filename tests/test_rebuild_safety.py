@@ -227,6 +227,7 @@ def test_settings_the_corpus_rules_out_are_refused_before_encoding(tmp_path, cor
     assert not list(cache.rglob("*.onnx"))  # refused before any export
 
 
+@pytest.mark.slow
 def test_a_locked_folder_is_refused_or_waited_for(tmp_path):
     out = tmp_path / "idx"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom rankwise.retrieval.locks import folder_lock\n"

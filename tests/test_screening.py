@@ -139,6 +139,7 @@ def test_compare_reports_screening_measures(tmp_path, capsys):
     assert "WSS@95" in (tmp_path / "pq.csv").read_text()
 
 
+@pytest.mark.slow
 def test_scifact_stand_in_end_to_end(tmp_path, tiny_encoder, capsys):
     source = require_shared("scifact")
     folder = tmp_path / "tar"
