@@ -12,7 +12,7 @@ from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.formats import MISSING_JUDGED
 from rankwise.retrieval.json_output import dumps
 from rankwise.retrieval.models import DEFAULT_ENCODER
-from rankwise.retrieval.options import BackendName, out_file, out_folder
+from rankwise.retrieval.options import BackendName, backend_option, out_file, out_folder
 from rankwise.retrieval.values import one_of, positive_int
 
 SystemsOpt = Annotated[str, typer.Option(help="FIRST[>>RERANKER],... e.g. bm25,dense,bm25>>cross-encoder:MODEL")]
@@ -20,7 +20,7 @@ ModelOpt = Annotated[str, typer.Option(help="encoder name or path (dense, hybrid
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object, nothing else, to stdout")]
 OutOpt = Annotated[Optional[Path], out_folder("folder for the runs and results.json")]
 BatchOpt = Annotated[int, positive_int.option(help="encoder batch size")]
-BackendOpt = Annotated[BackendName, typer.Option(help="encoder backend")]
+BackendOpt = Annotated[BackendName, backend_option(help="encoder backend")]
 
 
 def _print(rows: dict[str, dict[str, float]], *, title: str, json_output: bool, out: Path | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 
 from rankwise.cli import main
+from rankwise.retrieval.backend.value import ONNX_INT8
 from rankwise.retrieval.run import Run
 from tests._helpers import run_cli
 
@@ -32,7 +33,7 @@ def test_an_int8_index_is_searched_and_mined_with_the_int8_encoder(tmp_path, cap
     from rankwise.retrieval.formats import read_qrels, read_queries
 
     idx = tmp_path / "int8-index"
-    _rankwise(capsys, "index", synthetic_beir, "--out", idx, "--model", tiny_encoder, "--backend", "onnx", "--int8")
+    _rankwise(capsys, "index", synthetic_beir, "--out", idx, "--model", tiny_encoder, "--backend", "onnx-int8")
     queries = read_queries(synthetic_beir)
     expected = _by_hand(idx, tiny_encoder, queries, 20)
 
@@ -42,7 +43,7 @@ def test_an_int8_index_is_searched_and_mined_with_the_int8_encoder(tmp_path, cap
     assert {q: [d for d, _ in got[q]] for q in queries} == expected
 
     retriever = DenseRetriever(idx)
-    assert (retriever.encoder.backend, retriever.encoder.int8) == ("onnx", True)
+    assert retriever.encoder.backend == ONNX_INT8
     api = retriever.search(queries, k=20, progress=False)
     assert {q: [d for d, _ in api[q]] for q in queries} == expected
 

@@ -15,7 +15,7 @@ _D = Limits()
 
 def serve(
     reranker: Annotated[Optional[str], typer.Option(
-        help="reranker spec PARADIGM:MODEL[,key=value...]; a cross-encoder without backend= runs ONNX int8 "
+        help="reranker spec PARADIGM:MODEL[,key=value...]; a cross-encoder without backend= runs onnx-int8 "
              "on the CPU")] = None,
     index: Annotated[Optional[Path], typer.Option(help="index folder (dense or BM25) for /v1/search")] = None,
     corpus: Annotated[Optional[Path], typer.Option(
