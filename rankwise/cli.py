@@ -14,6 +14,7 @@ The front door is also the one shell every command runs in (exit statuses in doc
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import signal
@@ -110,6 +111,14 @@ def _register() -> None:
     eval_cli.register(app)
 
 
+@functools.cache
+def _command() -> Any:
+    """The click command of the app with every package's commands, built once per process (registering
+    again would add each command a second time, and building it costs a fifth of a second)."""
+    _register()
+    return _plain_help(typer.main.get_command(app))
+
+
 def _plain_help(command: Any) -> Any:
     """Help in click's plain layout for every command: flags shown as flags (no ``<bool>``), ``-k <int>``,
     help and defaults wrapped whole (never cut with an ellipsis) at the terminal's width, up to 120 columns."""
@@ -176,8 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        _register()
-        status = _plain_help(typer.main.get_command(app)).main(args=args, prog_name="rankwise", standalone_mode=False)
+        status = _command().main(args=args, prog_name="rankwise", standalone_mode=False)
     except InputError as err:
         _fail(str(err), EXIT_USAGE)
     except click_errors.MissingParameter as err:  # a missing option or argument: click's usage message
