@@ -7,26 +7,25 @@ from typing import Annotated, Optional
 
 import typer
 
-from rankwise.retrieval.options import Force, Int8, RerankBackend, out_file
-from rankwise.retrieval.values import Range, positive_int
+from rankwise.retrieval.options import ChunkSize, Corpus, Force, Int8, Queries, RerankBackend, out_file
+from rankwise.rerank.options import Depth, FirstStageWeight, RerankerSpec
+from rankwise.retrieval.values import positive_int
 
 
 def rerank(
     run_file: Annotated[Path, typer.Argument(help="TREC run to rerank")],
-    queries: Annotated[Path, typer.Option(help="queries.jsonl, queries.tsv or a BEIR folder")],
-    corpus: Annotated[Path, typer.Option(help="BEIR folder, corpus.jsonl or collection.tsv")],
-    model: Annotated[str, typer.Option("--model", help="reranker spec PARADIGM:MODEL[,key=value...] (see README)")],
+    queries: Queries,
+    corpus: Corpus,
+    model: RerankerSpec,
     out: Annotated[Path, out_file("TREC run file to write")],
-    depth: Annotated[int, positive_int.option(help="documents reranked per query")] = 100,
+    depth: Depth = 100,
     batch_size: Annotated[Optional[int], positive_int.option(help="model batch size")] = None,
     backend: RerankBackend = None,
     int8: Int8 = False,
-    first_stage_weight: Annotated[float, Range(float, min=0.0, below=1.0).option(
-        help="rank by W x first-stage + (1 - W) x reranker score (min-max normalized per query); 0: reranker alone")] = 0.0,
+    first_stage_weight: FirstStageWeight = 0.0,
     save_reasoning: Annotated[Optional[Path], out_file(
         "with listwise mode=reason: write each window's reasoning to this JSONL file", "--save-reasoning")] = None,
-    chunk_size: Annotated[int, positive_int.option(
-        help="queries per resumable part (the unit shared out under torchrun)")] = 256,
+    chunk_size: ChunkSize = 256,
     force: Force = False,
 ) -> None:
     """Rerank the top --depth documents of each query of a run.

@@ -173,9 +173,9 @@ def test_index_cli_max_tokens(capsys, tmp_path, synthetic_beir, tiny_encoder):
             code = exit_info.code or 0
         return code, capsys.readouterr().err
 
-    code, err = rankwise("index", synthetic_beir, "--out", tmp_path / "bad", "--model", tiny_encoder, "--max-tokens", "0")
+    code, err = rankwise("index", synthetic_beir, "--out", tmp_path / "bad", "--encoder", tiny_encoder, "--max-tokens", "0")
     assert code == 2 and "option '--max-tokens': must be >= 1, got 0" in err and "Traceback" not in err
-    code, err = rankwise("index", synthetic_beir, "--out", tmp_path / "idx", "--model", tiny_encoder, "--max-tokens", "40")
+    code, err = rankwise("index", synthetic_beir, "--out", tmp_path / "idx", "--encoder", tiny_encoder, "--max-tokens", "40")
     assert code == 0, err
     assert len(open_retriever(tmp_path / "idx").index) > 0
 

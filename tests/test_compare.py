@@ -216,7 +216,7 @@ def test_beir_systems_numbers_equal_the_single_system_runs(synthetic_beir, tiny_
     ce = f"cross-encoder:{tiny_cross_encoder}"
     systems = f"bm25,dense,hybrid,bm25>>{ce},batch_size=8"
     monkeypatch.setattr("sys.argv", ["rankwise", "beir", str(synthetic_beir), "--systems", systems])
-    code, out, err = _rankwise(capsys, "beir", synthetic_beir, "--systems", systems, "--model", tiny_encoder,
+    code, out, err = _rankwise(capsys, "beir", synthetic_beir, "--systems", systems, "--encoder", tiny_encoder,
                                "--baseline", "bm25", "--plot", tmp_path / "plots", "--out", tmp_path / "out",
                                "--format", "json", "--depth", "20")
     assert code == 0, err
@@ -292,7 +292,7 @@ def test_scifact_subset_bm25_dense_hybrid_compared_with_corrected_p_values(tmp_p
                 docs.append(doc)
     folder = write_beir(tmp_path / "scifact-subset", docs, [{"_id": q, "text": queries[q]} for q in qrels],
                         [(q, d, g) for q, ds in qrels.items() for d, g in ds.items()])
-    code, out, err = _rankwise(capsys, "beir", folder, "--systems", "bm25,dense,hybrid", "--model", tiny_encoder,
+    code, out, err = _rankwise(capsys, "beir", folder, "--systems", "bm25,dense,hybrid", "--encoder", tiny_encoder,
                                "--baseline", "bm25", "--plot", tmp_path / "out", "--format", "json")
     assert code == 0, err
     rows = {row["system"]: row for row in json.loads(out)["systems"]}
