@@ -113,7 +113,13 @@ def _quiet_libraries(quiet: bool) -> None:
         hf_logging.set_verbosity(level)
 
 
+_registered: list[bool] = []
+
+
 def _register() -> None:
+    """Add every package's commands to the app, once per process (each ``main`` call would add them again)."""
+    if _registered:
+        return
     from rankwise.eval import cli as eval_cli
     from rankwise.rerank import cli as rerank_cli
     from rankwise.retrieval import cli as retrieval_cli
@@ -123,6 +129,7 @@ def _register() -> None:
     rerank_cli.register(app)
     training_cli.register(app)
     eval_cli.register(app)
+    _registered.append(True)
 
 
 def _plain_help(command: Any) -> Any:

@@ -43,8 +43,8 @@ _RETRIEVER = typer.Option("--retriever", help="first-stage retriever")
 Retriever = Annotated[one_of(KINDS), _RETRIEVER]
 IndexRetriever = Annotated[one_of(INDEX_KINDS), _RETRIEVER]  # index: what a folder can hold (hybrid joins two)
 Fusion = Annotated[one_of(FUSIONS), typer.Option(help="hybrid fusion")]
-K = Annotated[int, positive_int.option("-k", help="documents retrieved per query")]
-OptionalK = Annotated[Optional[int], positive_int.option("-k", help="documents retrieved per query")]
+K = Annotated[int, positive_int.option("-k", help="documents per query")]
+OptionalK = Annotated[Optional[int], positive_int.option("-k", help="documents per query")]
 # DataLoader worker processes of the trainers (retrieval.batching.default_workers when not given)
 Workers = Annotated[Optional[int], non_negative_int.option(
     help="DataLoader worker processes that tokenize and collate batches (default: min(4, cores - 1); 0 on 2 cores: "

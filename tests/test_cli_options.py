@@ -4,6 +4,9 @@ and docs/cli.md generated from the app."""
 
 from __future__ import annotations
 
+import functools
+import sys
+import types
 import typing
 from collections import defaultdict
 from pathlib import Path
@@ -28,6 +31,7 @@ EXCEPTIONS = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def _root() -> Any:
     return docs_cli.root_command()
 
@@ -151,15 +155,14 @@ def test_an_old_spelling_works_with_one_note(tmp_path, capsys):
 
 
 def _captured(monkeypatch, module: str, function: str) -> dict[str, Any]:
-    import importlib
-
+    """What the command passes to ``module.function`` (a stand-in module: the trainer's imports are not needed)."""
     seen: dict[str, Any] = {}
 
     def fake(*args: Any, **kwargs: Any) -> Any:
         seen.update(kwargs)
         raise SystemExit(0)
 
-    monkeypatch.setattr(importlib.import_module(module), function, fake)
+    monkeypatch.setitem(sys.modules, module, types.SimpleNamespace(**{function: fake}))
     return seen
 
 
@@ -192,6 +195,7 @@ def test_llm_trainers_get_their_own_defaults(tmp_path, monkeypatch):
         seen.update(settings=settings, candidates=source)
 
     monkeypatch.setattr(training_cli, "_train_llm", fake_train_llm)
+    monkeypatch.setitem(sys.modules, "rankwise.training.listwise", types.SimpleNamespace(train_listwise=None))
     main_args = ["train", "listwise", "--model", "m", "--out", str(tmp_path / "o"), "--runs", str(run)]
     try:
         main([*main_args, "--candidates", "7"])
