@@ -71,52 +71,38 @@ def compare_command(
     self_hits: SelfHits = None,
 ) -> None:
     """Compare TREC runs on the same qrels: measures, deltas, paired tests (corrected), win/tie/loss."""
-    from rankwise.eval.compare import compare_per_query, per_query_values
     from rankwise.eval.datasets import resolve_dataset
-    from rankwise.retrieval.formats import read_qrels
+    from rankwise.eval.experiment import Experiment
     from rankwise.retrieval.run import Run
 
     _check_plotting(plot)
     named = _named_run_files(runs)
-    from rankwise.eval.experiment import drops_self_hits
-
-    if Path(qrels).is_file():  # a plain qrels file: query and document ids are not known to share a numbering
-        judgements, official = read_qrels(qrels), None
-        identical = bool(self_hits)
-    else:
-        dataset = resolve_dataset(qrels, download=False)
-        judgements, official = dataset.qrels(split), dataset.official_measures(split)
-        identical = drops_self_hits(dataset, self_hits)
-    chosen = [m.strip() for m in measures.split(",") if m.strip()] if measures else list(official or ())
-    loaded = {name: Run.read(path) for name, path in named.items()}
-    if baseline is not None and baseline not in loaded:
+    if baseline is not None and baseline not in named:
         by_path = [n for n, p in named.items() if Path(baseline).exists() and p.resolve() == Path(baseline).resolve()]
         if not by_path:
-            raise InputError(f"the baseline {baseline!r} is not one of the runs ({', '.join(loaded)})", field="baseline")
+            raise InputError(f"the baseline {baseline!r} is not one of the runs ({', '.join(named)})", field="baseline")
         baseline = by_path[0]
-    from rankwise.eval.metrics import DEFAULT_MEASURES
-
-    values = per_query_values(loaded, judgements, chosen or DEFAULT_MEASURES, ignore_identical_ids=identical)
-    table = compare_per_query(values, baseline=baseline, test=test, correction=correction, alpha=significance,
-                              seed=seed)
-    if identical:
+    source = resolve_dataset(qrels, download=False)  # a qrels file, or a dataset's qrels of --split
+    loaded = [Run.read(path) for path in named.values()]
+    result = Experiment([Run(run, name=name) for name, run in zip(named, loaded)], source,
+                        [m.strip() for m in measures.split(",") if m.strip()] if measures else None,
+                        baseline=baseline, test=test, correction=correction, alpha=significance, seed=seed,
+                        split=split, names=list(named), drop_self_hits=self_hits, progress=False).run()
+    if result.drop_self_hits:
         typer.echo("retrieved documents whose id is the query's are dropped before scoring (BEIR's rule; "
                    "--keep-self-hits keeps them)", err=True)
     files: dict[str, str] = {}
     if per_query is not None:
-        from rankwise.retrieval.files import atomic_open
-
-        with atomic_open(per_query) as fh:
-            values.to_csv(fh, index=False, lineterminator="\n", float_format="%.10g")
+        result.write_per_query(per_query)
         files["per_query"] = str(per_query)
-    title = f"{len(loaded)} runs on {Path(qrels).name}"
+    title = f"{len(named)} runs on {Path(qrels).name}"
     if plot is not None:
         from rankwise.eval.experiment import read_query_seconds
         from rankwise.eval.plots import comparison_plots
 
         costs = read_query_seconds(results) if results is not None else None
-        files.update(comparison_plots(table, values, plot, costs=costs, title=title))
-    emit(table, fmt=fmt, title=title, files=files)
+        files.update(comparison_plots(result.comparison, result.per_query, plot, costs=costs, title=title))
+    emit(result.comparison, fmt=fmt, title=title, files=files)
 
 
 def register(app: typer.Typer) -> None:

@@ -163,6 +163,34 @@ class BeirDataset:
         return {qid: text for qid, text in queries.items() if qid in judged}
 
 
+@dataclass(frozen=True)
+class QrelsFile:
+    """A plain qrels file as a dataset: its judgements for every split, the judged query ids (no text),
+    no corpus, the default measures; query and document ids are not known to share a numbering, so a
+    retrieved document whose id is the query's is kept. What an :class:`~rankwise.eval.experiment.Experiment`
+    of precomputed runs (``rankwise compare RUN... --qrels FILE``) needs."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    label = name
+    root = property(lambda self: self.path)
+    corpus = None
+    ignore_identical_ids = False
+
+    def official_measures(self, split: str = "test") -> tuple[str, ...]:
+        return DEFAULT_MEASURES
+
+    def qrels(self, split: str = "test") -> dict[str, dict[str, int]]:
+        return read_qrels(self.path)
+
+    def queries(self, split: str = "test") -> dict[str, str]:
+        return dict.fromkeys(self.qrels(split), "")
+
+
 def default_cache_dir() -> Path:
     """``$RANKWISE_CACHE/datasets``, else ``~/.cache/rankwise/datasets``."""
     return cache_root() / "datasets"
@@ -189,7 +217,7 @@ def resolve_dataset(
     ``cqadupstack/<forum>`` (e.g. ``cqadupstack/android``). ``download=False`` never touches the
     network: a name not found locally is an :class:`InputError`. ``irds:NAME`` is any ir_datasets
     collection (:mod:`rankwise.eval.irds`), read offline; a folder holding ``collection.tsv`` is MS MARCO
-    layout (:mod:`rankwise.eval.msmarco`).
+    layout (:mod:`rankwise.eval.msmarco`); a file is a qrels file (:class:`QrelsFile`).
     """
     text = os.fspath(name_or_path)
     scheme, colon, rest = text.partition(":")
@@ -198,6 +226,8 @@ def resolve_dataset(
     path = Path(text).expanduser()
     if path.is_dir():
         return _open_folder(path.resolve().name or str(path), path)
+    if path.is_file():
+        return QrelsFile(path)
 
     name = text.strip().strip("/")
     valid_name = bool(_NAME.match(name)) and ".." not in name.split("/")

@@ -7,7 +7,8 @@ As PyTerrier's ``Experiment`` (Macdonald et al., CIKM 2021)::
     print(result.table)                    # one row per system, one column per measure (pandas)
 
 A pipeline is a :class:`~rankwise.retrieval.pipeline.Pipeline` (``BM25() >> reranker % 100``), any
-retriever, or a system spec of :func:`rankwise.eval.systems.parse_system`. Every prefix of every
+retriever, a system spec of :func:`rankwise.eval.systems.parse_system`, or a :class:`Run` computed before
+(``Run.read("bm25.trec")``; ``rankwise compare`` compares run files so, on a dataset or a qrels file). Every prefix of every
 pipeline is computed once per experiment, keyed by its stages (stages compare equal when they compute
 the same thing), so ``bm25`` and ``bm25>>cross-encoder:M`` search BM25 once; indexes are the corpus's
 cached ones and every model is loaded once. Each stage is timed. The result holds the metrics table,
@@ -247,7 +248,8 @@ class Experiment:
         corpus = self.resources.setdefault(("corpus", getattr(dataset, "root", id(dataset))), (dataset.corpus, 0.0))[0]
         from rankwise.eval.datasets import BeirDataset
 
-        if isinstance(dataset, BeirDataset):  # a judged document the corpus lacks is named up front
+        reads_corpus = any(s.reads_corpus for p in self.pipelines for s in p.stages)
+        if isinstance(dataset, BeirDataset) and reads_corpus:  # a judged document the corpus lacks is named up front
             from rankwise.retrieval.formats import check_judged
 
             self.resources.setdefault(("judged", self.split, getattr(dataset, "root", id(dataset))), (

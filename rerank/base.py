@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.formats import Corpus, Document
+from rankwise.retrieval.formats import Corpus, Document, lookup_documents
 from rankwise.retrieval.run import Run
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class Reranker(abc.ABC):
                              field="first_stage_weight")
         check_run_queries(run, queries)
         heads = {q: [d for d, _ in run[q][:depth]] for q in run}
-        texts = _documents(corpus, {d for ids in heads.values() for d in ids})
+        texts = lookup_documents(corpus, {d for ids in heads.values() for d in ids})
         qids = [q for q in run if heads[q]]
         scores = self.score_documents([(queries[q], [texts[d] for d in heads[q]]) for q in qids], progress=progress)
         from rankwise.rerank.served import served_usage
@@ -126,14 +126,4 @@ def check_run_queries(run: Run, queries: Mapping[str, str]) -> None:
     if missing:
         raise InputError(f"the run names {len(missing)} quer{'y' if len(missing) == 1 else 'ies'} not in the "
                          f"queries (first: {missing[0]!r})", field="query-id")
-
-
-def _documents(corpus: CorpusLike, ids: set[str]) -> dict[str, Document]:
-    if isinstance(corpus, Corpus):
-        return corpus.lookup(ids)
-    missing = [d for d in ids if d not in corpus]
-    if missing:
-        raise InputError(f"the run names {len(missing)} document(s) not in the corpus (first: {sorted(missing)[0]!r})",
-                         field="doc-id")
-    return {d: (corpus[d] if isinstance(corpus[d], Document) else Document(d, "", str(corpus[d]))) for d in ids}
 

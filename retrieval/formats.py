@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -316,3 +316,16 @@ def _is_int(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def lookup_documents(corpus: Corpus | Mapping[str, str | Document], ids: Iterable[str]) -> dict[str, Document]:
+    """The documents ``ids`` of ``corpus`` (a :class:`Corpus`, or ``{doc_id: text or Document}``); a missing
+    one is an :class:`InputError` naming it."""
+    ids = set(ids)
+    if isinstance(corpus, Corpus):
+        return corpus.lookup(ids)
+    missing = [d for d in ids if d not in corpus]
+    if missing:
+        raise InputError(f"the run names {len(missing)} document(s) not in the corpus (first: {sorted(missing)[0]!r})",
+                         field="doc-id")
+    return {d: (corpus[d] if isinstance(corpus[d], Document) else Document(d, "", str(corpus[d]))) for d in ids}

@@ -26,12 +26,12 @@ from typing import Any
 
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.models import DEFAULT_ENCODER
-from rankwise.retrieval.retriever import (Composable, Context, Cutoff, Pipeline, Retriever, Searcher, Stage, Step,
-                                          as_stages)
+from rankwise.retrieval.retriever import (Composable, Context, Cutoff, Pipeline, Precomputed, Retriever, Searcher,
+                                          Stage, Step, as_stages)
 from rankwise.retrieval.run import Run
 
-__all__ = ["BM25", "Composable", "Context", "Cutoff", "Dense", "Hybrid", "Pipeline", "Retriever", "Searcher", "Stage",
-           "Step", "as_stages"]
+__all__ = ["BM25", "Composable", "Context", "Cutoff", "Dense", "Hybrid", "Pipeline", "Precomputed", "Retriever",
+           "Searcher", "Stage", "Step", "as_stages"]
 
 
 @dataclass(frozen=True)

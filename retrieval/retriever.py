@@ -100,6 +100,7 @@ class Stage(Composable):
 
     first: bool = False
     kind: str = "stage"
+    reads_corpus: bool = True  # False for a stage that never reads the corpus (a precomputed run)
 
     @property
     def label(self) -> str:
@@ -144,6 +145,36 @@ class Searcher(Stage):
         return run
 
 
+class Precomputed(Stage):
+    """A run computed before (a TREC run file read with :meth:`Run.read`, another toolkit's output) as a
+    first stage, so that run files compare in an :class:`~rankwise.eval.experiment.Experiment` like any
+    pipeline; equal only to itself. It is returned as it is (not cut to the experiment's depth: measures
+    are computed on the run as given); a query the experiment does not have is an :class:`InputError`
+    (the run and the queries are of different query sets)."""
+
+    first = True
+    kind = "run"
+    reads_corpus = False
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    @property
+    def label(self) -> str:
+        return self.run.name
+
+    def describe(self) -> dict[str, Any]:
+        return {"stage": self.kind, "name": self.run.name, "queries": len(self.run)}
+
+    def apply(self, previous: Run | None, k: int, ctx: Context, record: Step) -> Run:
+        extra = sorted(q for q in self.run if q not in ctx.queries)
+        if extra:
+            raise InputError(
+                f"run {self.run.name!r} has {len(extra)} quer{'y' if len(extra) == 1 else 'ies'} absent from the qrels "
+                f"(first: {extra[0]!r}); are the run and the qrels of the same query set?", field="query_id")
+        return self.run
+
+
 @dataclass(frozen=True)
 class Cutoff(Stage):
     """The first ``k`` documents of each query (``pipeline % k``)."""
@@ -166,9 +197,12 @@ class Cutoff(Stage):
 
 
 def as_stages(part: Any) -> tuple[Stage, ...]:
-    """``part`` as pipeline stages: a stage, a pipeline, a reranker (``as_stage()``), or a retriever."""
+    """``part`` as pipeline stages: a stage, a pipeline, a :class:`Run` (:class:`Precomputed`), a reranker
+    (``as_stage()``), or a retriever."""
     if isinstance(part, Stage):
         return (part,)
+    if isinstance(part, Run):
+        return (Precomputed(part),)
     if isinstance(part, Pipeline):
         return part.stages
     if hasattr(part, "as_stage"):

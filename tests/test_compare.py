@@ -305,3 +305,23 @@ def test_scifact_subset_bm25_dense_hybrid_compared_with_corrected_p_values(tmp_p
         pipeline = single_system(name, model=str(tiny_encoder))
         single = Experiment([pipeline], dataset, progress=False).run().systems[pipeline.name]
         assert all(rows[name][m] == pytest.approx(v, abs=5e-7) for m, v in single.metrics.items())  # --json: 6 digits
+
+
+def test_run_files_compare_in_an_experiment_from_python(tmp_path):
+    """``rankwise compare`` is an Experiment of precomputed runs: the same from Python, on a qrels file."""
+    from rankwise.eval.experiment import Experiment
+    from rankwise.retrieval.errors import InputError
+    from rankwise.retrieval.run import Run
+
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text("q1 0 d1 1\nq1 0 d2 0\nq2 0 d3 2\n")
+    a = Run({"q1": [("d1", 3), ("d2", 2)], "q2": [("d3", 1)]}, name="a")
+    b = Run({"q1": [("d2", 3), ("d1", 2)], "q2": [("d4", 1)]}, name="b")
+    result = Experiment([a, b], str(qrels), ["nDCG@10", "AP"], progress=False).run()
+    assert result.baseline == "a" and not result.drop_self_hits
+    assert result.table.loc["a"].to_dict() == {"nDCG@10": 1.0, "AP": 1.0}
+    assert result.table.loc["b", "AP"] == pytest.approx(0.25)  # q1: 1/2, q2: 0
+    assert result.runs["a"].as_dict() == a.as_dict()  # evaluated as given
+    stray = Run({"q9": [("d1", 1.0)]}, name="stray")
+    with pytest.raises(InputError, match="run 'stray' has 1 query absent from the qrels"):
+        Experiment([a, stray], str(qrels), progress=False).run()
