@@ -51,7 +51,8 @@ def beir(
     """Index (cached), retrieve and evaluate on BEIR, MS MARCO or irds: datasets; print a table (or --json).
 
     With --systems, run several systems on the same queries and print their comparison (see
-    docs/evaluation-compare.md).
+    docs/evaluation-compare.md). Without -k, each run holds 100 documents per query, or as many as the
+    deepest measure cut-off.
     """
     from rich.console import Console
 

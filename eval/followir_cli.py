@@ -73,7 +73,8 @@ def screening(
     out: OutOpt = None,
     missing_judged: MissingJudged = "error",
 ) -> None:
-    """Rank each topic's candidates with each system and report the screening measures."""
+    """Rank each topic's candidates with each system and report the screening measures (without -k, the first
+    stage ranks the whole corpus)."""
     from rankwise.eval.metrics import parse_measures
     from rankwise.eval.screening import ScreeningDataset, read_tar, run_screening
     from rankwise.eval.systems import parse_system, parse_systems

@@ -227,3 +227,18 @@ def test_cli_reference_check_reports_a_stale_file(tmp_path, capsys):
     assert docs_cli.main([str(stale)]) == 0 and docs_cli.main([str(stale), "--check"]) == 0
     assert "## rankwise train idcm-selector" in stale.read_text(encoding="utf-8")
     assert cli.HELP.splitlines()[0] in stale.read_text(encoding="utf-8")
+
+
+def test_loss_help_lists_the_registered_losses():
+    """--loss and --adore-metric stay free strings on the command line (their registry imports torch, too slow for
+    --help) and are checked by the registry; their help must list exactly what it accepts."""
+    from rankwise.training.losses.adore import METRICS
+    from rankwise.training.losses.registry import BI_ENCODER, CROSS_ENCODER, losses_for
+
+    root = _root()
+    for command, kind in (("bi-encoder", BI_ENCODER), ("cross-encoder", CROSS_ENCODER)):
+        params = {p.name: p for p in root.commands["train"].commands[command].params}
+        listed = params["loss"].help.replace(" or ", ", ").split(", ")
+        assert listed == list(losses_for(kind)), command
+    adore = {p.name: p for p in root.commands["train"].commands["bi-encoder"].params}["adore_metric"]
+    assert adore.help.endswith(" or ".join(METRICS) + " pair weights")
