@@ -100,7 +100,7 @@ def test_parse_rank_window():
     assert parse_rank_window("10:100") == (10, 100)
     assert parse_rank_window(":30") == (0, 30)
     for bad in ("100:10", "x", "5", "10:10", "-1:5", "a:b"):
-        with pytest.raises(InputError, match="depth"):
+        with pytest.raises(InputError, match="rank window"):
             parse_rank_window(bad)
 
 
