@@ -170,6 +170,20 @@ VALUE_ERRORS = {
     "screening --per-query folder": (["screening", NOWHERE, "--per-query", "{dir}"], "'--per-query'"),
     "position-bias --buckets 0": (["position-bias", NOWHERE, "--buckets", "0"], "'--buckets': must be >= 1"),
     "position-bias --format": (["position-bias", NOWHERE, "--format", "latex"], "'--format'"),
+    # choices that were free strings checked by hand: refused while the command line is parsed
+    "beir --test": (["beir", NOWHERE, "--systems", "bm25", "--test", "wilcoxon"], "'--test': 'wilcoxon' is not one of"),
+    "compare --correction": (["compare", NOWHERE, "--qrels", NOWHERE, "--correction", "fdr"], "'--correction'"),
+    "beir --format": (["beir", NOWHERE, "--systems", "bm25", "--format", "html"], "'--format'"),
+    "mine --retriever": (["mine", "--corpus", NOWHERE, "--out", "{tmp}/t.tsv", "--retriever", "splade"],
+                         "'--retriever'"),
+    # renamed options (one name per concept)
+    "mine --rank-window": (["mine", "--corpus", NOWHERE, "--out", "{tmp}/t.tsv", "--rank-window", "9:3"],
+                           "'--rank-window': '9:3' is not a rank window"),
+    "train listwise --candidates 0": (["train", "listwise", "--model", MODEL, "--out", "{tmp}/m", "--runs", NOWHERE,
+                                       "--candidates", "0"], "'--candidates': must be >= 1"),
+    "train groupwise --pg-temperature 0": (["train", "groupwise", "--model", MODEL, "--out", "{tmp}/m", "--runs",
+                                            NOWHERE, "--pg-temperature", "0"], "'--pg-temperature': must be > 0"),
+    "serve --encoder": (["serve", "--encoder", MODEL, "--port", "0"], "'--port'"),
 }
 
 
