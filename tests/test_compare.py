@@ -200,7 +200,7 @@ def test_compare_command_bad_inputs_are_one_line_and_exit_2(tmp_path, capsys):
         ([tmp_path / "a" / "run.trec", tmp_path / "b" / "run.trec", *qrels], "two runs are named 'run'"),
         ([tmp_path / "a" / "run.trec", tmp_path / "extra.trec", *qrels], "absent from the qrels (first: 'q99')"),
         ([tmp_path / "a" / "run.trec", tmp_path / "extra.trec", *qrels, "--measures", "nDCG@x"], "unknown or malformed measure"),
-        ([tmp_path / "a" / "run.trec", *qrels, "--test", "sign"], "unknown test 'sign'"),
+        ([tmp_path / "a" / "run.trec", *qrels, "--test", "sign"], "option '--test': 'sign' is not one of 't', 'randomization'"),
     ]
     for args, message in cases:
         code, _, err = _rankwise(capsys, "compare", *args)
