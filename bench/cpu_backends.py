@@ -36,7 +36,9 @@ import numpy as np  # noqa: E402
 
 from _common import CpuShare, alternate, command_line, log, machine, machine_line, write_json  # noqa: E402
 
-BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
+from rankwise.retrieval.backend.value import Backend  # noqa: E402
+
+BACKENDS = Backend.NAMES
 ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
 

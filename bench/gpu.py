@@ -90,14 +90,15 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
 
     from rankwise.rerank.cross_encoder import CrossEncoderReranker
+    from rankwise.retrieval.batching import BatchingConfig
     from rankwise.retrieval.encoder import Encoder
     from scale import synthetic_texts
 
     args = parse_args(argv)
     peak = matmul_peak(args.device)
     texts = synthetic_texts(args.docs, 0)
-    encoder = Encoder(args.encoder, device=args.device, batch_size=args.batch_size)
-    encoder.max_tokens = args.max_tokens
+    encoder = Encoder(args.encoder, device=args.device, batch_size=args.batch_size,
+                      batching=BatchingConfig(max_tokens=args.max_tokens))
     encoder.encode_docs(texts[: min(256, len(texts))])  # warm-up
     with GpuBusy(args.device) as enc_busy:
         t0 = time.perf_counter()
@@ -110,8 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
     encoder.model.encode(texts, batch_size=min(args.batch_size, 128), convert_to_numpy=True)
     st_s = time.perf_counter() - t0
 
-    reranker = CrossEncoderReranker(args.cross_encoder, device=args.device, batch_size=args.batch_size)
-    reranker.max_tokens = args.max_tokens
+    reranker = CrossEncoderReranker(args.cross_encoder, device=args.device, batch_size=args.batch_size,
+                                    batching=BatchingConfig(max_tokens=args.max_tokens))
     n_pairs = args.pairs or args.docs
     pairs = [("what is the airflow over a wing", t) for t in texts[:n_pairs]]
     t0 = time.perf_counter()

@@ -17,7 +17,7 @@
         python bench/onnx_speed.py --docs 5183 --ce-model /work/exp/ce-lce128-e6
 
 Dense nDCG@10 with ONNX is measured by the pipeline itself (printed at the end):
-``rankwise beir scifact --retriever dense --backend onnx [--int8]``.
+``rankwise beir scifact --retriever dense --backend onnx|onnx-int8``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from _common import CpuShare, alternate, command_line, log, machine, machine_lin
 
 ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 LLM = "SmolLM2-135M-Instruct"
-VARIANTS = {"torch": ("torch", False), "onnx fp32": ("onnx", False), "onnx int8": ("onnx", True)}
+VARIANTS = {"torch": "torch", "onnx fp32": "onnx", "onnx int8": "onnx-int8"}  # variant -> backend
 
 
 def parse_args() -> argparse.Namespace:
@@ -74,9 +74,9 @@ def encode_child(args: argparse.Namespace) -> None:
     from rankwise.retrieval.encoder import Encoder
 
     variant, texts_file, result = args._encode
-    backend, int8 = VARIANTS[variant]
+    backend = VARIANTS[variant]
     texts = json.loads(Path(texts_file).read_text(encoding="utf-8"))
-    encoder = Encoder(args.model, backend=backend, int8=int8, batch_size=args.batch_size)
+    encoder = Encoder(args.model, backend=backend, batch_size=args.batch_size)
     encoder.encode_docs(texts[: args.batch_size])  # warm-up
     with CpuShare() as share:
         t = time.perf_counter()
@@ -130,9 +130,9 @@ def bench_encoding(args: argparse.Namespace, result: dict) -> None:
 
     data = resolve_dataset("scifact", progress=False)
     texts = [doc.full_text for _, doc in zip(range(args.docs), data.corpus)]
-    for backend, int8 in VARIANTS.values():  # exports made (or found) before any timing
-        if backend == "onnx":
-            encoder = Encoder(args.model, backend=backend, int8=int8)
+    for backend in VARIANTS.values():  # exports made (or found) before any timing
+        if backend != "torch":
+            encoder = Encoder(args.model, backend=backend)
     files = encoder.export.manifest["files"]
     size_ratio = files["model.int8.onnx"]["bytes"] / files["model.onnx"]["bytes"]
     peak = matmul_peak()
@@ -190,7 +190,7 @@ def bench_cross_encoder(args: argparse.Namespace, result: dict) -> None:
     pairs = [(queries[i % len(queries)], d) for i, d in enumerate(docs)]
     rerankers = {"torch": CrossEncoderReranker(model, device="cpu"),
                  "onnx fp32": CrossEncoderReranker(model, backend="onnx"),
-                 "onnx int8": CrossEncoderReranker(model, backend="onnx", int8=True)}
+                 "onnx int8": CrossEncoderReranker(model, backend="onnx-int8")}
     rates, _ = alternate({n: (lambda r=r: r.score_pairs(pairs)) for n, r in rerankers.items()}, args.rounds,
                          len(pairs), "pairs/s")
     result["cross_encoder"] = {"pairs": len(pairs), "model": model, "pairs_per_s": rates,
@@ -212,13 +212,13 @@ def bench_listwise(args: argparse.Namespace, result: dict) -> None:
     queries = list(data.queries("test").values())
     docs = [doc.full_text for _, doc in zip(range(args.window * args.windows), data.corpus)]
     lms = {"torch": CausalLM(args.llm, device="cpu", batch_size=1), "onnx fp32": CausalLM(args.llm, backend="onnx"),
-           "onnx int8": CausalLM(args.llm, backend="onnx", int8=True)}
+           "onnx int8": CausalLM(args.llm, backend="onnx-int8")}
     if args.unchunked:  # the same graphs with the single attention operator (no query chunks on the CPU)
         from rankwise.retrieval.backend.session import OnnxSession
 
         for name in ("onnx fp32", "onnx int8"):
-            lm = CausalLM(args.llm, backend="onnx", int8=lms[name].int8)
-            lm.session = OnnxSession(lm.export.file(lm.int8), device="cpu", int8=lm.int8)
+            lm = CausalLM(args.llm, backend=lms[name].backend)
+            lm.engine.session = OnnxSession(lm.export.file(lm.backend), device="cpu", backend=lm.backend)
             lms[f"{name} unchunked"] = lm
     reranker = ListwiseReranker(lms["torch"], window=args.window, stride=min(10, args.window))
     # window i: test query i over corpus documents [i * window, (i + 1) * window)
@@ -276,7 +276,7 @@ def main() -> None:
     if "llm" not in skip:
         bench_listwise(args, result)
     print("\nDense nDCG@10 on SciFact (run separately; compare with torch's 0.6451):")
-    for flags in ("", " --backend onnx", " --backend onnx --int8"):
+    for flags in ("", " --backend onnx", " --backend onnx-int8"):
         print(f"  rankwise beir scifact --retriever dense{flags} --json")
     write_json(args.json_out, result)
 

@@ -24,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import command_line, log, machine, machine_line, write_json  # noqa: E402
 
-from rankwise.retrieval.backend import BACKENDS, backend_name, check_backend  # noqa: E402
-from rankwise.retrieval.errors import InputError  # noqa: E402
+from rankwise.retrieval.backend.value import Backend  # noqa: E402
 
 SYSTEMS = ("pointwise-yesno", "pointwise-erank", "listwise-first", "listwise-generate", "groupwise",
            "eliminate-worst", "eliminate-best", "listwise-reason")
@@ -39,17 +38,12 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=20)
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--backend", choices=BACKENDS, default="torch", help="the LLM's inference backend")
-    p.add_argument("--int8", action="store_true", help="deprecated: --backend onnx --int8 is --backend onnx-int8")
+    p.add_argument("--backend", choices=Backend.NAMES, default="torch", help="the LLM's inference backend")
     p.add_argument("--max-passage-tokens", type=int, default=100, help="listwise modes: tokens kept per passage")
     p.add_argument("--k", type=int, default=10, help="eliminate: stop once the top-k is fixed")
     p.add_argument("--max-reasoning-tokens", type=int, default=128, help="listwise-reason: reasoning budget")
     p.add_argument("--json-out")
     args = p.parse_args()
-    try:
-        args.backend = backend_name(*check_backend(args.backend, args.int8))  # one value from here on
-    except InputError as err:
-        p.error(str(err))
 
     from rankwise.eval.datasets import resolve_dataset
     from rankwise.eval.metrics import evaluate

@@ -95,13 +95,14 @@ def proc_status(key: str) -> int:
 
 def child(args: argparse.Namespace) -> None:
     """Build one index through ``build_dense_index`` and write its time and peak RSS."""
+    from rankwise.retrieval.batching import BatchingConfig
     from rankwise.retrieval.encoder import Encoder
     from rankwise.retrieval.formats import Corpus
     from rankwise.retrieval.index import IndexConfig, build_dense_index
 
     corpus, out, kind, result = args._child
-    encoder = Encoder(args.model, batch_size=args.batch_size, device="cpu")
-    encoder.max_tokens = args.max_tokens
+    encoder = Encoder(args.model, batch_size=args.batch_size, device="cpu",
+                      batching=BatchingConfig(max_tokens=args.max_tokens))
     baseline = proc_status("VmRSS")
     t0 = time.perf_counter()
     manifest = build_dense_index(Corpus(corpus), encoder, out, IndexConfig(type=kind), chunk_size=args.chunk_size,
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
 
     sys.path.insert(0, str(REPO))
+    from rankwise.retrieval.batching import BatchingConfig
     from rankwise.retrieval.encoder import Encoder
     from rankwise.retrieval.index import DenseIndex
 
@@ -146,8 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
     corpus = work / "corpus.jsonl"
     write_corpus(corpus, texts)
 
-    encoder = Encoder(args.model, batch_size=args.batch_size, device="cpu")
-    encoder.max_tokens = args.max_tokens
+    encoder = Encoder(args.model, batch_size=args.batch_size, device="cpu",
+                      batching=BatchingConfig(max_tokens=args.max_tokens))
     sample = texts[:args.compare_docs]
     from rankwise.retrieval.batching import tokenize
 

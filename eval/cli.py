@@ -13,8 +13,8 @@ from rankwise.eval.options import (Baseline, Correction, Format, MissingJudged, 
 from rankwise.rerank.options import Depth, FirstStageWeight, OptionalRerankerSpec
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.models import DEFAULT_ENCODER
-from rankwise.retrieval.options import (BackendName, Encoder, EncoderBatchSize, Fusion, IndexType, Int8, Json,
-                                        OptionalK, Retriever, Seed, out_folder)
+from rankwise.retrieval.options import (BackendName, Encoder, EncoderBatchSize, Fusion, IndexType, Json, OptionalK,
+                                        Retriever, Seed, backend_option, out_folder)
 from rankwise.retrieval.values import unit_interval
 
 def beir(
@@ -30,9 +30,8 @@ def beir(
     alpha: Annotated[float, unit_interval.option(help="interpolation weight of BM25")] = 0.5,
     measures: OptionalMeasures = None,
     batch_size: EncoderBatchSize = 64,
-    backend: Annotated[BackendName, typer.Option(help="the encoder's backend (and the reranker's, unless its spec "
-                                                      "names one)")] = "torch",
-    int8: Int8 = False,
+    backend: Annotated[BackendName, backend_option(help="the encoder's backend (and the reranker's, unless its spec "
+                                                        "names one)")] = "torch",
     reranker: OptionalRerankerSpec = None,
     depth: Depth = 100,
     first_stage_weight: FirstStageWeight = 0.0,
@@ -59,17 +58,21 @@ def beir(
     from rankwise.eval.experiment import run_datasets
     from rankwise.eval.report import metrics_json, metrics_table
     from rankwise.eval.systems import parse_system, parse_systems, single_system
+    from rankwise.retrieval.distributed import world
 
+    lead = world()[0] == 0  # under torchrun every rank reranks its share; rank 0 alone writes and prints
+    if not lead:
+        out = plot = per_query = None
     chosen = tuple(m.strip() for m in (measures or "").split(",") if m.strip())  # none: each dataset's official
     names = list(dict.fromkeys(d.strip() for d in datasets.split(",") if d.strip()))  # each dataset once
-    first = dict(model=model, index_type=index_type, fusion=fusion, alpha=alpha, backend=backend, int8=int8,
+    first = dict(model=model, index_type=index_type, fusion=fusion, alpha=alpha, backend=backend,
                  batch_size=batch_size)
     options = dict(measures=chosen or None, split=split, k=k, test=test, correction=correction, alpha=significance,
                    seed=seed, drop_self_hits=self_hits, missing_judged=missing_judged)
     if systems is None:  # the reranker spec is parsed here, once, before the first stage runs
         pipeline = single_system(retriever, reranker, depth=depth, first_stage_weight=first_stage_weight, **first)
         results = run_datasets([pipeline], names, out=out, **options)
-        for result in results:  # truncation is never silent
+        for result in results if lead else ():  # truncation is never silent
             stats = result.systems[pipeline.name].stats.get("rerank", {})
             if stats.get("truncated"):
                 typer.echo(f"{result.dataset}: {stats['truncated']} of {stats['passages']} reranker inputs were cut to "
@@ -79,7 +82,9 @@ def beir(
 
                 typer.echo(f"{result.dataset}: {ServedUsage.from_dict(stats['served']).summary()}", err=True)
         rows = {r.dataset: r.systems[pipeline.name].metrics for r in results}
-        if json_output:
+        if not lead:
+            pass
+        elif json_output:
             typer.echo(metrics_json(rows))
         else:
             Console().print(metrics_table(rows, title=f"{pipeline.name} ({split})"))
@@ -92,7 +97,8 @@ def beir(
         pipelines = [parse_system(spec, depth=depth, first_stage_weight=first_stage_weight, **first)
                      for spec in parse_systems(systems)]
         run_datasets(pipelines, names, out=out, plot=plot, per_query=per_query, baseline=baseline, **options,
-                     on_result=lambda r: emit(r.comparison, fmt=fmt, title=f"{r.dataset} ({split})", files=r.files))
+                     on_result=lambda r: lead and emit(r.comparison, fmt=fmt, title=f"{r.dataset} ({split})",
+                                                       files=r.files))
     if out is not None:
         typer.echo(f"runs and results.json written to {out}", err=True)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rankwise.eval.metrics import evaluate_per_query
+from rankwise.retrieval.backend.value import Backend
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.extras import requires
 from rankwise.retrieval.formats import iter_lines
@@ -47,8 +48,7 @@ class DensePassages(Stage):
     model: str = DEFAULT_ENCODER
     passages: int = 128
     stride: int | None = None
-    backend: str = "torch"
-    int8: bool = False
+    backend: Backend | str = "torch"
     batch_size: int = 64
     first = True
     kind = DENSE_PASSAGES
@@ -57,7 +57,7 @@ class DensePassages(Stage):
         from rankwise.retrieval.passage_index import PassageDenseRetriever
         from rankwise.retrieval.passages import Splitter
 
-        encoder = Dense(self.model, backend=self.backend, int8=self.int8, batch_size=self.batch_size).encoder(ctx)
+        encoder = Dense(self.model, backend=self.backend, batch_size=self.batch_size).encoder(ctx)
         retriever, index_s = ctx.resource(
             (self, id(ctx.corpus)), lambda: PassageDenseRetriever(ctx.need_corpus(self), encoder,
                                                                   Splitter(self.passages, self.stride),

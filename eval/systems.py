@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from rankwise.retrieval.backend.value import TORCH, Backend
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.models import DEFAULT_ENCODER
 from rankwise.retrieval.pipeline import BM25, Dense, Hybrid, Pipeline, Stage
@@ -41,18 +42,18 @@ def parse_systems(text: str) -> list[str]:
 
 
 def first_stage(kind: str, *, model: str = DEFAULT_ENCODER, index_type: str = "flat", fusion: str = "rrf",
-                alpha: float = 0.5, backend: str = "torch", int8: bool = False, batch_size: int = 64) -> Stage:
+                alpha: float = 0.5, backend: Backend | str = "torch", batch_size: int = 64) -> Stage:
     """The first stage ``bm25``, ``dense`` or ``hybrid`` (BM25 fused with ``dense`` by ``fusion``)."""
     if kind not in RETRIEVERS:
         raise InputError(f"unknown retriever {kind!r}; choose from {', '.join(RETRIEVERS)}", field="retriever")
     if kind == "bm25":
         return BM25()
-    dense = Dense(model, index_type=index_type, backend=backend, int8=int8, batch_size=batch_size)
+    dense = Dense(model, index_type=index_type, backend=backend, batch_size=batch_size)
     return dense if kind == "dense" else Hybrid(BM25(), dense, fusion=fusion, alpha=alpha)
 
 
 def parse_system(text: str, *, name: str | None = None, model: str = DEFAULT_ENCODER, index_type: str = "flat",
-                 fusion: str = "rrf", alpha: float = 0.5, backend: str = "torch", int8: bool = False,
+                 fusion: str = "rrf", alpha: float = 0.5, backend: Backend | str = "torch",
                  batch_size: int = 64, depth: int = 100, first_stage_weight: float = 0.0) -> Pipeline:
     """The pipeline of one system spec (module docstring), named ``name`` (default: the spec itself;
     ``Pipeline(parse_system(text).stages)`` is named by its stages, e.g. ``hybrid-rrf+cross-encoder``).
@@ -73,19 +74,19 @@ def parse_system(text: str, *, name: str | None = None, model: str = DEFAULT_ENC
     if sep and not reranker:
         raise InputError(f"system {text!r} names no reranker after >>", field="systems")
     stages: list[Stage] = [first_stage(kind, model=own_model or model, index_type=index_type, fusion=fusion,
-                                       alpha=alpha, backend=backend, int8=int8, batch_size=batch_size)]
+                                       alpha=alpha, backend=backend, batch_size=batch_size)]
     if reranker:
-        stages.append(_rerank(parse_spec(reranker), depth, first_stage_weight, backend, int8))
+        stages.append(_rerank(parse_spec(reranker), depth, first_stage_weight, backend))
     return Pipeline(stages, name=name or text)
 
 
-def _rerank(spec: Any, depth: int, first_stage_weight: float, backend: str, int8: bool) -> Any:
-    """The rerank stage; the default backend (torch, no int8) is left to the reranker, so that
+def _rerank(spec: Any, depth: int, first_stage_weight: float, backend: Backend | str) -> Any:
+    """The rerank stage; the default backend (torch) is left to the reranker, so that
     ``BM25() >> spec % depth`` is the same stage as the one a system spec names."""
     from rankwise.rerank.stage import Rerank
 
-    return Rerank(spec, depth, first_stage_weight, backend=None if backend == "torch" else backend,
-                  int8=int8 or None)
+    backend = Backend.parse(backend)
+    return Rerank(spec, depth, first_stage_weight, backend=None if backend == TORCH else backend)
 
 
 def single_system(retriever: str, reranker: str | None = None, *, depth: int = 100, first_stage_weight: float = 0.0,
@@ -96,8 +97,7 @@ def single_system(retriever: str, reranker: str | None = None, *, depth: int = 1
 
     stages: list[Stage] = [first_stage(retriever, **first)]
     if reranker:
-        stages.append(_rerank(parse_spec(reranker), depth, first_stage_weight, first.get("backend", "torch"),
-                              first.get("int8", False)))
+        stages.append(_rerank(parse_spec(reranker), depth, first_stage_weight, first.get("backend", TORCH)))
     elif first_stage_weight:
         raise InputError("a first-stage weight mixes the first stage with a reranker: add --reranker",
                          field="first_stage_weight")

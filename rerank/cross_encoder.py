@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from rankwise.rerank.base import Reranker
-from rankwise.retrieval.backend import check_backend
+from rankwise.retrieval.backend.value import Backend
+from rankwise.retrieval.batching import BatchingConfig
 from rankwise.retrieval.engines import pair_engine
 from rankwise.retrieval.models import resolve_model
 from rankwise.retrieval.progress import CostBar
@@ -53,14 +54,15 @@ class CrossEncoderReranker(Reranker):
     name = "cross-encoder"
 
     def __init__(self, model: str = DEFAULT_CROSS_ENCODER, *, batch_size: int = 32, max_length: int | None = None,
-                 backend: str = "torch", device: str | None = None, int8: bool = False,
-                 calibration: Any = None) -> None:
+                 backend: Backend | str = "torch", device: str | None = None,
+                 calibration: Any = None, batching: BatchingConfig | None = None) -> None:
         super().__init__()
-        self.backend, self.int8 = check_backend(backend, int8)
+        self.backend = Backend.parse(backend)
+        self.batching = batching or BatchingConfig()  # token budget, prefetch, slices (retrieval.batching)
         self.model_name = model
         self.path = resolve_model(model)
         self.batch_size = batch_size
-        self.engine = pair_engine(backend, model, self.path, int8=int8, device=device, max_length=max_length,
+        self.engine = pair_engine(self.backend, model, self.path, device=device, max_length=max_length,
                                   calibration=calibration)
 
     # what the engine holds, read through the reranker as before the engines
@@ -73,16 +75,11 @@ class CrossEncoderReranker(Reranker):
     def max_length(self) -> int:
         return self.engine.max_length
 
-    max_tokens: int | None = None  # padded tokens per batch (None: ``batch_size`` pairs); see retrieval.batching
-    prefetch_depth: int = 2  # batches prepared ahead in a background thread (0: none)
-
-    slice_size: int | None = None  # pairs tokenized at a time (None: as :attr:`rankwise.retrieval.encoder.Encoder.slice_size`)
-
     def score_pairs(self, pairs: Sequence[tuple[str, str]], progress: bool = False) -> list[float]:
         """One score per ``(query, document)`` pair: tokenized once (:func:`rankwise.retrieval.batching.stream_batches`;
         on a GPU in slices, the next one while the model scores this one), scored in length-sorted batches
         prepared ahead of the model."""
-        from rankwise.retrieval.batching import SLICE_SIZE, count_truncated, stream_batches, token_batches, tokenize
+        from rankwise.retrieval.batching import count_truncated, stream_batches, token_batches, tokenize
 
         pairs = list(pairs)
         if not pairs:
@@ -106,16 +103,17 @@ class CrossEncoderReranker(Reranker):
             if extras is None:  # the model's own preprocess, per batch
                 tok = tokenize(self.tokenizer, queries, docs, max_length=self.max_length)
                 count(tok, 0)
-                for idx in token_batches(tok.lengths, self.batch_size, self.max_tokens):
+                for idx in token_batches(tok.lengths, self.batch_size, self.batching.max_tokens):
                     scores[idx] = engine.forward_pairs([pairs[i] for i in idx])
                     self.stats.forward_passes += 1
                     bar.update(len(idx))
                 return scores.tolist()
-            slices = self.slice_size or (SLICE_SIZE if engine.accelerated else len(pairs))
+            batching = self.batching
             for idx, features in stream_batches(self.tokenizer, queries, docs, max_length=self.max_length,
-                                                batch_size=self.batch_size, max_tokens=self.max_tokens,
-                                                prepare=engine.prepare, depth=self.prefetch_depth,
-                                                slice_size=slices, on_slice=count):
+                                                batch_size=self.batch_size, max_tokens=batching.max_tokens,
+                                                prepare=engine.prepare, depth=batching.prefetch_depth,
+                                                slice_size=batching.slices(engine.accelerated, len(pairs)),
+                                                on_slice=count):
                 scores[idx] = engine.run(features, extras)
                 self.stats.forward_passes += 1
                 bar.update(len(idx))

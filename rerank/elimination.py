@@ -25,6 +25,8 @@ the top ranks last, so ``k`` cannot shorten ``worst`` in the final window: ``wor
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,7 +53,7 @@ class EliminationReranker(Reranker):
 
     def __init__(self, model: str | CausalLM, *, mode: str = "eliminate", eliminate: str = "worst",
                  k: int | None = None, window: int = 20, stride: int | None = None, max_passage_tokens: int = 100,
-                 batch_size: int = 4, backend: str = "torch", int8: bool = False) -> None:
+                 batch_size: int = 4, backend: Any = "torch") -> None:
         super().__init__()
         if mode != "eliminate":
             raise InputError(f"EliminationReranker runs mode=eliminate, not {mode!r}", field="mode")
@@ -68,7 +70,7 @@ class EliminationReranker(Reranker):
         if max_passage_tokens < 1:
             raise InputError(f"max_passage_tokens must be at least 1, got {max_passage_tokens}",
                              field="max_passage_tokens")
-        self.lm = load_lm(model, backend=backend, int8=int8, batch_size=batch_size)
+        self.lm = load_lm(model, backend=backend, batch_size=batch_size)
         self.mode, self.eliminate, self.k = mode, eliminate, k
         self.window, self.stride, self.max_passage_tokens = window, stride, max_passage_tokens
         self._label_ids = self.lm.single_token_ids(self._labels)

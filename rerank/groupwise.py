@@ -58,6 +58,8 @@ as a Borda count over random groupings would.
 
 from __future__ import annotations
 
+from typing import Any
+
 import string
 import zlib
 from collections import Counter
@@ -94,8 +96,7 @@ class GroupwiseReranker(Reranker):
 
     def __init__(self, model: str | CausalLM, *, group_size: int = 5, rounds: int = 2,
                  max_passage_tokens: int = 100, levels: int = 10, batch_size: int = 4, seed: int = 0,
-                 calibration: str = "none", share_prefix: bool = True, backend: str = "torch",
-                 int8: bool = False) -> None:
+                 calibration: str = "none", share_prefix: bool = True, backend: Any = "torch") -> None:
         super().__init__()
         if isinstance(group_size, bool) or not isinstance(group_size, int) or not 2 <= group_size <= len(LABELS):
             raise InputError(f"group_size must be an integer within 2..{len(LABELS)}, got {group_size!r}",
@@ -114,7 +115,7 @@ class GroupwiseReranker(Reranker):
             raise InputError(f"seed must be a non-negative integer, got {seed!r}", field="seed")
         self.group_size, self.rounds, self.levels = group_size, rounds, levels
         self.max_passage_tokens, self.seed, self.calibration = max_passage_tokens, seed, calibration
-        self.lm = load_lm(model, backend=backend, int8=int8, batch_size=batch_size)
+        self.lm = load_lm(model, backend=backend, batch_size=batch_size)
         self.share_prefix = bool(share_prefix)
         self._bare = self.lm.single_token_ids([str(d) for d in range(10)])
         self._sep, self._ids, self._whole = self._score_tokens()

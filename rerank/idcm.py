@@ -102,8 +102,8 @@ class IDCMReranker(Reranker):
     name = "idcm"
 
     def __init__(self, model: str, *, select: int = 4, passages: int = 128, stride: int | None = None,
-                 batch_size: int = 32, max_length: int | None = None, backend: str = "torch",
-                 device: str | None = None, int8: bool = False) -> None:
+                 batch_size: int = 32, max_length: int | None = None, backend: Any = "torch",
+                 device: str | None = None) -> None:
         super().__init__()
         selector, sep, scorer = (part.strip() for part in str(model).partition(">>"))
         if not sep or not selector or not scorer:
@@ -123,7 +123,7 @@ class IDCMReranker(Reranker):
 
         scorer = scorer.removeprefix("cross-encoder:")
         self.scorer = CrossEncoderReranker(scorer, batch_size=batch_size, max_length=max_length, backend=backend,
-                                           device=device, int8=int8)
+                                           device=device)
         self.max_scored = 0  # the most passages scored for one document so far
 
     def score_documents(self, lists: Sequence[tuple[str, Sequence[Document]]],

@@ -73,7 +73,7 @@ class ListwiseReranker(Reranker):
 
     def __init__(self, model: str | CausalLM, *, mode: str = "first", window: int = 20, stride: int | None = None,
                  max_passage_tokens: int = 100, batch_size: int = 4, max_new_tokens: int | None = None,
-                 backend: str = "torch", int8: bool = False) -> None:
+                 backend: Any = "torch") -> None:
         super().__init__()
         if mode not in MODES:
             raise InputError(f"unknown listwise mode {mode!r}; choose from {', '.join(MODES)}", field="mode")
@@ -90,7 +90,7 @@ class ListwiseReranker(Reranker):
         if max_new_tokens is not None and max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}", field="max_new_tokens")
         # a string is loaded; anything else is used as is (a CausalLM, or an object with its methods)
-        self.lm = load_lm(model, backend=backend, int8=int8, batch_size=batch_size)
+        self.lm = load_lm(model, backend=backend, batch_size=batch_size)
         self.mode, self.window, self.stride = mode, window, stride
         self.max_passage_tokens, self.max_new_tokens = max_passage_tokens, max_new_tokens
         self._label_ids = self.lm.single_token_ids(self._labels)  # each identifier must be one token

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from rankwise.rerank.lm_engines import CPU_BATCH_TOKENS, check_lm_backend, lm_engine  # noqa: F401 - re-exported
-from rankwise.retrieval.backend import backend_name
+from rankwise.retrieval.backend.value import TORCH, Backend
 from rankwise.retrieval.backend.sources import gguf_location
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.models import resolve_model
@@ -43,13 +43,13 @@ class CausalLM:
     (:func:`rankwise.rerank.lm_engines.lm_engine`)."""
 
     def __init__(self, model: str, *, backend: Any = "torch", device: str | None = None, batch_size: int = 4,
-                 max_length: int = 4096, int8: bool = False) -> None:
-        runtime, self.int8 = check_lm_backend(backend, int8)
-        self.backend = runtime if isinstance(runtime, str) else "api"
+                 max_length: int = 4096) -> None:
+        runtime = check_lm_backend(backend)
+        self.backend = runtime if isinstance(runtime, Backend) else "api"
         self.name = model
         self.path, self.gguf_file = gguf_location(resolve_model(model))
         self.max_length = max_length
-        self.engine = lm_engine(runtime, model, self.path, gguf_file=self.gguf_file, int8=self.int8, device=device)
+        self.engine = lm_engine(runtime, model, self.path, gguf_file=self.gguf_file, device=device)
         self.batch_size = self.engine.batch_size or batch_size
         self.batch_tokens: int | None = self.engine.batch_tokens  # most padded tokens in one batch (None: no limit)
         self.tokenizer.padding_side = "left"
@@ -62,14 +62,7 @@ class CausalLM:
     device = property(lambda self: self.engine.device, doc="The torch device (torch), else None.")
     export = property(lambda self: self.engine.export, doc="The checked export (onnx), else None.")
 
-    @property
-    def session(self) -> Any:
-        """The ONNX Runtime session (onnx), else None; settable (a benchmark swaps in another provider's)."""
-        return self.engine.session
-
-    @session.setter
-    def session(self, value: Any) -> None:
-        self.engine.session = value
+    session = property(lambda self: self.engine.session, doc="The ONNX Runtime session (onnx), else None.")
 
     def without_model(self) -> "CausalLM":
         """A copy with the tokenizer and settings but no model or session: what a process that only
@@ -77,7 +70,8 @@ class CausalLM:
         lm = copy.copy(self)
         engine = self.engine
         lm.engine = SimpleNamespace(tokenizer=engine.tokenizer, model=None, session=None, export=None, device=None,
-                                    batch_size=engine.batch_size, batch_tokens=engine.batch_tokens)
+                                    batch_size=engine.batch_size, batch_tokens=engine.batch_tokens,
+                                    shared_prefix=engine.shared_prefix)
         return lm
 
     # --- prompts ------------------------------------------------------------------------------
@@ -213,7 +207,7 @@ class CausalLM:
                                  field="max_length")
             if any(len(t) < last for t in tails):
                 raise InputError(f"every tail needs at least {last} tokens", field="tails")
-        if not getattr(self.engine, "shared_prefix", True):
+        if not self.engine.shared_prefix:
             yield from self._separate_tail_logits(groups, last, progress)
             return
         order = sorted(range(len(groups)), key=lambda g: -sizes[g])
@@ -261,21 +255,21 @@ class CausalLM:
         return texts
 
 
-def load_lm(model: Any, *, backend: Any = "torch", int8: bool = False, batch_size: int = 4) -> Any:
+def load_lm(model: Any, *, backend: Any = "torch", batch_size: int = 4) -> Any:
     """The :class:`CausalLM` an LLM reranker runs: ``model`` loaded with ``backend`` (``torch``, ``onnx``,
     ``onnx-int8``, or a served model: ``"api"`` or a :class:`rankwise.rerank.served.ServedConfig`) when it
     is a name or path, else ``model`` itself (a loaded CausalLM, or an object with its methods), which
     must then run the backend asked for, if one is."""
-    runtime, int8 = check_lm_backend(backend, int8)
+    runtime = check_lm_backend(backend)
     if isinstance(model, str):
-        return CausalLM(model, backend=runtime, int8=int8, batch_size=batch_size)
-    if not isinstance(runtime, str):
+        return CausalLM(model, backend=runtime, batch_size=batch_size)
+    if not isinstance(runtime, Backend):
         if getattr(model, "backend", None) != "api":
             raise InputError("the loaded model runs in this process; pass a model name to reach it on a server",
                              field="backend")
         return model
-    have = (getattr(model, "backend", runtime), bool(getattr(model, "int8", int8)))
-    if (runtime, int8) != ("torch", False) and have != (runtime, int8):
-        raise InputError(f"the loaded model runs backend {backend_name(*have)}, not {backend_name(runtime, int8)}; "
+    have = getattr(model, "backend", runtime)  # an object with CausalLM's methods may name no backend
+    if runtime != TORCH and have != runtime:
+        raise InputError(f"the loaded model runs backend {have}, not {runtime}; "
                          "pass a model name to load it with that backend", field="backend")
     return model

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-import rankwise.rerank.onnx  # noqa: F401 - registers the causal-lm export kind
-from rankwise.retrieval.backend import backend_name, check_backend
+from rankwise.retrieval.backend.kind import ModelKind
+from rankwise.retrieval.backend.value import TORCH, Backend
 from rankwise.retrieval.errors import InputError
 
 CPU_BATCH_TOKENS = 4096  # on the CPU, torch batches hold at most this many padded tokens
@@ -35,10 +35,10 @@ CPU_BATCH_TOKENS = 4096  # on the CPU, torch batches hold at most this many padd
 class TorchLMEngine:
     """A Hugging Face causal LM (or a GGUF file, dequantized) run by torch: fp32 on the CPU, fp16 on CUDA."""
 
-    backend = "torch"
-    int8 = False
+    backend = TORCH
     session = None
     export = None
+    shared_prefix = True  # CausalLM.iter_tail_logits reads the tails of a shared prefix in one pass
     batch_size: int | None = None  # no limit of its own on prompts per batch
 
     def __init__(self, path: str, *, gguf_file: str | None = None, device: str | None = None) -> None:
@@ -112,20 +112,20 @@ class OnnxLMEngine:
     """
 
     model = None
+    shared_prefix = True
     device = None
     batch_tokens = None
 
-    def __init__(self, name: str, *, int8: bool = False, device: str | None = None) -> None:
+    def __init__(self, name: str, backend: Backend, *, device: str | None = None) -> None:
         from transformers import AutoTokenizer
 
         from rankwise.rerank.onnx.chunked_attention import chunk_prompt_attention
         from rankwise.retrieval.backend.cache import exported
         from rankwise.retrieval.backend.session import OnnxSession
 
-        self.int8 = bool(int8)
-        self.backend = backend_name("onnx", self.int8)
-        self.export = exported(name, "causal-lm", int8=self.int8)
-        self.session = OnnxSession(self.export.file(self.int8), device=device, int8=self.int8,
+        self.backend = backend
+        self.export = exported(name, CAUSAL_LM, backend)
+        self.session = OnnxSession(self.export.file(backend), device=device, backend=backend,
                                    rewrite=chunk_prompt_attention)
         self.batch_size = 1 if self.session.provider == "CPUExecutionProvider" else None
         self.tokenizer = AutoTokenizer.from_pretrained(self.export.folder)
@@ -133,7 +133,7 @@ class OnnxLMEngine:
         self.eos = set(self.export.settings["eos_token_ids"])
 
     def _logits(self, sequences: Sequence[Sequence[int]], token_ids: np.ndarray) -> np.ndarray:
-        from rankwise.retrieval.backend.features import prompt_features
+        from rankwise.rerank.onnx.features import prompt_features
 
         feed = prompt_features(sequences, self.tokenizer.pad_token_id)
         feed["token_ids"] = token_ids
@@ -172,32 +172,40 @@ class OnnxLMEngine:
 LMEngine = Any  # TorchLMEngine | OnnxLMEngine | rankwise.rerank.served.ServedLMEngine
 
 
-def check_lm_backend(backend: Any, int8: bool = False) -> tuple[Any, bool]:
-    """``(runtime, int8)`` of a causal LM's backend: the values of :func:`check_backend`, or a served model:
-    ``"api"`` or a :class:`rankwise.rerank.served.ServedConfig` (returned as the runtime)."""
+def check_lm_backend(backend: Any) -> Any:
+    """A causal LM's backend: a :class:`~rankwise.retrieval.backend.value.Backend` (parsed from its name), or
+    a served model's :class:`rankwise.rerank.served.ServedConfig` (``"api"``: the default one)."""
     from rankwise.rerank.served import ServedConfig
 
     if backend == "api":
-        backend = ServedConfig()
+        return ServedConfig()
     if isinstance(backend, ServedConfig):
-        if int8:
-            raise InputError("int8 is a local ONNX backend's; a served model runs as its server runs it", field="int8")
-        return backend, False
-    return check_backend(backend, int8)
+        return backend
+    return Backend.parse(backend)
 
 
-def lm_engine(backend: Any, model: str, path: str, *, gguf_file: str | None = None, int8: bool = False,
+def lm_engine(backend: Any, model: str, path: str, *, gguf_file: str | None = None,
               device: str | None = None) -> LMEngine:
-    """The causal-LM engine of one backend value (``model``: the export's name, or the served model's;
+    """The causal-LM engine of one backend (``model``: the export's name, or the served model's;
     ``path`` and ``gguf_file``: what torch loads, and where a served model's tokenizer is read)."""
-    runtime, int8 = check_lm_backend(backend, int8)
-    if not isinstance(runtime, str):
+    backend = check_lm_backend(backend)
+    if not isinstance(backend, Backend):
         from rankwise.rerank.served import ServedLMEngine
 
-        return ServedLMEngine(model, path, gguf_file=gguf_file, config=runtime)
-    if runtime == "onnx":
-        return OnnxLMEngine(model, int8=int8, device=device)
-    if runtime != "torch":  # OpenVINO runs encoders and cross-encoders only
-        raise InputError(f"backend {backend!r} runs encoders and cross-encoders; causal LMs run on torch, onnx, "
+        return ServedLMEngine(model, path, gguf_file=gguf_file, config=backend)
+    if backend.runtime == "onnx":
+        return OnnxLMEngine(model, backend, device=device)
+    if backend.runtime != "torch":  # OpenVINO runs encoders and cross-encoders only
+        raise InputError(f"backend {str(backend)!r} runs encoders and cross-encoders; causal LMs run on torch, onnx, "
                          "onnx-int8 or api", field="backend")
     return TorchLMEngine(path, gguf_file=gguf_file, device=device)
+
+
+def _prepare_causal_lm(model: str, max_length: int | None) -> Any:
+    from rankwise.rerank.onnx.causal_lm import prepare_causal_lm  # torch.onnx only when exporting
+
+    return prepare_causal_lm(model, max_length)
+
+
+# the causal-LM kind (:class:`rankwise.retrieval.backend.kind.ModelKind`): its ONNX code in rankwise.rerank.onnx
+CAUSAL_LM = ModelKind("causal-lm", _prepare_causal_lm, lm_engine)

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,14 +37,13 @@ class LLMPointwiseReranker(Reranker):
     name = "pointwise-llm"
 
     def __init__(self, model: str | CausalLM, *, mode: str = "yesno", levels: int = 10,
-                 max_passage_tokens: int = 300, batch_size: int = 8, backend: str = "torch",
-                 int8: bool = False) -> None:
+                 max_passage_tokens: int = 300, batch_size: int = 8, backend: Any = "torch") -> None:
         super().__init__()
         if mode not in MODES:
             raise InputError(f"unknown pointwise mode {mode!r}; choose from {', '.join(MODES)}", field="mode")
         if not 1 <= levels <= 99:
             raise InputError(f"levels must be within 1..99, got {levels}", field="levels")
-        self.lm = load_lm(model, backend=backend, int8=int8, batch_size=batch_size)
+        self.lm = load_lm(model, backend=backend, batch_size=batch_size)
         self.mode, self.levels, self.max_passage_tokens = mode, levels, max_passage_tokens
         if mode == "yesno":
             self._yes = self._variants(("yes", "Yes", " yes", " Yes"))

@@ -48,14 +48,14 @@ class ReasoningReranker(ListwiseReranker):
 
     def __init__(self, model: str | CausalLM, *, mode: str = "reason", max_reasoning_tokens: int = 256,
                  window: int = 20, stride: int | None = None, max_passage_tokens: int = 100, batch_size: int = 4,
-                 backend: str = "torch", int8: bool = False) -> None:
+                 backend: Any = "torch") -> None:
         if mode != "reason":
             raise InputError(f"ReasoningReranker runs mode=reason, not {mode!r}", field="mode")
         if not isinstance(max_reasoning_tokens, int) or max_reasoning_tokens < 1:
             raise InputError(f"max_reasoning_tokens must be a whole number of at least 1, got "
                              f"{max_reasoning_tokens!r}", field="max_reasoning_tokens")
         super().__init__(model, mode="generate", window=window, stride=stride,
-                         max_passage_tokens=max_passage_tokens, batch_size=batch_size, backend=backend, int8=int8)
+                         max_passage_tokens=max_passage_tokens, batch_size=batch_size, backend=backend)
         self.mode = "reason"
         self.max_reasoning_tokens = max_reasoning_tokens
         self.records: list[dict[str, Any]] = []

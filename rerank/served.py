@@ -205,7 +205,6 @@ class ServedLMEngine:
     """The engine of a causal LM behind an OpenAI-compatible server (see the module docstring)."""
 
     backend = "api"
-    int8 = False
     model = None
     device = None
     session = None

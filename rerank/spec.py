@@ -18,8 +18,8 @@ paradigm has a ``stride`` of its own (listwise), the passage stride is ``passage
 ``idcm:SELECTOR>>SCORER`` (SELECTOR ``bm25`` or ``dense:ENCODER``, SCORER a cross-encoder model)
 scores only the ``select`` passages the selector ranks best (:mod:`rankwise.rerank.idcm`).
 
-Every paradigm also takes ``backend`` (``torch``, ``onnx`` or ``onnx-int8``; ``int8=true`` with ``onnx``
-is the older spelling of ``onnx-int8``), which each reranker class takes as it is. The LLM paradigms
+Every paradigm also takes ``backend`` (a :class:`~rankwise.retrieval.backend.value.Backend` name: ``torch``,
+``onnx``, ``onnx-int8``, ``openvino``, ``openvino-int8``), which each reranker class parses. The LLM paradigms
 (``pointwise-llm``, ``listwise``, ``groupwise``) also take ``backend=api``: the model is asked through an
 OpenAI-compatible server, with the options of :class:`rankwise.rerank.served.ServedConfig`
 (``base_url``, ``endpoint``, ``served_model``, ``tokenizer``, ``concurrency``, ``timeout``, ``max_retries``,
@@ -30,7 +30,7 @@ environment variable, never from the spec.
 MODEL is a hub name, a local folder, or a ``.gguf`` file (or a folder holding one). Examples:
 ``cross-encoder:cross-encoder/ms-marco-MiniLM-L-6-v2``,
 ``listwise:HuggingFaceTB/SmolLM2-135M-Instruct,window=20,stride=10``,
-``pointwise-llm:./SmolLM2-135M-Instruct,mode=erank``, ``cross-encoder:./my-ce,backend=onnx,int8=true``,
+``pointwise-llm:./SmolLM2-135M-Instruct,mode=erank``, ``cross-encoder:./my-ce,backend=onnx-int8``,
 ``listwise:castorini/first_mistral,backend=api,base_url=http://127.0.0.1:8000/v1,concurrency=16``.
 """
 
@@ -44,15 +44,14 @@ from rankwise.rerank.base import Reranker
 from rankwise.rerank.permutation import LABELS
 from rankwise.rerank.served import ENDPOINTS, NO_LOGPROBS
 from rankwise.rerank.served import OPTIONS as API_OPTIONS
-from rankwise.retrieval.backend import BACKENDS
+from rankwise.retrieval.backend.value import Backend
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.values import (Range, check_choice, non_negative_float, non_negative_int, positive_float,
                                        positive_int)
 
-BACKEND_OPTIONS = ("backend", "int8")
+BACKEND_OPTIONS = ("backend",)
 PASSAGE_OPTIONS = ("passages", "stride", "agg", "passage_stride")  # a paradigm's own option of the name wins
 LLM_PARADIGMS = ("pointwise-llm", "listwise", "groupwise")  # those that take backend=api and API_OPTIONS
-_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 PARADIGMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "cross-encoder": ("rankwise.rerank.cross_encoder", "CrossEncoderReranker", ("batch_size", "max_length")),
     "pointwise-llm": ("rankwise.rerank.pointwise", "LLMPointwiseReranker",
@@ -79,7 +78,7 @@ KEY_VALUES: dict[str, Range | tuple[str, ...]] = {
     "max_reasoning_tokens": positive_int, "window": _LABELLED, "stride": positive_int, "k": positive_int,
     "group_size": Range(int, min=2, max=len(LABELS)), "rounds": positive_int, "levels": Range(int, min=1, max=99),
     "seed": non_negative_int, "select": positive_int, "passages": positive_int, "passage_stride": positive_int,
-    "backend": BACKENDS + ("api",),  # api: the LLM paradigms only (parse_spec)
+    "backend": Backend.NAMES + ("api",),  # api: the LLM paradigms only (parse_spec)
     # backend=api (rankwise.rerank.served.ServedConfig)
     "concurrency": positive_int, "top_logprobs": positive_int, "max_retries": non_negative_int,
     "timeout": positive_float, "price_in": non_negative_float, "price_out": non_negative_float,
@@ -128,10 +127,6 @@ class RerankerSpec:
 
 
 def _value(text: str, key: str = "") -> Any:
-    if key == "int8":
-        if text.lower() not in _BOOLS:
-            raise InputError(f"int8={text!r} is not true or false", field="reranker")
-        return _BOOLS[text.lower()]
     for cast in (int, float):
         try:
             return cast(text)

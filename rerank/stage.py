@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rankwise.retrieval.backend.value import Backend
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.retriever import Context, Stage, Step
 from rankwise.retrieval.run import Run
@@ -22,16 +23,17 @@ from rankwise.retrieval.run import Run
 @dataclass(frozen=True)
 class Rerank(Stage):
     """Rerank the top ``depth`` with ``reranker``; ``first_stage_weight`` > 0 mixes in the first-stage
-    scores (min-max per query); ``backend`` / ``int8`` fill what a spec leaves out."""
+    scores (min-max per query); ``backend`` fills what a spec leaves out."""
 
     reranker: Any  # a Reranker (has rerank_run) or a RerankerSpec (has load)
     depth: int = 100
     first_stage_weight: float = 0.0
-    backend: str | None = None
-    int8: bool | None = None
+    backend: Backend | None = None
     kind = "rerank"
 
     def __post_init__(self) -> None:
+        if self.backend is not None:  # a name given: parsed once, here
+            object.__setattr__(self, "backend", Backend.parse(self.backend))
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
             raise InputError(f"the rerank depth is a positive integer, got {self.depth!r}", field="depth")
         if not 0.0 <= self.first_stage_weight < 1.0:
@@ -48,7 +50,7 @@ class Rerank(Stage):
 
     def describe(self) -> dict[str, Any]:
         return {"stage": self.kind, "reranker": str(self.reranker) if self.is_spec else type(self.reranker).__name__, "depth": self.depth, "first_stage_weight": self.first_stage_weight,
-                "backend": self.backend, "int8": self.int8}
+                "backend": None if self.backend is None else str(self.backend)}
 
     @property
     def is_spec(self) -> bool:
@@ -59,15 +61,22 @@ class Rerank(Stage):
         if not self.is_spec:
             return self.reranker
         spec = self.reranker
-        return ctx.resource(("reranker", spec, self.backend, self.int8),
-                            lambda: spec.load(backend=self.backend, int8=self.int8))[0]
+        from rankwise.retrieval.distributed import device_for_rank, world
+
+        _, size, local_rank = world()
+        device = device_for_rank(local_rank) if size > 1 else None  # under torchrun: this rank's GPU, if any
+        return ctx.resource(("reranker", spec, self.backend), lambda: spec.load(backend=self.backend, device=device))[0]
 
     def apply(self, previous: Run | None, k: int, ctx: Context, record: Step) -> Run:
+        """Rerank ``previous`` (under torchrun, each rank its share of the queries: see
+        :func:`rankwise.rerank.job.rerank_across_ranks`)."""
+        from rankwise.rerank.job import rerank_across_ranks
+
         assert previous is not None
         reranker = self.load(ctx)
         reranker.stats.reset()
         t = time.perf_counter()
-        run = reranker.rerank_run(previous, ctx.queries, ctx.need_corpus(self), depth=self.depth,
+        run = rerank_across_ranks(reranker, previous, ctx.queries, ctx.need_corpus(self), depth=self.depth,
                                   progress=ctx.progress, first_stage_weight=self.first_stage_weight)
         record.timings["rerank_s"] = time.perf_counter() - t
         record.stats["rerank"] = dataclasses.asdict(reranker.stats)

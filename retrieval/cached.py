@@ -2,8 +2,8 @@
 
 An index of a corpus lives under ``cache_root()/indexes/<name>-<corpus sha256[:16]>/``: ``bm25/``
 for BM25 and ``dense-<encoder index key>-<index type>/`` for a dense index (the key is the fingerprint's
-first 16 characters, plus ``-onnx`` or ``-onnx-int8`` for the ONNX backend: an index encoded by one
-backend is not silently reused for another, and int8 vectors never share a torch index). ``name`` is the
+first 16 characters, plus ``-`` and the backend for an exported one: an index encoded by one
+backend is not silently reused for another, and quantized vectors never share a torch index). ``name`` is the
 dataset's name (by default the corpus's folder, or its file name without suffixes). A cached index
 is reused when its manifest matches the corpus (and, for dense indexes, the encoder and config);
 otherwise it is built (or a killed build resumed) in place. Several processes share the cache: a
@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rankwise.retrieval.backend.value import Backend
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.formats import Corpus
 from rankwise.retrieval.index import IndexConfig
@@ -80,8 +81,7 @@ def cached_retriever(
     *,
     name: str | None = None,
     index_type: str = "flat",
-    backend: str = "torch",
-    int8: bool = False,
+    backend: Backend | str = "torch",
     batch_size: int = 64,
     fusion: str = "rrf",
     alpha: float = 0.5,
@@ -107,7 +107,7 @@ def cached_retriever(
         from rankwise.retrieval.backend.calibration import corpus_calibration
 
         encoder = model if isinstance(model, Encoder) else Encoder(model or DEFAULT_ENCODER, backend=backend,
-                                                                    int8=int8, batch_size=batch_size,
+                                                                    batch_size=batch_size,
                                                                     calibration=lambda: corpus_calibration(corpus))
         folder = dense_index(corpus, encoder, IndexConfig(type=index_type), name=name, progress=progress)
         return DenseRetriever(folder, encoder)
@@ -115,7 +115,7 @@ def cached_retriever(
 
     if fusion not in FUSIONS:  # before any indexing
         raise InputError(f"unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}", field="fusion")
-    common = dict(name=name, index_type=index_type, backend=backend, int8=int8, batch_size=batch_size,
+    common = dict(name=name, index_type=index_type, backend=backend, batch_size=batch_size,
                   progress=progress)
     return HybridRetriever(cached_retriever(corpus, "bm25", **common), cached_retriever(corpus, "dense", model, **common),
                            fusion=fusion, alpha=alpha, depth=fusion_depth)

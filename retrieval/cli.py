@@ -1,4 +1,4 @@
-"""``rankwise index``, ``rankwise search`` and ``rankwise export``: the first-stage commands and ONNX export."""
+"""``rankwise index`` and ``rankwise search``: the first-stage commands."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import typer
 
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.models import DEFAULT_ENCODER
-from rankwise.retrieval.backend import KINDS
-from rankwise.retrieval.options import (Backend, ChunkSize, MaxLength, MaxTokens, Queries, Encoder, EncoderBatchSize, Force, IndexBackend, IndexEncoder,
-                                        INDEX_KINDS, IndexRetriever, IndexType, Int8, K, out_file,
+from rankwise.retrieval.options import (Backend, ChunkSize, Encoder, EncoderBatchSize, Force, IndexBackend, IndexEncoder,
+                                        INDEX_KINDS, IndexRetriever, IndexType, K, MaxTokens, Queries, out_file,
                                         out_folder)
-from rankwise.retrieval.values import one_of, positive_int
+from rankwise.retrieval.values import positive_int
 
 
 def index(
@@ -30,7 +29,6 @@ def index(
     batch_size: EncoderBatchSize = 64,
     max_tokens: MaxTokens = None,
     backend: Backend = "torch",
-    int8: Int8 = False,
     nlist: Annotated[Optional[int], positive_int.option(help="IVF lists (default ~4*sqrt(N))")] = None,
     pq_m: Annotated[Optional[int], positive_int.option(help="IVF-PQ sub-quantizers (default dim/8)")] = None,
     threads: Annotated[int, positive_int.option(help="indexing threads (bm25)")] = 2,
@@ -54,6 +52,7 @@ def index(
 
             manifest = build_bm25_index(corpus, out, threads=threads, force=force)
         elif retriever == "dense":
+            from rankwise.retrieval.batching import BatchingConfig
             from rankwise.retrieval.encoder import Encoder
 
             config = IndexConfig(type=index_type, nlist=nlist, pq_m=pq_m)
@@ -67,14 +66,14 @@ def index(
             with contextlib.ExitStack() as stack:
                 if world_size == 1:
                     stack.enter_context(folder_lock(out))
-                check_dense_build(corpus, out, config, backend="onnx-int8" if int8 else backend,
+                check_dense_build(corpus, out, config, backend=backend,
                                   chunk_size=chunk_size, shard=parse_shard(shard), force=force)
                 from rankwise.retrieval.backend.calibration import corpus_calibration
 
-                encoder = Encoder(model, backend=backend, int8=int8, batch_size=batch_size,
+                encoder = Encoder(model, backend=backend, batch_size=batch_size,
+                                  batching=BatchingConfig(max_tokens=max_tokens),
                                   calibration=lambda: corpus_calibration(corpus),  # read by openvino-int8 only
                                   **({"device": device_for_rank(local_rank)} if world_size > 1 else {}))
-                encoder.max_tokens = max_tokens
                 if world_size > 1:
                     manifest = distributed_build(corpus, encoder, out, config, chunk_size=chunk_size, force=force)
                 else:
@@ -122,34 +121,7 @@ def search(
     typer.echo(f"{out}: {len(run)} queries", err=True)
 
 
-def export(
-    model: Annotated[str, typer.Argument(help="model name or path (a .gguf file for causal LMs too)")],
-    out_dir: Annotated[Path, typer.Argument(help="folder to write model.onnx, the tokenizer and manifest.json to")],
-    kind: Annotated[one_of(KINDS), typer.Option(help="model kind")] = "encoder",
-    int8: Annotated[bool, typer.Option("--int8", help="also write the dynamically quantized model.int8.onnx")] = False,
-    optimize: Annotated[bool, typer.Option("--optimize", help="save ONNX Runtime's optimized graph (CPU provider)")]
-    = False,
-    max_length: MaxLength = None,
-    reduce_range: Annotated[bool, typer.Option("--reduce-range", help="7-bit int8 weights (for CPUs without VNNI "
-                                                                       "whose int8 kernels saturate)")] = False,
-) -> None:
-    """Export a model to ONNX, check parity with torch, and write a manifest (checksums, parity)."""
-    from rankwise.retrieval.backend.cache import export_model
-
-    exported = export_model(model, kind, out_dir, int8=int8, optimize=optimize, max_length=max_length,
-                            reduce_range=reduce_range)
-    for variant, record in exported.manifest["parity"].items():
-        extra = f", min cosine {record['min_cosine']:.4f}" if "min_cosine" in record else ""
-        typer.echo(f"{variant}: max abs diff {record['max_abs_diff']:.2e}, ranking agreement "
-                   f"{record['ranking_agreement']:.3f}{extra}", err=True)
-    files = exported.manifest["files"]
-    sizes = ", ".join(f"{name} {record['bytes'] / 2**20:.1f} MiB" for name, record in files.items()
-                      if name.endswith(".onnx"))
-    typer.echo(f"{out_dir}: {kind} export ({sizes})", err=True)
-
-
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the ``rankwise`` app."""
     app.command("index")(index)
     app.command("search")(search)
-    app.command("export")(export)

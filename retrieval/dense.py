@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from rankwise.retrieval.backend import backend_name
+from rankwise.retrieval.backend.value import Backend
 from rankwise.retrieval.encoder import Encoder
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.index import DenseIndex
@@ -18,20 +18,21 @@ class DenseRetriever(Composable):
     """``search(queries, k) -> Run`` over an index built by :func:`rankwise.retrieval.build_dense_index`.
 
     The encoder defaults to the one named in the index manifest, run by the backend the manifest
-    records (``backend=None``; an index built by the int8 ONNX encoder is searched by it). An encoder whose fingerprint
+    records (``backend=None``; an index built by a quantized encoder is searched by it). An encoder whose fingerprint
     differs from the manifest's (another model, other weights, another tokenizer or pooling) is
     refused: its vectors would not live in the index's space.
     """
 
     def __init__(self, index: str | Path | DenseIndex, encoder: Encoder | str | None = None, *,
-                 backend: str | None = None, batch_size: int = 64, gpu: bool | None = None) -> None:
+                 backend: Backend | str | None = None, batch_size: int = 64, gpu: bool | None = None) -> None:
         self.index = index if isinstance(index, DenseIndex) else DenseIndex.load(index, gpu=gpu)
         built_with = self.index.manifest["encoder"]
-        if backend is not None and (backend == "onnx-int8") != (manifest_backend(built_with) == "onnx-int8"):
-            # int8 vectors have a fingerprint of their own: refused before the model is loaded or exported
+        backend = None if backend is None else Backend.parse(backend)
+        if backend is not None and backend.int8 != manifest_backend(built_with).int8:
+            # quantized vectors have a fingerprint of their own: refused before the model is loaded or exported
             where = (self.index.directory / MANIFEST) if self.index.directory else None
-            raise InputError(f"the index was built with backend {manifest_backend(built_with)!r}, whose vectors "
-                             f"backend {backend!r} does not reproduce; search it with "
+            raise InputError(f"the index was built with backend {str(manifest_backend(built_with))!r}, whose vectors "
+                             f"backend {str(backend)!r} does not reproduce; search it with "
                              f"--backend {manifest_backend(built_with)} or rebuild the index", path=where,
                              field="encoder.backend")
         if encoder is None or isinstance(encoder, str):
@@ -55,7 +56,7 @@ class DenseRetriever(Composable):
                     for q, srow, prow in zip(qids, scores, positions)}, name="dense")
 
 
-def manifest_backend(built_with: dict) -> str:
-    """The backend value (``torch``, ``onnx``, ``onnx-int8``, ``openvino``, ``openvino-int8``) an index manifest's
-    ``encoder`` record names (with ``calibration``, the key of the int8 OpenVINO graph it was built with)."""
-    return backend_name(built_with.get("backend", "torch"), bool(built_with.get("int8", False)))
+def manifest_backend(built_with: dict) -> Backend:
+    """The backend an index manifest's ``encoder`` record names (with ``calibration``, the key of the quantized
+    OpenVINO graph it was built with); manifests written before the backend was one field keep loading."""
+    return Backend.from_record(built_with, field="encoder.backend")

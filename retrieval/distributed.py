@@ -4,6 +4,7 @@
     torchrun --nnodes 2 --node_rank R --nproc_per_node 8 --master_addr HOST -m rankwise index ...  # 2 machines
     torchrun --nproc_per_node 4 -m rankwise rerank run.trec --queries Q --corpus C --reranker SPEC --out out.trec
     torchrun --nproc_per_node 4 -m rankwise mine ... --teacher SPEC --out triples.tsv
+    torchrun --nproc_per_node 4 -m rankwise beir scifact --reranker SPEC --out res   # rank 0 writes and prints
 
 No home-made launcher: torchrun sets ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``. Every sharded job is
 cut into numbered units (a chunk of documents when indexing, a chunk of queries when reranking or
@@ -19,6 +20,11 @@ again (with any number of processes), every finished unit is kept and only the o
 - Query jobs (:class:`ShardedJob`): the units' parts live in one work folder that all ranks share,
   claimed with the identity of the job's inputs (:func:`rankwise.retrieval.workdir.claim_workdir`):
   parts made from other inputs are refused, or discarded with ``--force``, never mixed in.
+
+- Reranking inside a pipeline (``rankwise beir --reranker`` / ``--systems``, an ``Experiment``): every
+  rank runs the first stage, reranks the queries :func:`shard_units` gives it, and every rank gets the
+  whole reranked run back (:func:`gather`), so the evaluation is the one-process evaluation; rank 0
+  alone writes and prints.
 
 With several machines, the output and work folders must be on a file system all of them see.
 """
@@ -186,6 +192,23 @@ class ShardedJob:
             return value
 
         return merge_on_rank_zero(merge_and_clean)
+
+
+def gather(value: Any) -> list[Any]:
+    """Every rank's ``value`` (plain data), in rank order; ``[value]`` in one process. Under torchrun,
+    joins the process group first if no one has (gloo: the values are small; left at exit)."""
+    import torch.distributed as dist
+
+    if world()[1] == 1:
+        return [value]
+    if not dist.is_initialized():
+        import atexit
+
+        dist.init_process_group("gloo")
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+    box: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(box, value)
+    return box
 
 
 def _from_rank_zero(value: Any) -> Any:

@@ -20,16 +20,27 @@ search the other's index); an int8 encoder has a fingerprint of its own.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
-from rankwise.retrieval.backend import BACKENDS, check_backend
+from rankwise.retrieval.backend.value import Backend
 from rankwise.retrieval.backend.sources import DOC_PROMPTS, model_fingerprint
+from rankwise.retrieval.batching import BatchingConfig
 from rankwise.retrieval.engines import encoder_engine
 from rankwise.retrieval.models import DEFAULT_ENCODER, resolve_model
 
-__all__ = ["BACKENDS", "DOC_PROMPTS", "Encoder", "model_fingerprint"]
+__all__ = ["Backend", "BatchingConfig", "DOC_PROMPTS", "Encoder", "Encoding", "model_fingerprint"]
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """What one :meth:`Encoder.encode` call gives: the ``vectors`` (``float32 [n, dim]``) and how many of its
+    texts were longer than ``max_length`` tokens and cut (None: the model has no tokenizer to count with)."""
+
+    vectors: np.ndarray
+    truncated: int | None
 
 
 class Encoder:
@@ -37,25 +48,27 @@ class Encoder:
 
     ``model`` is a sentence-transformers or Hugging Face model name or a local path (a plain
     Hugging Face model gets mean pooling, as sentence-transformers gives it). Embeddings are
-    L2-normalised when the model's similarity is cosine, so inner product is cosine.
+    L2-normalised when the model's similarity is cosine, so inner product is cosine. ``batching`` (a
+    :class:`~rankwise.retrieval.batching.BatchingConfig`) sets the token budget, prefetch and slices.
     """
 
     def __init__(
         self,
         model: str = DEFAULT_ENCODER,
         *,
-        backend: str = "torch",
+        backend: Backend | str = "torch",
         device: str | None = None,
         batch_size: int = 64,
         max_length: int | None = None,
-        int8: bool = False,
         calibration: Any = None,
+        batching: BatchingConfig | None = None,
     ) -> None:
-        self.backend, self.int8 = check_backend(backend, int8)
+        self.backend = Backend.parse(backend)
+        self.batching = batching or BatchingConfig()
         self.name = model
         self.path = resolve_model(model)
         self.batch_size = batch_size
-        self.engine = encoder_engine(backend, model, self.path, int8=int8, device=device, max_length=max_length,
+        self.engine = encoder_engine(self.backend, model, self.path, device=device, max_length=max_length,
                                      calibration=calibration)
 
     # what the engine holds, read through the encoder as before the engines
@@ -94,18 +107,24 @@ class Encoder:
             "dim": self.dim,
             "similarity": self.similarity,
             "max_length": self.max_length,
-            "backend": self.backend,
-            "int8": self.int8,
-            **({"calibration": self.engine.calibration} if getattr(self.engine, "calibration", None) else {}),
+            "backend": str(self.backend),
+            **({"calibration": self.engine.calibration} if self.engine.calibration else {}),
         }
 
     def encode_queries(self, texts: Sequence[str], progress: Any = False) -> np.ndarray:
         """Encode queries (with the model's query prompt, if any)."""
-        return self._encode(texts, self.query_prompt, progress, task="query")
+        return self.encode(texts, task="query", progress=progress).vectors
 
     def encode_docs(self, texts: Sequence[str], progress: Any = False) -> np.ndarray:
         """Encode documents (with the model's document prompt, if any)."""
-        return self._encode(texts, self.doc_prompt, progress, task="document")
+        return self.encode(texts, task="document", progress=progress).vectors
+
+    def encode(self, texts: Sequence[str], *, task: Literal["query", "document"] = "document",
+               progress: Any = False) -> Encoding:
+        """Encode ``texts`` as queries or documents (with that prompt, if any): the vectors and this call's
+        count of texts cut to ``max_length``."""
+        prompt = self.query_prompt if task == "query" else self.doc_prompt
+        return self._encode(texts, prompt, progress, task)
 
     def count_truncated(self, texts: Sequence[str]) -> int | None:
         """How many of these documents (with the document prompt) are longer than ``max_length`` tokens
@@ -128,68 +147,63 @@ class Encoder:
                         add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
         return np.array([len(x) for x in ids])
 
-    max_tokens: int | None = None  # padded tokens per batch (None: ``batch_size`` texts); see retrieval.batching
-    truncated: int = 0  # texts longer than max_length tokens encoded so far (cut to it; counted exactly)
-    prefetch_depth: int = 2  # batches prepared ahead in a background thread (0: none)
-    # texts tokenized at a time, the next slice while the model runs this one; None: SLICE_SIZE when the
-    # model runs on a GPU, else all at once (on the CPU the model and the tokenizer share the cores, and
-    # overlapping them measured 15-25% slower on 2 cores than tokenizing first: docs/scale.md)
-    slice_size: int | None = None
-
-    def _encode(self, texts: Sequence[str], prompt: str | None, progress: Any, task: str = "document") -> np.ndarray:
+    def _encode(self, texts: Sequence[str], prompt: str | None, progress: Any, task: str) -> Encoding:
         """Encode in length-sorted batches (:mod:`rankwise.retrieval.batching`); ``progress`` is a bool or a tqdm bar to update.
 
-        Each text is tokenized once, on a GPU in slices of :attr:`slice_size` (the next slice in a
+        Each text is tokenized once, on a GPU in slices of ``batching.slice_size`` (the next slice in a
         background thread while the model runs this one, :func:`rankwise.retrieval.batching.stream_batches`);
         the ids give the sort within a slice and, padded, the model's inputs (prepared ahead in
-        another thread). Texts longer than ``max_length`` tokens are counted in :attr:`truncated`.
+        another thread). Texts longer than ``max_length`` tokens are counted in the result's ``truncated``.
         ``task`` ("query" / "document") routes a sentence-transformers ``Router`` model (separate query
         and document encoders, e.g. ADORE's output) as ``encode_query`` / ``encode_document`` do; a model whose own ``preprocess`` gives other
         features than the shared path keeps its ``preprocess`` per batch.
         """
         from tqdm.auto import tqdm
 
-        from rankwise.retrieval.batching import SLICE_SIZE, count_truncated, stream_batches, token_batches, tokenize
+        from rankwise.retrieval.batching import count_truncated, stream_batches, token_batches, tokenize
 
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
+        tokenizer = self.tokenizer
+        counted = tokenizer is not None and callable(tokenizer)
+        truncated = 0
         if not texts:
-            return out
+            return Encoding(out, 0 if counted else None)
+        batching = self.batching
         bar = progress if hasattr(progress, "update") else tqdm(total=len(texts), desc="encoding", unit="text",
                                                                   disable=not progress, leave=False)
         engine = self.engine
-        tokenizer = self.tokenizer
         prefixed = [prompt + t for t in texts] if prompt else texts
         extras = None
-        extras_checked = tokenizer is not None and callable(tokenizer)
-        if extras_checked:  # the check: the longest and the shortest text
+        if counted:  # the check: the longest and the shortest text
             chars = [len(t) for t in texts]
             sample = sorted({int(np.argmax(chars)), int(np.argmin(chars))})
             extras = engine.extras([texts[i] for i in sample],
                                    tokenize(tokenizer, [prefixed[i] for i in sample], max_length=self.max_length),
                                    prompt, task)
         if extras is None:  # no tokenizer, or the model's own preprocess differs: it runs per batch
-            if extras_checked:
+            if counted:
                 tok = tokenize(tokenizer, prefixed, max_length=self.max_length)
-                self.truncated += count_truncated(tokenizer, tok, prefixed, max_length=self.max_length)
+                truncated += count_truncated(tokenizer, tok, prefixed, max_length=self.max_length)
                 lengths = tok.lengths
             else:
                 lengths = self._token_lengths(texts, prompt)
-            for idx in token_batches(lengths, self.batch_size, self.max_tokens):
+            for idx in token_batches(lengths, self.batch_size, batching.max_tokens):
                 out[idx] = engine.forward_texts([texts[i] for i in idx], prompt, task)
                 bar.update(len(idx))
         else:
             pending: list[tuple[np.ndarray, np.ndarray]] = []  # outputs still being copied (torch on CUDA)
             with engine.inference():
                 def count(tok: Any, start: int) -> None:  # texts cut to max_length, counted exactly
-                    self.truncated += count_truncated(tokenizer, tok, prefixed[start:start + len(tok)],
-                                                      max_length=self.max_length)
+                    nonlocal truncated
+                    truncated += count_truncated(tokenizer, tok, prefixed[start:start + len(tok)],
+                                                 max_length=self.max_length)
 
-                slices = self.slice_size or (SLICE_SIZE if engine.accelerated else len(texts))
                 for idx, features in stream_batches(tokenizer, prefixed, max_length=self.max_length,
-                                                    batch_size=self.batch_size, max_tokens=self.max_tokens,
-                                                    prepare=engine.prepare, depth=self.prefetch_depth,
-                                                    slice_size=slices, on_slice=count):
+                                                    batch_size=self.batch_size, max_tokens=batching.max_tokens,
+                                                    prepare=engine.prepare, depth=batching.prefetch_depth,
+                                                    slice_size=batching.slices(engine.accelerated, len(texts)),
+                                                    on_slice=count):
                     vectors = engine.run(features, task, extras)
                     if engine.asynchronous:
                         pending.append((idx, vectors))
@@ -201,4 +215,4 @@ class Encoder:
                 out[idx] = vectors
         if bar is not progress:
             bar.close()
-        return out
+        return Encoding(out, truncated if counted else None)

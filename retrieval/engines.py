@@ -1,8 +1,7 @@
 """Engines: the object that runs a model's forward pass, one class per backend and model kind.
 
-The backend value (``torch``, ``onnx``, ``onnx-int8``, ``openvino``, ``openvino-int8``;
-:func:`rankwise.retrieval.backend.check_backend`) is
-read once, by a factory per kind (:func:`encoder_engine`, :func:`pair_engine`; the causal LM's is
+The backend (a :class:`rankwise.retrieval.backend.value.Backend`: ``torch``, ``onnx``, ``onnx-int8``,
+``openvino``, ``openvino-int8``) is read once, by a factory per kind (:func:`encoder_engine`, :func:`pair_engine`; the causal LM's is
 :func:`rankwise.rerank.lm_engines.lm_engine`), which picks the engine class. The model classes
 (:class:`rankwise.retrieval.encoder.Encoder`, :class:`rankwise.rerank.cross_encoder.CrossEncoderReranker`,
 :class:`rankwise.rerank.llm.CausalLM`) keep the data path -- prompts, tokenizing once, token-budget batches,
@@ -25,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from rankwise.retrieval.backend import backend_name, check_backend
+from rankwise.retrieval.backend.kind import ModelKind
+from rankwise.retrieval.backend.value import TORCH, Backend
 from rankwise.retrieval.backend.sources import DOC_PROMPTS, check_classification_head, model_fingerprint
 from rankwise.retrieval.errors import InputError
 
-__all__ = ["OnnxEncoderEngine", "OnnxPairEngine", "OpenVinoEncoderEngine", "OpenVinoPairEngine", "TorchEncoderEngine",
+__all__ = ["CROSS_ENCODER", "ENCODER", "OnnxEncoderEngine", "OnnxPairEngine", "OpenVinoEncoderEngine", "OpenVinoPairEngine", "TorchEncoderEngine",
            "TorchPairEngine", "encoder_engine", "pair_engine"]
 
 
@@ -53,10 +53,10 @@ def _preprocess_extras(tok: Any, preprocess: Any) -> dict[str, Any] | None:
 class TorchEncoderEngine:
     """A sentence-transformers model run by torch (fp16 on CUDA, ``inference_mode``)."""
 
-    backend = "torch"
-    int8 = False
+    backend = TORCH
     session = None
     export = None
+    calibration: str | None = None  # the key of an openvino-int8 graph's calibration texts (others: None)
     index_suffix = ""  # what follows the fingerprint in the name of a cached index of these vectors
 
     def __init__(self, path: str, *, device: str | None = None, max_length: int | None = None) -> None:
@@ -141,33 +141,33 @@ class OnnxEncoderEngine:
 
     model = None
     asynchronous = False
+    calibration: str | None = None
 
-    def __init__(self, name: str, *, int8: bool = False, device: str | None = None,
+    def __init__(self, name: str, backend: Backend, *, device: str | None = None,
                  max_length: int | None = None) -> None:
         from transformers import AutoTokenizer
 
         from rankwise.retrieval.backend.cache import exported
         from rankwise.retrieval.backend.session import OnnxSession
 
-        self.int8 = bool(int8)
-        self.backend = backend_name("onnx", self.int8)
+        self.backend = backend
         self.index_suffix = f"-{self.backend}"
-        export = exported(name, "encoder", int8=self.int8, max_length=max_length)
+        export = exported(name, ENCODER, backend, max_length=max_length)
         settings = export.settings
         if max_length is not None and max_length != settings["max_length"]:
             raise InputError(f"exported with max_length={settings['max_length']}, not {max_length}; export again",
                              path=export.folder, field="max_length")
         self.export = export
-        self.session = OnnxSession(export.file(self.int8), device=device, int8=self.int8)
+        self.session = OnnxSession(export.file(backend), device=device, backend=backend)
         self.accelerated = self.session.provider == "CUDAExecutionProvider"  # the model runs off the CPU's cores
         self.tokenizer = AutoTokenizer.from_pretrained(export.folder)
         self.similarity = settings["similarity"]
         self.query_prompt, self.doc_prompt = settings["query_prompt"], settings["doc_prompt"]
         self.dim, self.max_length = int(settings["dim"]), settings["max_length"]
         self.fingerprint = settings["torch_fingerprint"]
-        if self.int8:  # other vectors: never the torch encoder's fingerprint
-            int8_sha = export.manifest["files"][export.file(True).name]["sha256"]
-            self.fingerprint = hashlib.sha256(f"{self.fingerprint}:onnx-int8:{int8_sha}".encode()).hexdigest()
+        if backend.int8:  # other vectors: never the torch encoder's fingerprint
+            graph_sha = export.manifest["files"][export.file(backend).name]["sha256"]
+            self.fingerprint = hashlib.sha256(f"{self.fingerprint}:{backend}:{graph_sha}".encode()).hexdigest()
 
     def extras(self, texts: list[str], tok: Any, prompt: str | None, task: str) -> dict[str, Any] | None:
         return {}  # the graph takes exactly the padded ids
@@ -191,40 +191,28 @@ class OnnxEncoderEngine:
         return self.session(text_features(self.tokenizer, prefixed, self.max_length))
 
 
-def _check_openvino(device: str | None, int8: bool) -> None:
-    """The OpenVINO engines run on the CPU, with NNCF for int8; a missing package names its extra."""
-    from rankwise.retrieval.backend.openvino import require
-
-    if device not in (None, "cpu"):
-        raise InputError(f"the openvino backends run on the CPU, not {device!r}", field="device")
-    require("openvino")
-    if int8:
-        require("nncf")
-
-
 class OpenVinoEncoderEngine(OnnxEncoderEngine):
     """The same export compiled by OpenVINO for the CPU: fp32, or int8 by NNCF static quantization on
     ``calibration`` (texts drawn from the collection being indexed; default: the bundled calibration
     texts; a string: the key of an int8 graph already made, as an index manifest records it)."""
 
-    def __init__(self, name: str, *, int8: bool = False, device: str | None = None, max_length: int | None = None,
+    def __init__(self, name: str, backend: Backend, *, device: str | None = None, max_length: int | None = None,
                  calibration: Any = None) -> None:
         from transformers import AutoTokenizer
 
         from rankwise.retrieval.backend.cache import exported, openvino_graph
         from rankwise.retrieval.backend.calibration import bundled_texts
-        from rankwise.retrieval.backend.openvino import OpenVinoModel, resolve_calibration
+        from rankwise.retrieval.backend.openvino import OpenVinoModel, check_runtime, resolve_calibration
 
-        _check_openvino(device, int8)
-        self.int8 = bool(int8)
-        self.backend = backend_name("openvino", self.int8)
-        export = exported(name, "encoder", max_length=max_length)
+        check_runtime(device, backend)
+        self.backend = backend
+        export = exported(name, ENCODER, max_length=max_length)
         settings = export.settings
         if max_length is not None and max_length != settings["max_length"]:
             raise InputError(f"exported with max_length={settings['max_length']}, not {max_length}; export again",
                              path=export.folder, field="max_length")
-        texts = resolve_calibration(calibration, bundled_texts) if self.int8 else None
-        graph, record = openvino_graph(export, int8=self.int8, calibration=texts)
+        texts = resolve_calibration(calibration, bundled_texts) if backend.int8 else None
+        graph, record = openvino_graph(export, ENCODER, backend, calibration=texts)
         self.export = record["export"]
         self.calibration = record["key"]  # the int8 graph's calibration key (None: fp32)
         self.session = OpenVinoModel(graph)
@@ -235,23 +223,23 @@ class OpenVinoEncoderEngine(OnnxEncoderEngine):
         self.query_prompt, self.doc_prompt = settings["query_prompt"], settings["doc_prompt"]
         self.dim, self.max_length = int(settings["dim"]), settings["max_length"]
         self.fingerprint = settings["torch_fingerprint"]  # fp32: torch's vectors within 1e-4
-        if self.int8:  # other vectors: never the torch encoder's fingerprint
+        if backend.int8:  # other vectors: never the torch encoder's fingerprint
             ir = self.export.manifest["files"][record["files"][1]]["sha256"]
-            self.fingerprint = hashlib.sha256(f"{self.fingerprint}:openvino-int8:{ir}".encode()).hexdigest()
+            self.fingerprint = hashlib.sha256(f"{self.fingerprint}:{backend}:{ir}".encode()).hexdigest()
 
 
 EncoderEngine = TorchEncoderEngine | OnnxEncoderEngine | OpenVinoEncoderEngine
 
 
-def encoder_engine(backend: str, model: str, path: str, *, int8: bool = False, device: str | None = None,
+def encoder_engine(backend: Backend | str, model: str, path: str, *, device: str | None = None,
                    max_length: int | None = None, calibration: Any = None) -> EncoderEngine:
-    """The encoder engine of one backend value: ``model`` is the name an ONNX export is cached under,
+    """The encoder engine of one backend: ``model`` is the name an ONNX export is cached under,
     ``path`` its resolved folder (what torch loads); ``calibration`` is read only by ``openvino-int8``."""
-    runtime, int8 = check_backend(backend, int8)
-    if runtime == "onnx":
-        return OnnxEncoderEngine(model, int8=int8, device=device, max_length=max_length)
-    if runtime == "openvino":
-        return OpenVinoEncoderEngine(model, int8=int8, device=device, max_length=max_length, calibration=calibration)
+    backend = Backend.parse(backend)
+    if backend.runtime == "onnx":
+        return OnnxEncoderEngine(model, backend, device=device, max_length=max_length)
+    if backend.runtime == "openvino":
+        return OpenVinoEncoderEngine(model, backend, device=device, max_length=max_length, calibration=calibration)
     return TorchEncoderEngine(path, device=device, max_length=max_length)
 
 
@@ -261,8 +249,7 @@ def encoder_engine(backend: str, model: str, path: str, *, int8: bool = False, d
 class TorchPairEngine:
     """A sentence-transformers ``CrossEncoder`` run by torch; the score is :func:`rankwise.retrieval.backend.graphs.pair_scores`."""
 
-    backend = "torch"
-    int8 = False
+    backend = TORCH
     session = None
     export = None
 
@@ -320,18 +307,17 @@ class OnnxPairEngine:
 
     model = None
 
-    def __init__(self, name: str, *, int8: bool = False, device: str | None = None,
+    def __init__(self, name: str, backend: Backend, *, device: str | None = None,
                  max_length: int | None = None) -> None:
         from transformers import AutoTokenizer
 
         from rankwise.retrieval.backend.cache import exported
         from rankwise.retrieval.backend.session import OnnxSession
 
-        self.int8 = bool(int8)
-        self.backend = backend_name("onnx", self.int8)
-        export = exported(name, "cross-encoder", int8=self.int8)
+        self.backend = backend
+        export = exported(name, CROSS_ENCODER, backend)
         self.export = export
-        self.session = OnnxSession(export.file(self.int8), device=device, int8=self.int8)
+        self.session = OnnxSession(export.file(backend), device=device, backend=backend)
         self.accelerated = self.session.provider == "CUDAExecutionProvider"
         self.tokenizer = AutoTokenizer.from_pretrained(export.folder)
         self.max_length = int(max_length or export.settings["max_length"])  # the graph's axes are dynamic
@@ -357,19 +343,18 @@ class OpenVinoPairEngine(OnnxPairEngine):
     ``calibration`` ``(query, document)`` pairs (default: every bundled calibration query with every
     bundled passage)."""
 
-    def __init__(self, name: str, *, int8: bool = False, device: str | None = None, max_length: int | None = None,
+    def __init__(self, name: str, backend: Backend, *, device: str | None = None, max_length: int | None = None,
                  calibration: Any = None) -> None:
         from transformers import AutoTokenizer
 
         from rankwise.retrieval.backend.cache import exported, openvino_graph
         from rankwise.retrieval.backend.calibration import bundled_pairs
-        from rankwise.retrieval.backend.openvino import OpenVinoModel, resolve_calibration
+        from rankwise.retrieval.backend.openvino import OpenVinoModel, check_runtime, resolve_calibration
 
-        _check_openvino(device, int8)
-        self.int8 = bool(int8)
-        self.backend = backend_name("openvino", self.int8)
-        pairs = resolve_calibration(calibration, bundled_pairs) if self.int8 else None
-        graph, record = openvino_graph(exported(name, "cross-encoder"), int8=self.int8, calibration=pairs)
+        check_runtime(device, backend)
+        self.backend = backend
+        pairs = resolve_calibration(calibration, bundled_pairs) if backend.int8 else None
+        graph, record = openvino_graph(exported(name, CROSS_ENCODER), CROSS_ENCODER, backend, calibration=pairs)
         self.export = record["export"]
         self.calibration = record["key"]
         self.session = OpenVinoModel(graph)
@@ -381,14 +366,32 @@ class OpenVinoPairEngine(OnnxPairEngine):
 PairEngine = TorchPairEngine | OnnxPairEngine | OpenVinoPairEngine
 
 
-def pair_engine(backend: str, model: str, path: str, *, int8: bool = False, device: str | None = None,
+def pair_engine(backend: Backend | str, model: str, path: str, *, device: str | None = None,
                 max_length: int | None = None, calibration: Any = None) -> PairEngine:
-    """The cross-encoder engine of one backend value (``model``: the export's name; ``path``: torch's folder;
+    """The cross-encoder engine of one backend (``model``: the export's name; ``path``: torch's folder;
     ``calibration``: read only by ``openvino-int8``)."""
-    runtime, int8 = check_backend(backend, int8)
-    if runtime == "onnx":
-        return OnnxPairEngine(model, int8=int8, device=device, max_length=max_length)
-    if runtime == "openvino":
-        return OpenVinoPairEngine(model, int8=int8, device=device, max_length=max_length, calibration=calibration)
+    backend = Backend.parse(backend)
+    if backend.runtime == "onnx":
+        return OnnxPairEngine(model, backend, device=device, max_length=max_length)
+    if backend.runtime == "openvino":
+        return OpenVinoPairEngine(model, backend, device=device, max_length=max_length, calibration=calibration)
     return TorchPairEngine(path, device=device, max_length=max_length)
 
+
+# --- the model kinds (:class:`rankwise.retrieval.backend.kind.ModelKind`) ------------------------
+
+
+def _prepare_encoder(model: str, max_length: int | None) -> Any:
+    from rankwise.retrieval.backend.build import prepare_encoder  # torch.onnx only when exporting
+
+    return prepare_encoder(model, max_length)
+
+
+def _prepare_cross_encoder(model: str, max_length: int | None) -> Any:
+    from rankwise.retrieval.backend.build import prepare_cross_encoder
+
+    return prepare_cross_encoder(model, max_length)
+
+
+ENCODER = ModelKind("encoder", _prepare_encoder, encoder_engine)
+CROSS_ENCODER = ModelKind("cross-encoder", _prepare_cross_encoder, pair_engine)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rankwise.retrieval.backend.value import Backend
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.extras import MissingExtraError
 from rankwise.retrieval.files import atomic_dir, atomic_open, atomic_path, write_json
@@ -235,11 +236,11 @@ def _build_key(identity: dict[str, Any]) -> str:
                           "source": identity.get("source", {}).get("sha256"), "shard": identity.get("shard")})
 
 
-def check_dense_build(corpus: Corpus, out: str | Path, config: IndexConfig, *, backend: str = "torch",
+def check_dense_build(corpus: Corpus, out: str | Path, config: IndexConfig, *, backend: Backend | str = "torch",
                       chunk_size: int = 8192, shard: tuple[int, int] | None = None, force: bool = False,
                       progress: bool = True) -> int:
     """The checks of a dense build that need no model: ``out`` itself, an index there built another way
-    (corpus, config, chunk size or int8-ness differ) without ``force``, a corpus that does not parse, and
+    (corpus, config, chunk size or a quantized backend's vectors differ) without ``force``, a corpus that does not parse, and
     settings the corpus size rules out. Returns the document count. Run before the encoder is loaded
     or exported; :func:`build_dense_index` repeats what needs the encoder."""
     out = Path(out)
@@ -250,10 +251,10 @@ def check_dense_build(corpus: Corpus, out: str | Path, config: IndexConfig, *, b
         existing = read_manifest(out, verify=False)
         wanted = {"config": config.to_dict(), "chunk_size": chunk_size,
                   "source": corpus.fingerprint, "shard": list(shard) if shard else None,
-                  "int8": backend == "onnx-int8"}
+                  "quantization": Backend.parse(backend).int8}
         have = {"config": existing.get("config"), "chunk_size": existing.get("chunk_size"),
                 "source": existing.get("source", {}).get("sha256"), "shard": existing.get("shard"),
-                "int8": bool(existing.get("encoder", {}).get("int8", False))}
+                "quantization": Backend.from_record(existing.get("encoder", {}), field="encoder.backend").int8}
         differ = sorted(k for k in wanted if wanted[k] != have[k])
         if differ:
             raise InputError(f"holds an index built with other {', '.join(differ)}; pass --force to replace it "
@@ -433,12 +434,11 @@ def _build_dense_index(corpus: Corpus, encoder: Encoder, out: Path, config: Inde
                 continue
             texts = [d.full_text for d in docs]
             empty += sum(1 for d in docs if not d.text.strip())
-            before = getattr(encoder, "truncated", 0)
-            vectors = encoder.encode_docs(texts, progress=bar)
+            encoding = encoder.encode(texts, task="document", progress=bar)
+            vectors = encoding.vectors
             name = _chunk_name(number)
-            counted = callable(getattr(encoder, "tokenizer", None))  # without a tokenizer: unknown
-            write_json(chunk_dir / f"{name}{COUNTS_EXT}", {
-                "documents": len(docs), "truncated": encoder.truncated - before if counted else None})
+            write_json(chunk_dir / f"{name}{COUNTS_EXT}", {  # truncated None: no tokenizer to count with
+                "documents": len(docs), "truncated": encoding.truncated})
             with atomic_open(chunk_dir / f"{name}.ids") as fh:
                 fh.write("".join(d.doc_id + "\n" for d in docs))
             with atomic_path(chunk_dir / f"{name}.npy") as tmp:  # written last: marks the chunk finished

@@ -11,23 +11,33 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from rankwise.retrieval.backend import BACKENDS
+from rankwise.retrieval.backend.value import Backend as BackendValue
 from rankwise.retrieval.cached import KINDS
 from rankwise.retrieval.hybrid import FUSIONS
 from rankwise.retrieval.index import INDEX_TYPES
 from rankwise.retrieval.values import non_negative_int, one_of, positive_int
 
-BackendName = one_of(BACKENDS)
+# torch, onnx, onnx-int8, openvino or openvino-int8: the choices are BackendValue.NAMES
+BackendName = one_of(BackendValue.NAMES)
 INDEX_KINDS = ("bm25", "dense")  # what `rankwise index` builds
 
-# torch, onnx, onnx-int8, openvino or openvino-int8: one value (retrieval.backend.check_backend)
-Backend = Annotated[BackendName, typer.Option(help="encoder backend")]
+
+def _parse_backend(value: str | None) -> BackendValue | None:
+    return None if value is None else BackendValue.parse(value)
+
+
+def backend_option(*param_decls: str, help: str) -> Any:
+    """A ``--backend`` option: one of :attr:`BackendValue.NAMES`, handed to the command as a
+    :class:`~rankwise.retrieval.backend.value.Backend` (None when an optional one is not given)."""
+    return typer.Option(*param_decls, help=help, callback=_parse_backend)
+
+
+Backend = Annotated[BackendName, backend_option(help="encoder backend")]
 # the index's own backend unless given (search, mine --index)
-IndexBackend = Annotated[Optional[BackendName], typer.Option(help="encoder backend (default: the one the index was "
-                                                                  "built with)")]
+IndexBackend = Annotated[Optional[BackendName], backend_option(help="encoder backend (default: the one the index "
+                                                                    "was built with)")]
 # a reranker's backend unless its spec names one
-RerankBackend = Annotated[Optional[BackendName], typer.Option(help="reranker backend (unless the spec names one)")]
-Int8 = Annotated[bool, typer.Option("--int8", help="deprecated: the same as --backend onnx-int8")]
+RerankBackend = Annotated[Optional[BackendName], backend_option(help="reranker backend (unless the spec names one)")]
 EncoderBatchSize = Annotated[int, positive_int.option(help="encoder batch size")]
 IndexType = Annotated[one_of(INDEX_TYPES), typer.Option("--index-type", help="FAISS index type (dense)")]
 Force = Annotated[bool, typer.Option("--force", help="start over when OUT, or its unfinished work, was made with other "

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from rankwise.retrieval.backend.value import TORCH, Backend
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.models import DEFAULT_ENCODER
 from rankwise.retrieval.retriever import (Composable, Context, Cutoff, Pipeline, Precomputed, Retriever, Searcher,
@@ -64,24 +65,26 @@ class BM25(Stage):
 @dataclass(frozen=True)
 class Dense(Stage):
     """A bi-encoder (``model``: name or path) over ``index``, or over the cached FAISS index of the corpus
-    it runs on (``index_type``: flat, hnsw, ivf, ivfpq); ``backend``: torch, onnx or onnx-int8."""
+    it runs on (``index_type``: flat, hnsw, ivf, ivfpq); ``backend``: a :class:`~rankwise.retrieval.backend.value.Backend` (or its name)."""
 
     model: str = DEFAULT_ENCODER
     index: str | None = None
     index_type: str = "flat"
-    backend: str = "torch"
-    int8: bool = False
+    backend: Backend = TORCH
     batch_size: int = 64
     first = True
     kind = "dense"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backend", Backend.parse(self.backend))  # a name given: parsed once, here
 
     def encoder(self, ctx: Context) -> Any:
         from rankwise.retrieval.encoder import Encoder
 
         from rankwise.retrieval.backend.calibration import corpus_calibration
 
-        key = ("encoder", self.model, self.backend, self.int8, self.batch_size)
-        return ctx.resource(key, lambda: Encoder(self.model, backend=self.backend, int8=self.int8,
+        key = ("encoder", self.model, self.backend, self.batch_size)
+        return ctx.resource(key, lambda: Encoder(self.model, backend=self.backend,
                                                  batch_size=self.batch_size,  # openvino-int8: calibrated on the corpus
                                                  calibration=lambda: corpus_calibration(ctx.need_corpus(self))))[0]
 

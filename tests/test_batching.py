@@ -107,18 +107,40 @@ def test_encoder_vectors_equal_sentence_transformers(tiny_encoder, texts, max_to
 
     from rankwise.retrieval.encoder import Encoder
 
+    from rankwise.retrieval.batching import BatchingConfig
+
     reference = SentenceTransformer(str(tiny_encoder), device="cpu").encode(texts, batch_size=16)
-    encoder = Encoder(str(tiny_encoder), batch_size=16)
-    encoder.max_tokens = max_tokens
-    prefetched = encoder.encode_docs(texts)
-    np.testing.assert_allclose(prefetched, reference, atol=1e-5)
-    encoder.prefetch_depth = 0
-    np.testing.assert_allclose(encoder.encode_docs(texts), prefetched, atol=1e-6)  # prefetch == plain
-    whole, encoder.truncated = encoder.truncated, 0
-    encoder.prefetch_depth, encoder.slice_size = 2, 7  # tokenized in slices, as on a GPU
-    np.testing.assert_allclose(encoder.encode_docs(texts), prefetched, atol=1e-6)
-    assert encoder.truncated == whole // 2 > 0  # the long text, counted once per call whatever the slices
-    assert encoder.encode_docs([]).shape == (0, encoder.dim)
+    encoder = Encoder(str(tiny_encoder), batch_size=16, batching=BatchingConfig(max_tokens=max_tokens))
+    prefetched = encoder.encode(texts, task="document")
+    np.testing.assert_allclose(prefetched.vectors, reference, atol=1e-5)
+    assert prefetched.truncated == 1  # the long text, counted per call: a second call counts it again, once
+    assert encoder.encode(texts, task="document").truncated == 1
+    plain = Encoder(str(tiny_encoder), batch_size=16, batching=BatchingConfig(max_tokens=max_tokens, prefetch_depth=0))
+    np.testing.assert_allclose(plain.encode_docs(texts), prefetched.vectors, atol=1e-6)  # prefetch == plain
+    # tokenized in slices, as on a GPU: the same vectors, the long text counted once whatever the slices
+    sliced = Encoder(str(tiny_encoder), batch_size=16, batching=BatchingConfig(max_tokens=max_tokens, slice_size=7))
+    got = sliced.encode(texts, task="document")
+    np.testing.assert_allclose(got.vectors, prefetched.vectors, atol=1e-6)
+    assert got.truncated == 1
+    assert encoder.encode_docs([]).shape == (0, encoder.dim) and encoder.encode([]).truncated == 0
+
+
+def test_batching_config_is_checked_and_frozen():
+    import dataclasses
+
+    from rankwise.retrieval.batching import SLICE_SIZE, BatchingConfig
+    from rankwise.retrieval.errors import InputError
+
+    config = BatchingConfig()
+    assert (config.max_tokens, config.prefetch_depth, config.slice_size) == (None, 2, None)
+    assert config.slices(accelerated=True, count=10) == SLICE_SIZE and config.slices(accelerated=False, count=10) == 10
+    assert BatchingConfig(slice_size=7).slices(accelerated=False, count=10) == 7
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.max_tokens = 5  # type: ignore[misc]
+    for bad in ({"max_tokens": 0}, {"slice_size": 0}, {"prefetch_depth": -1}, {"max_tokens": True}):
+        with pytest.raises(InputError) as err:
+            BatchingConfig(**bad)
+        assert err.value.field == next(iter(bad))
 
 
 def test_encoder_keeps_a_models_own_preprocess_when_it_differs(tiny_encoder, texts, monkeypatch):
@@ -149,16 +171,21 @@ def test_cross_encoder_scores_equal_predict(tiny_cross_encoder, texts, max_token
 
     pairs = [("airflow over a wing", t) for t in texts[:60]] + [("gene " * 40, "protein cell"), ("wing", texts[-2])]
     reference = CrossEncoder(str(tiny_cross_encoder)).predict(pairs, activation_fn=torch.nn.Identity(), batch_size=8)
-    reranker = CrossEncoderReranker(str(tiny_cross_encoder), batch_size=8)
-    reranker.max_tokens = max_tokens
-    scores = reranker.score_pairs(pairs)
+    from rankwise.retrieval.batching import BatchingConfig
+
+    def reranker(**batching):
+        return CrossEncoderReranker(str(tiny_cross_encoder), batch_size=8,
+                                    batching=BatchingConfig(max_tokens=max_tokens, **batching))
+
+    first = reranker()
+    scores = first.score_pairs(pairs)
     np.testing.assert_allclose(scores, np.asarray(reference, dtype=float), atol=1e-5)
-    reranker.prefetch_depth = 0
-    np.testing.assert_allclose(reranker.score_pairs(pairs), scores, atol=1e-6)
-    truncated = reranker.stats.truncated
-    reranker.prefetch_depth, reranker.slice_size = 2, 9  # tokenized in slices, as on a GPU
-    np.testing.assert_allclose(reranker.score_pairs(pairs), scores, atol=1e-6)
-    assert reranker.stats.truncated == truncated * 3 // 2 > 0
+    truncated = first.stats.truncated
+    assert truncated > 0
+    np.testing.assert_allclose(reranker(prefetch_depth=0).score_pairs(pairs), scores, atol=1e-6)
+    sliced = reranker(slice_size=9)  # tokenized in slices, as on a GPU
+    np.testing.assert_allclose(sliced.score_pairs(pairs), scores, atol=1e-6)
+    assert sliced.stats.truncated == truncated
 
 
 def test_index_cli_max_tokens(capsys, tmp_path, synthetic_beir, tiny_encoder):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import rankwise.rerank.onnx  # noqa: F401 - registers the causal-lm export kind
+from rankwise.rerank.lm_engines import CAUSAL_LM
 
 HEADS, KV_HEADS, DIM = 4, 2, 8
 
@@ -41,7 +41,8 @@ def attention_graph(consume_present: bool = False):
 
 def feeds(lengths: list[int], seed: int = 0) -> dict[str, np.ndarray]:
     """Random q/k/v for left-padded prompts of ``lengths`` and the additive mask the causal-LM graph builds."""
-    from rankwise.retrieval.backend.features import causal_allowed, left_padded
+    from rankwise.rerank.onnx.features import causal_allowed
+    from rankwise.retrieval.backend.features import left_padded
 
     rng = np.random.default_rng(seed)
     _, mask = left_padded([[1] * n for n in lengths], 0)
@@ -103,7 +104,7 @@ def test_the_causal_lm_session_runs_chunked_on_the_cpu(tiny_causal_lm, tmp_path)
     from rankwise.retrieval.backend.cache import export_model, read_export
     from rankwise.retrieval.backend.session import OnnxSession
 
-    export = read_export(export_model(str(tiny_causal_lm), "causal-lm", tmp_path / "lm").folder, kind="causal-lm")
+    export = read_export(export_model(str(tiny_causal_lm), CAUSAL_LM, tmp_path / "lm").folder, kind="causal-lm")
     # parity was checked on the chunked graph, each probe prompt alone
     assert export.manifest["parity"]["fp32"]["chunked_attention"] == 2
     assert export.manifest["parity"]["fp32"]["max_abs_diff"] <= 1e-4

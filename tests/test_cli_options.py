@@ -25,9 +25,8 @@ EXCEPTIONS = {
              "says which",
     "--batch-size": "the batch of the command's own model: the encoder, the reranker or the trainer",
     "--loss": "each trainer has its own losses, listed in its help",
-    "--backend": "whose backend (the encoder's or the reranker's) and its default (torch, or the index's own) "
-                 "differ by command",
-    "--int8": "deprecated on index, beir and rerank (--backend onnx-int8); on export it writes the int8 file",
+    "--backend": "whose backend (the encoder's, the reranker's, or export's onnx / onnx-int8 files) and its default "
+                 "(torch, or the index's own) differ by command",
 }
 
 
@@ -76,8 +75,8 @@ def test_the_exceptions_are_still_needed():
     ("compare", "--correction", "rankwise.eval.compare:CORRECTIONS"),
     ("beir", "--format", "rankwise.eval.compare:FORMATS"),
     ("compare", "--format", "rankwise.eval.compare:FORMATS"),
-    ("followir", "--backend", "rankwise.retrieval.backend:BACKENDS"),
-    ("screening", "--backend", "rankwise.retrieval.backend:BACKENDS"),
+    ("followir", "--backend", "rankwise.retrieval.backend.value:Backend.NAMES"),
+    ("screening", "--backend", "rankwise.retrieval.backend.value:Backend.NAMES"),
     ("beir", "--missing-judged", "rankwise.retrieval.formats:MISSING_JUDGED"),
     ("train cross-encoder", "--curriculum", "rankwise.training.settings:CURRICULA"),
     ("train groupwise", "--pg-baseline", "rankwise.training.settings:PG_BASELINES"),
@@ -86,6 +85,9 @@ def test_choices_are_the_codes_own_constants(command, option, constant):
     import importlib
 
     module, name = constant.split(":")
+    value = importlib.import_module(module)
+    for part in name.split("."):
+        value = getattr(value, part)
     node = _root()
     for word in command.split():
         node = node.commands[word]
@@ -93,7 +95,7 @@ def test_choices_are_the_codes_own_constants(command, option, constant):
     literal = param.type_descriptor.annotation
     while typing.get_origin(literal) is not typing.Literal:  # Optional[Literal[...]]
         literal = next(a for a in typing.get_args(literal) if a is not type(None))
-    assert typing.get_args(literal) == tuple(getattr(importlib.import_module(module), name))
+    assert typing.get_args(literal) == tuple(value)
 
 
 def test_followir_help_lists_every_backend_it_accepts(capsys):
@@ -102,9 +104,9 @@ def test_followir_help_lists_every_backend_it_accepts(capsys):
     except SystemExit as done:
         assert not done.code
     out = capsys.readouterr().out
-    from rankwise.retrieval.backend import BACKENDS
+    from rankwise.retrieval.backend.value import Backend
 
-    assert all(b in out for b in BACKENDS) and "torch or onnx" not in out
+    assert all(b in out for b in Backend.NAMES) and "torch or onnx" not in out
 
 
 def test_renames_name_options_that_exist():

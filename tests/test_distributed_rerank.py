@@ -175,3 +175,29 @@ def test_two_process_mining_with_a_teacher_writes_the_one_process_files(tmp_path
     counts = sorted(int(a) for a in re.findall(r"(\d+) parts computed in this run", log))
     assert counts == [2, 3], log[-3000:]  # 10 queries, 5 chunks: 3 on rank 0, 2 on rank 1
     assert log.count("triples from 10 queries") == 1  # rank 0 reports the whole job
+
+
+@pytest.mark.slow
+def test_two_process_beir_reranker_evaluates_as_one_process_and_rank_zero_alone_writes(tmp_path, synthetic_beir,
+                                                                                        tiny_cross_encoder):
+    env = {**ENV, "RANKWISE_CACHE": str(tmp_path / "cache")}
+
+    def beir(prefix: list[str], out: Path) -> tuple[dict, str]:
+        command = prefix + ["-m", "rankwise", "beir", str(synthetic_beir), "--reranker",
+                            f"cross-encoder:{tiny_cross_encoder},batch_size=4", "--depth", "8", "-k", "20",
+                            "--out", str(out), "--json"]
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout), done.stderr  # one JSON object: one rank printed
+
+    one, _ = beir([sys.executable], tmp_path / "one")
+    two, log = beir(_torchrun(free_port()), tmp_path / "two")
+    assert two == one
+    docs = [json.loads((tmp_path / d / "results.json").read_text())["experiments"][0]["systems"] for d in ("one", "two")]
+    (name, a), = docs[0].items()
+    b = docs[1][name]
+    assert a["metrics"] == b["metrics"]
+    # every query was reranked once, by one rank or the other; the counts are summed over the ranks
+    assert (b["stats"]["rerank"]["lists"], b["stats"]["rerank"]["passages"]) == (10, 80)
+    assert b["stats"]["rerank"] == {**a["stats"]["rerank"], "forward_passes": b["stats"]["rerank"]["forward_passes"]}
+    assert log.count("runs and results.json written to") == 1

@@ -13,7 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rankwise.retrieval.backend.value import ONNX, TORCH, Backend
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.engines import CROSS_ENCODER, ENCODER
+from rankwise.rerank.lm_engines import CAUSAL_LM
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CLASSES = ("retrieval/encoder.py", "rerank/cross_encoder.py", "rerank/llm.py")
@@ -30,23 +33,22 @@ def texts():
 def encoder_export(tiny_encoder, tmp_path_factory):
     from rankwise.retrieval.backend.cache import export_model
 
-    return export_model(str(tiny_encoder), "encoder", tmp_path_factory.mktemp("onnx") / "enc", int8=True).folder
+    return export_model(str(tiny_encoder), ENCODER, tmp_path_factory.mktemp("onnx") / "enc", backend="onnx-int8").folder
 
 
 @pytest.fixture(scope="module")
 def pair_export(tiny_cross_encoder, tmp_path_factory):
     from rankwise.retrieval.backend.cache import export_model
 
-    return export_model(str(tiny_cross_encoder), "cross-encoder", tmp_path_factory.mktemp("onnx") / "ce",
-                        int8=True).folder
+    return export_model(str(tiny_cross_encoder), CROSS_ENCODER, tmp_path_factory.mktemp("onnx") / "ce",
+                        backend="onnx-int8").folder
 
 
 @pytest.fixture(scope="module")
 def lm_export(tiny_causal_lm, tmp_path_factory):
-    import rankwise.rerank.onnx  # noqa: F401 - registers the causal-lm export kind
     from rankwise.retrieval.backend.cache import export_model
 
-    return export_model(str(tiny_causal_lm), "causal-lm", tmp_path_factory.mktemp("onnx") / "lm").folder
+    return export_model(str(tiny_causal_lm), CAUSAL_LM, tmp_path_factory.mktemp("onnx") / "lm").folder
 
 
 @pytest.mark.parametrize("backend, cls, int8", [("torch", "TorchEncoderEngine", False),
@@ -58,7 +60,7 @@ def test_encoder_engine_per_backend(tiny_encoder, encoder_export, backend, cls, 
     path = str(tiny_encoder if backend == "torch" else encoder_export)
     engine = engines.encoder_engine(backend, path, path, device="cpu")
     assert type(engine) is getattr(engines, cls)
-    assert (engine.backend, engine.int8) == (backend, int8)
+    assert engine.backend == Backend(backend.split("-")[0], int8) and str(engine.backend) == backend
     assert (engine.model is None) == (backend != "torch") and (engine.session is None) == (backend == "torch")
     assert engine.index_suffix == ("" if backend == "torch" else f"-{backend}")
 
@@ -70,8 +72,8 @@ def test_pair_engine_per_backend(tiny_cross_encoder, pair_export, backend, cls):
 
     path = str(tiny_cross_encoder if backend == "torch" else pair_export)
     engine = engines.pair_engine(backend, path, path, device="cpu")
-    assert type(engine) is getattr(engines, cls) and engine.backend == backend
-    assert engine.int8 == (backend == "onnx-int8")
+    assert type(engine) is getattr(engines, cls) and engine.backend == Backend.parse(backend)
+    assert engine.backend.int8 == (backend == "onnx-int8")
 
 
 def test_lm_engine_per_backend(tiny_causal_lm, lm_export):
@@ -79,8 +81,8 @@ def test_lm_engine_per_backend(tiny_causal_lm, lm_export):
 
     torch_engine = lm_engines.lm_engine("torch", str(tiny_causal_lm), str(tiny_causal_lm), device="cpu")
     onnx_engine = lm_engines.lm_engine("onnx", str(lm_export), str(lm_export), device="cpu")
-    assert type(torch_engine) is lm_engines.TorchLMEngine and torch_engine.backend == "torch"
-    assert type(onnx_engine) is lm_engines.OnnxLMEngine and (onnx_engine.backend, onnx_engine.int8) == ("onnx", False)
+    assert type(torch_engine) is lm_engines.TorchLMEngine and torch_engine.backend == TORCH
+    assert type(onnx_engine) is lm_engines.OnnxLMEngine and onnx_engine.backend == ONNX
     assert onnx_engine.batch_size == 1 and torch_engine.batch_tokens == lm_engines.CPU_BATCH_TOKENS
     sequences = [torch_engine.tokenizer.encode(t, add_special_tokens=False) for t in ("query heart [A] yes", "x")]
     torch_engine.tokenizer.padding_side = "left"  # as CausalLM sets it
@@ -137,9 +139,7 @@ def test_an_unknown_backend_is_refused_before_loading(factory):
     with pytest.raises(InputError) as err:
         make("tensorrt", "no/such/model", "no/such/model")
     assert err.value.field == "backend" and "tensorrt" in str(err.value)
-    with pytest.raises(InputError) as err:
-        make("torch", "no/such/model", "no/such/model", int8=True)
-    assert err.value.field == "int8"
+    assert all(name in str(err.value) for name in Backend.NAMES)
 
 
 def _backend_comparisons(source: str) -> list[str]:

@@ -209,18 +209,18 @@ def test_truncated_documents_are_counted_in_the_manifest_and_on_resume(tmp_path,
     assert whole["truncated"] == expected
 
     # a build killed after two chunks, resumed: the same total from the per-chunk counts
-    real, calls = Encoder.encode_docs, []
+    real, calls = Encoder.encode, []
 
-    def dies_after_two(self, docs, progress=False):
+    def dies_after_two(self, docs, **options):
         calls.append(len(docs))
         if len(calls) > 2:
             raise KeyboardInterrupt
-        return real(self, docs, progress)
+        return real(self, docs, **options)
 
-    monkeypatch.setattr(Encoder, "encode_docs", dies_after_two)
+    monkeypatch.setattr(Encoder, "encode", dies_after_two)
     with pytest.raises(KeyboardInterrupt):
         build_dense_index(Corpus(corpus), encoder, tmp_path / "resumed", chunk_size=7, progress=False)
-    monkeypatch.setattr(Encoder, "encode_docs", real)
+    monkeypatch.setattr(Encoder, "encode", real)
     chunks = tmp_path / "resumed" / ".work" / "chunks"
     assert len(list(chunks.glob("*.npy"))) == 2
     (chunks / "000001.counts.json").unlink()  # a chunk encoded before counts were kept is counted again

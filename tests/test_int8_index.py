@@ -7,6 +7,7 @@ index manifest; their results must equal what the int8 encoder gives on the inde
 from __future__ import annotations
 
 from rankwise.cli import main
+from rankwise.retrieval.backend.value import ONNX_INT8
 from rankwise.retrieval.run import Run
 
 
@@ -35,7 +36,7 @@ def test_an_int8_index_is_searched_and_mined_with_the_int8_encoder(tmp_path, cap
     from rankwise.retrieval.formats import read_qrels, read_queries
 
     idx = tmp_path / "int8-index"
-    _rankwise(capsys, "index", synthetic_beir, "--out", idx, "--encoder", tiny_encoder, "--backend", "onnx", "--int8")
+    _rankwise(capsys, "index", synthetic_beir, "--out", idx, "--encoder", tiny_encoder, "--backend", "onnx-int8")
     queries = read_queries(synthetic_beir)
     expected = _by_hand(idx, tiny_encoder, queries, 20)
 
@@ -45,7 +46,7 @@ def test_an_int8_index_is_searched_and_mined_with_the_int8_encoder(tmp_path, cap
     assert {q: [d for d, _ in got[q]] for q in queries} == expected
 
     retriever = DenseRetriever(idx)
-    assert (retriever.encoder.backend, retriever.encoder.int8) == ("onnx", True)
+    assert retriever.encoder.backend == ONNX_INT8
     api = retriever.search(queries, k=20, progress=False)
     assert {q: [d for d, _ in api[q]] for q in queries} == expected
 

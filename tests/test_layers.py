@@ -110,11 +110,91 @@ def test_no_lower_layer_imports_a_higher_one():
     assert wrong == []
 
 
-def test_the_retrieval_backend_holds_no_causal_lm_specifics():
+# Where the ONNX / OpenVINO code of each model kind lives: the encoder's and the cross-encoder's in
+# retrieval/backend/, the causal LM's in rerank/onnx/ (the layer that owns the model); no other module
+# reaches the ONNX or OpenVINO packages.
+RUNTIME_PACKAGES = ("onnx", "onnxruntime", "onnxscript", "openvino", "nncf")
+KIND_HOMES = {"causal": "rerank/onnx/", "encoder": "retrieval/backend/"}  # a kind's marker -> its one home
+
+
+def _runtime_uses(tree: ast.AST) -> set[str]:
+    """The ONNX / OpenVINO packages a module imports or asks for (``requires("onnx", ...)``, ``require("nncf")``)."""
+    used = set()
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("requires", "require")
+              and node.args and isinstance(node.args[0], ast.Constant)):
+            names = [str(node.args[0].value)]
+        used |= {n.split(".")[0] for n in names if n.split(".")[0] in RUNTIME_PACKAGES}
+    return used
+
+
+def _defined_names(tree: ast.Module) -> set[str]:
+    """The module-level functions, classes and constants a module defines."""
+    found = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            found |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return found
+
+
+def _relative(file: Path) -> str:
+    return file.relative_to(ROOT).as_posix()
+
+
+def test_the_rule_checks_find_what_they_look_for():
+    assert _runtime_uses(ast.parse("import onnxruntime as ort\nfrom openvino import Core\nrequires('nncf', 'x')")) \
+        == {"onnxruntime", "openvino", "nncf"}
+    assert _runtime_uses(ast.parse("import numpy\nfrom .onnx import x\nrequires('faiss', 'x')")) == set()
+    assert _defined_names(ast.parse("class CausalLMGraph: pass\nOP_TYPES = ()\ndef f(): pass")) == \
+        {"CausalLMGraph", "OP_TYPES", "f"}
+
+
+def test_only_the_backend_packages_reach_onnx_and_openvino():
+    homes = tuple(KIND_HOMES.values())
+    wrong = sorted(f"{_relative(f)}: {', '.join(sorted(used))}" for f in MODULES.values()
+                   if (used := _runtime_uses(ast.parse(f.read_text(encoding="utf-8"))))
+                   and not _relative(f).startswith(homes))
+    assert wrong == []
+
+
+def test_each_model_kind_has_its_onnx_code_in_one_place():
+    """retrieval/backend/ defines nothing of the causal LM, rerank/onnx/ nothing of the encoders."""
+    wrong = []
+    for file in MODULES.values():
+        where = _relative(file)
+        for marker, home in KIND_HOMES.items():
+            other = next(h for h in KIND_HOMES.values() if h != home)
+            if where.startswith(other):
+                wrong += [f"{where}: {name}" for name in sorted(_defined_names(ast.parse(file.read_text(encoding="utf-8"))))
+                          if marker in name.lower()]
+    assert wrong == []
     graph = import_graph()
-    backend = {m for m in MODULES if m.startswith("rankwise.retrieval.backend")}
-    assert {"rankwise.retrieval.backend.attention", "rankwise.retrieval.backend.chunked_attention", "rankwise.retrieval.backend.smooth"} & backend == set()
     assert "rankwise.retrieval.encoder" not in graph["rankwise.retrieval.backend.build"]
+
+
+def test_nothing_registers_on_import():
+    """A model kind is an object passed explicitly, never added to a table when some module is imported: at
+    module level, retrieval/ and rerank/ call only the optional-dependency checks."""
+    allowed = {"requires", "require_training"}
+    wrong = []
+    for file in MODULES.values():
+        if not _relative(file).startswith(("retrieval/", "rerank/")):
+            continue
+        for node in ast.parse(file.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+                func = node.value.func
+                name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+                if name not in allowed:
+                    wrong.append(f"{_relative(file)}:{node.lineno}: {ast.unparse(node)[:60]}")
+    assert wrong == []
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

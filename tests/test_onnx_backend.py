@@ -7,14 +7,16 @@ import shutil
 import numpy as np
 import pytest
 
+from rankwise.retrieval.backend.value import ONNX, ONNX_INT8, Backend
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.engines import CROSS_ENCODER, ENCODER
 
 
 @pytest.fixture(scope="module")
 def encoder_export(tiny_encoder, tmp_path_factory):
     from rankwise.retrieval.backend.cache import export_model
 
-    return export_model(str(tiny_encoder), "encoder", tmp_path_factory.mktemp("onnx") / "encoder", int8=True).folder
+    return export_model(str(tiny_encoder), ENCODER, tmp_path_factory.mktemp("onnx") / "encoder", backend="onnx-int8").folder
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def test_encoder_int8_cosine_and_its_own_fingerprint(tiny_encoder, encoder_expor
     from rankwise.retrieval.encoder import Encoder
 
     torch_enc = Encoder(str(tiny_encoder), device="cpu", batch_size=16)
-    int8 = Encoder(str(encoder_export), device="cpu", backend="onnx", int8=True, batch_size=16)
+    int8 = Encoder(str(encoder_export), device="cpu", backend="onnx-int8", batch_size=16)
     cos = (torch_enc.encode_docs(texts) * int8.encode_docs(texts)).sum(1)
     assert cos.min() >= 0.99
     assert int8.fingerprint != torch_enc.fingerprint
@@ -55,10 +57,10 @@ def test_a_bert_encoder_is_fused_and_quantized_to_qattention(encoder_export):
 
     from rankwise.retrieval.backend.cache import read_export
 
-    export = read_export(encoder_export, int8=True)
+    export = read_export(encoder_export, backend=ONNX_INT8)
     assert export.manifest["fused"].get("Attention") == 2  # one per layer of the tiny BERT
-    fp32_ops = {n.op_type for n in onnx.load(str(export.file(False))).graph.node}
-    int8_ops = {n.op_type for n in onnx.load(str(export.file(True))).graph.node}
+    fp32_ops = {n.op_type for n in onnx.load(str(export.file(ONNX))).graph.node}
+    int8_ops = {n.op_type for n in onnx.load(str(export.file(ONNX_INT8))).graph.node}
     assert {"Attention", "SkipLayerNormalization"} <= fp32_ops
     assert "QAttention" in int8_ops and "Attention" not in int8_ops
 
@@ -72,7 +74,7 @@ def test_a_failed_fusion_falls_back_to_the_plain_graph(tiny_encoder, tmp_path, m
         raise ValueError("no attention fused")
 
     monkeypatch.setattr(optimize, "fuse_transformer", broken)
-    export = export_model(str(tiny_encoder), "encoder", tmp_path / "plain")
+    export = export_model(str(tiny_encoder), ENCODER, tmp_path / "plain")
     assert export.manifest["fused"] == {}
     onnx_enc = Encoder(str(tmp_path / "plain"), device="cpu", backend="onnx", batch_size=16)
     assert np.abs(Encoder(str(tiny_encoder), device="cpu", batch_size=16).encode_docs(texts[:20])
@@ -87,7 +89,7 @@ def test_int8_index_never_reuses_a_torch_index(tiny_encoder, encoder_export, syn
 
     corpus = Corpus(synthetic_beir)
     torch_enc = Encoder(str(tiny_encoder), device="cpu", batch_size=64)
-    int8 = Encoder(str(encoder_export), device="cpu", backend="onnx", int8=True, batch_size=64)
+    int8 = Encoder(str(encoder_export), device="cpu", backend="onnx-int8", batch_size=64)
     torch_index = cached.dense_index(corpus, torch_enc, progress=False)
     int8_index = cached.dense_index(corpus, int8, progress=False)
     assert torch_index != int8_index
@@ -140,7 +142,7 @@ def cross_encoder_export(tiny_cross_encoder, tmp_path_factory):
     from rankwise.cli import main
 
     out = tmp_path_factory.mktemp("onnx") / "cross-encoder"
-    main(["export", str(tiny_cross_encoder), str(out), "--kind", "cross-encoder", "--int8"])
+    main(["export", str(tiny_cross_encoder), str(out), "--kind", "cross-encoder", "--backend", "onnx-int8"])
     return out
 
 
@@ -159,7 +161,7 @@ def test_cross_encoder_parity_and_int8(tiny_cross_encoder, cross_encoder_export)
     # 5% of the scores' size. The tiny model's scores are nearly flat (their spread is below int8's error), so
     # the ranking agreement is checked on a real encoder below.
     int8 = CrossEncoderReranker(str(cross_encoder_export), device="cpu", batch_size=1, backend="onnx-int8")
-    assert int8.int8 and int8.backend == "onnx"
+    assert int8.backend == Backend("onnx", True)
     int8_scores = np.array(int8.score_pairs(pairs))
     assert int8_scores.shape == fp32.shape and np.abs(int8_scores - fp32).max() <= 0.05 * np.abs(fp32).max()
     record = int8.export.manifest["parity"]["int8"]
@@ -176,7 +178,7 @@ def test_int8_cross_encoder_ranks_as_fp32_does(tmp_path):
     from tests.tiny_models import corpus_texts
 
     ce = init_cross_encoder(str(require_model("all-MiniLM-L6-v2")), tmp_path / "ce", seed=0, max_length=64)
-    folder = export_model(str(ce), "cross-encoder", tmp_path / "onnx", int8=True).folder
+    folder = export_model(str(ce), CROSS_ENCODER, tmp_path / "onnx", backend="onnx-int8").folder
     docs = corpus_texts()[200:220]
     lists = [(docs[q][:40], docs) for q in (0, 5, 10, 15)]
     fp32 = np.array(CrossEncoderReranker(str(folder), device="cpu", backend="onnx").score(lists))
@@ -203,17 +205,12 @@ def test_cli_export_and_bad_model(cross_encoder_export, tiny_cross_encoder, tiny
 def test_spec_backend_options():
     from rankwise.rerank.spec import parse_spec
 
-    spec = parse_spec("cross-encoder:some/model,backend=onnx,int8=true")
-    assert spec.options == {"backend": "onnx", "int8": True}
-    with pytest.raises(InputError, match="int8"):
-        parse_spec("listwise:m,int8=maybe")
-
-
-def test_int8_needs_onnx(tiny_encoder):
-    from rankwise.retrieval.encoder import Encoder
-
-    with pytest.raises(InputError, match="int8"):
-        Encoder(str(tiny_encoder), device="cpu", int8=True)
+    spec = parse_spec("cross-encoder:some/model,backend=onnx-int8")
+    assert spec.options == {"backend": "onnx-int8"}
+    with pytest.raises(InputError, match="backend=tensorrt: must be one of torch, onnx, onnx-int8"):
+        parse_spec("listwise:m,backend=tensorrt")
+    with pytest.raises(InputError, match="int8="):  # the older second key is gone: one value names the backend
+        parse_spec("cross-encoder:m,backend=onnx,int8=true")
 
 
 def test_a_cuda_provider_that_cannot_start_is_an_error_not_a_silent_cpu_run(encoder_export, monkeypatch):

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import rankwise.rerank.onnx  # noqa: F401 - registers the causal-lm export kind
 import torch
+
+from rankwise.rerank.lm_engines import CAUSAL_LM
+from rankwise.retrieval.backend.value import ONNX, ONNX_INT8
 
 
 @pytest.fixture()
 def lm_and_calibration(tiny_causal_lm):
     from rankwise.rerank.onnx.causal_lm import calibration_features
-    from rankwise.retrieval.backend.sources import load_causal_lm
+    from rankwise.rerank.onnx.causal_lm import load_causal_lm
 
     lm, tokenizer = load_causal_lm(str(tiny_causal_lm))
     return lm, calibration_features(tokenizer)
@@ -82,20 +83,20 @@ def test_int8_causal_lm_keeps_down_projections_and_head_float(tiny_causal_lm, tm
     from rankwise.retrieval.backend.cache import export_model, read_export
     from rankwise.retrieval.backend.quantize import nodes_of_modules
 
-    folder = export_model(str(tiny_causal_lm), "causal-lm", tmp_path / "lm", int8=True).folder
-    export = read_export(folder, int8=True, kind="causal-lm")
+    folder = export_model(str(tiny_causal_lm), CAUSAL_LM, tmp_path / "lm", backend="onnx-int8").folder
+    export = read_export(folder, backend=ONNX_INT8, kind="causal-lm")
     assert export.manifest["settings"]["smoothquant"] == {"alpha": 0.8, "layers": 2, "skipped": None}
     assert export.manifest["parity"]["fp32"]["max_abs_diff"] <= 1e-4  # against the model before smoothing
 
-    fp32 = nodes_of_modules(export.file(False), ("mlp.down_proj",))
+    fp32 = nodes_of_modules(export.file(ONNX), ("mlp.down_proj",))
     assert len(fp32) == 2  # one per layer, found by the torch module they came from
-    nodes = onnx.load(str(export.file(True)), load_external_data=False).graph.node
+    nodes = onnx.load(str(export.file(ONNX_INT8)), load_external_data=False).graph.node
     matmuls = {n.name for n in nodes if n.op_type == "MatMul"}
     assert set(fp32) <= matmuls  # the down projections stay float MatMuls
     assert any(n.op_type in ("DynamicQuantizeMatMul", "MatMulInteger") for n in nodes)  # the rest is int8
     assert "DequantizeLinear" not in {n.op_type for n in nodes}  # no Gather quantized: the tied head stays float
 
-    torch_lm, onnx_lm = CausalLM(str(tiny_causal_lm), device="cpu"), CausalLM(str(folder), backend="onnx", int8=True)
+    torch_lm, onnx_lm = CausalLM(str(tiny_causal_lm), device="cpu"), CausalLM(str(folder), backend="onnx-int8")
     prompts, ids = ["query heart [A] yes", "no [B] > [C] 1 2 3 query document"], list(range(10, 30))
     want, got = torch_lm.next_token_logits(prompts, ids), onnx_lm.next_token_logits(prompts, ids)
     assert np.corrcoef(want.ravel(), got.ravel())[0, 1] > 0.99

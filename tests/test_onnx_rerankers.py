@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import rankwise.rerank.onnx  # noqa: F401 - registers the causal-lm export kind
+from rankwise.retrieval.backend.value import ONNX
+from rankwise.rerank.lm_engines import CAUSAL_LM
 
 PROMPTS = ["query heart [A] yes", "no [B] > [C] 1 2 3 query document search index", "x"]
 
@@ -14,7 +15,7 @@ PROMPTS = ["query heart [A] yes", "no [B] > [C] 1 2 3 query document search inde
 def lm_export(tiny_causal_lm, tmp_path_factory):
     from rankwise.retrieval.backend.cache import export_model
 
-    return export_model(str(tiny_causal_lm), "causal-lm", tmp_path_factory.mktemp("onnx") / "lm").folder
+    return export_model(str(tiny_causal_lm), CAUSAL_LM, tmp_path_factory.mktemp("onnx") / "lm").folder
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_attention_the_fused_operator_lacks_falls_back_to_the_plain_graph(tiny_c
         raise attention.Unsupported("attention with sliding_window")
 
     monkeypatch.setattr(attention, "attention_forward", sliding)
-    export = read_export(export_model(str(tiny_causal_lm), "causal-lm", tmp_path / "lm").folder, kind="causal-lm")
+    export = read_export(export_model(str(tiny_causal_lm), CAUSAL_LM, tmp_path / "lm").folder, kind="causal-lm")
     assert export.manifest["fused"] == {}
     assert export.manifest["parity"]["fp32"]["max_abs_diff"] <= 1e-4
     ops = {n.op_type for n in onnx.load(str(export.file()), load_external_data=False).graph.node}
@@ -131,7 +132,7 @@ def test_spec_loads_an_onnx_llm(lm_export):
 
     reranker = load_reranker(f"pointwise-llm:{lm_export},backend=onnx,batch_size=2")
     # on the CPU the graph reads one prompt at a time (chunked attention, per-batch int8 scales)
-    assert reranker.lm.backend == "onnx" and reranker.lm.batch_size == 1 and reranker.lm.session.chunked == 2
+    assert reranker.lm.backend == ONNX and reranker.lm.batch_size == 1 and reranker.lm.session.chunked == 2
 
 
 @pytest.mark.parametrize("paradigm", ["pointwise-llm", "listwise", "groupwise"])
@@ -140,7 +141,7 @@ def test_every_llm_reranker_takes_backend(lm_export, lms, paradigm):
     from rankwise.retrieval.errors import InputError
 
     reranker = load_reranker(f"{paradigm}:{lm_export},backend=onnx")
-    assert (reranker.lm.backend, reranker.lm.int8) == ("onnx", False)
+    assert reranker.lm.backend == ONNX
     module, name, _ = PARADIGMS[paradigm]
     cls = getattr(__import__(module, fromlist=[name]), name)
     assert cls(lms[1], backend="onnx").lm is lms[1]  # a loaded model that runs the backend asked for

@@ -27,6 +27,7 @@ import pytest
 from rankwise.retrieval.files import sha256_file
 from tests._helpers import kill_when
 from tests.conftest import write_beir
+from rankwise.retrieval.engines import CROSS_ENCODER
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,7 +78,7 @@ def test_export_is_swapped_in_whole_and_survives_kill_and_failures(tiny_cross_en
     out = tmp_path / "export"
     export = ("export", tiny_cross_encoder, out, "--kind", "cross-encoder")
 
-    first = _run(*export, "--int8")
+    first = _run(*export, "--backend", "onnx-int8")
     assert first.returncode == 0, first.stderr[-3000:]
     assert {"model.onnx", "model.int8.onnx"} <= set(_check_export(out)["files"])
     before = _snapshot(out)
@@ -91,7 +92,7 @@ def test_export_is_swapped_in_whole_and_survives_kill_and_failures(tiny_cross_en
     assert list(tmp_path.glob(".export.*.partial")), "the killed run worked beside the export"
     assert _snapshot(out) == before
 
-    # the rerun (without --int8) removes the killed run's folder and leaves no orphan int8 graph
+    # the rerun (with --backend onnx) removes the killed run's folder and leaves no orphan int8 graph
     again = _run(*export)
     assert again.returncode == 0, again.stderr[-3000:]
     manifest = _check_export(out)
@@ -104,7 +105,7 @@ def test_export_is_swapped_in_whole_and_survives_kill_and_failures(tiny_cross_en
     patched = ("import sys; import rankwise.retrieval.backend.build as build; compare = build.compare; "
                "build.compare = lambda *a, **k: {**compare(*a, **k), 'passed': not k['int8']}; "
                "from rankwise.cli import main; main(sys.argv[1:])")
-    line = _one_error(_run(*export, "--int8", python=patched))
+    line = _one_error(_run(*export, "--backend", "onnx-int8", python=patched))
     assert "field 'parity'" in line and "parity check failed" in line
     assert _snapshot(out) == before
     _check_export(out)
@@ -127,7 +128,7 @@ def test_export_refuses_a_file_or_a_folder_of_other_things(tiny_cross_encoder, t
     from rankwise.retrieval.errors import InputError
 
     with pytest.raises(InputError, match="model.bin: exists and is a file"):  # from Python too
-        export_model(str(tiny_cross_encoder), "cross-encoder", target)
+        export_model(str(tiny_cross_encoder), CROSS_ENCODER, target)
 
     folder = tmp_path / "notes"
     folder.mkdir()

@@ -154,7 +154,7 @@ def test_an_unreadable_chunk_is_encoded_again(tmp_path, corpora, fresh, tiny_enc
 
     encoder = Encoder(str(tiny_encoder), batch_size=8)
     calls = []
-    encode = encoder.encode_docs
+    encode = encoder.encode
 
     def stop_after_three(texts, **kw):
         if len(calls) == 3:
@@ -162,7 +162,7 @@ def test_an_unreadable_chunk_is_encoded_again(tmp_path, corpora, fresh, tiny_enc
         calls.append(1)
         return encode(texts, **kw)
 
-    encoder.encode_docs = stop_after_three
+    encoder.encode = stop_after_three
     out = tmp_path / "idx"
     with pytest.raises(Stop):
         build_dense_index(Corpus(corpora["good"]), encoder, out, chunk_size=CHUNK, progress=False)
@@ -274,8 +274,8 @@ def test_a_cached_index_being_built_elsewhere_is_waited_for_and_reused(tmp_path,
     corpus = Corpus(corpora["good"])
     encoder = Encoder(str(tiny_encoder))
     encoded = []
-    encode = encoder.encode_docs
-    encoder.encode_docs = lambda texts, **kw: encoded.append(len(texts)) or encode(texts, **kw)
+    encode = encoder.encode
+    encoder.encode = lambda texts, **kw: encoded.append(len(texts)) or encode(texts, **kw)
     folder = index_root(corpus) / f"dense-{encoder.index_key}-flat"
     try:
         deadline = time.time() + 120

@@ -19,6 +19,7 @@ from rankwise.rerank.server import Limits, Services, create_app
 from rankwise.rerank.server.batcher import DynamicBatcher, QueueFull
 from rankwise.rerank.server.metrics import Metrics
 from rankwise.rerank.server.services import batch_invariant, server_spec
+from rankwise.retrieval.backend.value import ONNX_INT8
 
 DOCS = ["heart blood cell", {"text": "wing airflow shock wave"}, "cancer gene protein virus vaccine", "ünïcödé ☃ 心臓"]
 
@@ -223,7 +224,7 @@ def test_batcher_budget_unshared_mode_and_queue_bound():
 
 def test_int8_models_get_calls_of_their_own(reranker):
     class Int8Like:
-        int8 = True
+        backend = ONNX_INT8
 
     class LLMLike:
         lm = Int8Like()

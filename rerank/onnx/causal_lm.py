@@ -1,24 +1,63 @@
 """The causal-LM kind of the ONNX export: what a causal LM reranker needs beyond :mod:`rankwise.retrieval.backend`.
 
-:func:`prepare_causal_lm` is registered with :func:`rankwise.retrieval.backend.register_kind` (by
-:mod:`rankwise.rerank.onnx`), so ``export_model(..., "causal-lm")`` and :class:`rankwise.rerank.llm.CausalLM`'s
-ONNX backend get the fused attention, the chunked CPU attention, SmoothQuant smoothing and its
-calibration prompts (FIRST-style listwise prompts, Reddy et al., 2024) from here.
+:func:`prepare_causal_lm` is the ``prepare`` of :data:`rankwise.rerank.lm_engines.CAUSAL_LM`, so
+``export_model(..., CAUSAL_LM, ...)`` and :class:`rankwise.rerank.llm.CausalLM`'s ONNX backend get the fused
+attention, the chunked CPU attention, SmoothQuant smoothing and its calibration prompts (FIRST-style listwise prompts, Reddy et al., 2024) from here.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rankwise.rerank.onnx.features import prompt_features
 from rankwise.retrieval.backend.build import Prepared, _torch_inputs
 from rankwise.retrieval.backend.calibration import bundled
 from rankwise.retrieval.backend.export import export_graph
-from rankwise.retrieval.backend.features import prompt_features
 from rankwise.retrieval.backend.parity import PROBE_TEXTS
+from rankwise.retrieval.backend.sources import gguf_location
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.models import resolve_model
+
+OP_TYPES = ("MatMul",)  # what int8 quantizes in a causal LM (:mod:`rankwise.retrieval.backend.quantize`)
+_CAUSAL_LM_CLASSES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def check_causal_lm_head(path: str) -> None:
+    """Refuse a checkpoint whose recorded architectures hold no causal-LM class (a cross-encoder, a
+    bi-encoder): loaded as a causal LM it would get a random language-model head."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return  # a GGUF file or a hub name: transformers decides
+    try:
+        archs = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return
+    if archs and not any(cls in a for a in archs for cls in _CAUSAL_LM_CLASSES):
+        raise InputError(f"holds {', '.join(archs)}, not a causal LM (no *ForCausalLM architecture); export a "
+                         "cross-encoder with --kind cross-encoder, a bi-encoder with --kind encoder",
+                         path=config, field="architectures")
+
+
+def load_causal_lm(name_or_path: str) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of a causal LM (Hugging Face folder, hub name or GGUF file), float32, eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, gguf = gguf_location(resolve_model(name_or_path))
+    kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
+    if not gguf:
+        check_causal_lm_head(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot load a causal LM: {str(err).splitlines()[0]}", path=path) from None
+    return model.eval(), tokenizer
+
 
 LM_INPUTS = ("input_ids", "allowed", "position_ids", "positions", "token_ids")
 
@@ -31,10 +70,8 @@ def prepare_causal_lm(model: str, max_length: int | None) -> Prepared:
     import torch
 
     from rankwise.rerank.onnx.chunked_attention import chunk_prompt_attention
+    from rankwise.rerank.onnx.graph import CausalLMGraph
     from rankwise.rerank.onnx.smooth import FLOAT_MODULES, smooth_causal_lm
-    from rankwise.retrieval.backend.graphs import CausalLMGraph
-    from rankwise.retrieval.backend.quantize import CAUSAL_LM_OP_TYPES
-    from rankwise.retrieval.backend.sources import load_causal_lm
 
     lm, tokenizer = load_causal_lm(model)
     what = f"causal LM {model!r}"
@@ -70,7 +107,7 @@ def prepare_causal_lm(model: str, max_length: int | None) -> Prepared:
                     fused_export=lambda prepared, out: _export_fused(prepared, lm, out),
                     session_rewrite=chunk_prompt_attention, rewrite_name="chunked_attention",
                     batch_inputs=tuple(k for k in LM_INPUTS if k != "token_ids"),
-                    keep_float=FLOAT_MODULES if smoothing["layers"] else (), int8_ops=CAUSAL_LM_OP_TYPES)
+                    keep_float=FLOAT_MODULES if smoothing["layers"] else (), int8_ops=OP_TYPES)
 
 
 def _export_fused(prepared: Prepared, lm: Any, out: Path) -> dict[str, int]:

@@ -35,7 +35,7 @@ def serve(
 ) -> None:
     """Serve rerank, search and embeddings over HTTP, with requests batched across clients.
 
-    /v1/rerank runs --reranker (a cross-encoder without backend= runs ONNX int8 on the CPU), /v1/search
+    /v1/rerank runs --reranker (a cross-encoder without backend= runs onnx-int8 on the CPU), /v1/search
     searches --index, /v1/embeddings encodes with --encoder (default: a dense index's encoder)."""
     import logging
 

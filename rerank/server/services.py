@@ -15,7 +15,7 @@ import numpy as np
 
 from rankwise.rerank.base import Reranker
 from rankwise.rerank.spec import RerankerSpec, load_reranker, parse_spec
-from rankwise.retrieval.backend import backend_name
+from rankwise.retrieval.backend.value import ONNX_INT8, Backend
 from rankwise.retrieval.errors import InputError
 
 
@@ -39,9 +39,9 @@ class Services:
 
 
 def server_spec(spec: str | RerankerSpec, *, gpu: bool | None = None) -> RerankerSpec:
-    """The spec as the server loads it: a cross-encoder that names no backend gets ONNX int8 on the CPU."""
+    """The spec as the server loads it: a cross-encoder that names no backend gets ``onnx-int8`` on the CPU."""
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
-    if parsed.paradigm != "cross-encoder" or "backend" in parsed.options or "int8" in parsed.options:
+    if parsed.paradigm != "cross-encoder" or "backend" in parsed.options:
         return parsed
     if gpu is None:
         import torch
@@ -49,18 +49,19 @@ def server_spec(spec: str | RerankerSpec, *, gpu: bool | None = None) -> Reranke
         gpu = torch.cuda.is_available()
     if gpu:
         return parsed
-    return RerankerSpec(parsed.paradigm, parsed.model, {**parsed.options, "backend": backend_name("onnx", True)})
+    return RerankerSpec(parsed.paradigm, parsed.model, {**parsed.options, "backend": str(ONNX_INT8)})
 
 
 def batch_invariant(model: Any) -> bool:
     """Whether a model scores an input the same whatever else is in its batch.
 
-    Not so for int8 ONNX graphs: their activations are quantized with one scale per batch tensor
+    Not so for a quantized backend's graphs (``onnx-int8``): their activations are quantized with one scale per batch tensor
     (ONNX Runtime's dynamic quantization), so batchmates move a score (by up to 7e-3 on a MiniLM
     cross-encoder here, enough to swap close documents).
     """
     for part in (model, getattr(model, "lm", None)):
-        if part is not None and getattr(part, "int8", False):
+        backend = getattr(part, "backend", None)  # a model of the server's own (a test double) may name none
+        if isinstance(backend, Backend) and backend.int8:
             return False
     return True
 

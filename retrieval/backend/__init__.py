@@ -15,43 +15,17 @@ call :func:`rankwise.retrieval.backend.cache.exported` for a checked export of t
 - :mod:`~retrieval.backend.session`: ``InferenceSession`` with the CUDA provider (fp16) when present;
 - :mod:`~retrieval.backend.cache`: exports cached per model fingerprint, checked before loading;
 - :mod:`~retrieval.backend.openvino` / :mod:`~retrieval.backend.calibration`: the same exports compiled
-  by OpenVINO, int8 by NNCF static quantization on calibration texts (``openvino``, ``openvino-int8``).
+  by OpenVINO, int8 by NNCF static quantization on calibration texts (``openvino``, ``openvino-int8``);
+- :mod:`~retrieval.backend.value`: the :class:`Backend` value; :mod:`~retrieval.backend.kind`: the
+  :class:`ModelKind` object each export and engine is given.
+
+Where the ONNX and OpenVINO code of each model kind lives: the encoder's and the cross-encoder's here,
+the causal LM's in :mod:`rankwise.rerank.onnx` (``tests/test_layers.py`` checks it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from rankwise.retrieval.backend.kind import ModelKind
+from rankwise.retrieval.backend.value import Backend
 
-KINDS = ("encoder", "cross-encoder", "causal-lm")
-# kind -> prepare(model, max_length): :mod:`rankwise.retrieval.backend.build` adds encoder and cross-encoder,
-# :mod:`rankwise.rerank.onnx` the causal LM (whose specifics live with the rerankers that run it)
-PREPARE: dict[str, Callable[[str, int | None], Any]] = {}
-
-
-def register_kind(kind: str, prepare: Callable[[str, int | None], Any]) -> None:
-    """Add the export preparation of a model kind (a higher layer registers its own models here)."""
-    PREPARE[kind] = prepare
-BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
-QUANTIZED = {"onnx": "onnx-int8", "openvino": "openvino-int8"}  # runtime -> its int8 backend value
-
-
-def check_backend(backend: str, int8: bool = False) -> tuple[str, bool]:
-    """``(runtime, int8)`` for one backend value: ``torch``, ``onnx``, ``onnx-int8``, ``openvino`` or
-    ``openvino-int8`` (``int8=True`` with ``onnx`` or ``openvino`` is the older spelling of their int8
-    value). Refuses an unknown backend, or int8 with torch (an :class:`~retrieval.errors.InputError`)."""
-    from rankwise.retrieval.errors import InputError
-
-    if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}", field="backend")
-    for runtime, quantized in QUANTIZED.items():
-        if backend == quantized:
-            return runtime, True
-    if int8 and backend not in QUANTIZED:
-        raise InputError("int8 needs backend='onnx-int8' or 'openvino-int8'", field="int8")
-    return backend, bool(int8)
-
-
-def backend_name(runtime: str, int8: bool) -> str:
-    """The one backend value of ``(runtime, int8)``: the inverse of :func:`check_backend`."""
-    return QUANTIZED[runtime] if int8 and runtime in QUANTIZED else runtime
+__all__ = ["Backend", "ModelKind"]

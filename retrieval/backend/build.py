@@ -1,6 +1,6 @@
 """Building an export folder: load the torch model, export, quantize, optimize, check parity.
 
-One function per kind prepares ``(graph module, example inputs, dynamic axes, settings, probe
+Each :class:`~rankwise.retrieval.backend.kind.ModelKind`'s ``prepare`` gives ``(graph module, example inputs, dynamic axes, settings, probe
 runner)``; :func:`build` does the rest the same way for all three. The folder gets ``model.onnx``
 (fp32), ``model.int8.onnx`` when asked, the tokenizer files and the settings the runtime needs;
 :mod:`rankwise.retrieval.backend.cache` writes the manifest last.
@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from rankwise.retrieval.backend import PREPARE, register_kind
+from rankwise.retrieval.backend.kind import ModelKind
+from rankwise.retrieval.backend.value import ONNX, ONNX_INT8, Backend
 from rankwise.retrieval.backend.export import export_graph
 from rankwise.retrieval.backend.features import text_features
 from rankwise.retrieval.backend.parity import PROBE_QUERIES, PROBE_TEXTS, compare, require
@@ -133,18 +134,7 @@ def prepare_cross_encoder(model: str, max_length: int | None) -> Prepared:
                     False, lambda out: out.reshape(len(PROBE_QUERIES), len(docs)), what, getattr(ce, "model", None))
 
 
-register_kind("encoder", prepare_encoder)
-register_kind("cross-encoder", prepare_cross_encoder)
-
-
-def prepare(model: str, kind: str, max_length: int | None) -> Prepared:
-    """:data:`PREPARE`'s function for ``kind``, run."""
-    if kind not in PREPARE:
-        raise InputError(f"no export is registered for kind {kind!r} (causal LMs: import rerank first)", field="kind")
-    return PREPARE[kind](model, max_length)
-
-
-def build(model: str, kind: str, folder: Path, *, int8: bool = False, optimize: bool = False,
+def build(model: str, kind: ModelKind, folder: Path, *, backend: Backend = ONNX, optimize: bool = False,
           max_length: int | None = None, reduce_range: bool = False) -> dict[str, Any]:
     """Export ``model`` into ``folder``; returns ``{"settings", "parity", "files"}`` for the manifest.
 
@@ -153,11 +143,11 @@ def build(model: str, kind: str, folder: Path, *, int8: bool = False, optimize: 
     """
     from rankwise.retrieval.backend.optimize import optimize_graph
 
-    prepared = prepare(model, kind, max_length)
+    prepared = kind.prepare(model, max_length)
     folder.mkdir(parents=True, exist_ok=True)
-    files = [FP32_FILE] + ([INT8_FILE] if int8 else [])
+    files = [FP32_FILE] + ([INT8_FILE] if backend.int8 else [])
     fused, checked = export_fp32(prepared, folder / FP32_FILE)
-    if int8:
+    if backend.int8:
         quantize(prepared, folder / FP32_FILE, folder / INT8_FILE, reduce_range=reduce_range)
     if optimize:
         for name in files:
@@ -165,7 +155,7 @@ def build(model: str, kind: str, folder: Path, *, int8: bool = False, optimize: 
     parity = {}
     for name in files:
         reuse = name == FP32_FILE and checked is not None and not optimize  # the fused graph, checked as is
-        record = checked if reuse else check_parity(prepared, folder / name, int8=name == INT8_FILE)
+        record = checked if reuse else check_parity(prepared, folder / name, ONNX_INT8 if name == INT8_FILE else ONNX)
         parity[record["variant"]] = record
     files += save_tokenizer(prepared.tokenizer, folder)
     return {"settings": prepared.settings, "parity": parity, "files": files, "optimized": optimize,
@@ -180,7 +170,7 @@ def quantize(prepared: Prepared, src: Path, dst: Path, *, reduce_range: bool = F
                          keep_float=prepared.keep_float)
 
 
-def check_parity(prepared: Prepared, file: Path, *, int8: bool,
+def check_parity(prepared: Prepared, file: Path, backend: Backend, *,
                  runtime: Callable[[Path], Callable[[dict[str, np.ndarray]], np.ndarray]] | None = None
                  ) -> dict[str, Any]:
     """The parity record of the graph in ``file`` against torch on the probe inputs; raises when it fails.
@@ -197,16 +187,16 @@ def check_parity(prepared: Prepared, file: Path, *, int8: bool,
         rewrite = None
         session: Any = runtime(file)
     else:
-        session = OnnxSession(file, device="cpu", int8=int8, rewrite=rewrite)
+        session = OnnxSession(file, device="cpu", backend=backend, rewrite=rewrite)
     if rewrite is not None:
         rows = prepared.batch_inputs
         alone = np.concatenate([session({k: v[i:i + 1] if k in rows else v for k, v in prepared.probe.items()})
                                 for i in range(len(prepared.reference))])
-        ways = [alone] if int8 else [alone, session(prepared.probe)]  # fp32: the worse of the two ways through
+        ways = [alone] if backend.int8 else [alone, session(prepared.probe)]  # fp32: the worse of the two ways through
         got = max(ways, key=lambda out: np.abs(out - prepared.reference).max())
     else:
         got = session(prepared.probe)
-    record = compare(prepared.reference, got, int8=int8, vectors=prepared.vectors,
+    record = compare(prepared.reference, got, int8=backend.int8, vectors=prepared.vectors,
                      scores=(prepared.scores(prepared.reference), prepared.scores(got)))
     if rewrite is not None:
         record[prepared.rewrite_name] = session.chunked
@@ -239,10 +229,10 @@ def export_fp32(prepared: Prepared, out: Path) -> tuple[dict[str, int], dict[str
                 export_graph(prepared.graph, prepared.inputs, prepared.dynamic, prepared.output, out, prepared.what,
                              legacy=True)
             counts = fuse_transformer(out, out, fusion)
-            return counts, check_parity(prepared, out, int8=False)
+            return counts, check_parity(prepared, out, ONNX)
         if prepared.fused_export is not None:
             counts = prepared.fused_export(prepared, out)
-            return counts, check_parity(prepared, out, int8=False)
+            return counts, check_parity(prepared, out, ONNX)
     except (InputError, ValueError) as err:
         logging.getLogger(__name__).warning("%s: fused export failed (%s); exporting the plain graph",
                                             prepared.what, err)

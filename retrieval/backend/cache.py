@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rankwise.retrieval.backend import KINDS
+from rankwise.retrieval.backend.kind import ModelKind
 from rankwise.retrieval.backend.build import FP32_FILE, INT8_FILE
 from rankwise.retrieval.backend.openvino import INT8_IR_PREFIX, PLAIN_FILE
+from rankwise.retrieval.backend.value import ONNX, ONNX_INT8, OPENVINO, OPENVINO_INT8, Backend
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.extras import requires
 from rankwise.retrieval.files import atomic_dir, file_record, sha256_file, write_json
@@ -54,7 +55,7 @@ class OutdatedExport(InputError):
 
 @dataclass(frozen=True)
 class Export:
-    """A checked export folder: ``file(int8)`` is safe to load."""
+    """A checked export folder: ``file(backend)`` is safe to load."""
 
     folder: Path
     manifest: dict[str, Any]
@@ -67,8 +68,9 @@ class Export:
     def kind(self) -> str:
         return self.manifest["kind"]
 
-    def file(self, int8: bool = False) -> Path:
-        return self.folder / (INT8_FILE if int8 else FP32_FILE)
+    def file(self, backend: Backend = ONNX) -> Path:
+        """The graph ``backend`` (``onnx`` or ``onnx-int8``) runs."""
+        return self.folder / (INT8_FILE if backend.int8 else FP32_FILE)
 
 
 def is_export(path: str | Path) -> bool:
@@ -92,7 +94,7 @@ def cache_folder(model: str, kind: str, options: dict[str, Any]) -> Path:
     return cache_root() / "onnx" / kind / f"{label}-{key[:12]}"
 
 
-def read_export(folder: str | Path, *, int8: bool = False, kind: str | None = None) -> Export:
+def read_export(folder: str | Path, *, backend: Backend = ONNX, kind: ModelKind | str | None = None) -> Export:
     """Read and check an export folder: manifest, kind, and the file to load (checksum and ``onnx.checker``)."""
     folder = Path(folder)
     path = folder / MANIFEST
@@ -108,12 +110,12 @@ def read_export(folder: str | Path, *, int8: bool = False, kind: str | None = No
     if manifest.get("format_version") != FORMAT_VERSION:
         raise OutdatedExport(f"an export of format version {manifest.get('format_version')}, not "
                              f"{FORMAT_VERSION}: export it again", path=path, field="format_version")
-    if kind is not None and manifest.get("kind") != kind:
+    if kind is not None and manifest.get("kind") != str(kind):
         raise InputError(f"holds a {manifest.get('kind')} export where a {kind} is needed", path=path, field="kind")
     export = Export(folder, manifest)
-    name = export.file(int8).name
+    name = export.file(backend).name
     if name not in manifest.get("files", {}):
-        raise InputError(f"has no {'int8' if int8 else 'fp32'} graph (export it with{'' if int8 else 'out'} --int8)",
+        raise InputError(f"has no graph for {backend} (export it with --backend {backend})",
                          path=folder, field="files")
     graphs = (FP32_FILE, INT8_FILE, PLAIN_FILE)  # each checked when it is the one loaded
     verify(export, [n for n in manifest["files"] if n not in graphs and not n.startswith(INT8_IR_PREFIX)] + [name])
@@ -141,7 +143,7 @@ def check_graph(file: Path) -> None:
         raise CorruptExport(f"onnx.checker rejects the graph: {str(err).splitlines()[0]}", path=file) from None
 
 
-def export_model(model: str, kind: str, out: str | Path, *, int8: bool = False, optimize: bool = False,
+def export_model(model: str, kind: ModelKind, out: str | Path, *, backend: Backend | str = ONNX, optimize: bool = False,
                  max_length: int | None = None, reduce_range: bool = False,
                  fingerprint: str | None = None, replace: bool = False) -> Export:
     """Export ``model`` (name or path) as ``kind`` into ``out``, check parity, and write the manifest last.
@@ -149,21 +151,22 @@ def export_model(model: str, kind: str, out: str | Path, *, int8: bool = False, 
     Everything is built in a temporary folder beside ``out`` (:func:`rankwise.retrieval.files.atomic_dir`)
     that replaces ``out`` whole only once the manifest is written: a failed or killed export leaves
     ``out`` as it was, and a re-export leaves no file of the previous one behind (a
-    ``model.int8.onnx`` included, unless ``int8`` is asked again). ``out`` must be new, empty, or an
+    ``model.int8.onnx`` included, unless ``backend`` is ``onnx-int8`` again). ``out`` must be new, empty, or an
     export; a folder holding anything else is refused unless ``replace`` (rankwise's own cache).
     """
     from rankwise.retrieval.backend.build import build
     from rankwise.retrieval.backend.sources import source_fingerprint
 
-    if kind not in KINDS:
-        raise InputError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}", field="kind")
+    backend = Backend.parse(backend)
+    if backend.runtime != ONNX.runtime:
+        raise InputError(f"an export is for the onnx backends, not {str(backend)!r}", field="backend")
     out = Path(out)
     _check_target(out, replace)
     fingerprint = fingerprint or source_fingerprint(model)
     with atomic_dir(out, wait=replace, what="ONNX export") as tmp:
-        built = build(model, kind, tmp, int8=int8, optimize=optimize, max_length=max_length,
+        built = build(model, kind, tmp, backend=backend, optimize=optimize, max_length=max_length,
                       reduce_range=reduce_range)
-        written = _write_manifest(tmp, {"model": model, "kind": kind, "source_fingerprint": fingerprint,
+        written = _write_manifest(tmp, {"model": model, "kind": kind.name, "source_fingerprint": fingerprint,
                                         "options": {"max_length": max_length, "optimize": optimize}, **built})
     return Export(out, written.manifest)
 
@@ -215,23 +218,23 @@ def _write_manifest(folder: Path, fields: dict[str, Any]) -> Export:
     return Export(folder, manifest)
 
 
-def add_int8(export: Export, *, reduce_range: bool = False) -> Export:
+def add_int8(export: Export, kind: ModelKind, *, reduce_range: bool = False) -> Export:
     """Quantize an export's fp32 graph to int8, check it, and add it to the manifest.
 
     The folder is rebuilt beside itself (its files hard-linked, copied where links are not
     possible) and swapped in whole, as :func:`export_model` does.
     """
-    from rankwise.retrieval.backend.build import check_parity, prepare, quantize
+    from rankwise.retrieval.backend.build import check_parity, quantize
 
     if export.manifest.get("optimized"):
         raise InputError("the fp32 graph was optimized for the CPU provider and cannot be quantized; export "
-                         "again with --int8", path=export.folder)
-    prepared = prepare(export.manifest["model"], export.kind, export.manifest["options"].get("max_length"))
+                         "again with --backend onnx-int8", path=export.folder)
+    prepared = kind.prepare(export.manifest["model"], export.manifest["options"].get("max_length"))
     fields = {k: v for k, v in export.manifest.items() if k not in ("format", "format_version", "created", "versions")}
     with atomic_dir(export.folder, wait=True, what="ONNX export") as tmp:
         _link_files(export.folder, tmp, fields["files"])
         quantize(prepared, tmp / FP32_FILE, tmp / INT8_FILE, reduce_range=reduce_range)
-        record = check_parity(prepared, tmp / INT8_FILE, int8=True)
+        record = check_parity(prepared, tmp / INT8_FILE, ONNX_INT8)
         fields["parity"] = {**fields["parity"], "int8": record}
         fields["reduce_range"] = reduce_range
         fields["files"] = list(fields["files"]) + [INT8_FILE]
@@ -239,51 +242,52 @@ def add_int8(export: Export, *, reduce_range: bool = False) -> Export:
     return Export(export.folder, written.manifest)
 
 
-def exported(model: str, kind: str, *, int8: bool = False, max_length: int | None = None) -> Export:
+def exported(model: str, kind: ModelKind, backend: Backend = ONNX, *, max_length: int | None = None) -> Export:
     """A checked export of ``model``: the folder itself when ``model`` is one, else rankwise's cache.
 
     The cache is keyed by the model's location and ``max_length``; a stale (model changed) or
-    corrupt cached export is rebuilt, a missing int8 graph added. Building loads the torch model
-    once; a cache hit does not load torch weights at all.
+    corrupt cached export is rebuilt, a missing int8 graph added (``onnx-int8``). Building loads the torch
+    model once; a cache hit does not load torch weights at all.
     """
     if is_export(model):
-        return read_export(model, int8=int8, kind=kind)
+        return read_export(model, backend=backend, kind=kind)
     from rankwise.retrieval.backend.sources import source_fingerprint
     from rankwise.retrieval.locks import folder_lock
 
-    folder = cache_folder(model, kind, {"max_length": max_length})
+    folder = cache_folder(model, kind.name, {"max_length": max_length})
     fingerprint = source_fingerprint(model)
     with folder_lock(folder, wait=True, what="ONNX export"):  # a second process waits, then reuses the export
-        return _cached_export(model, kind, folder, fingerprint, int8=int8, max_length=max_length)
+        return _cached_export(model, kind, folder, fingerprint, backend=backend, max_length=max_length)
 
 
-def _cached_export(model: str, kind: str, folder: Path, fingerprint: str, *, int8: bool,
+def _cached_export(model: str, kind: ModelKind, folder: Path, fingerprint: str, *, backend: Backend,
                    max_length: int | None) -> Export:
     if (folder / MANIFEST).is_file():
         try:
             export = read_export(folder, kind=kind)
             if export.manifest.get("source_fingerprint") != fingerprint:
                 log.warning("%s changed since its ONNX export; exporting again", model)
-            elif int8 and INT8_FILE not in export.manifest["files"]:
-                return add_int8(export)
+            elif backend.int8 and INT8_FILE not in export.manifest["files"]:
+                return add_int8(export, kind)
             else:
-                return read_export(folder, int8=int8, kind=kind) if int8 else export
+                return read_export(folder, backend=backend, kind=kind) if backend.int8 else export
         except CorruptExport as err:
             log.warning("cached ONNX export is corrupt (%s); exporting again", err)
         except OutdatedExport:
             log.warning("cached ONNX export of %s is of an older format; exporting again", model)
-    log.info("exporting %s (%s) to ONNX under %s", model, kind, folder)
-    return export_model(model, kind, folder, int8=int8, max_length=max_length, fingerprint=fingerprint,
-                        replace=True)
+    log.info("exporting %s (%s) to ONNX under %s", model, kind.name, folder)
+    return export_model(model, kind, folder, backend=backend, max_length=max_length,
+                        fingerprint=fingerprint, replace=True)
 
 
 
-def openvino_graph(export: Export, *, int8: bool = False, calibration: Any = None) -> tuple[Path, dict[str, Any]]:
+def openvino_graph(export: Export, kind: ModelKind, backend: Backend = OPENVINO, *,
+                   calibration: Any = None) -> tuple[Path, dict[str, Any]]:
     """The graph of ``export`` the OpenVINO runtime compiles, and its record in the manifest's ``openvino`` section.
 
     What is missing is made once, parity-checked against torch and added to the manifest with its
     checksums, the folder rebuilt beside itself and swapped in whole (as :func:`add_int8` does): the
-    plain fp32 graph (:func:`rankwise.retrieval.backend.openvino.plain_graph`) and, for ``int8``, NNCF's
+    plain fp32 graph (:func:`rankwise.retrieval.backend.openvino.plain_graph`) and, for ``openvino-int8``, NNCF's
     int8 IR calibrated on ``calibration`` (texts or ``(query, document)`` pairs; a string is the key of
     an int8 graph already in the export, as an index manifest records it).
     """
@@ -292,6 +296,7 @@ def openvino_graph(export: Export, *, int8: bool = False, calibration: Any = Non
 
     require("openvino")
     key = None
+    int8 = backend.int8
     if int8:
         require("nncf")
         key = calibration if isinstance(calibration, str) else calibration_key(calibration)
@@ -300,7 +305,7 @@ def openvino_graph(export: Export, *, int8: bool = False, calibration: Any = Non
         if isinstance(calibration, str):
             raise InputError(f"has no openvino-int8 graph calibrated as {key!r} (the index that names it was built "
                              "with another export): build the index again", path=export.folder, field="calibration")
-        export = _add_openvino(export, key if int8 else None, calibration)
+        export = _add_openvino(export, kind, key if int8 else None, calibration)
         section = export.manifest["openvino"]
     names = [section["fp32"]["graph"]] + (section["int8"][key]["files"] if int8 else [])
     verify(export, names)
@@ -308,14 +313,14 @@ def openvino_graph(export: Export, *, int8: bool = False, calibration: Any = Non
     return export.folder / names[-2 if int8 else 0], {"export": export, "key": key, **entry}
 
 
-def _add_openvino(export: Export, key: str | None, calibration: Any) -> Export:
+def _add_openvino(export: Export, kind: ModelKind, key: str | None, calibration: Any) -> Export:
     """Add the plain fp32 graph (when missing) and, with a ``key``, the int8 IR calibrated on ``calibration``."""
     import openvino
 
-    from rankwise.retrieval.backend.build import check_parity, prepare
+    from rankwise.retrieval.backend.build import check_parity
     from rankwise.retrieval.backend.openvino import OpenVinoModel, feeds_of, plain_graph, quantize_int8, require
 
-    prepared = prepare(export.manifest["model"], export.kind, export.manifest["options"].get("max_length"))
+    prepared = kind.prepare(export.manifest["model"], export.manifest["options"].get("max_length"))
     with atomic_dir(export.folder, wait=True, what="ONNX export") as tmp:
         manifest = json.loads((export.folder / MANIFEST).read_text(encoding="utf-8"))  # as it is now, under the lock
         fields = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "created", "versions")}
@@ -325,12 +330,12 @@ def _add_openvino(export: Export, key: str | None, calibration: Any) -> Export:
         if "fp32" not in section:
             plain, added = plain_graph(prepared, tmp, fused=bool(fields.get("fused")))
             section["fp32"] = {"graph": plain.name,
-                               "parity": check_parity(prepared, plain, int8=False, runtime=OpenVinoModel)}
+                               "parity": check_parity(prepared, plain, OPENVINO, runtime=OpenVinoModel)}
         section["versions"] = {**section.get("versions", {}), "openvino": openvino.__version__}
         if key is not None and key not in section["int8"]:
             feeds = feeds_of(prepared.tokenizer, calibration, fields["settings"].get("max_length"))
             files = quantize_int8(tmp / section["fp32"]["graph"], tmp, key, feeds)
-            record = check_parity(prepared, tmp / files[0], int8=True, runtime=OpenVinoModel)
+            record = check_parity(prepared, tmp / files[0], OPENVINO_INT8, runtime=OpenVinoModel)
             section["int8"][key] = {"files": files, "calibration": {"items": len(feeds), "sha256_12": key},
                                     "parity": record}
             section["versions"]["nncf"] = require("nncf").__version__

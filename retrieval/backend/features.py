@@ -1,4 +1,4 @@
-"""Model inputs as NumPy arrays: tokenized texts and pairs, and the causal LM's padded prompts and masks."""
+"""Model inputs as NumPy arrays: tokenized texts and pairs, and left-padded token sequences."""
 
 from __future__ import annotations
 
@@ -26,23 +26,3 @@ def left_padded(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.nda
             ids[row, width - len(seq):] = seq
             mask[row, width - len(seq):] = 1
     return ids, mask
-
-
-def causal_allowed(attention_mask: np.ndarray) -> np.ndarray:
-    """``[n, t, t]`` bool: query position i may read key j when j <= i and j is not padding (padding reads itself)."""
-    t = attention_mask.shape[1]
-    causal = np.tril(np.ones((t, t), dtype=bool))
-    allowed = causal[None] & attention_mask.astype(bool)[:, None, :]
-    allowed |= np.eye(t, dtype=bool)[None]
-    return allowed
-
-
-def prompt_features(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, np.ndarray]:
-    """The causal-LM graph's inputs reading the next-token logits after each (left-padded) prompt."""
-    ids, mask = left_padded(sequences, pad_id)
-    return {
-        "input_ids": ids,
-        "allowed": causal_allowed(mask),
-        "position_ids": np.clip(mask.cumsum(-1) - 1, 0, None),
-        "positions": np.full((len(sequences), 1), ids.shape[1] - 1, dtype=np.int64),
-    }

@@ -3,12 +3,8 @@
 - :class:`EncoderGraph`: token ids -> the sentence embedding, pooled (and L2-normalised for cosine
   models) inside the graph;
 - :class:`CrossEncoderGraph`: a pair's token ids -> one relevance score (:func:`pair_scores`);
-- :class:`CausalLMGraph`: token ids, an attention mask given per query position (``allowed
-  [batch, seq, seq]``, so left padding and the shared-prefix tails of
-  :meth:`rankwise.rerank.llm.CausalLM.iter_tail_logits` are one input), position ids, the positions to read
-  and the token ids to read there -> ``logits [batch, positions, token ids]``. The LM head runs only
-  at the positions read and only for the token ids read, never over the full vocabulary at every
-  position.
+
+The causal LM's graph is the causal-LM kind's own (:mod:`rankwise.rerank.onnx.graph`).
 """
 
 from __future__ import annotations
@@ -59,28 +55,3 @@ class CrossEncoderGraph(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         return pair_scores(self.model(_features(input_ids, attention_mask, token_type_ids))["scores"].float())
-
-
-class CausalLMGraph(torch.nn.Module):
-    """A causal LM's logits, read only at ``positions [batch, k]`` and only for ``token_ids [v]``."""
-
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.decoder = model.get_decoder()
-        self.head = model.get_output_embeddings()
-        if self.decoder is None or self.head is None:
-            raise ValueError("the model has no decoder / output embeddings to export")
-        self.softcap = getattr(model.config, "final_logit_softcapping", None)
-
-    def forward(self, input_ids: torch.Tensor, allowed: torch.Tensor, position_ids: torch.Tensor,
-                positions: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-        mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(~allowed, torch.finfo(torch.float32).min)
-        hidden = self.decoder(input_ids=input_ids, attention_mask=mask[:, None], position_ids=position_ids,
-                              use_cache=False).last_hidden_state
-        picked = torch.gather(hidden, 1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
-        logits = picked @ self.head.weight.index_select(0, token_ids).T
-        if self.head.bias is not None:
-            logits = logits + self.head.bias.index_select(0, token_ids)
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits.float()

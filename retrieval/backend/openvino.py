@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from rankwise.retrieval.backend.value import Backend
 from rankwise.retrieval.errors import InputError
 
 PLAIN_FILE = "model.plain.onnx"  # the unfused fp32 graph OpenVINO compiles, when model.onnx is ONNX Runtime-fused
@@ -151,5 +152,15 @@ def resolve_calibration(calibration: Calibration, default: Callable[[], Sequence
     return texts
 
 
-__all__ = ["Calibration", "OpenVinoModel", "PLAIN_FILE", "feeds_of", "int8_files", "plain_graph",
+
+def check_runtime(device: str | None, backend: Backend) -> None:
+    """The OpenVINO engines run on the CPU, with NNCF for the quantized graph; a missing package names its extra."""
+    if device not in (None, "cpu"):
+        raise InputError(f"the openvino backends run on the CPU, not {device!r}", field="device")
+    require("openvino")
+    if backend.int8:
+        require("nncf")
+
+
+__all__ = ["Calibration", "OpenVinoModel", "PLAIN_FILE", "check_runtime", "feeds_of", "int8_files", "plain_graph",
            "quantize_int8", "require", "resolve_calibration"]

@@ -11,7 +11,7 @@ all-MiniLM-L6-v2 SciFact documents, against 0.99 without them); quantizing the e
 without VNNI, whose u8 x s8 kernels can saturate; measured here (2-core AMD EPYC) it lowered the
 cosine to torch (mean 0.9924 against 0.9936) and was no faster, so it is off by default.
 
-A causal LM quantizes its MatMuls only (:data:`CAUSAL_LM_OP_TYPES`): its output head is usually
+A causal LM quantizes its MatMuls only (``op_types``, :data:`rankwise.rerank.onnx.causal_lm.OP_TYPES`): its output head is usually
 tied to the embedding table, and the graph reads the identifier or score-token logits through a
 Gather of that table, so quantizing Gather rounds the very logits the rerankers compare (per tensor,
 over a 49k-token vocabulary). On 20 SciFact FIRST windows of SmolLM2-135M it put the top
@@ -30,7 +30,6 @@ from rankwise.retrieval.files import atomic_path
 from rankwise.retrieval.extras import requires
 
 OP_TYPES = ("MatMul", "Gather", "Attention", "EmbedLayerNormalization")
-CAUSAL_LM_OP_TYPES = ("MatMul",)
 
 
 def quantize_int8(src: Path, dst: Path, *, reduce_range: bool = False, per_channel: bool = True,

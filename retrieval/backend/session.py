@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from rankwise.retrieval.backend.value import ONNX, ONNX_INT8, Backend
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.extras import requires
 
@@ -44,7 +45,7 @@ class OnnxSession:
     """One ONNX file ready to run: ``session(feed) -> first output`` (inputs the graph lacks are dropped)."""
 
     def __init__(self, path: str | Path, *, device: str | None = None, threads: int | None = None,
-                 int8: bool = False, rewrite: Callable[[Any], int] | None = None) -> None:
+                 backend: Backend = ONNX, rewrite: Callable[[Any], int] | None = None) -> None:
         ort = requires("onnxruntime", "onnx", "The ONNX backend")
 
         options = ort.SessionOptions()
@@ -52,9 +53,9 @@ class OnnxSession:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        use_cuda = device != "cpu" and not int8 and cuda_available()
+        use_cuda = device != "cpu" and not backend.int8 and cuda_available()
         if device == "cuda" and not use_cuda:
-            raise InputError("the CUDA provider is not available (or the model is int8, which runs on the CPU)",
+            raise InputError(f"the CUDA provider is not available (or the backend is {ONNX_INT8}, which runs on the CPU)",
                              field="device")
         self.path = Path(path)
         self.provider = "CUDAExecutionProvider" if use_cuda else "CPUExecutionProvider"

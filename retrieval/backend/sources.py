@@ -75,25 +75,6 @@ def check_classification_head(path: str) -> None:
                          f"make one with `rankwise.rerank.init_cross_encoder` and train it", path=path, field="architectures")
 
 
-_CAUSAL_LM_CLASSES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
-
-
-def check_causal_lm_head(path: str) -> None:
-    """Refuse a checkpoint whose recorded architectures hold no causal-LM class (a cross-encoder, a
-    bi-encoder): loaded as a causal LM it would get a random language-model head."""
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return  # a GGUF file or a hub name: transformers decides
-    try:
-        archs = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
-    except (OSError, ValueError, AttributeError):
-        return
-    if archs and not any(cls in a for a in archs for cls in _CAUSAL_LM_CLASSES):
-        raise InputError(f"holds {', '.join(archs)}, not a causal LM (no *ForCausalLM architecture); export a "
-                         "cross-encoder with --kind cross-encoder, a bi-encoder with --kind encoder",
-                         path=config, field="architectures")
-
-
 def load_encoder(name_or_path: str, max_length: int | None = None) -> Any:
     """A ``SentenceTransformer`` on the CPU in eval mode (``max_length`` overrides its max_seq_length)."""
     from sentence_transformers import SentenceTransformer
@@ -119,23 +100,6 @@ def load_cross_encoder(name_or_path: str, max_length: int | None = None) -> Any:
     except (OSError, ValueError) as err:
         raise InputError(f"cannot load a cross-encoder: {str(err).splitlines()[0]}", path=path) from None
     return model.eval()
-
-
-def load_causal_lm(name_or_path: str) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` of a causal LM (Hugging Face folder, hub name or GGUF file), float32, eval mode."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path, gguf = gguf_location(resolve_model(name_or_path))
-    kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
-    if not gguf:
-        check_causal_lm_head(path)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot load a causal LM: {str(err).splitlines()[0]}", path=path) from None
-    return model.eval(), tokenizer
 
 
 def model_fingerprint(model: Any) -> str:
