@@ -198,8 +198,9 @@ def train_bi_encoder_cmd(
     force: Force = False,
     json_output: Json = False,
 ) -> None:
-    """Train a bi-encoder from --model, a sentence-transformers name or path (resumes from OUT/checkpoints;
-    data-parallel under torchrun)."""
+    """Train a bi-encoder (resumes from OUT/checkpoints; data-parallel under torchrun).
+
+    --model: the sentence-transformers model to start from (a name or path)."""
     from rankwise.training.bi_encoder import train_bi_encoder
     from rankwise.training.data import TrainingInput
 
@@ -230,8 +231,9 @@ def train_cross_encoder_cmd(
     force: Force = False,
     json_output: Json = False,
 ) -> None:
-    """Train a cross-encoder reranker from --model, a cross-encoder or an encoder (new head) (resumes from
-    OUT/checkpoints; data-parallel under torchrun)."""
+    """Train a cross-encoder reranker (resumes from OUT/checkpoints; data-parallel under torchrun).
+
+    --model: a cross-encoder, or an encoder (a new head) to start from."""
     from rankwise.training.cross_encoder import train_cross_encoder
     from rankwise.training.data import TrainingInput
 
@@ -279,8 +281,9 @@ def train_listwise_cmd(
     force: Force = False,
     json_output: Json = False,
 ) -> None:
-    """Train a causal LM (--model: name, folder or .gguf file) as a FIRST listwise reranker (resumes from
-    OUT/checkpoints); loads as listwise:OUT."""
+    """Train a causal LM as a FIRST listwise reranker (resumes from OUT/checkpoints); loads as listwise:OUT.
+
+    --model: the causal LM to start from (a name, folder or .gguf file)."""
     from rankwise.training.listwise import train_listwise
 
     source = _candidates(triples, runs, qrels, queries, corpus, teacher_scores, group_by_query, candidates)
@@ -315,8 +318,9 @@ def train_groupwise_cmd(
     force: Force = False,
     json_output: Json = False,
 ) -> None:
-    """Train a causal LM (--model: name, folder or .gguf file) as a groupwise reranker (resumes from
-    OUT/checkpoints); loads as groupwise:OUT."""
+    """Train a causal LM as a groupwise reranker (resumes from OUT/checkpoints); loads as groupwise:OUT.
+
+    --model: the causal LM to start from (a name, folder or .gguf file)."""
     from rankwise.training.groupwise import train_groupwise
 
     source = _candidates(triples, runs, qrels, queries, corpus, teacher_scores, group_by_query, candidates)
