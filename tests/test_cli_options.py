@@ -244,3 +244,14 @@ def test_loss_help_lists_the_registered_losses():
         assert listed == list(losses_for(kind)), command
     adore = {p.name: p for p in root.commands["train"].commands["bi-encoder"].params}["adore_metric"]
     assert adore.help.endswith(" or ".join(METRICS) + " pair weights")
+
+
+def test_commands_are_registered_once_however_often_main_runs(capsys):
+    """Each ``main`` call used to add every command to the app again: the 60th call took seconds."""
+    for _ in range(3):
+        try:
+            main(["search", "--help"])
+        except SystemExit as done:
+            assert not done.code
+    names = [c.name for c in cli.app.registered_commands]
+    assert names and len(names) == len(set(names))
