@@ -3,7 +3,7 @@
 ``beir --systems`` and ``compare`` share the comparison options (baseline, paired test, correction,
 significance, seed, output format, per-query CSV, plots); ``beir``, ``followir``, ``screening`` and
 ``position-bias`` share the systems, measures, qrels split and missing-judgement options. The choices are
-``Literal`` types built from the code's own tuples (``rankwise.eval.compare.TESTS``...), so ``--help``
+``Literal`` types built from the code's own tuples (``rankwise.eval.choices.TESTS``...), so ``--help``
 lists exactly what the code accepts.
 """
 
@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from rankwise.eval.compare import CORRECTIONS, FORMATS, TESTS
+from rankwise.eval.choices import CORRECTIONS, FORMATS, TESTS
 from rankwise.eval.metrics import DEFAULT_MEASURES
 from rankwise.retrieval.formats import MISSING_JUDGED
 from rankwise.retrieval.options import out_file, out_folder
