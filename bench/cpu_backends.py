@@ -112,7 +112,7 @@ def main() -> None:
         del encoders
 
     if not args.skip_cross_encoder:
-        from rankwise.eval.pipeline import bm25_index
+        from rankwise.retrieval.cached import bm25_index
         from rankwise.rerank.cross_encoder import CrossEncoderReranker, init_cross_encoder
         from rankwise.retrieval.bm25 import BM25Retriever
 
@@ -120,7 +120,7 @@ def main() -> None:
         model = str(init_cross_encoder(ENCODER, Path(tmp.name) / "ce", seed=0, max_length=args.max_length))
         n_queries = -(-args.pairs // args.per_query)
         chosen = dict(list(queries.items())[:n_queries])
-        run = BM25Retriever(bm25_index(data, progress=False)).search(chosen, k=args.per_query, progress=False)
+        run = BM25Retriever(bm25_index(data.corpus, name=data.name, progress=False)).search(chosen, k=args.per_query, progress=False)
         looked = data.corpus.lookup({d for q in run for d, _ in run[q]})
         pairs = [(chosen[q], looked[d].full_text) for q in run for d, _ in run[q]][: args.pairs]
         rerankers, build_s = {}, {}

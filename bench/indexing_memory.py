@@ -5,7 +5,7 @@ vectors saved as they finish (resumable), then added to a FAISS flat index. The 
 child process; its peak RSS (``VmHWM``, cross-checked with ``getrusage(RUSAGE_CHILDREN)``) is set
 against its own RSS just after imports and model load (the baseline, measured in the same child),
 and the check is ``peak - baseline <= index.faiss size + margin`` (and the same for the absolute
-peak). The encoder is a tiny BERT built with ``tests.tiny_models.build_tiny_encoder`` unless
+peak). The encoder is a tiny BERT built with ``rankwise.testing.build_tiny_encoder`` unless
 ``--model`` is given, so a million documents take minutes on two cores.
 
     HF_HUB_OFFLINE=1 python bench/indexing_memory.py --docs 1000000
@@ -111,7 +111,7 @@ def child(corpus: str, model: str, out: str, chunk_size: int, result: str, batch
 
 
 def write_corpus(path: Path, n: int, lo: int, hi: int, seed: int) -> int:
-    from tests.tiny_models import WORDS  # the vocabulary the tiny tokenizer was trained on
+    from rankwise.testing import WORDS  # the vocabulary the tiny tokenizer was trained on
 
     rnd = random.Random(seed)
     choices, randint = rnd.choices, rnd.randint
@@ -127,7 +127,7 @@ def write_corpus(path: Path, n: int, lo: int, hi: int, seed: int) -> int:
 def main() -> int:
     args = parse_args()
     if args.make_model:
-        from tests.tiny_models import build_tiny_encoder
+        from rankwise.testing import build_tiny_encoder
 
         build_tiny_encoder(Path(args.make_model), seed=args.seed)
         return 0
@@ -148,7 +148,7 @@ def main() -> int:
             model = args.model
         else:
             model = str(work / "tiny-encoder")
-            log("building the tiny encoder (tests.tiny_models.build_tiny_encoder)")
+            log("building the tiny encoder (rankwise.testing.build_tiny_encoder)")
             subprocess.run([sys.executable, __file__, "--_make-model", model, "--seed", str(args.seed)], check=True, env=env)
         corpus = work / "corpus.jsonl"
         log(f"writing {args.docs} synthetic documents of {lo}-{hi} words to {corpus}")
@@ -185,7 +185,7 @@ def main() -> int:
     print(f"command: {cmd}")
     print(f"machine: {machine_line(mach)}")
     print(f"corpus: {r['count']} synthetic docs, {lo}-{hi} words, {corpus_bytes / MIB:.0f} MiB jsonl; "
-          f"encoder {'tiny BERT (tests.tiny_models)' if not args.model else args.model}, dim {r['dim']}, "
+          f"encoder {'tiny BERT (rankwise.testing)' if not args.model else args.model}, dim {r['dim']}, "
           f"max_seq_length {r['max_seq_length']}; flat index; chunk size {args.chunk_size}; batch size {args.batch_size}")
     print(f"CPU used by other processes during the build: {share.others:.0%} of {share.cores} cores; "
           f"hypervisor steal {share.steal:.0%}"
@@ -215,7 +215,7 @@ def main() -> int:
         "command": cmd,
         "machine": mach,
         "settings": {"docs": args.docs, "words": [lo, hi], "chunk_size": args.chunk_size, "batch_size": args.batch_size,
-                     "model": args.model or "tiny (tests.tiny_models.build_tiny_encoder)", "index_type": "flat",
+                     "model": args.model or "tiny (rankwise.testing.build_tiny_encoder)", "index_type": "flat",
                      "margin_bytes": margin, "seed": args.seed},
         "corpus_bytes": corpus_bytes,
         "index_bytes": index_bytes,

@@ -1,13 +1,13 @@
 """Indexing at MS MARCO shape on the CPU: the shared data path (retrieval/batching.py) against the old loop.
 
 An MS MARCO-shaped synthetic corpus (passage lengths drawn from a log-normal with a mean of about
-55 words, like MS MARCO's passages; seeded) is indexed with the tiny encoder (tests/tiny_models.py;
+55 words, like MS MARCO's passages; seeded) is indexed with the tiny encoder (rankwise/testing.py;
 data-path bound, the CPU stand-in for a GPU) through ``build_dense_index`` as flat and as IVF-PQ,
 each build in a child process whose peak RSS (``VmHWM``) is read. In the same run it measures:
 
 - docs/s of the new path (tokenize once, token-budget batches, prefetch) and of the old loop
   (tokenize for the sort, ``preprocess`` again per batch, fixed batch size) on the same texts;
-- tokenizing the same texts alone with the fast tokenizer's batch call on all cores (the issue's
+- tokenizing the same texts alone with the fast tokenizer's batch call on all cores (the
   baseline), and through ``rankwise.retrieval.batching.tokenize`` (the Rust ``encode_batch_fast`` the path uses);
 - index size, search queries/s, and IVF-PQ recall@10 against the flat index.
 
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=16384, help="new path: padded tokens per batch (default 16384)")
     p.add_argument("--old-batch-size", type=int, default=64, help="old loop: texts per batch (default 64)")
     p.add_argument("--chunk-size", type=int, default=8192)
-    p.add_argument("--model", default=None, help="encoder (default: the tiny BERT of tests/tiny_models.py)")
+    p.add_argument("--model", default=None, help="encoder (default: the tiny BERT of rankwise/testing.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None, help="folder for corpus, model and indexes (default: a temp dir)")
     p.add_argument("--json-out", default=None)
@@ -62,7 +62,7 @@ def passage_words(rnd: random.Random) -> int:
 
 def synthetic_texts(n: int, seed: int, words: int | None = None) -> list[str]:
     """``n`` seeded passages over the tiny tokenizer's vocabulary (``words`` fixed, or MS MARCO-shaped)."""
-    from tests.tiny_models import WORDS
+    from rankwise.testing import WORDS
 
     rnd = random.Random(seed)
     return [" ".join(rnd.choices(WORDS, k=words or passage_words(rnd))) for _ in range(n)]
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="rankwise-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     if args.model is None:
-        from tests.tiny_models import build_tiny_encoder
+        from rankwise.testing import build_tiny_encoder
 
         args.model = str(work / "tiny-encoder")
         if not Path(args.model).exists():

@@ -83,7 +83,7 @@ def main() -> None:
     args = p.parse_args()
 
     from rankwise.eval.datasets import resolve_dataset
-    from rankwise.eval.pipeline import bm25_index
+    from rankwise.retrieval.cached import bm25_index
     from rankwise.rerank.listwise import ListwiseReranker, window_schedule
     from rankwise.rerank.served import ServedConfig
     from rankwise.retrieval.bm25 import BM25Retriever
@@ -94,7 +94,7 @@ def main() -> None:
     qrels = data.qrels("test")
     queries = {q: t for q, t in data.queries("test").items() if q in qrels}
     queries = dict(list(queries.items())[: args.queries])
-    first = BM25Retriever(bm25_index(data)).search(queries, k=args.depth, progress=False)
+    first = BM25Retriever(bm25_index(data.corpus, name=data.name)).search(queries, k=args.depth, progress=False)
     docs = data.corpus.lookup({d for q in first for d, _ in first[q]})
     lists = [(queries[q], [docs[d].full_text for d, _ in first[q]]) for q in queries]
 

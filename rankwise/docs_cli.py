@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import typer
-
 from rankwise import cli
 
 WIDTH = 100
@@ -30,8 +28,7 @@ Exit statuses: [exit-status.md](exit-status.md).
 
 def root_command() -> Any:
     """The click command of the whole ``rankwise`` app, every package's commands registered, plain help layout."""
-    cli._register()
-    return cli._plain_help(typer.main.get_command(cli.app))
+    return cli._command()
 
 
 def walk(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:

@@ -13,26 +13,24 @@ command keeps its finished chunks, one with other inputs is refused unless ``for
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import sys
 from dataclasses import dataclass, field
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rankwise.rerank.base import RerankStats, check_run_queries
+from rankwise.rerank.base import check_run_queries
 from rankwise.rerank.spec import RerankerSpec, load_reranker, parse_spec
 from rankwise.retrieval.backend.value import Backend
-from rankwise.retrieval.distributed import ShardedJob, device_for_rank, gather, world
+from rankwise.retrieval.distributed import ShardedJob, device_for_rank
 from rankwise.retrieval.files import sha256_file, tree_fingerprint, write_json
 from rankwise.retrieval.formats import Corpus, read_queries
 from rankwise.retrieval.models import resolve_model
 from rankwise.retrieval.progress import CostBar
 from rankwise.retrieval.run import Run
-from rankwise.retrieval.workdir import concatenate, part_path, shard_units
+from rankwise.retrieval.workdir import concatenate, part_path
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -127,34 +125,6 @@ def rerank_file(run_file: str | Path, queries: str | Path, corpus: str | Path, s
     if totals is not None:
         result.counts = totals
     return result
-
-
-def rerank_across_ranks(reranker: Any, run: Run, queries: Mapping[str, str], corpus: Any, *, depth: int,
-                        first_stage_weight: float = 0.0, progress: bool = True) -> Run:
-    """``reranker.rerank_run`` under torchrun: rank ``r`` of ``W`` reranks the queries ``u`` (in the run's
-    order) with ``u % W == r``, and every rank gets the whole reranked run, in the run's order, with the
-    reranker's stats summed over the ranks. In one process it is ``rerank_run`` itself."""
-    rank, size, _ = world()
-    if size == 1:
-        return reranker.rerank_run(run, queries, corpus, depth=depth, progress=progress,
-                                   first_stage_weight=first_stage_weight)
-    qids = list(run)
-    mine = Run({qids[u]: run[qids[u]] for u in shard_units(len(qids), rank, size)}, name=run.name)
-    part = reranker.rerank_run(mine, queries, corpus, depth=depth, progress=progress and rank == 0,
-                               first_stage_weight=first_stage_weight)
-    merged: dict[str, list[tuple[str, float]]] = {}
-    totals = RerankStats()
-    for docs, stats in gather(({q: part[q] for q in part}, dataclasses.asdict(reranker.stats))):
-        merged.update(docs)
-        for key, value in stats.items():
-            if isinstance(value, dict):
-                into = getattr(totals, key)
-                for name, number in value.items():
-                    into[name] = into.get(name, 0) + number
-            else:
-                setattr(totals, key, getattr(totals, key) + value)
-    reranker.stats = totals
-    return Run({q: merged[q] for q in qids}, name=part.name)
 
 
 def _rerank_chunk(reranker: Any, run: Run, qids: list[str], texts: dict[str, str], docs: Corpus, work: Path,

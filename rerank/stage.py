@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from rankwise.retrieval.backend.value import Backend
+from rankwise.retrieval.distributed import device_for_rank, gather, world
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.retriever import Context, Stage, Step
 from rankwise.retrieval.run import Run
+from rankwise.retrieval.workdir import shard_units
 
 
 @dataclass(frozen=True)
@@ -61,17 +64,13 @@ class Rerank(Stage):
         if not self.is_spec:
             return self.reranker
         spec = self.reranker
-        from rankwise.retrieval.distributed import device_for_rank, world
-
         _, size, local_rank = world()
         device = device_for_rank(local_rank) if size > 1 else None  # under torchrun: this rank's GPU, if any
         return ctx.resource(("reranker", spec, self.backend), lambda: spec.load(backend=self.backend, device=device))[0]
 
     def apply(self, previous: Run | None, k: int, ctx: Context, record: Step) -> Run:
         """Rerank ``previous`` (under torchrun, each rank its share of the queries: see
-        :func:`rankwise.rerank.job.rerank_across_ranks`)."""
-        from rankwise.rerank.job import rerank_across_ranks
-
+        :func:`rerank_across_ranks`)."""
         assert previous is not None
         reranker = self.load(ctx)
         reranker.stats.reset()
@@ -84,3 +83,31 @@ class Rerank(Stage):
         model = self.reranker.model if self.is_spec else getattr(self.reranker, "model_name", None)
         record.models["reranker"] = model
         return run
+
+
+def rerank_across_ranks(reranker: Any, run: Run, queries: Mapping[str, str], corpus: Any, *, depth: int,
+                        first_stage_weight: float = 0.0, progress: bool = True) -> Run:
+    """``reranker.rerank_run`` under torchrun: rank ``r`` of ``W`` reranks the queries ``u`` (in the run's
+    order) with ``u % W == r``, and every rank gets the whole reranked run, in the run's order, with the
+    reranker's stats summed over the ranks. In one process it is ``rerank_run`` itself."""
+    rank, size, _ = world()
+    if size == 1:
+        return reranker.rerank_run(run, queries, corpus, depth=depth, progress=progress,
+                                   first_stage_weight=first_stage_weight)
+    qids = list(run)
+    mine = Run({qids[u]: run[qids[u]] for u in shard_units(len(qids), rank, size)}, name=run.name)
+    part = reranker.rerank_run(mine, queries, corpus, depth=depth, progress=progress and rank == 0,
+                               first_stage_weight=first_stage_weight)
+    merged: dict[str, list[tuple[str, float]]] = {}
+    totals = type(reranker.stats)()
+    for docs, stats in gather(({q: part[q] for q in part}, dataclasses.asdict(reranker.stats))):
+        merged.update(docs)
+        for key, value in stats.items():
+            if isinstance(value, dict):
+                into = getattr(totals, key)
+                for name, number in value.items():
+                    into[name] = into.get(name, 0) + number
+            else:
+                setattr(totals, key, getattr(totals, key) + value)
+    reranker.stats = totals
+    return Run({q: merged[q] for q in qids}, name=part.name)

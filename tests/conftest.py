@@ -31,7 +31,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory) -> Path:
     """Path of a tiny sentence-transformers bi-encoder built for this test session."""
-    from tests.tiny_models import build_tiny_encoder
+    from rankwise.testing import build_tiny_encoder
 
     return build_tiny_encoder(tmp_path_factory.mktemp("models") / "tiny-encoder", seed=0)
 
@@ -39,7 +39,7 @@ def tiny_encoder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def other_tiny_encoder(tmp_path_factory) -> Path:
     """A second tiny encoder with other weights (same architecture)."""
-    from tests.tiny_models import build_tiny_encoder
+    from rankwise.testing import build_tiny_encoder
 
     return build_tiny_encoder(tmp_path_factory.mktemp("models") / "other-encoder", seed=1)
 
@@ -59,7 +59,7 @@ def write_beir(folder: Path, docs: list[dict], queries: list[dict], qrels: list[
 @pytest.fixture()
 def synthetic_beir(tmp_path) -> Path:
     """A 400-document BEIR folder of pseudo-sentences with 10 queries."""
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     texts = corpus_texts()
     docs = [{"_id": f"d{i}", "title": f"title {i % 7}", "text": t} for i, t in enumerate(texts)]
@@ -84,7 +84,7 @@ def require_model(name: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_cross_encoder(tmp_path_factory) -> Path:
     """Path of a tiny one-label cross-encoder built for this test session."""
-    from tests.tiny_models import build_tiny_cross_encoder
+    from rankwise.testing import build_tiny_cross_encoder
 
     return build_tiny_cross_encoder(tmp_path_factory.mktemp("models") / "tiny-cross-encoder")
 
@@ -92,6 +92,6 @@ def tiny_cross_encoder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_causal_lm(tmp_path_factory) -> Path:
     """Path of a tiny Llama causal LM (with a chat template) built for this test session."""
-    from tests.tiny_models import build_tiny_causal_lm
+    from rankwise.testing import build_tiny_causal_lm
 
     return build_tiny_causal_lm(tmp_path_factory.mktemp("models") / "tiny-lm")

@@ -8,6 +8,8 @@ import pytest
 
 from rankwise.retrieval.backend.value import ONNX, ONNX_INT8, OPENVINO, OPENVINO_INT8, TORCH, Backend
 from rankwise.retrieval.errors import InputError
+from rankwise.retrieval.options import Backend as BackendOption  # typer reads the annotations by name
+from rankwise.retrieval.options import IndexBackend
 
 
 @pytest.mark.parametrize("name, runtime, int8", [("torch", "torch", False), ("onnx", "onnx", False),
@@ -82,3 +84,27 @@ def test_an_index_stores_one_field_and_an_older_manifest_keeps_loading(tmp_path,
     retriever = open_retriever(out)
     assert retriever.encoder.backend == ONNX_INT8
     assert retriever.search(query, k=5, progress=False).as_dict() == expected.as_dict()
+
+
+def test_the_backend_option_hands_the_command_a_backend():
+    """``--backend`` is parsed once, by the option: the command receives a Backend (None: an optional one unset)."""
+    import typer
+    from typer.testing import CliRunner
+
+    seen = []
+    app = typer.Typer()
+
+    @app.command()
+    def command(backend: BackendOption = "torch", index_backend: IndexBackend = None) -> None:
+        seen.append((backend, index_backend))
+
+    @app.command()
+    def other() -> None:  # two commands: the first is invoked by name
+        pass
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["command", "--backend", "onnx-int8", "--index-backend", "openvino"]).exit_code == 0
+    assert runner.invoke(app, ["command"]).exit_code == 0
+    assert seen == [(ONNX_INT8, OPENVINO), (TORCH, None)]
+    refused = runner.invoke(app, ["command", "--backend", "tf"])
+    assert refused.exit_code == 2 and "'tf' is not one of" in refused.output and seen == [(ONNX_INT8, OPENVINO), (TORCH, None)]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from rankwise.retrieval.batching import prefetch, token_batches, tokenize
-from tests.tiny_models import corpus_texts
+from rankwise.testing import corpus_texts
+from tests._helpers import run_cli, write_corpus
 
 
 def _check_budget(lengths: np.ndarray, batches: list[np.ndarray], batch_size: int, max_tokens: int | None) -> None:
@@ -98,7 +99,7 @@ def test_padded_features_equal_the_tokenizers_own_padding(tiny_encoder):
 
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
-    return corpus_texts() + ["wing " * 300, "a"]
+    return corpus_texts()[:120] + ["wing " * 300, "a"]  # 120 texts: 8 batches of 16, many token budgets
 
 
 @pytest.mark.parametrize("max_tokens", [None, 300])
@@ -188,23 +189,17 @@ def test_cross_encoder_scores_equal_predict(tiny_cross_encoder, texts, max_token
     assert sliced.stats.truncated == truncated
 
 
-def test_index_cli_max_tokens(capsys, tmp_path, synthetic_beir, tiny_encoder):
-    from rankwise.cli import main
+def test_index_cli_max_tokens(capsys, tmp_path, tiny_encoder):
     from rankwise.retrieval.open import open_retriever
 
-    def rankwise(*args: str) -> tuple[int, str]:
-        code = 0
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exit_info:
-            code = exit_info.code or 0
-        return code, capsys.readouterr().err
-
-    code, err = rankwise("index", synthetic_beir, "--out", tmp_path / "bad", "--encoder", tiny_encoder, "--max-tokens", "0")
+    corpus = write_corpus(tmp_path / "corpus.jsonl", corpus_texts()[:40])  # at 40 tokens a batch: one text or two
+    code, _, err = run_cli(capsys, "index", corpus, "--out", tmp_path / "bad", "--encoder", tiny_encoder,
+                           "--max-tokens", "0")
     assert code == 2 and "option '--max-tokens': must be >= 1, got 0" in err and "Traceback" not in err
-    code, err = rankwise("index", synthetic_beir, "--out", tmp_path / "idx", "--encoder", tiny_encoder, "--max-tokens", "40")
+    code, _, err = run_cli(capsys, "index", corpus, "--out", tmp_path / "idx", "--encoder", tiny_encoder,
+                           "--max-tokens", "40")
     assert code == 0, err
-    assert len(open_retriever(tmp_path / "idx").index) > 0
+    assert len(open_retriever(tmp_path / "idx").index) == 40
 
 
 def test_fast_tokenization_equals_the_tokenizers_call_and_falls_back_when_it_differs(tiny_encoder, monkeypatch):

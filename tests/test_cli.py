@@ -9,28 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from rankwise.cli import main
 from rankwise.retrieval.json_output import rounded
 from rankwise.retrieval.run import Run
+from tests._helpers import error_line, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _rankwise(capsys, *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit_info:
-        code = exit_info.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith("rankwise: error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -46,63 +29,63 @@ def _error_line(err: str) -> str:
 def test_index_bad_corpus_exits_2_with_one_line(tmp_path, capsys, tiny_encoder, content, expected):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_bytes(content)
-    code, out, err = _rankwise(capsys, "index", corpus, "--out", tmp_path / "idx", "--retriever", "dense",
+    code, out, err = run_cli(capsys, "index", corpus, "--out", tmp_path / "idx", "--retriever", "dense",
                                "--encoder", tiny_encoder)
     assert code == 2
     # the file, then its line and field, right after it: ``rankwise: error: PATH:LINE: field 'F': ...``
-    assert _error_line(err).startswith(f"rankwise: error: {corpus}{expected}")
+    assert error_line(err).startswith(f"rankwise: error: {corpus}{expected}")
     assert not (tmp_path / "idx" / "manifest.json").exists()
 
 
 def test_bad_options_exit_2(tmp_path, capsys, synthetic_beir, tiny_encoder):
-    code, _, err = _rankwise(capsys, "index", synthetic_beir, "--out", tmp_path / "i", "--index-type", "annoy",
+    code, _, err = run_cli(capsys, "index", synthetic_beir, "--out", tmp_path / "i", "--index-type", "annoy",
                              "--encoder", tiny_encoder)
-    assert code == 2 and _error_line(err).startswith("rankwise: error: option '--index-type': 'annoy' is not one of 'flat'")
-    code, _, err = _rankwise(capsys, "index", synthetic_beir, "--out", tmp_path / "i", "--retriever", "splade")
-    assert code == 2 and _error_line(err).startswith("rankwise: error: option '--retriever': 'splade' is not one of 'bm25'")
-    code, _, err = _rankwise(capsys, "beir", "no-such-dataset")
-    assert code == 2 and _error_line(err).startswith("rankwise: error: unknown dataset 'no-such-dataset': ")
-    code, _, err = _rankwise(capsys, "search", tmp_path / "nothing", "--queries", synthetic_beir, "--out", tmp_path / "r")
-    assert code == 2 and _error_line(err) == f"rankwise: error: {tmp_path / 'nothing'}: index folder not found"
-    code, _, err = _rankwise(capsys, "beir", synthetic_beir, "--first-stage-weight", "0.5")
-    assert code == 2 and _error_line(err).startswith("rankwise: error: field 'first_stage_weight': ")
-    assert _error_line(err).endswith("add --reranker")
-    code, _, err = _rankwise(capsys, "beir", synthetic_beir, "--reranker", "cross-encoder:x", "--first-stage-weight", "1")
-    assert code == 2 and _error_line(err) == ("rankwise: error: option '--first-stage-weight': must be within 0<=x<1, "
+    assert code == 2 and error_line(err).startswith("rankwise: error: option '--index-type': 'annoy' is not one of 'flat'")
+    code, _, err = run_cli(capsys, "index", synthetic_beir, "--out", tmp_path / "i", "--retriever", "splade")
+    assert code == 2 and error_line(err).startswith("rankwise: error: option '--retriever': 'splade' is not one of 'bm25'")
+    code, _, err = run_cli(capsys, "beir", "no-such-dataset")
+    assert code == 2 and error_line(err).startswith("rankwise: error: unknown dataset 'no-such-dataset': ")
+    code, _, err = run_cli(capsys, "search", tmp_path / "nothing", "--queries", synthetic_beir, "--out", tmp_path / "r")
+    assert code == 2 and error_line(err) == f"rankwise: error: {tmp_path / 'nothing'}: index folder not found"
+    code, _, err = run_cli(capsys, "beir", synthetic_beir, "--first-stage-weight", "0.5")
+    assert code == 2 and error_line(err).startswith("rankwise: error: field 'first_stage_weight': ")
+    assert error_line(err).endswith("add --reranker")
+    code, _, err = run_cli(capsys, "beir", synthetic_beir, "--reranker", "cross-encoder:x", "--first-stage-weight", "1")
+    assert code == 2 and error_line(err) == ("rankwise: error: option '--first-stage-weight': must be within 0<=x<1, "
                                               "got 1.0")
 
 
 def test_beir_missing_qrels_exits_2(tmp_path, capsys, synthetic_beir):
-    code, _, err = _rankwise(capsys, "beir", synthetic_beir, "--split", "dev")
+    code, _, err = run_cli(capsys, "beir", synthetic_beir, "--split", "dev")
     assert code == 2
-    assert _error_line(err).startswith(f"rankwise: error: {synthetic_beir / 'qrels' / 'dev.tsv'}: no qrels file for "
+    assert error_line(err).startswith(f"rankwise: error: {synthetic_beir / 'qrels' / 'dev.tsv'}: no qrels file for "
                                        "split 'dev'")
 
 
 def test_index_search_and_model_mismatch(tmp_path, capsys, synthetic_beir, tiny_encoder, other_tiny_encoder):
     idx = tmp_path / "idx"
-    code, _, err = _rankwise(capsys, "index", synthetic_beir, "--out", idx, "--encoder", tiny_encoder)
+    code, _, err = run_cli(capsys, "index", synthetic_beir, "--out", idx, "--encoder", tiny_encoder)
     assert code == 0, err
-    code, _, err = _rankwise(capsys, "search", idx, "--queries", synthetic_beir / "queries.jsonl", "-k", "7",
+    code, _, err = run_cli(capsys, "search", idx, "--queries", synthetic_beir / "queries.jsonl", "-k", "7",
                              "--out", tmp_path / "run.trec")
     assert code == 0, err
     run = Run.read(tmp_path / "run.trec")
     assert len(run) == 10 and all(len(docs) == 7 for docs in run.values())
-    code, _, err = _rankwise(capsys, "search", idx, "--queries", synthetic_beir, "--encoder", other_tiny_encoder,
+    code, _, err = run_cli(capsys, "search", idx, "--queries", synthetic_beir, "--encoder", other_tiny_encoder,
                              "--out", tmp_path / "run2.trec")
-    assert code == 2 and _error_line(err).startswith(f"rankwise: error: {idx / 'manifest.json'}: field "
+    assert code == 2 and error_line(err).startswith(f"rankwise: error: {idx / 'manifest.json'}: field "
                                                      "'encoder.fingerprint': the index was built with encoder")
     assert not (tmp_path / "run2.trec").exists()
 
 
 def test_shard_and_merge_from_the_command_line(tmp_path, capsys, synthetic_beir, tiny_encoder):
     for i in range(2):
-        code, _, err = _rankwise(capsys, "index", synthetic_beir, "--out", tmp_path / f"s{i}", "--encoder", tiny_encoder,
+        code, _, err = run_cli(capsys, "index", synthetic_beir, "--out", tmp_path / f"s{i}", "--encoder", tiny_encoder,
                                  "--shard", f"{i}/2", "--chunk-size", "100")
         assert code == 0, err
-    code, _, err = _rankwise(capsys, "index", "--merge", tmp_path / "s0", tmp_path / "s1", "--out", tmp_path / "m")
+    code, _, err = run_cli(capsys, "index", "--merge", tmp_path / "s0", tmp_path / "s1", "--out", tmp_path / "m")
     assert code == 0, err
-    code, _, err = _rankwise(capsys, "index", synthetic_beir, "--out", tmp_path / "whole", "--encoder", tiny_encoder,
+    code, _, err = run_cli(capsys, "index", synthetic_beir, "--out", tmp_path / "whole", "--encoder", tiny_encoder,
                              "--chunk-size", "100")
     assert code == 0, err
     merged = json.loads((tmp_path / "m" / "manifest.json").read_text())
@@ -111,14 +94,15 @@ def test_shard_and_merge_from_the_command_line(tmp_path, capsys, synthetic_beir,
 
 
 def test_bm25_index_and_search(tmp_path, capsys, synthetic_beir):
-    code, _, err = _rankwise(capsys, "index", synthetic_beir, "--out", tmp_path / "bm25", "--retriever", "bm25")
+    code, _, err = run_cli(capsys, "index", synthetic_beir, "--out", tmp_path / "bm25", "--retriever", "bm25")
     assert code == 0, err
-    code, _, err = _rankwise(capsys, "search", tmp_path / "bm25", "--queries", synthetic_beir, "--out",
+    code, _, err = run_cli(capsys, "search", tmp_path / "bm25", "--queries", synthetic_beir, "--out",
                              tmp_path / "run.trec", "-k", "3")
     assert code == 0, err
     assert len(Run.read(tmp_path / "run.trec")) == 10
 
 
+@pytest.mark.slow
 def test_beir_json_prints_one_object_and_writes_results(tmp_path, synthetic_beir, tiny_encoder):
     """Through the installed entry point: stdout holds the JSON object and nothing else."""
     env_cmd = [sys.executable, "-m", "rankwise", "beir", f"{synthetic_beir},{synthetic_beir}", "--retriever",

@@ -1,4 +1,6 @@
-"""The shell around every ``rankwise`` command, run as a real subprocess (``python -m rankwise``):
+"""The shell around every ``rankwise`` command, run as a real subprocess (``python -m rankwise``) or, for the
+many usage and value cases, through the same entry point in this process (``rankwise_here``; a sample of them
+runs through the real process too, and must print the same):
 
 * usage errors print click's usage message and exit 2;
 * a bad option or spec value is one line naming the option (or the spec key) and exit 2, refused before
@@ -10,6 +12,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -34,6 +38,24 @@ def rankwise(*args: object, cwd: Path | None = None, timeout: float = 120) -> su
                           env=env, cwd=cwd, timeout=timeout)
 
 
+def rankwise_here(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``rankwise ARGS`` through ``rankwise.cli.main`` in this process, as :func:`rankwise` returns it: without
+    starting Python and importing the libraries again for each of the cases below."""
+    from rankwise.cli import main
+
+    out, err, code, here = io.StringIO(), io.StringIO(), 0, os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main([str(a) for a in args])
+    except SystemExit as exit_info:
+        code = exit_info.code if isinstance(exit_info.code, int) else 1
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 USAGE_ERRORS = {
     "unknown command": (["frobnicate"], "No such command 'frobnicate'"),
     "unknown train command": (["train", "frobnicate"], "No such command 'frobnicate'"),
@@ -54,7 +76,7 @@ USAGE_ERRORS = {
 @pytest.mark.parametrize("case", list(USAGE_ERRORS))
 def test_usage_error_is_clicks_message_and_exit_2(case):
     args, message = USAGE_ERRORS[case]
-    result = rankwise(*args)
+    result = rankwise_here(*args)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert f"Error: {message}" in result.stderr or message in result.stderr
@@ -198,7 +220,7 @@ def test_bad_value_is_one_line_naming_the_option(case, tmp_path):
         return text.replace("{tmp}", str(tmp_path)).replace("{file}", str(a_file)).replace("{dir}", str(a_dir))
 
     before = sorted(p.name for p in tmp_path.iterdir())
-    result = rankwise(*map(fill, args), cwd=tmp_path)
+    result = rankwise_here(*map(fill, args), cwd=tmp_path)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -207,6 +229,17 @@ def test_bad_value_is_one_line_naming_the_option(case, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written: no OUT, no .work, no checkpoints
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [["frobnicate"], ["search", NOWHERE, "--queries", "q", "--out", "z", "-k", "0"],
+                                  ["serve", "--bogus"]])
+def test_the_real_process_answers_as_the_entry_point_does(args, tmp_path):
+    """``python -m rankwise`` prints and exits exactly as ``rankwise_here`` reports (a sample of the cases above)."""
+    real, here = rankwise(*args, cwd=tmp_path), rankwise_here(*args, cwd=tmp_path)
+    assert real.returncode == here.returncode == 2
+    assert real.stderr == here.stderr and real.stdout == here.stdout
+
+
+@pytest.mark.slow
 def test_model_folder_without_model_type_is_one_line(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
@@ -221,6 +254,7 @@ def test_model_folder_without_model_type_is_one_line(tmp_path):
     assert not (tmp_path / "idx").exists()
 
 
+@pytest.mark.slow
 def test_help_states_ranges_choices_and_exit_statuses():
     result = rankwise("search", "--help")
     assert result.returncode == 0
@@ -231,6 +265,7 @@ def test_help_states_ranges_choices_and_exit_statuses():
     assert "0: the whole window" in mine.stdout
 
 
+@pytest.mark.slow
 def test_internal_error_is_one_line_unless_debug(tmp_path):
     """A bug (an exception no check turned into bad input) is one line and exit 1; RANKWISE_DEBUG=1 shows it."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", RANKWISE_DEBUG="1")
@@ -251,7 +286,7 @@ def test_internal_error_is_one_line_unless_debug(tmp_path):
 
 
 def _corpus(folder: Path, docs: int) -> Path:
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     texts = corpus_texts()
     folder.mkdir()
@@ -356,6 +391,7 @@ def test_spec_keys_share_the_option_ranges():
         assert str(err.value) == f"field 'reranker': {message}"
 
 
+@pytest.mark.slow
 def test_self_hits_kept_for_a_qrels_file_dropped_for_beir_and_switchable(tmp_path):
     """The qid == docid rule: off for a plain qrels file, on for a BEIR folder, both switchable."""
     (tmp_path / "run.trec").write_text("q1 Q0 q1 1 2.0 x\nq1 Q0 d1 2 1.0 x\nq2 Q0 d2 1 1.0 x\n")

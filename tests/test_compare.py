@@ -14,7 +14,7 @@ from scipy import stats
 from rankwise.eval.compare import compare, compare_per_query, correct, paired_test, per_query_values, render
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.run import Run
-from tests.test_cli import _rankwise
+from tests._helpers import run_cli
 
 N = 20
 
@@ -178,7 +178,7 @@ def test_compare_command_prints_the_table_and_writes_per_query_values_and_a_plot
     _write_qrels(tmp_path / "qrels.txt", _qrels())
     _as_run(_run(), "base").write(tmp_path / "base.trec")
     _as_run(_run(improved=set(range(7))), "x").write(tmp_path / "better.trec")
-    code, out, err = _rankwise(capsys, "compare", tmp_path / "base.trec", tmp_path / "better.trec", "--qrels",
+    code, out, err = run_cli(capsys, "compare", tmp_path / "base.trec", tmp_path / "better.trec", "--qrels",
                                tmp_path / "qrels.txt", "--measures", "RR@10,nDCG@10", "--format", "markdown",
                                "--per-query", tmp_path / "pq.csv", "--plot", tmp_path / "plots")
     assert code == 0, err
@@ -203,7 +203,7 @@ def test_compare_command_bad_inputs_are_one_line_and_exit_2(tmp_path, capsys):
         ([tmp_path / "a" / "run.trec", *qrels, "--test", "sign"], "option '--test': 'sign' is not one of 't', 'randomization'"),
     ]
     for args, message in cases:
-        code, _, err = _rankwise(capsys, "compare", *args)
+        code, _, err = run_cli(capsys, "compare", *args)
         assert code == 2 and message in _one_error(err)
 
 
@@ -216,7 +216,7 @@ def test_beir_systems_numbers_equal_the_single_system_runs(synthetic_beir, tiny_
     ce = f"cross-encoder:{tiny_cross_encoder}"
     systems = f"bm25,dense,hybrid,bm25>>{ce},batch_size=8"
     monkeypatch.setattr("sys.argv", ["rankwise", "beir", str(synthetic_beir), "--systems", systems])
-    code, out, err = _rankwise(capsys, "beir", synthetic_beir, "--systems", systems, "--encoder", tiny_encoder,
+    code, out, err = run_cli(capsys, "beir", synthetic_beir, "--systems", systems, "--encoder", tiny_encoder,
                                "--baseline", "bm25", "--plot", tmp_path / "plots", "--out", tmp_path / "out",
                                "--format", "json", "--depth", "20")
     assert code == 0, err
@@ -259,7 +259,7 @@ def test_beir_systems_numbers_equal_the_single_system_runs(synthetic_beir, tiny_
 def test_beir_systems_bad_specs_fail_before_any_work(synthetic_beir, capsys):
     for systems, message in (("bm25,bm25", "given twice"), ("bm25,splade", "must start with one of"),
                              ("bm25>>", "names no reranker"), ("bm25,dense", "baseline 'hybrid'")):
-        code, _, err = _rankwise(capsys, "beir", synthetic_beir, "--systems", systems, "--baseline",
+        code, _, err = run_cli(capsys, "beir", synthetic_beir, "--systems", systems, "--baseline",
                                  "hybrid" if "baseline" in message else "bm25")
         assert code == 2 and message in _one_error(err)
 
@@ -292,7 +292,7 @@ def test_scifact_subset_bm25_dense_hybrid_compared_with_corrected_p_values(tmp_p
                 docs.append(doc)
     folder = write_beir(tmp_path / "scifact-subset", docs, [{"_id": q, "text": queries[q]} for q in qrels],
                         [(q, d, g) for q, ds in qrels.items() for d, g in ds.items()])
-    code, out, err = _rankwise(capsys, "beir", folder, "--systems", "bm25,dense,hybrid", "--encoder", tiny_encoder,
+    code, out, err = run_cli(capsys, "beir", folder, "--systems", "bm25,dense,hybrid", "--encoder", tiny_encoder,
                                "--baseline", "bm25", "--plot", tmp_path / "out", "--format", "json")
     assert code == 0, err
     rows = {row["system"]: row for row in json.loads(out)["systems"]}

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rankwise.retrieval.distributed import RANKS_DIR, world
 from rankwise.retrieval.manifest import MANIFEST
 from tests._helpers import ROOT, free_port, kill_when, write_corpus
@@ -33,8 +35,9 @@ def _index(prefix: list[str], corpus: Path, out: Path, model: Path, chunk: int =
     return done.stderr
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_builds_the_one_process_index(tmp_path, tiny_encoder):
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     corpus = write_corpus(tmp_path / "corpus.jsonl", corpus_texts()[:300])
     _index([sys.executable], corpus, tmp_path / "one", tiny_encoder)
@@ -44,10 +47,11 @@ def test_two_process_torchrun_builds_the_one_process_index(tmp_path, tiny_encode
     assert not (tmp_path / "two" / ".ranks").exists()
 
 
+@pytest.mark.slow
 def test_killed_torchrun_build_resumes_without_reencoding(tmp_path, tiny_encoder):
     """kill -9 of torchrun and both ranks part-way; the same command again keeps every finished chunk
     (each rank logs how many it found) and gives the one-process index byte for byte."""
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     corpus = write_corpus(tmp_path / "corpus.jsonl", corpus_texts() * 2)  # 80 chunks of 10, 40 a rank
     out, port = tmp_path / "killed", free_port()

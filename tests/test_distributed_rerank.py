@@ -22,7 +22,7 @@ QUERIES, DOCS, DEPTH = 24, 120, 12
 
 def _inputs(folder: Path) -> tuple[Path, Path, Path]:
     """A corpus, queries and a first-stage run (each query: DEPTH documents, descending scores)."""
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     texts = corpus_texts()[:DOCS]
     folder.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ MODEL_CLASSES = ("retrieval/encoder.py", "rerank/cross_encoder.py", "rerank/llm.
 
 @pytest.fixture(scope="module")
 def texts():
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     return corpus_texts()[:24]
 

@@ -12,7 +12,7 @@ from rankwise.rerank.spec import RerankerSpec, parse_spec
 from rankwise.rerank.stage import Rerank
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.pipeline import BM25, Cutoff, Dense, Hybrid, Pipeline
-from tests.test_cli import _rankwise
+from tests._helpers import run_cli
 
 
 def test_operators_build_pipelines_that_compare_by_their_stages():
@@ -78,12 +78,12 @@ def test_reranker_spec_is_parsed_once_per_run(synthetic_beir, tiny_cross_encoder
     monkeypatch.setattr(spec_module, "parse_spec", lambda text: parses.append(text) or real_parse(text))
     monkeypatch.setattr(spec_module, "load_reranker", lambda spec, **kw: loads.append(spec) or real_load(spec, **kw))
     ce = f"cross-encoder:{tiny_cross_encoder},batch_size=8"
-    code, out, err = _rankwise(capsys, "beir", synthetic_beir, "--reranker", ce, "--depth", "5", "--json",
+    code, out, err = run_cli(capsys, "beir", synthetic_beir, "--reranker", ce, "--depth", "5", "--json",
                                "--out", tmp_path / "one")
     assert code == 0, err
     assert parses == [ce] and len(loads) == 1 and isinstance(loads[0], RerankerSpec)
     parses.clear(), loads.clear()
-    code, out, err = _rankwise(capsys, "beir", synthetic_beir, "--systems", f"bm25,bm25>>{ce}", "--depth", "5",
+    code, out, err = run_cli(capsys, "beir", synthetic_beir, "--systems", f"bm25,bm25>>{ce}", "--depth", "5",
                                "--format", "json", "--out", tmp_path / "two")
     assert code == 0, err
     assert parses == [ce] and len(loads) == 1

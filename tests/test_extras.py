@@ -81,6 +81,7 @@ def test_requires_names_the_extra_and_lets_other_import_errors_through(tmp_path,
     assert not isinstance(broken.value, MissingExtraError)
 
 
+@pytest.mark.slow
 def test_the_base_install_imports_and_lists_every_command_without_any_extra(tmp_path):
     code = _HIDDEN + (
         "import rankwise, rankwise.retrieval, rankwise.rerank, rankwise.training, rankwise.eval\n"
@@ -135,6 +136,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra,hidden,feature,command", CASES,
                          ids=[f"{c[0]}-{'-'.join(c[1])}" for c in CASES])
 def test_a_command_without_its_extra_ends_in_one_line_naming_it(files, tmp_path, extra, hidden, feature, command):

@@ -12,7 +12,7 @@ import pytest
 from rankwise.eval.followir import FollowIRDataset, changed_documents, p_mrr, p_mrr_per_query, pair_score
 from rankwise.retrieval.errors import InputError
 from tests.conftest import require_shared
-from tests.test_cli import _error_line, _rankwise
+from tests._helpers import error_line, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,11 +81,12 @@ def test_reader_joins_query_and_instruction(tmp_path):
 ])
 def test_unparsable_instruction_file_exits_2(tmp_path, capsys, text, expected):
     folder = write_followir(tmp_path / "f", text)
-    code, _, err = _rankwise(capsys, "followir", folder)
+    code, _, err = run_cli(capsys, "followir", folder)
     assert code == 2
-    assert expected in _error_line(err)
+    assert expected in error_line(err)
 
 
+@pytest.mark.slow
 def test_scifact_end_to_end(tmp_path, tiny_cross_encoder, capsys):
     source = require_shared("scifact")
     cmd = [sys.executable, str(ROOT / "bench" / "make_followir_scifact.py"), "--source", str(source),
@@ -105,7 +106,7 @@ def test_scifact_end_to_end(tmp_path, tiny_cross_encoder, capsys):
         for d in changed.get(q["_id"], []):  # every dropped document mentions the excluded term
             assert term in (docs[d]["title"] + " " + docs[d]["text"]).lower()
     systems = f"bm25,bm25>>cross-encoder:{tiny_cross_encoder}"
-    code, out, err = _rankwise(capsys, "followir", folder, "--systems", systems, "-k", "50", "--depth", "10",
+    code, out, err = run_cli(capsys, "followir", folder, "--systems", systems, "-k", "50", "--depth", "10",
                                "--json", "--out", tmp_path / "results")
     assert code == 0, err
     rows = json.loads(out)

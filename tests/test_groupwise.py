@@ -16,7 +16,7 @@ from rankwise.retrieval.errors import InputError
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
     from rankwise.rerank.llm import CausalLM
-    from tests.tiny_models import build_tiny_causal_lm
+    from rankwise.testing import build_tiny_causal_lm
 
     return CausalLM(str(build_tiny_causal_lm(tmp_path_factory.mktemp("models") / "tiny-llm")), batch_size=8)
 

@@ -14,7 +14,7 @@ import torch
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.passages import Splitter
 from tests.conftest import write_beir
-from tests.tiny_models import corpus_texts
+from rankwise.testing import corpus_texts
 from rankwise.training.idcm_selector import SCORES_FILE, TEACHER_DIR, SelectorInput, build_examples, train_idcm_selector
 from rankwise.training.losses.idcm import selector_kl
 from rankwise.training.settings import TrainSettings

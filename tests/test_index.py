@@ -158,9 +158,10 @@ def _index_cmd(corpus: Path, out: Path, model: Path, chunk: int) -> list[str]:
             "--encoder", str(model), "--chunk-size", str(chunk), "--batch-size", "8"]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_uninterrupted_index(tmp_path, encoder, tiny_encoder):
     from tests._helpers import kill_when, write_corpus
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     corpus = write_corpus(tmp_path / "corpus.jsonl", corpus_texts() * 5)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -187,7 +188,7 @@ def test_resume_after_kill_gives_the_uninterrupted_index(tmp_path, encoder, tiny
 
 
 def _long_corpus(path: Path) -> tuple[Path, list[str]]:
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     texts = corpus_texts()[:30]
     texts = [" ".join(texts[i:i + 4]) if i % 3 == 0 else t for i, t in enumerate(texts)]  # every third is long

@@ -1,4 +1,4 @@
-"""Issue 16's bug: an index built by the int8 ONNX encoder is searched and mined with that encoder.
+"""An index built by the int8 ONNX encoder is searched and mined with that encoder.
 
 ``rankwise search``, ``rankwise mine --index`` and :class:`DenseRetriever` take the backend from the
 index manifest; their results must equal what the int8 encoder gives on the index by hand.
@@ -6,17 +6,14 @@ index manifest; their results must equal what the int8 encoder gives on the inde
 
 from __future__ import annotations
 
+import functools
+
 from rankwise.cli import main
 from rankwise.retrieval.backend.value import ONNX_INT8
 from rankwise.retrieval.run import Run
+from tests._helpers import run_cli
 
-
-def _rankwise(capsys, *args) -> str:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit_info:
-        assert not exit_info.code, capsys.readouterr().err
-    return capsys.readouterr().err
+_rankwise = functools.partial(run_cli, check=True)
 
 
 def _by_hand(index_dir, tiny_encoder, queries: dict[str, str], k: int) -> dict[str, list[str]]:

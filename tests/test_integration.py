@@ -35,6 +35,7 @@ def test_bm25_on_cranfield(cranfield):
     assert all(len(docs) == 100 for docs in result.run.values())
 
 
+@pytest.mark.slow
 def test_dense_and_hybrid_on_cranfield_with_real_minilm(cranfield, monkeypatch):
     require_model("all-MiniLM-L6-v2")
     dense = run_pipeline(cranfield, "dense")

@@ -11,14 +11,14 @@ from rankwise.rerank.listwise import ListwiseReranker, window_schedule
 from rankwise.rerank.llm import CausalLM
 from rankwise.rerank.permutation import parse_permutation, read_permutation
 from rankwise.retrieval.errors import InputError
-from tests.tiny_models import corpus_texts
+from rankwise.testing import corpus_texts
 
 LINE = re.compile(r"^\[([A-Z])\] (.*)$", re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory) -> CausalLM:
-    from tests.tiny_models import build_tiny_causal_lm
+    from rankwise.testing import build_tiny_causal_lm
 
     return CausalLM(str(build_tiny_causal_lm(tmp_path_factory.mktemp("models") / "tiny-lm")), batch_size=4)
 

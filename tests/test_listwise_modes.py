@@ -14,7 +14,7 @@ from rankwise.rerank.reasoning import ReasoningReranker
 from rankwise.rerank.spec import load_reranker, parse_spec
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.run import Run
-from tests.tiny_models import corpus_texts
+from rankwise.testing import corpus_texts
 
 LINE = re.compile(r"^\[([A-Z])\] (.*)$", re.MULTILINE)
 SCORE = re.compile(r"score (-?\d+)")
@@ -54,7 +54,7 @@ class PlantedLM:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from tests.tiny_models import build_tiny_causal_lm
+    from rankwise.testing import build_tiny_causal_lm
 
     return build_tiny_causal_lm(tmp_path_factory.mktemp("models") / "tiny-lm")
 

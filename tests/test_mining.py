@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from rankwise.cli import main
 from rankwise.rerank.base import Reranker
 from rankwise.retrieval.cached import cached_retriever, index_root
 from rankwise.retrieval.errors import InputError
@@ -17,6 +16,7 @@ from rankwise.retrieval.formats import Corpus, read_qrels, read_queries
 from rankwise.retrieval.run import Run
 from tests.conftest import write_beir
 from rankwise.training.mining import MiningStats, mine_negatives, parse_rank_window
+from tests._helpers import run_cli
 
 N_QUERIES = 24
 
@@ -24,7 +24,7 @@ N_QUERIES = 24
 @pytest.fixture()
 def beir(tmp_path) -> Path:
     """400 documents; 24 judged queries (1-2 positives, some grade-0 judgements, one without positives)."""
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     texts = corpus_texts()
     docs = [{"_id": f"d{i}", "title": f"title {i % 7}", "text": t} for i, t in enumerate(texts)]
@@ -294,19 +294,9 @@ def test_bad_input_names_the_qrels_file_line_and_field(beir):
     assert not (beir.parent / "t.tsv").exists()
 
 
-def _rankwise(capsys, *args) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit_info:
-        code = exit_info.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.parametrize("window", ["100:10", "x", "10"])
 def test_cli_bad_rank_window_exits_2_with_one_line(beir, tmp_path, capsys, window):
-    code, _, err = _rankwise(capsys, "mine", "--corpus", beir, "--out", tmp_path / "t.tsv", "--rank-window", window)
+    code, _, err = run_cli(capsys, "mine", "--corpus", beir, "--out", tmp_path / "t.tsv", "--rank-window", window)
     lines = [line for line in err.splitlines() if line.startswith("rankwise: error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err
     assert lines[0] == (f"rankwise: error: option '--rank-window': {window!r} is not a rank window A:B with "
@@ -315,7 +305,7 @@ def test_cli_bad_rank_window_exits_2_with_one_line(beir, tmp_path, capsys, windo
 
 def test_cli_mines_a_beir_folder_with_a_dense_retriever(beir, tmp_path, capsys, tiny_encoder):
     out = tmp_path / "triples.tsv"
-    code, stdout, err = _rankwise(capsys, "mine", "--corpus", beir, "--retriever", "dense", "--encoder", tiny_encoder,
+    code, stdout, err = run_cli(capsys, "mine", "--corpus", beir, "--retriever", "dense", "--encoder", tiny_encoder,
                                   "--rank-window", "5:40", "--negatives", "3", "--out", out, "--json")
     assert code == 0, err
     stats = MiningStats(**json.loads(stdout))
@@ -323,9 +313,9 @@ def test_cli_mines_a_beir_folder_with_a_dense_retriever(beir, tmp_path, capsys, 
     assert f"{out}: {stats.triples} triples" in err
     # the index was built in the shared cache layout, keyed by the corpus
     assert len(list(index_root(Corpus(beir)).glob("dense-*-flat/manifest.json"))) == 1
-    code, _, err = _rankwise(capsys, "mine", "--corpus", beir / "corpus.jsonl", "--out", out)
+    code, _, err = run_cli(capsys, "mine", "--corpus", beir / "corpus.jsonl", "--out", out)
     assert code == 2 and "--queries is needed" in err
-    code, _, err = _rankwise(capsys, "mine", "--corpus", beir, "--out", out, "--margin", "0.1")
+    code, _, err = run_cli(capsys, "mine", "--corpus", beir, "--out", out, "--margin", "0.1")
     assert code == 2 and "field 'margin'" in err
 
 

@@ -185,6 +185,7 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_trec_dl_by_its_ir_datasets_name_from_files_laid_out_as_ir_datasets_reads_them(tmp_path):
     env = {**os.environ, "IR_DATASETS_HOME": str(tmp_path / "irds"), "RANKWISE_CACHE": str(tmp_path / "cache"),
            "PYTHONPATH": str(ROOT)}

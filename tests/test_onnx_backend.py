@@ -21,7 +21,7 @@ def encoder_export(tiny_encoder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def texts():
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     return corpus_texts()[:48]
 
@@ -148,7 +148,7 @@ def cross_encoder_export(tiny_cross_encoder, tmp_path_factory):
 
 def test_cross_encoder_parity_and_int8(tiny_cross_encoder, cross_encoder_export):
     from rankwise.rerank.cross_encoder import CrossEncoderReranker
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
 
     docs = corpus_texts()[100:140]
@@ -175,7 +175,7 @@ def test_int8_cross_encoder_ranks_as_fp32_does(tmp_path):
     from rankwise.retrieval.backend.cache import export_model
     from rankwise.retrieval.backend.parity import ranking_agreement
     from tests.conftest import require_model
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     ce = init_cross_encoder(str(require_model("all-MiniLM-L6-v2")), tmp_path / "ce", seed=0, max_length=64)
     folder = export_model(str(ce), CROSS_ENCODER, tmp_path / "onnx", backend="onnx-int8").folder

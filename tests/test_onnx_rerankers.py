@@ -27,7 +27,7 @@ def lms(tiny_causal_lm, lm_export):
 
 @pytest.fixture(scope="module")
 def lists():
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     docs = corpus_texts()
     return [(docs[0][:40], docs[1:8]), (docs[50][:30], docs[51:56])]

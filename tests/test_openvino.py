@@ -33,7 +33,7 @@ def pair_export(tiny_cross_encoder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def texts():
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     return corpus_texts()[:48]
 
@@ -159,6 +159,7 @@ def test_causal_lms_refuse_the_openvino_backends(tiny_causal_lm):
         lm_engine("openvino", str(tiny_causal_lm), str(tiny_causal_lm))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("package", ["openvino", "nncf"])
 def test_a_missing_package_is_one_line_naming_the_extra(tiny_encoder, synthetic_beir, tmp_path, package):
     backend = "openvino-int8" if package == "nncf" else "openvino"

@@ -139,6 +139,7 @@ def test_export_refuses_a_file_or_a_folder_of_other_things(tiny_cross_encoder, t
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_atomic_dir_replaces_whole_and_restores_after_a_torn_swap(tmp_path):
     from rankwise.retrieval.files import atomic_dir, remove_stale_partials
 
@@ -255,7 +256,7 @@ def test_screening_can_rank_missing_candidates_last(tmp_path, caplog):
 
 @pytest.fixture()
 def small_beir(tmp_path) -> Path:
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     texts = corpus_texts()[:60]
     docs = [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(texts)]

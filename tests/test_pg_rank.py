@@ -14,7 +14,7 @@ from rankwise.retrieval.errors import InputError
 from rankwise.training.losses.pg_rank import (CrossEncoderPGRankLoss, PGRankLoss, advantages, ndcg, pg_rank_objective,
                                      plackett_luce_log_prob, sample_rankings)
 from rankwise.training.settings import PGRankSettings
-from tests.test_training import settings, write_tuples
+from tests._helpers import assert_reranks_with, settings, weights, write_tuples
 
 SCORES = torch.tensor([[0.5, -0.3, 1.2, 0.1]])
 LABELS = torch.tensor([[2.0, 0.0, 1.0, 0.0]])
@@ -137,7 +137,7 @@ def test_bi_encoder_loss_ranks_every_document_of_the_batch():
 
 
 def test_cross_encoder_loss_reads_its_groups():
-    from tests.test_training_losses import FakeCrossEncoder
+    from tests._helpers import FakeCrossEncoder
 
     table = {("q", "a"): 2.0, ("q", "b"): 0.0, ("q", "c"): 1.0, ("r", "a"): 0.5, ("r", "b"): 1.5, ("r", "c"): -1.0}
     loss = CrossEncoderPGRankLoss(FakeCrossEncoder(table), PGRankSettings(samples=6, reward="ndcg"))
@@ -182,8 +182,13 @@ def test_cross_encoder_trains_with_pg_rank_and_reranks(tmp_path, tiny_encoder, t
                                  pg_rank=PGRankSettings(samples=4, reward="ndcg@2"), progress=False)
     assert result.steps == 3 and np.isfinite(result.final_loss)
     assert any("pg_variance" in e for e in _logged(tmp_path / "ce"))
-    ranking = CrossEncoderReranker(str(tmp_path / "ce")).rerank("heart", ["heart paper", "bone notes", "x"])
-    assert sorted(i for i, _ in ranking) == [0, 1, 2]
+    embedding = "embeddings.word_embeddings.weight"
+    before = next(v for k, v in weights(tiny_encoder).items() if k.endswith(embedding))
+    after = next(v for k, v in weights(tmp_path / "ce").items() if k.endswith(embedding))
+    assert not np.allclose(before, after)  # PG-Rank's gradient reached the model
+    docs = ["heart paper", "bone notes", "x"]
+    ranking = CrossEncoderReranker(str(tmp_path / "ce")).rerank("heart", docs)
+    assert_reranks_with(tmp_path / "ce", ranking, "heart", docs)  # the reranker ranks with the trained model
 
 
 def test_cross_encoder_listmle_trains(tmp_path, tiny_encoder):

@@ -55,7 +55,7 @@ def dense_cmd(corpus: Path, out: Path, model: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory) -> dict[str, Path]:
     from tests._helpers import write_corpus
-    from tests.tiny_models import corpus_texts
+    from rankwise.testing import corpus_texts
 
     folder = tmp_path_factory.mktemp("corpora")
     texts = corpus_texts()
@@ -227,6 +227,7 @@ def test_settings_the_corpus_rules_out_are_refused_before_encoding(tmp_path, cor
     assert not list(cache.rglob("*.onnx"))  # refused before any export
 
 
+@pytest.mark.slow
 def test_a_locked_folder_is_refused_or_waited_for(tmp_path):
     out = tmp_path / "idx"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom rankwise.retrieval.locks import folder_lock\n"

@@ -107,16 +107,16 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from tests.conftest import require_shared  # noqa: E402
-from tests.test_cli import _error_line, _rankwise  # noqa: E402
+from tests._helpers import error_line, run_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_cli_topic_without_relevant_exits_2(tmp_path, capsys):
     root = write_tar(tmp_path / "tar", [("CD1", "t", ["1", "2"])], ["CD1 0 1 0", "CD1 0 2 0"], {"1": "a", "2": "b"})
-    code, _, err = _rankwise(capsys, "screening", root)
+    code, _, err = run_cli(capsys, "screening", root)
     assert code == 2
-    assert _error_line(err) == (f"rankwise: error: {root / 'qrels.txt'}:1: field 'qrels': topic 'CD1' has no "
+    assert error_line(err) == (f"rankwise: error: {root / 'qrels.txt'}:1: field 'qrels': topic 'CD1' has no "
                                 "relevant candidate: WSS is undefined")
 
 
@@ -126,7 +126,7 @@ def test_compare_reports_screening_measures(tmp_path, capsys):
     for name, order in (("good", {"t1": "bdac", "t2": "ab"}), ("bad", {"t1": "acbd", "t2": "ba"})):
         (tmp_path / f"{name}.trec").write_text("".join(
             f"{q} Q0 {d} {i + 1} {10 - i} {name}\n" for q, docs in order.items() for i, d in enumerate(docs)))
-    code, out, err = _rankwise(capsys, "compare", tmp_path / "good.trec", tmp_path / "bad.trec", "--qrels", qrels,
+    code, out, err = run_cli(capsys, "compare", tmp_path / "good.trec", tmp_path / "bad.trec", "--qrels", qrels,
                                "--measures", "WSS@95,LastRel,Recall@50%", "--format", "json",
                                "--per-query", tmp_path / "pq.csv")
     assert code == 0, err
@@ -139,6 +139,7 @@ def test_compare_reports_screening_measures(tmp_path, capsys):
     assert "WSS@95" in (tmp_path / "pq.csv").read_text()
 
 
+@pytest.mark.slow
 def test_scifact_stand_in_end_to_end(tmp_path, tiny_encoder, capsys):
     source = require_shared("scifact")
     folder = tmp_path / "tar"
@@ -147,7 +148,7 @@ def test_scifact_stand_in_end_to_end(tmp_path, tiny_encoder, capsys):
                    check=True, capture_output=True, cwd=ROOT)
     tar = read_tar(folder)
     assert len(tar.topics) == 6 and all(len(t.pids) == 40 for t in tar.topics.values())
-    code, out, err = _rankwise(capsys, "screening", folder, "--systems", "bm25,dense", "--encoder", tiny_encoder,
+    code, out, err = run_cli(capsys, "screening", folder, "--systems", "bm25,dense", "--encoder", tiny_encoder,
                                "--json", "--per-query", tmp_path / "pq.csv", "--out", tmp_path / "out")
     assert code == 0, err
     rows = json.loads(out)
@@ -167,7 +168,7 @@ def test_beir_accepts_screening_measures(synthetic_beir, capsys, tmp_path):
     from rankwise.retrieval.formats import read_qrels
     from rankwise.retrieval.run import Run
 
-    code, out, err = _rankwise(capsys, "beir", synthetic_beir, "--measures", "nDCG@10,WSS@95,LastRel,Recall@10%",
+    code, out, err = run_cli(capsys, "beir", synthetic_beir, "--measures", "nDCG@10,WSS@95,LastRel,Recall@10%",
                                "-k", "400", "--json", "--out", tmp_path / "out")
     assert code == 0, err
     metrics = json.loads(out)["synthetic"]

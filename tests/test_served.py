@@ -241,6 +241,7 @@ def _write_run(path: Path, lists_of_ids: dict[str, list[str]]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_killed_served_rerank_resends_only_unfinished_requests(server, tmp_path):
     if not CRANFIELD.is_dir():
         pytest.skip(f"{CRANFIELD} is missing")

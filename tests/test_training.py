@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
@@ -13,41 +12,7 @@ from rankwise.retrieval.errors import InputError
 from rankwise.training.bi_encoder import train_bi_encoder
 from rankwise.training.cross_encoder import train_cross_encoder
 from rankwise.training.data import TrainingInput
-from rankwise.training.settings import TrainSettings
-
-WORDS = "heart protein gene blood cell virus drug brain lung liver kidney bone".split()
-
-
-def write_tuples(folder: Path, n: int = 24, negatives: int = 2, seed: int = 0) -> tuple[Path, Path]:
-    """Text n-tuples and an aligned teacher-score file."""
-    rng = random.Random(seed)
-    triples, scores = [], []
-    for i in range(n):
-        topic = WORDS[i % len(WORDS)]
-        negs = [f"{rng.choice([w for w in WORDS if w != topic])} notes number {i} {j}" for j in range(negatives)]
-        triples.append("\t".join([f"what about {topic} {i}", f"{topic} is studied in paper {i}", *negs]))
-        s = [round(rng.uniform(2, 5), 3)] + [round(rng.uniform(-3, 1), 3) for _ in negs]
-        scores.append("\t".join([*map(str, s), f"q{i}", f"p{i}", *[f"n{i}-{j}" for j in range(negatives)]]))
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "tuples.tsv").write_text("\n".join(triples) + "\n", encoding="utf-8")
-    (folder / "scores.tsv").write_text("\n".join(scores) + "\n", encoding="utf-8")
-    return folder / "tuples.tsv", folder / "scores.tsv"
-
-
-def settings(**kw) -> TrainSettings:
-    base = dict(max_steps=3, batch_size=4, lr=1e-3, save_steps=2, logging_steps=1, warmup_ratio=0.0)
-    base.update(kw)
-    return TrainSettings(**base)
-
-
-def weights(path: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
-    out = {}
-    for f in sorted(path.rglob("model.safetensors")):
-        if "checkpoint" not in str(f):
-            out.update({f"{f.parent.relative_to(path)}/{k}": v for k, v in load_file(str(f)).items()})
-    return out
+from tests._helpers import assert_reranks_with, settings, weights, write_tuples
 
 
 @pytest.mark.parametrize("loss", ["contrastive", "star", "margin-mse", "kl"])
@@ -87,16 +52,7 @@ def test_cross_encoder_losses_train_and_rerank(tmp_path, tiny_encoder, loss):
     assert before.shape == after.shape and not np.allclose(before, after)  # it learned something
     docs = ["heart paper", "bone notes", "x"]
     ranking = CrossEncoderReranker(str(tmp_path / "ce")).rerank("heart", docs)
-    # the same scores straight from transformers: the saved model is what the reranker ranks with
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "ce")
-    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "ce").eval()
-    with torch.inference_mode():
-        logits = model(**tokenizer(["heart"] * 3, docs, padding=True, return_tensors="pt")).logits[:, 0].numpy()
-    assert [i for i, _ in ranking] == [int(i) for i in np.argsort(-logits, kind="stable")]
-    assert np.allclose([s for _, s in ranking], np.sort(logits)[::-1], atol=1e-4)
+    assert_reranks_with(tmp_path / "ce", ranking, "heart", docs)  # the saved model is what the reranker ranks with
 
 
 def test_resume_after_interruption_gives_the_same_weights(tmp_path, tiny_encoder):
@@ -174,12 +130,31 @@ def test_bad_input_fails_before_training(tmp_path, tiny_encoder):
                             settings=settings(curriculum="bm25"), progress=False)
 
 
+def _losses(result) -> list[float]:
+    """The loss logged at each step (``logging_steps=1``)."""
+    return [entry["loss"] for entry in result.log if "loss" in entry]
+
+
+def assert_curriculum_changed_training(plain, curriculum, plain_out: Path, curriculum_out: Path) -> None:
+    """The same run with and without a curriculum (same seed, data and steps): the first step's loss (before
+    any update: only the curriculum's sample weights differ) and the trained weights must differ. A trainer
+    that ignored the curriculum would give bit-identical runs."""
+    assert plain.steps == curriculum.steps == 3
+    assert np.isfinite(curriculum.final_loss)
+    first_plain, first_curriculum = _losses(plain)[0], _losses(curriculum)[0]
+    assert first_curriculum != pytest.approx(first_plain, rel=1e-4)
+    before, after = weights(plain_out), weights(curriculum_out)
+    assert before.keys() == after.keys()
+    assert any(not np.allclose(before[k], after[k], atol=1e-7) for k in before)
+
+
 @pytest.mark.parametrize("loss", ["margin-mse", "lce", "bce"])
 def test_teacher_curriculum_trains_cross_encoder(tmp_path, tiny_encoder, loss):
     tuples, scores = write_tuples(tmp_path)
-    result = train_cross_encoder(str(tiny_encoder), TrainingInput(tuples, teacher=scores), tmp_path / "ce",
-                                 loss=loss, settings=settings(curriculum="teacher"), progress=False)
-    assert result.steps == 3 and np.isfinite(result.final_loss)
+    data = TrainingInput(tuples, teacher=scores)
+    runs = {c: train_cross_encoder(str(tiny_encoder), data, tmp_path / c, loss=loss, settings=settings(curriculum=c),
+                                   progress=False) for c in ("none", "teacher")}
+    assert_curriculum_changed_training(runs["none"], runs["teacher"], tmp_path / "none", tmp_path / "teacher")
 
 
 def test_mined_triples_train_adore_and_the_router_keeps_documents_fixed(tmp_path, synthetic_beir, tiny_encoder):
@@ -316,9 +291,9 @@ def test_bm25_curriculum_on_mined_id_triples(tmp_path, synthetic_beir, tiny_enco
                    out=triples, progress=False)
     data = TrainingInput(triples, queries=synthetic_beir / "queries.jsonl", corpus=synthetic_beir / "corpus.jsonl",
                          group_by_query=True)
-    result = train_cross_encoder(str(tiny_encoder), data, tmp_path / "ce", loss="bce",
-                                 settings=settings(curriculum="bm25"), progress=False)
-    assert result.steps == 3 and np.isfinite(result.final_loss)
+    runs = {c: train_cross_encoder(str(tiny_encoder), data, tmp_path / c, loss="bce", settings=settings(curriculum=c),
+                                   progress=False) for c in ("none", "bm25")}
+    assert_curriculum_changed_training(runs["none"], runs["bm25"], tmp_path / "none", tmp_path / "bm25")
 
 
 def test_a_changed_curriculum_run_is_another_run(tmp_path):

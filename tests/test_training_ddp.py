@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_training import write_tuples
+from tests._helpers import ROOT, free_port, write_tuples
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # two subprocesses, one of them a 2-process torchrun
 
 
 def _train(args: list[str], out: Path, prefix: list[str]) -> list[dict]:
@@ -23,11 +23,17 @@ def _train(args: list[str], out: Path, prefix: list[str]) -> list[dict]:
     return [json.loads(x) for x in (out / "training_log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("loss", ["margin-mse", "contrastive"])
-def test_two_process_torchrun_matches_one_process(tmp_path, loss):
-    from tests.tiny_models import build_tiny_encoder
+@pytest.fixture(scope="module")
+def encoder_without_dropout(tmp_path_factory) -> Path:
+    from rankwise.testing import build_tiny_encoder
 
-    tiny_encoder = build_tiny_encoder(tmp_path / "encoder", dropout=0.0)  # dropout draws differ per process
+    # dropout draws differ per process
+    return build_tiny_encoder(tmp_path_factory.mktemp("models") / "encoder", dropout=0.0)
+
+
+@pytest.mark.parametrize("loss", ["margin-mse", "contrastive"])
+def test_two_process_torchrun_matches_one_process(tmp_path, loss, encoder_without_dropout):
+    tiny_encoder = encoder_without_dropout
     tuples, scores = write_tuples(tmp_path, n=32)
     common = ["--model", str(tiny_encoder), "--triples", str(tuples), "--loss", loss, "--max-steps", "3",
               "--lr", "1e-3", "--warmup-ratio", "0", "--logging-steps", "1", "--seed", "3"]
@@ -35,7 +41,7 @@ def test_two_process_torchrun_matches_one_process(tmp_path, loss):
         common += ["--teacher-scores", str(scores)]
     single = _train(common + ["--batch-size", "8"], tmp_path / "single", [sys.executable])
     ddp = _train(common + ["--batch-size", "4"], tmp_path / "ddp",
-                 [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"])
+                 [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())])
     one = [e["loss"] for e in single if "loss" in e]
     two = [e["loss"] for e in ddp if "loss" in e]
     assert len(one) == len(two) == 3

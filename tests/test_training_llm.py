@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rankwise.retrieval.errors import InputError
-from tests.test_training import settings, write_tuples
+from tests._helpers import settings, write_tuples
 from rankwise.training.candidates import RunInput
 from rankwise.training.data import TrainingInput
 from rankwise.training.llm import LoRASettings
@@ -160,6 +160,7 @@ def test_listwise_first_lora_trains_and_reranks(tmp_path, tiny_causal_lm, synthe
     _rerank_through_rerank(f"listwise:{tmp_path / 'lw'},window=4,stride=2", synthetic_beir)
 
 
+@pytest.mark.slow  # full fine-tuning of the LM, then a resumed run: about a minute on 2 cores
 def test_groupwise_full_fine_tuning_from_a_run_and_resume(tmp_path, tiny_causal_lm, synthetic_beir):
     from safetensors.numpy import load_file
 

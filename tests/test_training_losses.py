@@ -1,4 +1,8 @@
-"""Every training loss against a value computed by hand from its formula."""
+"""Every training loss against a value computed by hand from its formula.
+
+The losses sentence-transformers implements are built here as rankwise builds them, through the loss registry
+(``get_loss(kind, name).build(LossContext(...))``): what is tested is that ``--loss NAME`` with rankwise's
+settings (scale, similarity, gold order) computes the formula the name stands for."""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ from torch import nn
 
 from rankwise.training.losses.adore import ADORELoss, rank_gain
 from rankwise.training.losses.curriculum import CurriculumLoss, CurriculumSchedule
+from rankwise.training.losses.registry import BI_ENCODER, CROSS_ENCODER, LossContext, get_loss
 from rankwise.training.losses.star import STARLoss
+from tests._helpers import FakeCrossEncoder
 
 
 def softplus(x: float) -> float:
@@ -22,33 +28,6 @@ class DotModel(nn.Module):
     """Stands in for a SentenceTransformer where a loss only reads its similarity name."""
 
     similarity_fn_name = "dot"
-
-
-def FakeCrossEncoder(table: dict[tuple[str, str], float]):  # noqa: N802
-    """A CrossEncoder whose logit for (query, doc) is read from a table: the losses' math, not a model's."""
-    from sentence_transformers.cross_encoder import CrossEncoder
-
-    class Fake(CrossEncoder):
-        def __init__(self) -> None:
-            nn.Module.__init__(self)
-            self.pairs = list(table)
-            self.logits = nn.Parameter(torch.tensor([table[p] for p in self.pairs]))
-
-        @property
-        def device(self):
-            return torch.device("cpu")
-
-        @property
-        def num_labels(self):
-            return 1
-
-        def preprocess(self, pairs, prompt=None, task=None, **kwargs):
-            return {"idx": torch.tensor([self.pairs.index(tuple(p)) for p in pairs])}
-
-        def forward(self, features, **kwargs):
-            return {"scores": self.logits[features["idx"]].unsqueeze(1)}
-
-    return Fake()
 
 
 # --- bi-encoder losses -------------------------------------------------------------------------
@@ -72,9 +51,9 @@ def test_star_loss_by_hand():
 
 
 def test_contrastive_is_infonce_over_in_batch_and_hard_negatives(tiny_encoder):
-    from sentence_transformers import SentenceTransformer, losses
+    from sentence_transformers import SentenceTransformer
 
-    loss = losses.MultipleNegativesRankingLoss(SentenceTransformer(str(tiny_encoder)), scale=10.0)
+    loss = get_loss(BI_ENCODER, "contrastive").build(LossContext(SentenceTransformer(str(tiny_encoder)), scale=10.0))
     got = loss.compute_loss_from_embeddings([Q, P, N], None).item()
     docs = torch.cat([P, N])
     cos = torch.nn.functional.normalize(Q, dim=1) @ torch.nn.functional.normalize(docs, dim=1).T * 10.0
@@ -83,19 +62,16 @@ def test_contrastive_is_infonce_over_in_batch_and_hard_negatives(tiny_encoder):
 
 
 def test_margin_mse_and_kl_with_scaled_similarity(tiny_encoder):
-    from sentence_transformers import SentenceTransformer, losses
+    from sentence_transformers import SentenceTransformer
 
-    from rankwise.training.losses.registry import ScaledSimilarity
-
-    model = SentenceTransformer(str(tiny_encoder))
-    sim = ScaledSimilarity(5.0, cosine=True)
+    context = LossContext(SentenceTransformer(str(tiny_encoder)), scale=5.0, cosine=True)
     teacher = torch.tensor([[3.0, 1.0], [0.5, 2.0]])
     cos = lambda a, b: torch.nn.functional.cosine_similarity(a, b).numpy()  # noqa: E731
     s_pos, s_neg = 5.0 * cos(Q, P), 5.0 * cos(Q, N)
-    mse = losses.MarginMSELoss(model, similarity_fct=sim).compute_loss_from_embeddings(
+    mse = get_loss(BI_ENCODER, "margin-mse").build(context).compute_loss_from_embeddings(
         [Q, P, N], teacher[:, 0] - teacher[:, 1]).item()
     assert mse == pytest.approx(np.mean(((s_pos - s_neg) - (teacher[:, 0] - teacher[:, 1]).numpy()) ** 2), rel=1e-5)
-    kl = losses.DistillKLDivLoss(model, similarity_fct=sim).compute_loss_from_embeddings([Q, P, N], teacher).item()
+    kl = get_loss(BI_ENCODER, "kl").build(context).compute_loss_from_embeddings([Q, P, N], teacher).item()
     student = np.stack([s_pos, s_neg], 1)
     log_q = student - np.log(np.exp(student).sum(1, keepdims=True))
     p = np.exp(teacher.numpy()) / np.exp(teacher.numpy()).sum(1, keepdims=True)
@@ -163,9 +139,7 @@ TABLE = {("q1", "a"): 2.0, ("q1", "b"): -1.0, ("q1", "c"): 0.5, ("q2", "d"): 0.3
 
 
 def test_bce_by_hand():
-    from sentence_transformers.cross_encoder import losses
-
-    loss = losses.BinaryCrossEntropyLoss(FakeCrossEncoder(TABLE))
+    loss = get_loss(CROSS_ENCODER, "bce").build(LossContext(FakeCrossEncoder(TABLE)))
     got = loss([["q1", "q1", "q2"], ["a", "b", "e"]], torch.tensor([1.0, 0.0, 0.0])).item()
     z = [2.0, -1.0, 1.2]
     y = [1, 0, 0]
@@ -175,16 +149,12 @@ def test_bce_by_hand():
 
 
 def test_cross_encoder_margin_mse_by_hand():
-    from sentence_transformers.cross_encoder import losses
-
-    loss = losses.MarginMSELoss(FakeCrossEncoder(TABLE))
+    loss = get_loss(CROSS_ENCODER, "margin-mse").build(LossContext(FakeCrossEncoder(TABLE), teacher_labels=True))
     got = loss([["q1", "q2"], ["a", "e"], ["b", "f"]], torch.tensor([2.0, 1.0])).item()
     assert got == pytest.approx(np.mean([((2.0 + 1.0) - 2.0) ** 2, ((1.2 + 0.4) - 1.0) ** 2]), rel=1e-6)
 
 
 def test_lce_by_hand():
-    from rankwise.training.losses.registry import CROSS_ENCODER, LossContext, get_loss
-
     loss = get_loss(CROSS_ENCODER, "lce").build(LossContext(FakeCrossEncoder(TABLE)))
     got = loss([["q1", "q2"], ["a", "d"], ["b", "e"], ["c", "f"]], torch.tensor([0.0, 0.0])).item()
     expected = []
@@ -195,9 +165,7 @@ def test_lce_by_hand():
 
 
 def test_listnet_by_hand():
-    from sentence_transformers.cross_encoder import losses
-
-    loss = losses.ListNetLoss(FakeCrossEncoder(TABLE))
+    loss = get_loss(CROSS_ENCODER, "listnet").build(LossContext(FakeCrossEncoder(TABLE)))
     labels = [torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 2.0, 1.0])]
     got = loss([["q1", "q2"], [["a", "b", "c"], ["d", "e", "f"]]], labels).item()
     expected = []
@@ -208,17 +176,19 @@ def test_listnet_by_hand():
     assert got == pytest.approx(np.mean(expected), rel=1e-5)
 
 
-@pytest.mark.parametrize("weighted", [False, True])
-def test_plistmle_by_hand(weighted):
-    from sentence_transformers.cross_encoder import losses
-
-    kwargs = {} if weighted else {"lambda_weight": None}
-    loss = losses.PListMLELoss(FakeCrossEncoder(TABLE), **kwargs)
-    got = loss([["q1"], [["a", "c", "b"]]], [torch.tensor([2.0, 1.0, 0.0])]).item()
-    s = [TABLE["q1", d] for d in "acb"]  # the gold order
+@pytest.mark.parametrize("name", ["plistmle", "listmle"])
+@pytest.mark.parametrize("teacher_labels", [False, True])
+def test_listmle_gold_order_is_the_input_order_unless_a_teacher_scores(name, teacher_labels):
+    """rankwise's choice: with qrels labels (positive first) the gold order is the input order; with a
+    teacher's scores it is the order of the scores. PListMLE weights position r by 2^(n-r) - 1 (normalized)."""
+    loss = get_loss(CROSS_ENCODER, name).build(LossContext(FakeCrossEncoder(TABLE), teacher_labels=teacher_labels))
+    labels = torch.tensor([0.0, 2.0, 1.0])  # a teacher would rank c, then b, then a
+    got = loss([["q1"], [["a", "c", "b"]]], [labels]).item()
+    gold = "acb" if not teacher_labels else "cba"
+    s = [TABLE["q1", d] for d in gold]
     logp = [s[i] - math.log(sum(math.exp(x) for x in s[i:])) for i in range(3)]
-    w = [2 ** (3 - r) - 1 for r in (1, 2, 3)] if weighted else [1, 1, 1]
-    if weighted:
+    w = [2 ** (3 - r) - 1 for r in (1, 2, 3)] if name == "plistmle" else [1, 1, 1]
+    if name == "plistmle":
         w = [x / sum(w) for x in w]
     assert got == pytest.approx(-sum(a * b for a, b in zip(w, logp)), rel=1e-5)
 

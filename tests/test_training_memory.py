@@ -10,7 +10,7 @@ import pytest
 from rankwise.retrieval.errors import InputError
 from rankwise.training.memory import (RUNTIME_BYTES, ModelShape, estimate_peak, model_shape, parse_bytes, plan_batches,
                                       preflight)
-from tests.test_training import settings, write_tuples
+from tests._helpers import settings, write_tuples
 
 MINILM = ModelShape(parameters=22_713_216, layers=6, hidden=384, intermediate=1536, heads=12, max_length=512)
 

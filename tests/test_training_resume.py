@@ -47,7 +47,7 @@ def finish(proc: subprocess.Popen, status: int | None = 0) -> str:
 
 @pytest.fixture(scope="module")
 def triples(tmp_path_factory) -> Path:
-    from tests.test_training import write_tuples
+    from tests._helpers import write_tuples
 
     return write_tuples(tmp_path_factory.mktemp("triples"), n=16)[0]
 

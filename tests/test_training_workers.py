@@ -11,7 +11,7 @@ import pytest
 from transformers import TrainerCallback
 
 from rankwise.retrieval.batching import default_workers
-from tests.test_training import settings, weights, write_tuples
+from tests._helpers import settings, weights, write_tuples
 from rankwise.training.data import TrainingInput
 from rankwise.training.settings import TrainSettings
 
@@ -71,6 +71,7 @@ def _same_run(train, tmp_path) -> None:
         np.testing.assert_allclose(a[k], b[k], atol=1e-6, err_msg=k)
 
 
+@pytest.mark.slow  # spawns 2 DataLoader worker processes
 def test_cross_encoder_trains_the_same_with_workers(tmp_path, tiny_encoder):
     from rankwise.training.cross_encoder import train_cross_encoder
 
@@ -79,6 +80,7 @@ def test_cross_encoder_trains_the_same_with_workers(tmp_path, tiny_encoder):
                                                      settings=s, progress=False, callbacks=cb), tmp_path)
 
 
+@pytest.mark.slow  # spawns 2 DataLoader worker processes
 def test_bi_encoder_trains_the_same_with_workers(tmp_path, tiny_encoder):
     from rankwise.training.bi_encoder import train_bi_encoder
 
@@ -87,6 +89,7 @@ def test_bi_encoder_trains_the_same_with_workers(tmp_path, tiny_encoder):
                                                   settings=s, progress=False, callbacks=cb), tmp_path)
 
 
+@pytest.mark.slow  # spawns 2 DataLoader worker processes
 def test_first_tokenizes_in_the_workers_and_trains_the_same(tmp_path, tiny_causal_lm):
     from rankwise.rerank.llm import CausalLM
     from rankwise.training.listwise import FIRSTObjective, train_listwise

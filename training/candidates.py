@@ -1,6 +1,6 @@
 """Labelled candidate lists for the LLM rerankers' training: a query, its candidates and their labels.
 
-Two sources (issue 5, windows "built from mined candidates, labels from qrels or a teacher"):
+Two sources (windows built from mined candidates, labels from qrels or a teacher):
 
 * :class:`~training.data.TrainingInput` (text triples / n-tuples, id triples, with
   ``group_by_query`` to merge mined triples into n-tuples): the list is ``(positive, *negatives)``,

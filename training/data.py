@@ -1,6 +1,6 @@
 """Training inputs, streamed one validated :class:`TrainingSample` at a time.
 
-Three inputs (issue 4, "Train on MS MARCO-style triples"):
+Three inputs:
 
 * **Text triples**, TSV: ``query \\t positive \\t negative``, or n-tuples ``query \\t positive \\t
   neg1 \\t neg2 ...`` (at least 3 columns, none empty).

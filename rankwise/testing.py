@@ -1,6 +1,8 @@
-"""Tiny models built inside the tests: a WordPiece tokenizer trained on the fly and a small BERT.
+"""Tiny models built on the fly for tests and benchmarks: a WordPiece tokenizer, a small BERT bi-encoder and
+cross-encoder, a small Llama causal LM, and the vocabulary and pseudo-sentences they were made for.
 
-They make every unit test hermetic and fast; nothing is downloaded.
+They make unit tests hermetic and fast, and give benchmarks a model whose cost is the data path's, not the
+model's; nothing is downloaded. Random weights: their rankings mean nothing.
 """
 
 from __future__ import annotations
