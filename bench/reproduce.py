@@ -38,14 +38,14 @@ MACHINES = {
 
 MINILM = "$RANKWISE_MODELS/all-MiniLM-L6-v2"
 SMOL = "$RANKWISE_MODELS/SmolLM2-135M-Instruct"
-MINE_BM25 = "rankwise mine --corpus $S --retriever bm25 --depth 0:100 --negatives 8 --out scifact-bm25.tsv"
+MINE_BM25 = "rankwise mine --corpus $S --retriever bm25 --rank-window 0:100 --negatives 8 --out scifact-bm25.tsv"
 CE_3 = (f"rankwise train cross-encoder --model {MINILM} --triples scifact-bm25.tsv --queries $S/queries.jsonl "
         "--corpus $S/corpus.jsonl --group-by-query --negatives 4 --loss lce --max-length 128 --batch-size 8 "
         "--epochs 3 --lr 5e-5 --out ce-lce128")
 CE_6 = ("rankwise train cross-encoder --model ce-lce128 --triples scifact-bm25.tsv --queries $S/queries.jsonl "
         "--corpus $S/corpus.jsonl --group-by-query --negatives 4 --loss lce --max-length 128 --batch-size 8 "
         "--epochs 3 --lr 3e-5 --seed 1 --out ce-lce128-e6")
-MINE_DENSE = (f"rankwise mine --corpus $S --retriever dense --model {MINILM} --depth 10:100 --negatives 2 "
+MINE_DENSE = (f"rankwise mine --corpus $S --retriever dense --encoder {MINILM} --rank-window 10:100 --negatives 2 "
               "--teacher cross-encoder:ce-lce128-e6,batch_size=32 --margin 0.1 --out dense-triples.tsv "
               "--scores dense-scores.tsv")
 BI = (f"rankwise train bi-encoder --model {MINILM} --triples dense-triples.tsv --queries $S/queries.jsonl "
@@ -126,7 +126,7 @@ RESULTS: tuple[Result, ...] = (
            "160 held-out train queries), mixed with BM25 (W=0.5)", {"scifact": {"nDCG@10": 0.7168, "R@100": 0.9253}},
            ("rankwise index $S --retriever bm25 --out bm25-index",
             "rankwise search bm25-index --queries $S/queries.jsonl -k 100 --out bm25-train.trec",
-            "rankwise mine --corpus $S --retriever bm25 --depth 10:100 --negatives 31 --out bm25-train-w10.tsv",
+            "rankwise mine --corpus $S --retriever bm25 --rank-window 10:100 --negatives 31 --out bm25-train-w10.tsv",
             f"rankwise train cross-encoder --model {MINILM} --triples bm25-train-w10.tsv --queries $S/queries.jsonl "
             "--corpus $S/corpus.jsonl --group-by-query --negatives 15 --loss lce --curriculum bm25 "
             "--curriculum-run bm25-train.trec --max-length 512 --batch-size 8 --epochs 3 --lr 5e-5 --out ce-c",
@@ -136,24 +136,24 @@ RESULTS: tuple[Result, ...] = (
     Result("scifact-bi-contrastive", "scifact", "bi-encoder, contrastive on teacher-filtered dense negatives (57 steps)",
            {"scifact": {"nDCG@10": 0.6781, "R@100": 0.9467}},
            (*BI_SETUP, f"{BI} --loss contrastive --out bi-contrastive",
-            "rankwise beir scifact --retriever dense --model bi-contrastive --json"), note="zero-shot 0.6451"),
+            "rankwise beir scifact --retriever dense --encoder bi-contrastive --json"), note="zero-shot 0.6451"),
     Result("scifact-bi-star", "scifact", "bi-encoder, STAR (57 steps)", {"scifact": {"nDCG@10": 0.6688, "R@100": 0.9433}},
            (*BI_SETUP, f"{BI} --loss star --out bi-star",
-            "rankwise beir scifact --retriever dense --model bi-star --json")),
+            "rankwise beir scifact --retriever dense --encoder bi-star --json")),
     Result("scifact-bi-pg-rank", "scifact", "bi-encoder, PG-Rank (8 samples, reward nDCG@10; 57 steps)",
            {"scifact": {"nDCG@10": 0.6686, "R@100": 0.9350}},
-           (*BI_SETUP, f"{BI} --loss pg-rank --samples 8 --reward ndcg@10 --temperature 1.0 --baseline loo --out bi-pg-rank",
-            "rankwise beir scifact --retriever dense --model bi-pg-rank --json")),
+           (*BI_SETUP, f"{BI} --loss pg-rank --pg-samples 8 --pg-reward ndcg@10 --pg-temperature 1.0 --pg-baseline loo --out bi-pg-rank",
+            "rankwise beir scifact --retriever dense --encoder bi-pg-rank --json")),
     Result("scifact-bi-margin-mse", "scifact", "bi-encoder, Margin-MSE from the 6-epoch cross-encoder (57 steps)",
            {"scifact": {"nDCG@10": 0.6634, "R@100": 0.9367}},
            (*BI_SETUP, f"{BI} --teacher-scores dense-scores.tsv --loss margin-mse --out bi-margin-mse",
-            "rankwise beir scifact --retriever dense --model bi-margin-mse --json")),
+            "rankwise beir scifact --retriever dense --encoder bi-margin-mse --json")),
     Result("scifact-bi-adore", "scifact", "bi-encoder, ADORE from the Margin-MSE student (52 steps)",
            {"scifact": {"nDCG@10": 0.6764, "R@100": 0.9483}},
            (*BI_SETUP, f"{BI} --teacher-scores dense-scores.tsv --loss margin-mse --out bi-margin-mse",
             "rankwise train bi-encoder --model bi-margin-mse --triples $S --loss adore --adore-depth 200 "
             "--max-length 256 --batch-size 32 --epochs 2 --lr 1e-5 --out bi-adore",
-            "rankwise beir scifact --retriever dense --model bi-adore --json")),
+            "rankwise beir scifact --retriever dense --encoder bi-adore --json")),
     Result("cranfield-bm25", "cranfield", "BM25", {"cranfield": {"nDCG@10": 0.3506}},
            ("rankwise beir cranfield --retriever bm25 --json",), note="checked by tests/test_integration.py"),
     Result("cranfield-dense", "cranfield", "dense all-MiniLM-L6-v2", {"cranfield": {"nDCG@10": 0.3817}},
@@ -167,7 +167,7 @@ RESULTS: tuple[Result, ...] = (
            {"listwise-first": {"nDCG@10": 0.7223}},
            (*TRAIN_TOP20,
             f"rankwise train listwise --model {SMOL} --runs bm25-train-top20.trec --corpus $S --qrels $S/qrels/train.tsv "
-            "--depth 20 --loss first --window 20 --order retrieved --rank-weight 1.0 --lora --lora-r 16 --batch-size 1 "
+            "--candidates 20 --loss first --window 20 --order retrieved --rank-weight 1.0 --lora --lora-r 16 --batch-size 1 "
             "--gradient-accumulation 4 --lr 1e-4 --max-steps 15 --out smollm-first-retrieved",
             "python bench/rerank_scifact.py --model smollm-first-retrieved --queries 20 --depth 20 --systems listwise-first "
             "--json-out r.json", "cat r.json"),
@@ -176,7 +176,7 @@ RESULTS: tuple[Result, ...] = (
            {"groupwise": {"nDCG@10": 0.2447}},
            (*TRAIN_TOP20,
             f"rankwise train groupwise --model {SMOL} --runs bm25-train-top20.trec --corpus $S --qrels $S/qrels/train.tsv "
-            "--depth 20 --loss listnet --group-size 5 --levels 10 --lora --lora-r 16 --batch-size 1 "
+            "--candidates 20 --loss listnet --group-size 5 --levels 10 --lora --lora-r 16 --batch-size 1 "
             "--gradient-accumulation 4 --lr 2e-4 --max-steps 15 --out smollm-groupwise",
             "python bench/rerank_scifact.py --model smollm-groupwise --queries 20 --depth 20 --systems groupwise --json-out r.json",
             "cat r.json"),
@@ -212,13 +212,13 @@ RESULTS: tuple[Result, ...] = (
     Result("followir-scifact", "followir", "FollowIR-SciFact (20 claims, 300 docs): BM25 / dense / BM25 >> untrained-head "
            "cross-encoder", {"bm25": {"p-MRR": -0.0101}, "dense": {"p-MRR": -0.0676}, "bm25>>cross-encoder:minilm-ce": {"p-MRR": 0.0138}},
            ("python bench/make_followir_scifact.py --out followir-scifact --queries 20 --docs 300 --seed 0", INIT_CE,
-            f"rankwise followir followir-scifact --systems \"bm25,dense,bm25>>cross-encoder:minilm-ce\" --model {MINILM} "
+            f"rankwise followir followir-scifact --systems \"bm25,dense,bm25>>cross-encoder:minilm-ce\" --encoder {MINILM} "
             "--depth 10 --json"),
            note="the cross-encoder's head is untrained: its p-MRR says nothing"),
     Result("screening-scifact", "followir", "screening stand-in (10 topics x 30 candidates): BM25 / dense",
            {"bm25": {"WSS@95": 0.9000}, "dense": {"WSS@95": 0.9033}},
            ("python bench/make_screening_scifact.py --out screening-scifact --topics 10 --candidates 30 --seed 0",
-            f"rankwise screening screening-scifact --systems bm25,dense --model {MINILM} --json"),
+            f"rankwise screening screening-scifact --systems bm25,dense --encoder {MINILM} --json"),
            note="candidates are random abstracts: far easier than a Boolean search's"),
 )
 

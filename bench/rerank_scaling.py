@@ -64,7 +64,7 @@ def main() -> None:
                                                "--master_port", str(_free_port())])):
             out = tmp / f"{label.split()[0]}.trec"
             command = prefix + ["-m", "rankwise", "rerank", str(run), "--queries", str(data), "--corpus", str(data),
-                                "--model", f"cross-encoder:{model}", "--depth", str(args.depth), "--out", str(out),
+                                "--reranker", f"cross-encoder:{model}", "--depth", str(args.depth), "--out", str(out),
                                 "--chunk-size", str(args.chunk_size)]
             log("running:", " ".join(command))
             start = time.perf_counter()

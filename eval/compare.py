@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from rankwise.eval.choices import CORRECTIONS, FORMATS, TESTS
 from rankwise.eval.metrics import DEFAULT_MEASURES, QrelsLike, RunLike, evaluate_per_query, parse_measures
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.extras import requires
@@ -38,9 +39,6 @@ from rankwise.retrieval.run import Run
 # every table here is a DataFrame: importing this module is where a missing 'experiments' extra is named
 pd = requires("pandas", "experiments", "Comparing systems")
 
-TESTS = ("t", "randomization")
-CORRECTIONS = ("holm", "bonferroni", "none")
-FORMATS = ("table", "markdown", "latex", "csv", "json")
 STATS = ("mean", "delta", "p", "p_raw", "sig", "win", "tie", "loss")
 _TIE = 1e-12  # per-query values closer than this count as a tie
 

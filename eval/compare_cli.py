@@ -8,8 +8,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.options import out_file, out_folder
-from rankwise.retrieval.values import non_negative_int, open_unit_interval
+from rankwise.eval.options import (Baseline, Correction, Format, OptionalMeasures, PerQuery, PlotFolder, SelfHits,
+                                   Significance, Split, Test)
+from rankwise.retrieval.options import Qrels, Seed
 
 
 
@@ -30,16 +31,11 @@ def emit(table: Any, *, fmt: str, title: str, files: dict[str, str] | None = Non
         typer.echo(f"{what.replace('_', ' ')}: {path}", err=True)
 
 
-def _check_choices(test: str, correction: str, fmt: str, plot: Path | None = None) -> None:
+def _check_plotting(plot: Path | None) -> None:
     if plot is not None:  # before any run is read or retrieved, not after the table is printed
         from rankwise.retrieval.extras import requires
 
         requires("matplotlib", "experiments", "Plotting")
-    from rankwise.eval.compare import CORRECTIONS, FORMATS, TESTS
-
-    for value, allowed, field in ((test, TESTS, "test"), (correction, CORRECTIONS, "correction"), (fmt, FORMATS, "format")):
-        if value not in allowed:
-            raise InputError(f"unknown {field} {value!r}; choose from {', '.join(allowed)}", field=field)
 
 
 def _named_run_files(runs: list[str]) -> dict[str, Path]:
@@ -59,33 +55,27 @@ def _named_run_files(runs: list[str]) -> dict[str, Path]:
 
 def compare_command(
     runs: Annotated[list[str], typer.Argument(help="TREC run files (NAME=PATH to name one; else the file name)")],
-    qrels: Annotated[str, typer.Option("--qrels", help="a qrels file, or a dataset (BEIR name or folder, MS MARCO "
-                                                       "folder, irds:NAME) whose qrels and official measures to use")],
-    baseline: Annotated[Optional[str], typer.Option(help="the run the others are compared with (default: the first)")] = None,
-    measures: Annotated[Optional[str], typer.Option(help="comma-separated ir-measures names (default: the dataset's "
-                                                         "official measures, else nDCG@10,R@100,RR@10,AP@100)")] = None,
-    test: Annotated[str, typer.Option(help="paired test: t (Student's paired t-test) or randomization (Fisher)")] = "t",
-    correction: Annotated[str, typer.Option(help="multiple-comparison correction: holm, bonferroni or none")] = "holm",
-    significance: Annotated[float, open_unit_interval.option(help="significance level of the markers")] = 0.05,
-    seed: Annotated[int, non_negative_int.option(help="seed of the randomization test")] = 0,
-    split: Annotated[str, typer.Option(help="qrels split when --qrels names a dataset")] = "test",
-    per_query: Annotated[Optional[Path], out_file("write per-query values to this CSV", "--per-query")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table, markdown, latex, csv or json")] = "table",
-    plot: Annotated[Optional[Path], out_folder("write per-query-delta.png (and quality-cost.png with --results) into "
-                                               "this folder", "--plot")] = None,
+    qrels: Qrels,
+    baseline: Baseline = None,
+    measures: OptionalMeasures = None,
+    test: Test = "t",
+    correction: Correction = "holm",
+    significance: Significance = 0.05,
+    seed: Seed = 0,
+    split: Split = "test",
+    per_query: PerQuery = None,
+    fmt: Format = "table",
+    plot: PlotFolder = None,
     results: Annotated[Optional[Path], typer.Option("--results", help="results.json of rankwise beir: timings "
                                                                       "for the quality-cost plot")] = None,
-    self_hits: Annotated[Optional[bool], typer.Option(
-        "--drop-self-hits/--keep-self-hits",
-        help="drop a retrieved document whose id equals the query id before scoring (default: drop when --qrels "
-             "names a BEIR dataset, as BEIR does; keep for a qrels file and other datasets)")] = None,
+    self_hits: SelfHits = None,
 ) -> None:
     """Compare TREC runs on the same qrels: measures, deltas, paired tests (corrected), win/tie/loss."""
     from rankwise.eval.datasets import resolve_dataset
     from rankwise.eval.experiment import Experiment
     from rankwise.retrieval.run import Run
 
-    _check_choices(test, correction, fmt, plot)
+    _check_plotting(plot)
     named = _named_run_files(runs)
     if baseline is not None and baseline not in named:
         by_path = [n for n, p in named.items() if Path(baseline).exists() and p.resolve() == Path(baseline).resolve()]

@@ -9,18 +9,13 @@ from typing import Annotated, Optional
 import typer
 
 from rankwise.retrieval.errors import InputError
-from rankwise.retrieval.formats import MISSING_JUDGED
 from rankwise.retrieval.json_output import dumps
 from rankwise.retrieval.models import DEFAULT_ENCODER
-from rankwise.retrieval.options import BackendName, backend_option, out_file, out_folder
-from rankwise.retrieval.values import one_of, positive_int
+from rankwise.eval.options import Measures, MissingJudged, PerQuery, Systems
+from rankwise.rerank.options import Depth
+from rankwise.retrieval.options import Backend, Encoder, EncoderBatchSize, Json, K, OptionalK, out_folder
 
-SystemsOpt = Annotated[str, typer.Option(help="FIRST[>>RERANKER],... e.g. bm25,dense,bm25>>cross-encoder:MODEL")]
-ModelOpt = Annotated[str, typer.Option(help="encoder name or path (dense, hybrid)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object, nothing else, to stdout")]
 OutOpt = Annotated[Optional[Path], out_folder("folder for the runs and results.json")]
-BatchOpt = Annotated[int, positive_int.option(help="encoder batch size")]
-BackendOpt = Annotated[BackendName, backend_option(help="encoder backend")]
 
 
 def _print(rows: dict[str, dict[str, float]], *, title: str, json_output: bool, out: Path | None) -> None:
@@ -39,18 +34,15 @@ def _print(rows: dict[str, dict[str, float]], *, title: str, json_output: bool, 
 def followir(
     folder: Annotated[Path, typer.Argument(help="FollowIR folder: corpus.jsonl, queries.jsonl, qrels/og.tsv, "
                                                 "qrels/changed.tsv")],
-    systems: SystemsOpt = "bm25",
-    model: ModelOpt = DEFAULT_ENCODER,
-    k: Annotated[int, positive_int.option("-k", "--k", help="documents per query (MAP@1000 needs 1000)")] = 1000,
-    depth: Annotated[int, positive_int.option(help="documents reranked per query")] = 100,
-    batch_size: BatchOpt = 64,
-    backend: BackendOpt = "torch",
-    json_output: JsonOpt = False,
+    systems: Systems = "bm25",
+    model: Encoder = DEFAULT_ENCODER,
+    k: K = 1000,
+    depth: Depth = 100,
+    batch_size: EncoderBatchSize = 64,
+    backend: Backend = "torch",
+    json_output: Json = False,
     out: OutOpt = None,
-    missing_judged: Annotated[one_of(MISSING_JUDGED), typer.Option(
-        "--missing-judged", help="a line of og.tsv or changed.tsv naming a document that is not in corpus.jsonl: "
-        "error (refuse it, naming file, line and id) or warn (count them in one warning and go on)")]
-    = "error",
+    missing_judged: MissingJudged = "error",
 ) -> None:
     """p-MRR (Weller et al. 2024) of each system, beside nDCG@5 and MAP@1000 of the original queries."""
     from rankwise.eval.followir import FollowIRDataset, run_followir
@@ -70,24 +62,19 @@ def followir(
 
 def screening(
     folder: Annotated[Path, typer.Argument(help="CLEF TAR folder: topics/, qrels.txt, corpus.jsonl")],
-    systems: SystemsOpt = "bm25",
-    model: ModelOpt = DEFAULT_ENCODER,
-    measures: Annotated[str, typer.Option(help="comma-separated measures (screening and ir-measures names)")] =
-    "Recall@10%,WSS@95,LastRel",
-    k: Annotated[Optional[int], positive_int.option("-k", "--k", help="first-stage depth over the corpus "
-                                                               "(default: the whole corpus)")] = None,
-    batch_size: BatchOpt = 64,
-    backend: BackendOpt = "torch",
-    per_query: Annotated[Optional[Path], out_file("per-query CSV: system, query_id, measure, value",
-                                                  "--per-query")] = None,
-    json_output: JsonOpt = False,
+    systems: Systems = "bm25",
+    model: Encoder = DEFAULT_ENCODER,
+    measures: Measures = "Recall@10%,WSS@95,LastRel",
+    k: OptionalK = None,
+    batch_size: EncoderBatchSize = 64,
+    backend: Backend = "torch",
+    per_query: PerQuery = None,
+    json_output: Json = False,
     out: OutOpt = None,
-    missing_judged: Annotated[one_of(MISSING_JUDGED), typer.Option(
-        "--missing-judged", help="a topic's candidate PMID that is not in corpus.jsonl: error (refuse it, naming the "
-        "topic file, line and PMID) or warn (count them in one warning and rank them last)")]
-    = "error",
+    missing_judged: MissingJudged = "error",
 ) -> None:
-    """Rank each topic's candidates with each system and report the screening measures."""
+    """Rank each topic's candidates with each system and report the screening measures (without -k, the first
+    stage ranks the whole corpus)."""
     from rankwise.eval.metrics import parse_measures
     from rankwise.eval.screening import ScreeningDataset, read_tar, run_screening
     from rankwise.eval.systems import parse_system, parse_systems

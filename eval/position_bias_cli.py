@@ -9,8 +9,10 @@ import typer
 
 from rankwise.retrieval.models import DEFAULT_ENCODER
 from rankwise.retrieval.json_output import dumps
-from rankwise.retrieval.options import out_file
-from rankwise.retrieval.values import one_of, positive_int
+from rankwise.eval.options import PlotFile, Split, Systems, format_option
+from rankwise.rerank.options import Depth
+from rankwise.retrieval.options import Encoder, EncoderBatchSize, K, Passages, Stride, out_file
+from rankwise.retrieval.values import positive_int
 
 FORMATS = ("table", "markdown", "csv", "json")
 
@@ -39,19 +41,18 @@ def render(table: Any, summary: dict[str, dict[str, Any]], fmt: str) -> str:
 
 def position_bias_command(
     dataset: Annotated[str, typer.Argument(help="a BEIR name or folder with a positions.tsv (SciFact-long)")],
-    systems: Annotated[str, typer.Option(help="FIRST[>>RERANKER],... as in beir --systems, plus "
-                                              "dense-passages[:MODEL]")] = "bm25,dense",
+    systems: Systems = "bm25,dense",
     positions: Annotated[Optional[Path], typer.Option(help="positions file (default: DATASET/positions.tsv)")] = None,
-    model: Annotated[str, typer.Option(help="encoder of dense systems")] = DEFAULT_ENCODER,
-    k: Annotated[int, positive_int.option("-k", "--k", help="documents per query in each run")] = 100,
-    depth: Annotated[int, positive_int.option(help="documents reranked per query")] = 10,
+    model: Encoder = DEFAULT_ENCODER,
+    k: K = 100,
+    depth: Depth = 10,
     buckets: Annotated[int, positive_int.option(help="position buckets")] = 8,
-    passages: Annotated[int, positive_int.option(help="dense-passages: words per passage")] = 128,
-    stride: Annotated[Optional[int], positive_int.option(help="dense-passages: words between passage starts")] = None,
-    batch_size: Annotated[int, positive_int.option(help="encoder batch size")] = 64,
-    split: Annotated[str, typer.Option(help="qrels split")] = "test",
-    fmt: Annotated[one_of(FORMATS), typer.Option("--format", help="output format")] = "table",
-    plot: Annotated[Optional[Path], out_file("PNG of nDCG@10 by position, one line per system", "--plot")] = None,
+    passages: Passages = 128,
+    stride: Stride = None,
+    batch_size: EncoderBatchSize = 64,
+    split: Split = "test",
+    fmt: format_option(FORMATS) = "table",
+    plot: PlotFile = None,
     out: Annotated[Optional[Path], out_file("JSON with the table, the summaries and the runs' settings")] = None,
 ) -> None:
     """nDCG@10 and the relevant document's rank by where its abstract sits (docs/long-documents.md)."""

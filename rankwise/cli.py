@@ -46,6 +46,21 @@ _KEPT = {
     "screening": "the finished parts of the cached indexes are kept" + _RESUME,
     "serve": "the server answered the requests in flight and stopped",
 }
+# Option spellings renamed so that one name means one thing across commands; the old ones still work for one
+# release (rewritten before parsing, with a one-line note on stderr). By command path: old flag -> new flag.
+_ENCODER = {"--model": "--encoder"}
+_PG_RANK = {"--samples": "--pg-samples", "--reward": "--pg-reward", "--temperature": "--pg-temperature",
+            "--baseline": "--pg-baseline"}
+RENAMED: dict[str, dict[str, str]] = {
+    "index": _ENCODER, "search": _ENCODER, "beir": _ENCODER, "serve": _ENCODER,
+    "followir": {**_ENCODER, "--k": "-k"}, "screening": {**_ENCODER, "--k": "-k"},
+    "position-bias": {**_ENCODER, "--k": "-k"},
+    "mine": {**_ENCODER, "--depth": "--rank-window"},
+    "rerank": {"--model": "--reranker"},
+    "train bi-encoder": _PG_RANK, "train cross-encoder": _PG_RANK,
+    "train groupwise": {**_PG_RANK, "--depth": "--candidates"},
+    "train listwise": {"--depth": "--candidates"}, "train idcm-selector": {"--depth": "--candidates"},
+}
 _NOTHING_KEPT = "no output was written under its final name" + _RESUME
 # the OSError numbers that are a user's to fix (a path that does not exist, is a folder, is not writable...)
 _USER_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EEXIST, errno.EPERM, errno.ENOTEMPTY,
@@ -145,6 +160,41 @@ def _command_name(argv: list[str]) -> str:
     return next((a for a in argv if not a.startswith("-")), "")
 
 
+def renamed_options(command: Any, argv: list[str]) -> list[str]:
+    """``argv`` with the old spellings of :data:`RENAMED` replaced by the new ones, one stderr line per old flag.
+
+    The command path is read by walking ``command``'s groups (options before it, such as ``-v``, take no
+    value); the flags after it are rewritten, ``--old VALUE`` and ``--old=VALUE`` alike, up to ``--``."""
+    path: list[str] = []
+    i = 0
+    while i < len(argv) and getattr(command, "commands", None) is not None:
+        if argv[i] in command.commands:
+            path.append(argv[i])
+            command = command.commands[argv[i]]
+        elif not argv[i].startswith("-"):
+            break
+        i += 1
+    renames = RENAMED.get(" ".join(path), {})
+    if not renames:
+        return argv
+    out, noted = list(argv[:i]), set()
+    for j, arg in enumerate(argv[i:], start=i):
+        if arg == "--":
+            return out + argv[j:]
+        name, eq, value = arg.partition("=")
+        if name in renames:
+            if name not in noted:
+                noted.add(name)
+                print(f"rankwise: warning: {name} is deprecated in 'rankwise {' '.join(path)}': use {renames[name]} "
+                      "(the old spelling goes in the next release)", file=sys.stderr)
+            arg = renames[name] + (eq + value if eq else "")
+            if renames[name] == "-k" and eq:  # -k takes no '=': -k VALUE
+                out.extend(["-k", value])
+                continue
+        out.append(arg)
+    return out
+
+
 def _interrupted(argv: list[str]) -> NoReturn:
     """One line: which signal, what was kept, and that the same command resumes; exit 130 or 143."""
     name, code = ("SIGTERM", EXIT_SIGTERM) if _terminated else ("SIGINT", EXIT_SIGINT)
@@ -185,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        status = _command().main(args=args, prog_name="rankwise", standalone_mode=False)
+        command = _command()
+        status = command.main(args=renamed_options(command, args), prog_name="rankwise", standalone_mode=False)
     except InputError as err:
         _fail(str(err), EXIT_USAGE)
     except click_errors.MissingParameter as err:  # a missing option or argument: click's usage message

@@ -11,8 +11,10 @@ import typer
 from rankwise.rerank.lm_engines import CAUSAL_LM
 from rankwise.retrieval.backend.value import ONNX, ONNX_INT8
 from rankwise.retrieval.engines import CROSS_ENCODER, ENCODER
-from rankwise.retrieval.options import Force, RerankBackend, backend_option, out_file
-from rankwise.retrieval.values import Range, one_of, positive_int
+from rankwise.rerank.options import Depth, FirstStageWeight, RerankerSpec
+from rankwise.retrieval.options import (ChunkSize, Corpus, Force, MaxLength, Queries, RerankBackend, backend_option,
+                                        out_file)
+from rankwise.retrieval.values import one_of, positive_int
 
 KINDS = {kind.name: kind for kind in (ENCODER, CROSS_ENCODER, CAUSAL_LM)}  # what ``rankwise export`` exports
 
@@ -25,8 +27,7 @@ def export(
         help="onnx-int8: also write the dynamically quantized model.int8.onnx")] = ONNX.name,
     optimize: Annotated[bool, typer.Option("--optimize", help="save ONNX Runtime's optimized graph (CPU provider)")]
     = False,
-    max_length: Annotated[Optional[int], positive_int.option(help="encoder: max tokens (default: the model's)")]
-    = None,
+    max_length: MaxLength = None,
     reduce_range: Annotated[bool, typer.Option("--reduce-range", help="7-bit quantized weights (for CPUs without "
                                                                        "VNNI whose 8-bit kernels saturate)")] = False,
 ) -> None:
@@ -47,19 +48,17 @@ def export(
 
 def rerank(
     run_file: Annotated[Path, typer.Argument(help="TREC run to rerank")],
-    queries: Annotated[Path, typer.Option(help="queries.jsonl, queries.tsv or a BEIR folder")],
-    corpus: Annotated[Path, typer.Option(help="BEIR folder, corpus.jsonl or collection.tsv")],
-    model: Annotated[str, typer.Option("--model", help="reranker spec PARADIGM:MODEL[,key=value...] (see README)")],
+    queries: Queries,
+    corpus: Corpus,
+    model: RerankerSpec,
     out: Annotated[Path, out_file("TREC run file to write")],
-    depth: Annotated[int, positive_int.option(help="documents reranked per query")] = 100,
+    depth: Depth = 100,
     batch_size: Annotated[Optional[int], positive_int.option(help="model batch size")] = None,
     backend: RerankBackend = None,
-    first_stage_weight: Annotated[float, Range(float, min=0.0, below=1.0).option(
-        help="rank by W x first-stage + (1 - W) x reranker score (min-max normalized per query); 0: reranker alone")] = 0.0,
+    first_stage_weight: FirstStageWeight = 0.0,
     save_reasoning: Annotated[Optional[Path], out_file(
         "with listwise mode=reason: write each window's reasoning to this JSONL file", "--save-reasoning")] = None,
-    chunk_size: Annotated[int, positive_int.option(
-        help="queries per resumable part (the unit shared out under torchrun)")] = 256,
+    chunk_size: ChunkSize = 256,
     force: Force = False,
 ) -> None:
     """Rerank the top --depth documents of each query of a run.

@@ -10,26 +10,24 @@ import typer
 
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.models import DEFAULT_ENCODER
-from rankwise.retrieval.options import (Backend, EncoderBatchSize, Force, IndexBackend, IndexType, out_file,
+from rankwise.retrieval.options import (Backend, ChunkSize, Encoder, EncoderBatchSize, Force, IndexBackend, IndexEncoder,
+                                        INDEX_KINDS, IndexRetriever, IndexType, K, MaxTokens, Queries, out_file,
                                         out_folder)
-from rankwise.retrieval.values import one_of, positive_int
-
-RETRIEVERS = ("bm25", "dense")
+from rankwise.retrieval.values import positive_int
 
 
 def index(
     paths: Annotated[list[Path], typer.Argument(help="CORPUS (BEIR folder, corpus.jsonl or collection.tsv); "
                                                       "with --merge, the shard folders")],
     out: Annotated[Path, out_folder("index folder to write")],
-    retriever: Annotated[one_of(RETRIEVERS), typer.Option(help="retriever")] = "dense",
-    model: Annotated[str, typer.Option(help="encoder name or path (dense)")] = DEFAULT_ENCODER,
+    retriever: IndexRetriever = "dense",
+    model: Encoder = DEFAULT_ENCODER,
     index_type: IndexType = "flat",
     shard: Annotated[Optional[str], typer.Option(help="encode only shard I/N (dense); join with --merge")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="join shard folders into one index")] = False,
-    chunk_size: Annotated[int, positive_int.option(help="documents per resumable chunk")] = 8192,
+    chunk_size: ChunkSize = 8192,
     batch_size: EncoderBatchSize = 64,
-    max_tokens: Annotated[Optional[int], positive_int.option("--max-tokens", help="padded tokens per encoder batch "
-                                                                           "(length-sorted; with --batch-size as the count cap)")] = None,
+    max_tokens: MaxTokens = None,
     backend: Backend = "torch",
     nlist: Annotated[Optional[int], positive_int.option(help="IVF lists (default ~4*sqrt(N))")] = None,
     pq_m: Annotated[Optional[int], positive_int.option(help="IVF-PQ sub-quantizers (default dim/8)")] = None,
@@ -82,7 +80,7 @@ def index(
                     manifest = build_dense_index(corpus, encoder, out, config, chunk_size=chunk_size,
                                                  shard=parse_shard(shard), force=force)
         else:
-            raise InputError(f"unknown retriever {retriever!r}; choose from {', '.join(RETRIEVERS)}", field="retriever")
+            raise InputError(f"unknown retriever {retriever!r}; choose from {', '.join(INDEX_KINDS)}", field="retriever")
     typer.echo(f"{out}: {manifest['kind']} index of {manifest.get('source', {}).get('count', manifest.get('count'))} documents",
                err=True)
     line = truncation_line(manifest)
@@ -106,10 +104,10 @@ def truncation_line(manifest: dict) -> str | None:
 
 def search(
     index_dir: Annotated[Path, typer.Argument(help="index folder written by `rankwise index`")],
-    queries: Annotated[Path, typer.Option(help="queries.jsonl, queries.tsv or a BEIR folder")],
+    queries: Queries,
     out: Annotated[Path, out_file("TREC run file to write")],
-    k: Annotated[int, positive_int.option("-k", help="documents per query")] = 100,
-    model: Annotated[Optional[str], typer.Option(help="encoder (default: the one in the manifest)")] = None,
+    k: K = 100,
+    model: IndexEncoder = None,
     batch_size: EncoderBatchSize = 64,
     backend: IndexBackend = None,
 ) -> None:

@@ -2,7 +2,7 @@
 
     torchrun --nproc_per_node 4 -m rankwise index corpus.jsonl --out idx            # 4 GPUs, one machine
     torchrun --nnodes 2 --node_rank R --nproc_per_node 8 --master_addr HOST -m rankwise index ...  # 2 machines
-    torchrun --nproc_per_node 4 -m rankwise rerank run.trec --queries Q --corpus C --model SPEC --out out.trec
+    torchrun --nproc_per_node 4 -m rankwise rerank run.trec --queries Q --corpus C --reranker SPEC --out out.trec
     torchrun --nproc_per_node 4 -m rankwise mine ... --teacher SPEC --out triples.tsv
     torchrun --nproc_per_node 4 -m rankwise beir scifact --reranker SPEC --out res   # rank 0 writes and prints
 

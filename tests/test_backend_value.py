@@ -70,7 +70,7 @@ def test_an_index_stores_one_field_and_an_older_manifest_keeps_loading(tmp_path,
 
     out = tmp_path / "idx"
     try:
-        main(["index", str(synthetic_beir), "--out", str(out), "--model", str(tiny_encoder), "--backend", "onnx-int8"])
+        main(["index", str(synthetic_beir), "--out", str(out), "--encoder", str(tiny_encoder), "--backend", "onnx-int8"])
     except SystemExit as done:
         assert not done.code
     manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))

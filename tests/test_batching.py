@@ -193,10 +193,10 @@ def test_index_cli_max_tokens(capsys, tmp_path, tiny_encoder):
     from rankwise.retrieval.open import open_retriever
 
     corpus = write_corpus(tmp_path / "corpus.jsonl", corpus_texts()[:40])  # at 40 tokens a batch: one text or two
-    code, _, err = run_cli(capsys, "index", corpus, "--out", tmp_path / "bad", "--model", tiny_encoder,
+    code, _, err = run_cli(capsys, "index", corpus, "--out", tmp_path / "bad", "--encoder", tiny_encoder,
                            "--max-tokens", "0")
     assert code == 2 and "option '--max-tokens': must be >= 1, got 0" in err and "Traceback" not in err
-    code, _, err = run_cli(capsys, "index", corpus, "--out", tmp_path / "idx", "--model", tiny_encoder,
+    code, _, err = run_cli(capsys, "index", corpus, "--out", tmp_path / "idx", "--encoder", tiny_encoder,
                            "--max-tokens", "40")
     assert code == 0, err
     assert len(open_retriever(tmp_path / "idx").index) == 40

@@ -30,7 +30,7 @@ def test_index_bad_corpus_exits_2_with_one_line(tmp_path, capsys, tiny_encoder, 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_bytes(content)
     code, out, err = run_cli(capsys, "index", corpus, "--out", tmp_path / "idx", "--retriever", "dense",
-                               "--model", tiny_encoder)
+                               "--encoder", tiny_encoder)
     assert code == 2
     # the file, then its line and field, right after it: ``rankwise: error: PATH:LINE: field 'F': ...``
     assert error_line(err).startswith(f"rankwise: error: {corpus}{expected}")
@@ -39,7 +39,7 @@ def test_index_bad_corpus_exits_2_with_one_line(tmp_path, capsys, tiny_encoder, 
 
 def test_bad_options_exit_2(tmp_path, capsys, synthetic_beir, tiny_encoder):
     code, _, err = run_cli(capsys, "index", synthetic_beir, "--out", tmp_path / "i", "--index-type", "annoy",
-                             "--model", tiny_encoder)
+                             "--encoder", tiny_encoder)
     assert code == 2 and error_line(err).startswith("rankwise: error: option '--index-type': 'annoy' is not one of 'flat'")
     code, _, err = run_cli(capsys, "index", synthetic_beir, "--out", tmp_path / "i", "--retriever", "splade")
     assert code == 2 and error_line(err).startswith("rankwise: error: option '--retriever': 'splade' is not one of 'bm25'")
@@ -64,14 +64,14 @@ def test_beir_missing_qrels_exits_2(tmp_path, capsys, synthetic_beir):
 
 def test_index_search_and_model_mismatch(tmp_path, capsys, synthetic_beir, tiny_encoder, other_tiny_encoder):
     idx = tmp_path / "idx"
-    code, _, err = run_cli(capsys, "index", synthetic_beir, "--out", idx, "--model", tiny_encoder)
+    code, _, err = run_cli(capsys, "index", synthetic_beir, "--out", idx, "--encoder", tiny_encoder)
     assert code == 0, err
     code, _, err = run_cli(capsys, "search", idx, "--queries", synthetic_beir / "queries.jsonl", "-k", "7",
                              "--out", tmp_path / "run.trec")
     assert code == 0, err
     run = Run.read(tmp_path / "run.trec")
     assert len(run) == 10 and all(len(docs) == 7 for docs in run.values())
-    code, _, err = run_cli(capsys, "search", idx, "--queries", synthetic_beir, "--model", other_tiny_encoder,
+    code, _, err = run_cli(capsys, "search", idx, "--queries", synthetic_beir, "--encoder", other_tiny_encoder,
                              "--out", tmp_path / "run2.trec")
     assert code == 2 and error_line(err).startswith(f"rankwise: error: {idx / 'manifest.json'}: field "
                                                      "'encoder.fingerprint': the index was built with encoder")
@@ -80,12 +80,12 @@ def test_index_search_and_model_mismatch(tmp_path, capsys, synthetic_beir, tiny_
 
 def test_shard_and_merge_from_the_command_line(tmp_path, capsys, synthetic_beir, tiny_encoder):
     for i in range(2):
-        code, _, err = run_cli(capsys, "index", synthetic_beir, "--out", tmp_path / f"s{i}", "--model", tiny_encoder,
+        code, _, err = run_cli(capsys, "index", synthetic_beir, "--out", tmp_path / f"s{i}", "--encoder", tiny_encoder,
                                  "--shard", f"{i}/2", "--chunk-size", "100")
         assert code == 0, err
     code, _, err = run_cli(capsys, "index", "--merge", tmp_path / "s0", tmp_path / "s1", "--out", tmp_path / "m")
     assert code == 0, err
-    code, _, err = run_cli(capsys, "index", synthetic_beir, "--out", tmp_path / "whole", "--model", tiny_encoder,
+    code, _, err = run_cli(capsys, "index", synthetic_beir, "--out", tmp_path / "whole", "--encoder", tiny_encoder,
                              "--chunk-size", "100")
     assert code == 0, err
     merged = json.loads((tmp_path / "m" / "manifest.json").read_text())
@@ -106,7 +106,7 @@ def test_bm25_index_and_search(tmp_path, capsys, synthetic_beir):
 def test_beir_json_prints_one_object_and_writes_results(tmp_path, synthetic_beir, tiny_encoder):
     """Through the installed entry point: stdout holds the JSON object and nothing else."""
     env_cmd = [sys.executable, "-m", "rankwise", "beir", f"{synthetic_beir},{synthetic_beir}", "--retriever",
-               "hybrid", "--model", str(tiny_encoder), "--json", "--out", str(tmp_path / "out")]
+               "hybrid", "--encoder", str(tiny_encoder), "--json", "--out", str(tmp_path / "out")]
     done = subprocess.run(env_cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)

@@ -95,13 +95,13 @@ VALUE_ERRORS = {
                          "'--backend': 'tf' is not one of 'torch'"),
     "search --out folder": (["search", NOWHERE, "--queries", NOWHERE, "--out", "{dir}"], "'--out': file '{dir}' is a "
                                                                                           "directory"),
-    "index --nlist 0": (["index", NOWHERE, "--out", "{tmp}/idx", "--model", MODEL, "--index-type", "ivf", "--nlist",
+    "index --nlist 0": (["index", NOWHERE, "--out", "{tmp}/idx", "--encoder", MODEL, "--index-type", "ivf", "--nlist",
                          "0"], "'--nlist': must be >= 1"),
     "index --pq-m 0": (["index", NOWHERE, "--out", "{tmp}/idx", "--index-type", "ivfpq", "--pq-m", "0"],
                        "'--pq-m': must be >= 1"),
-    "index --chunk-size 0": (["index", NOWHERE, "--out", "{tmp}/idx", "--model", MODEL, "--chunk-size", "0"],
+    "index --chunk-size 0": (["index", NOWHERE, "--out", "{tmp}/idx", "--encoder", MODEL, "--chunk-size", "0"],
                              "'--chunk-size': must be >= 1"),
-    "index --batch-size -1": (["index", NOWHERE, "--out", "{tmp}/idx", "--model", MODEL, "--batch-size", "-1"],
+    "index --batch-size -1": (["index", NOWHERE, "--out", "{tmp}/idx", "--encoder", MODEL, "--batch-size", "-1"],
                               "'--batch-size': must be >= 1, got -1"),
     "index --max-tokens 0": (["index", NOWHERE, "--out", "{tmp}/idx", "--max-tokens", "0"], "'--max-tokens'"),
     "index --threads 0": (["index", NOWHERE, "--out", "{tmp}/idx", "--retriever", "bm25", "--threads", "0"],
@@ -114,26 +114,26 @@ VALUE_ERRORS = {
     "export into a file": (["export", MODEL, "{file}"], "{file}: exists and is a file"),
     "export --max-length 0": (["export", MODEL, "{tmp}/onnx", "--max-length", "0"], "'--max-length'"),
     # rerank and its spec keys
-    "rerank --out folder": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--model", SPEC, "--out",
+    "rerank --out folder": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--reranker", SPEC, "--out",
                              "{dir}"], "'--out': file '{dir}' is a directory"),
-    "rerank --depth 0": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--model", SPEC, "--out",
+    "rerank --depth 0": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--reranker", SPEC, "--out",
                           "r.trec", "--depth", "0"], "'--depth': must be >= 1"),
-    "rerank --first-stage-weight 1": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--model", SPEC,
+    "rerank --first-stage-weight 1": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--reranker", SPEC,
                                        "--out", "r.trec", "--first-stage-weight", "1"],
                                       "'--first-stage-weight': must be within 0<=x<1"),
-    "spec batch_size=-3": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--model",
+    "spec batch_size=-3": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--reranker",
                             SPEC + ",batch_size=-3", "--out", "r.trec"], "batch_size=-3: must be >= 1, got -3"),
-    "spec batch_size=0": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--model",
+    "spec batch_size=0": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--reranker",
                            SPEC + ",batch_size=0", "--out", "r.trec"], "batch_size=0: must be >= 1"),
-    "spec max_length=abc": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--model",
+    "spec max_length=abc": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--reranker",
                              SPEC + ",max_length=abc", "--out", "r.trec"], "max_length='abc': must be an integer"),
-    "spec group_size=1": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--model",
+    "spec group_size=1": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--reranker",
                            f"groupwise:{MODEL},group_size=1", "--out", "r.trec"], "group_size=1: must be within 2<=x"),
-    "spec window=30": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--model",
+    "spec window=30": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--reranker",
                         f"listwise:{MODEL},window=30", "--out", "r.trec"], "window=30: must be within 1<=x<=26"),
-    "spec passages=0": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--model",
+    "spec passages=0": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--reranker",
                          SPEC + ",passages=0", "--out", "r.trec"], "passages=0: must be >= 1"),
-    "spec backend": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--model",
+    "spec backend": (["rerank", NOWHERE, "--queries", NOWHERE, "--corpus", NOWHERE, "--reranker",
                       SPEC + ",backend=tensorrt", "--out", "r.trec"], "backend=tensorrt: must be one of torch"),
     # serve
     "serve --port 70000": (["serve", "--reranker", SPEC, "--port", "70000"], "'--port': must be within 1<=x<=65535"),
@@ -192,6 +192,20 @@ VALUE_ERRORS = {
     "screening --per-query folder": (["screening", NOWHERE, "--per-query", "{dir}"], "'--per-query'"),
     "position-bias --buckets 0": (["position-bias", NOWHERE, "--buckets", "0"], "'--buckets': must be >= 1"),
     "position-bias --format": (["position-bias", NOWHERE, "--format", "latex"], "'--format'"),
+    # choices that were free strings checked by hand: refused while the command line is parsed
+    "beir --test": (["beir", NOWHERE, "--systems", "bm25", "--test", "wilcoxon"], "'--test': 'wilcoxon' is not one of"),
+    "compare --correction": (["compare", NOWHERE, "--qrels", NOWHERE, "--correction", "fdr"], "'--correction'"),
+    "beir --format": (["beir", NOWHERE, "--systems", "bm25", "--format", "html"], "'--format'"),
+    "mine --retriever": (["mine", "--corpus", NOWHERE, "--out", "{tmp}/t.tsv", "--retriever", "splade"],
+                         "'--retriever'"),
+    # renamed options (one name per concept)
+    "mine --rank-window": (["mine", "--corpus", NOWHERE, "--out", "{tmp}/t.tsv", "--rank-window", "9:3"],
+                           "'--rank-window': '9:3' is not a rank window"),
+    "train listwise --candidates 0": (["train", "listwise", "--model", MODEL, "--out", "{tmp}/m", "--runs", NOWHERE,
+                                       "--candidates", "0"], "'--candidates': must be >= 1"),
+    "train groupwise --pg-temperature 0": (["train", "groupwise", "--model", MODEL, "--out", "{tmp}/m", "--runs",
+                                            NOWHERE, "--pg-temperature", "0"], "'--pg-temperature': must be > 0"),
+    "serve --encoder": (["serve", "--encoder", MODEL, "--port", "0"], "'--port'"),
 }
 
 
@@ -232,7 +246,7 @@ def test_model_folder_without_model_type_is_one_line(tmp_path):
     (model / "config.json").write_text(json.dumps({"hidden_size": 8}))
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"_id": "a", "text": "x"}\n')
-    result = rankwise("index", corpus, "--out", tmp_path / "idx", "--model", model)
+    result = rankwise("index", corpus, "--out", tmp_path / "idx", "--encoder", model)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (f"rankwise: error: {model / 'config.json'}: field 'model_type': "
                                                       "missing: transformers needs it to know which model this is "
@@ -323,7 +337,7 @@ def _interrupt(args: list[str], sig: int, started: re.Pattern[str], timeout: flo
 def test_interrupted_index_build_exits_130_or_143_and_resumes(tmp_path, tiny_encoder, sig, status, name):
     corpus = _corpus(tmp_path / "corpus", 160)
     out = tmp_path / "idx"
-    args = ["index", str(corpus), "--out", str(out), "--model", str(tiny_encoder), "--chunk-size", "4",
+    args = ["index", str(corpus), "--out", str(out), "--encoder", str(tiny_encoder), "--chunk-size", "4",
             "--batch-size", "1"]
     started = time.monotonic()
     code, err = _interrupt(args, sig, re.compile(r"indexing corpus\.jsonl:.*\|\s*(?:[2-9]|\d\d+)/160"))

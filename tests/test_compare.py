@@ -200,7 +200,7 @@ def test_compare_command_bad_inputs_are_one_line_and_exit_2(tmp_path, capsys):
         ([tmp_path / "a" / "run.trec", tmp_path / "b" / "run.trec", *qrels], "two runs are named 'run'"),
         ([tmp_path / "a" / "run.trec", tmp_path / "extra.trec", *qrels], "absent from the qrels (first: 'q99')"),
         ([tmp_path / "a" / "run.trec", tmp_path / "extra.trec", *qrels, "--measures", "nDCG@x"], "unknown or malformed measure"),
-        ([tmp_path / "a" / "run.trec", *qrels, "--test", "sign"], "unknown test 'sign'"),
+        ([tmp_path / "a" / "run.trec", *qrels, "--test", "sign"], "option '--test': 'sign' is not one of 't', 'randomization'"),
     ]
     for args, message in cases:
         code, _, err = run_cli(capsys, "compare", *args)
@@ -216,7 +216,7 @@ def test_beir_systems_numbers_equal_the_single_system_runs(synthetic_beir, tiny_
     ce = f"cross-encoder:{tiny_cross_encoder}"
     systems = f"bm25,dense,hybrid,bm25>>{ce},batch_size=8"
     monkeypatch.setattr("sys.argv", ["rankwise", "beir", str(synthetic_beir), "--systems", systems])
-    code, out, err = run_cli(capsys, "beir", synthetic_beir, "--systems", systems, "--model", tiny_encoder,
+    code, out, err = run_cli(capsys, "beir", synthetic_beir, "--systems", systems, "--encoder", tiny_encoder,
                                "--baseline", "bm25", "--plot", tmp_path / "plots", "--out", tmp_path / "out",
                                "--format", "json", "--depth", "20")
     assert code == 0, err
@@ -292,7 +292,7 @@ def test_scifact_subset_bm25_dense_hybrid_compared_with_corrected_p_values(tmp_p
                 docs.append(doc)
     folder = write_beir(tmp_path / "scifact-subset", docs, [{"_id": q, "text": queries[q]} for q in qrels],
                         [(q, d, g) for q, ds in qrels.items() for d, g in ds.items()])
-    code, out, err = run_cli(capsys, "beir", folder, "--systems", "bm25,dense,hybrid", "--model", tiny_encoder,
+    code, out, err = run_cli(capsys, "beir", folder, "--systems", "bm25,dense,hybrid", "--encoder", tiny_encoder,
                                "--baseline", "bm25", "--plot", tmp_path / "out", "--format", "json")
     assert code == 0, err
     rows = {row["system"]: row for row in json.loads(out)["systems"]}

@@ -23,7 +23,7 @@ def _torchrun(port: int) -> list[str]:
 
 
 def _index_cmd(prefix: list[str], corpus: Path, out: Path, model: Path, chunk: int = 40) -> list[str]:
-    return prefix + ["-m", "rankwise", "index", str(corpus), "--out", str(out), "--model", str(model),
+    return prefix + ["-m", "rankwise", "index", str(corpus), "--out", str(out), "--encoder", str(model),
                      "--chunk-size", str(chunk), "--batch-size", "16", "--max-tokens", "400"]
 
 

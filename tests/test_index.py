@@ -155,7 +155,7 @@ def test_shards_merge_into_the_unsharded_index(tmp_path, synthetic_beir, encoder
 
 def _index_cmd(corpus: Path, out: Path, model: Path, chunk: int) -> list[str]:
     return [sys.executable, "-m", "rankwise", "index", str(corpus), "--out", str(out), "--retriever", "dense",
-            "--model", str(model), "--chunk-size", str(chunk), "--batch-size", "8"]
+            "--encoder", str(model), "--chunk-size", str(chunk), "--batch-size", "8"]
 
 
 @pytest.mark.slow
@@ -239,7 +239,7 @@ def test_index_command_reports_truncated_documents(tmp_path, encoder, tiny_encod
 
     corpus, texts = _long_corpus(tmp_path / "corpus.jsonl")
     expected = _expected_truncated(encoder, texts)
-    main(["index", str(corpus), "--out", str(tmp_path / "idx"), "--model", str(tiny_encoder), "--batch-size", "8"])
+    main(["index", str(corpus), "--out", str(tmp_path / "idx"), "--encoder", str(tiny_encoder), "--batch-size", "8"])
     err = capsys.readouterr().err
     assert (f"{expected} of {len(texts)} documents were cut to max_length=64 tokens; index passages "
             "(see docs/long-documents.md) to keep their tails") in err

@@ -33,7 +33,7 @@ def test_an_int8_index_is_searched_and_mined_with_the_int8_encoder(tmp_path, cap
     from rankwise.retrieval.formats import read_qrels, read_queries
 
     idx = tmp_path / "int8-index"
-    _rankwise(capsys, "index", synthetic_beir, "--out", idx, "--model", tiny_encoder, "--backend", "onnx-int8")
+    _rankwise(capsys, "index", synthetic_beir, "--out", idx, "--encoder", tiny_encoder, "--backend", "onnx-int8")
     queries = read_queries(synthetic_beir)
     expected = _by_hand(idx, tiny_encoder, queries, 20)
 
@@ -49,7 +49,7 @@ def test_an_int8_index_is_searched_and_mined_with_the_int8_encoder(tmp_path, cap
 
     triples = tmp_path / "triples.tsv"
     _rankwise(capsys, "mine", "--corpus", synthetic_beir, "--qrels", synthetic_beir / "qrels" / "test.tsv",
-              "--index", idx, "--out", triples, "--depth", "0:20", "--negatives", "3", "--sampling", "top")
+              "--index", idx, "--out", triples, "--rank-window", "0:20", "--negatives", "3", "--sampling", "top")
     qrels = read_qrels(synthetic_beir / "qrels" / "test.tsv")
     want = []
     for q in queries:
@@ -66,7 +66,7 @@ def test_mining_refuses_an_index_of_another_corpus(tmp_path, capsys, synthetic_b
     other = write_beir(tmp_path / "other", [{"_id": "x", "text": "some other text"}], [{"_id": "q", "text": "t"}],
                        [("q", "x", 1)])
     idx = tmp_path / "idx"
-    _rankwise(capsys, "index", other, "--out", idx, "--model", tiny_encoder)
+    _rankwise(capsys, "index", other, "--out", idx, "--encoder", tiny_encoder)
     try:
         main([str(a) for a in ("mine", "--corpus", synthetic_beir, "--qrels", synthetic_beir / "qrels" / "test.tsv",
                                "--index", idx, "--out", tmp_path / "t.tsv")])

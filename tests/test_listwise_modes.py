@@ -174,7 +174,7 @@ def test_reason_on_a_tiny_llama_and_save_reasoning(tmp_path, capsys, tiny, synth
 
     Run({"q0": [(f"d{i}", 10.0 - i) for i in range(6)], "q1": [("d7", 2.0), ("d8", 1.0)]}).write(tmp_path / "run.trec")
     args = ["rerank", str(tmp_path / "run.trec"), "--queries", str(synthetic_beir), "--corpus", str(synthetic_beir),
-            "--model", f"listwise:{tiny},mode=reason,max_reasoning_tokens=8", "--depth", "6",
+            "--reranker", f"listwise:{tiny},mode=reason,max_reasoning_tokens=8", "--depth", "6",
             "--out", str(tmp_path / "out.trec"), "--save-reasoning", str(tmp_path / "why.jsonl")]
     main(args)
     out = Run.read(tmp_path / "out.trec")

@@ -15,7 +15,7 @@ from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.formats import Corpus, read_qrels, read_queries
 from rankwise.retrieval.run import Run
 from tests.conftest import write_beir
-from rankwise.training.mining import MiningStats, mine_negatives, parse_depth
+from rankwise.training.mining import MiningStats, mine_negatives, parse_rank_window
 from tests._helpers import run_cli
 
 N_QUERIES = 24
@@ -96,12 +96,12 @@ def _triples(path: Path) -> list[tuple[str, str, str]]:
     return [tuple(line.split("\t")) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def test_parse_depth():
-    assert parse_depth("10:100") == (10, 100)
-    assert parse_depth(":30") == (0, 30)
+def test_parse_rank_window():
+    assert parse_rank_window("10:100") == (10, 100)
+    assert parse_rank_window(":30") == (0, 30)
     for bad in ("100:10", "x", "5", "10:10", "-1:5", "a:b"):
-        with pytest.raises(InputError, match="depth"):
-            parse_depth(bad)
+        with pytest.raises(InputError, match="rank window"):
+            parse_rank_window(bad)
 
 
 def test_negatives_come_from_the_window_of_the_retrievers_run_and_never_are_positives(beir, tiny_encoder):
@@ -294,18 +294,19 @@ def test_bad_input_names_the_qrels_file_line_and_field(beir):
     assert not (beir.parent / "t.tsv").exists()
 
 
-@pytest.mark.parametrize("depth", ["100:10", "x", "10"])
-def test_cli_bad_depth_exits_2_with_one_line(beir, tmp_path, capsys, depth):
-    code, _, err = run_cli(capsys, "mine", "--corpus", beir, "--out", tmp_path / "t.tsv", "--depth", depth)
+@pytest.mark.parametrize("window", ["100:10", "x", "10"])
+def test_cli_bad_rank_window_exits_2_with_one_line(beir, tmp_path, capsys, window):
+    code, _, err = run_cli(capsys, "mine", "--corpus", beir, "--out", tmp_path / "t.tsv", "--rank-window", window)
     lines = [line for line in err.splitlines() if line.startswith("rankwise: error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err
-    assert f"depth {depth!r}" in lines[0] and "field 'depth'" in lines[0]
+    assert lines[0] == (f"rankwise: error: option '--rank-window': {window!r} is not a rank window A:B with "
+                        "0 <= A < B (e.g. 10:100: ranks 10 to 99, 0-based)")
 
 
 def test_cli_mines_a_beir_folder_with_a_dense_retriever(beir, tmp_path, capsys, tiny_encoder):
     out = tmp_path / "triples.tsv"
-    code, stdout, err = run_cli(capsys, "mine", "--corpus", beir, "--retriever", "dense", "--model", tiny_encoder,
-                                  "--depth", "5:40", "--negatives", "3", "--out", out, "--json")
+    code, stdout, err = run_cli(capsys, "mine", "--corpus", beir, "--retriever", "dense", "--encoder", tiny_encoder,
+                                  "--rank-window", "5:40", "--negatives", "3", "--out", out, "--json")
     assert code == 0, err
     stats = MiningStats(**json.loads(stdout))
     assert stats.queries == N_QUERIES and stats.triples == len(_triples(out)) > 0

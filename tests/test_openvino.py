@@ -138,7 +138,7 @@ def test_an_openvino_index_is_searched_by_its_own_backend(tiny_encoder, syntheti
     from rankwise.retrieval.run import Run
 
     out, run_file = tmp_path / "idx", tmp_path / "run.trec"
-    _ok(main, ["index", str(synthetic_beir), "--out", str(out), "--retriever", "dense", "--model", str(tiny_encoder),
+    _ok(main, ["index", str(synthetic_beir), "--out", str(out), "--retriever", "dense", "--encoder", str(tiny_encoder),
                "--backend", backend])
     built_with = json.loads((out / "manifest.json").read_text())["encoder"]
     assert built_with["backend"] == backend and "int8" not in built_with  # one field
@@ -166,7 +166,7 @@ def test_a_missing_package_is_one_line_naming_the_extra(tiny_encoder, synthetic_
     code = (f"import sys; sys.modules[{package!r}] = None\n"
             "from rankwise.cli import main\n"
             f"main(['index', {str(synthetic_beir)!r}, '--out', {str(tmp_path / 'idx')!r}, '--retriever', 'dense', "
-            f"'--model', {str(tiny_encoder)!r}, '--backend', {backend!r}])\n")
+            f"'--encoder', {str(tiny_encoder)!r}, '--backend', {backend!r}])\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("rankwise: error:")]

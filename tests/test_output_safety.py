@@ -267,7 +267,7 @@ def small_beir(tmp_path) -> Path:
 @pytest.mark.slow
 def test_mine_with_a_teacher_that_fails_to_load_leaves_no_work_folder(small_beir, tiny_encoder, tmp_path):
     out = tmp_path / "triples.tsv"
-    line = _one_error(_run("mine", "--corpus", small_beir, "--model", tiny_encoder, "--depth", "1:20",
+    line = _one_error(_run("mine", "--corpus", small_beir, "--encoder", tiny_encoder, "--rank-window", "1:20",
                            "--teacher", f"cross-encoder:{tiny_encoder}", "--out", out))
     assert "sequence-classification head" in line
     assert not out.exists() and not out.with_name(out.name + ".work").exists()

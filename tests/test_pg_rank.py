@@ -206,12 +206,12 @@ def test_cli_pg_rank_options(tmp_path, tiny_encoder, capsys):
 
     tuples, _ = write_tuples(tmp_path)
     main(["train", "cross-encoder", "--model", str(tiny_encoder), "--triples", str(tuples), "--loss", "pg-rank",
-          "--samples", "3", "--reward", "ndcg@2", "--temperature", "0.5", "--baseline", "none",
+          "--pg-samples", "3", "--pg-reward", "ndcg@2", "--pg-temperature", "0.5", "--pg-baseline", "none",
           "--out", str(tmp_path / "ce"), "--max-steps", "2", "--batch-size", "4", "--json"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 2
     summary = json.loads((tmp_path / "ce" / "rankwise_training.json").read_text())
     assert summary["pg_rank"] == {"samples": 3, "reward": "ndcg@2", "temperature": 0.5, "baseline": "none"}
     with pytest.raises(SystemExit) as done:
         main(["train", "bi-encoder", "--model", str(tiny_encoder), "--triples", str(tuples), "--loss", "pg-rank",
-              "--reward", "map", "--out", str(tmp_path / "bi")])
+              "--pg-reward", "map", "--out", str(tmp_path / "bi")])
     assert done.value.code == 2 and "reward" in capsys.readouterr().err

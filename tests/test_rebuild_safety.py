@@ -48,7 +48,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def dense_cmd(corpus: Path, out: Path, model: Path, *extra: str) -> list[str]:
-    return ["index", str(corpus), "--out", str(out), "--retriever", "dense", "--model", str(model),
+    return ["index", str(corpus), "--out", str(out), "--retriever", "dense", "--encoder", str(model),
             "--chunk-size", str(CHUNK), "--batch-size", "8", *extra]
 
 

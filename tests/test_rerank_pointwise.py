@@ -137,7 +137,7 @@ def test_rerank_command(tmp_path, capsys, synthetic_beir, tiny_cross_encoder):
 
     Run({"q0": [("d1", 3.0), ("d2", 2.0), ("d3", 1.0)]}).write(tmp_path / "run.trec")
     args = ["rerank", str(tmp_path / "run.trec"), "--queries", str(synthetic_beir), "--corpus", str(synthetic_beir),
-            "--model", f"cross-encoder:{tiny_cross_encoder}", "--depth", "2", "--out", str(tmp_path / "out.trec")]
+            "--reranker", f"cross-encoder:{tiny_cross_encoder}", "--depth", "2", "--out", str(tmp_path / "out.trec")]
     main(args)
     out = Run.read(tmp_path / "out.trec")
     assert sorted(d for d, _ in out["q0"][:2]) == ["d1", "d2"] and out["q0"][2][0] == "d3"

@@ -148,7 +148,7 @@ def test_scifact_stand_in_end_to_end(tmp_path, tiny_encoder, capsys):
                    check=True, capture_output=True, cwd=ROOT)
     tar = read_tar(folder)
     assert len(tar.topics) == 6 and all(len(t.pids) == 40 for t in tar.topics.values())
-    code, out, err = run_cli(capsys, "screening", folder, "--systems", "bm25,dense", "--model", tiny_encoder,
+    code, out, err = run_cli(capsys, "screening", folder, "--systems", "bm25,dense", "--encoder", tiny_encoder,
                                "--json", "--per-query", tmp_path / "pq.csv", "--out", tmp_path / "out")
     assert code == 0, err
     rows = json.loads(out)

@@ -153,7 +153,7 @@ def test_api_key(reranker):
 def test_missing_service_and_unknown_path_are_json_404(reranker):
     app = create_app(_services(reranker))
     assert "--index" in _error(post(app, "/v1/search", {"query": "q"}), 404)["message"]
-    assert "--model" in _error(post(app, "/v1/embeddings", {"input": "q"}), 404)["message"]
+    assert "--encoder" in _error(post(app, "/v1/embeddings", {"input": "q"}), 404)["message"]
     assert _error(ask(app, lambda c: c.get("/v2/nothing")), 404)
 
 

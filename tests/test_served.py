@@ -250,7 +250,7 @@ def test_a_killed_served_rerank_resends_only_unfinished_requests(server, tmp_pat
     out = tmp_path / "served.trec"
     cmd = [sys.executable, "-m", "rankwise", "rerank", str(run), "--queries", str(CRANFIELD), "--corpus",
            str(CRANFIELD), "--depth", "8", "--out", str(out),
-           "--model", _spec(server, cache, ",window=4,stride=2,concurrency=1")]
+           "--reranker", _spec(server, cache, ",window=4,stride=2,concurrency=1")]
     total = 2 * 3  # two queries, windows [4, 8), [2, 6), [0, 4)
 
     def cached() -> int:

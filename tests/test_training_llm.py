@@ -212,7 +212,7 @@ def test_cli_groupwise_pg_rank_lora_and_beir_reranker(tmp_path, tiny_causal_lm, 
 
     tuples, _ = write_tuples(tmp_path, n=8, negatives=3)
     main(["train", "groupwise", "--model", str(tiny_causal_lm), "--triples", str(tuples), "--out", str(tmp_path / "gw"),
-          "--loss", "pg-rank", "--samples", "4", "--reward", "ndcg@3", "--group-size", "4", "--levels", "5",
+          "--loss", "pg-rank", "--pg-samples", "4", "--pg-reward", "ndcg@3", "--group-size", "4", "--levels", "5",
           "--lora-r", "4", "--max-steps", "2", "--batch-size", "2", "--lr", "1e-3", "--json"])
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 2
@@ -220,7 +220,7 @@ def test_cli_groupwise_pg_rank_lora_and_beir_reranker(tmp_path, tiny_causal_lm, 
     assert any("pg_variance" in e for e in log)
     recorded = json.loads((tmp_path / "gw" / "rankwise_training.json").read_text())
     assert recorded["lora"]["r"] == 4 and recorded["pg_rank"]["reward"] == "ndcg@3"
-    main(["beir", str(synthetic_beir), "--retriever", "dense", "--model", str(tiny_encoder), "-k", "10",
+    main(["beir", str(synthetic_beir), "--retriever", "dense", "--encoder", str(tiny_encoder), "-k", "10",
           "--reranker", f"groupwise:{tmp_path / 'gw'},group_size=4,levels=5", "--depth", "4", "--out", str(tmp_path / "eval"), "--json"])
     assert "nDCG@10" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["synthetic"]
     assert reranked_passes(tmp_path / "eval") > 0
@@ -231,10 +231,10 @@ def test_cli_listwise_full_from_runs_and_beir_reranker(tmp_path, tiny_causal_lm,
 
     run = bm25_like_run(synthetic_beir, tmp_path / "train.trec")
     main(["train", "listwise", "--model", str(tiny_causal_lm), "--runs", str(run), "--corpus", str(synthetic_beir),
-          "--qrels", str(synthetic_beir / "qrels" / "test.tsv"), "--depth", "5", "--window", "5", "--no-lora",
+          "--qrels", str(synthetic_beir / "qrels" / "test.tsv"), "--candidates", "5", "--window", "5", "--no-lora",
           "--rank-weight", "2", "--out", str(tmp_path / "lw"), "--max-steps", "2", "--json"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 2
-    main(["beir", str(synthetic_beir), "--retriever", "dense", "--model", str(tiny_encoder), "-k", "10",
+    main(["beir", str(synthetic_beir), "--retriever", "dense", "--encoder", str(tiny_encoder), "-k", "10",
           "--reranker", f"listwise:{tmp_path / 'lw'},window=5,stride=2", "--depth", "5", "--out", str(tmp_path / "eval"), "--json"])
     assert "nDCG@10" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["synthetic"]
     assert reranked_passes(tmp_path / "eval") > 0

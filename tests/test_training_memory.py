@@ -141,6 +141,6 @@ def test_rerank_summary_shows_the_window(tmp_path, synthetic_beir, tiny_cross_en
     run.write_text("".join(f"q{q} Q0 d{d} {r + 1} {10 - r} bm25\n" for q in range(3) for r, d in enumerate(range(5))),
                    encoding="utf-8")
     main(["rerank", str(run), "--queries", str(synthetic_beir), "--corpus", str(synthetic_beir), "--depth", "5",
-          "--model", f"cross-encoder:{tiny_cross_encoder},max_length=16", "--out", str(tmp_path / "out.trec")])
+          "--reranker", f"cross-encoder:{tiny_cross_encoder},max_length=16", "--out", str(tmp_path / "out.trec")])
     err = capsys.readouterr().err
     assert "15 passages," in err and "truncated at max_length=16 (override: max_length= in the spec)" in err

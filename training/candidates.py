@@ -46,7 +46,7 @@ class RunInput:
             if not Path(getattr(self, name)).exists():
                 raise InputError("file not found", path=getattr(self, name), field=name)
         if self.depth < 2:
-            raise InputError(f"depth must be at least 2, got {self.depth}", field="depth")
+            raise InputError(f"candidates per query must be at least 2, got {self.depth}", field="candidates")
         run, qrels, queries = Run.read(self.run), self._graded_qrels(), read_queries(self.queries)
         store = DocStore(self.corpus)
         for qid in run:

@@ -106,7 +106,7 @@ def candidates(data: SelectorInput, *, progress: bool = False) -> dict[str, list
         if path is not None and not Path(path).exists():
             raise InputError("file not found", path=path, field=name)
     if data.depth < 1:
-        raise InputError(f"depth must be at least 1, got {data.depth}", field="depth")
+        raise InputError(f"candidates per query must be at least 1, got {data.depth}", field="candidates")
     queries = read_queries(data.queries)
     if not queries:
         raise InputError("no queries", path=data.queries)

@@ -87,7 +87,7 @@ class MiningStats:
         return dataclasses.asdict(self)
 
 
-def parse_depth(text: str) -> tuple[int, int]:
+def parse_rank_window(text: str) -> tuple[int, int]:
     """``"A:B"`` -> ``(A, B)``, the 0-based rank window ``ranked[A:B]`` (``0 <= A < B``; ``":B"`` is ``0:B``)."""
     a, sep, b = text.partition(":")
     try:
@@ -95,15 +95,15 @@ def parse_depth(text: str) -> tuple[int, int]:
     except ValueError:
         window = None
     if window is None or not 0 <= window[0] < window[1]:
-        raise InputError(f"depth {text!r} is not a rank window A:B with 0 <= A < B (e.g. 10:100: ranks 10 to 99, "
-                         "0-based)", field="depth")
+        raise InputError(f"{text!r} is not a rank window A:B with 0 <= A < B (e.g. 10:100: ranks 10 to 99, "
+                         "0-based)", field="rank_window")
     return window
 
 
 def _check_window(window: Sequence[int]) -> tuple[int, int]:
     if (len(window) != 2 or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) for x in window)
             or not 0 <= window[0] < window[1]):
-        raise InputError(f"depth window {tuple(window)!r} needs integers 0 <= A < B", field="depth")
+        raise InputError(f"rank window {tuple(window)!r} needs integers 0 <= A < B", field="rank_window")
     return int(window[0]), int(window[1])
 
 

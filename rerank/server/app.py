@@ -139,7 +139,7 @@ def create_app(services: Services, limits: Limits | None = None, *, api_key: str
     @app.post("/v1/embeddings", response_model=EmbeddingsResponse)
     async def embeddings(body: EmbeddingsRequest, request: Request) -> dict[str, Any]:
         """OpenAI-shaped embeddings of ``input`` (a string or a list of strings)."""
-        encoder = _need(services.encoder, "encoder", "--model (or a dense --index)")
+        encoder = _need(services.encoder, "encoder", "--encoder (or a dense --index)")
         texts = body.texts()
         if not texts:
             raise ApiError(422, "input is an empty list", field="input")

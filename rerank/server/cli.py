@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from rankwise.rerank.server.limits import Limits
+from rankwise.rerank.options import OptionalRerankerSpec
+from rankwise.retrieval.options import IndexEncoder, IndexFolder, OptionalCorpus
 from rankwise.retrieval.values import non_negative_float, port as port_range, positive_int
 
 _D = Limits()
 
 
 def serve(
-    reranker: Annotated[Optional[str], typer.Option(
-        help="reranker spec PARADIGM:MODEL[,key=value...]; a cross-encoder without backend= runs onnx-int8 "
-             "on the CPU")] = None,
-    index: Annotated[Optional[Path], typer.Option(help="index folder (dense or BM25) for /v1/search")] = None,
-    corpus: Annotated[Optional[Path], typer.Option(
-        help="corpus for the texts of search results (default: the one the index was built from)")] = None,
-    model: Annotated[Optional[str], typer.Option(
-        help="encoder for /v1/embeddings (default: a dense index's encoder)")] = None,
+    reranker: OptionalRerankerSpec = None,
+    index: IndexFolder = None,
+    corpus: OptionalCorpus = None,
+    model: IndexEncoder = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, port_range.option(help="port to listen on")] = 8080,
     api_key: Annotated[Optional[str], typer.Option(
@@ -36,7 +33,10 @@ def serve(
     queue_size: Annotated[int, positive_int.option(help="requests waiting or running per service; more get 503")] = _D.queue_size,
     shutdown_timeout: Annotated[float, non_negative_float.option(help="seconds to let in-flight requests finish on shutdown")] = 60.0,
 ) -> None:
-    """Serve rerank, search and embeddings over HTTP, with requests batched across clients."""
+    """Serve rerank, search and embeddings over HTTP, with requests batched across clients.
+
+    /v1/rerank runs --reranker (a cross-encoder without backend= runs onnx-int8 on the CPU), /v1/search
+    searches --index, /v1/embeddings encodes with --encoder (default: a dense index's encoder)."""
     import logging
 
     from rankwise.retrieval.extras import requires

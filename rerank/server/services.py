@@ -70,7 +70,7 @@ def load_services(reranker: str | None = None, index: str | Path | None = None, 
                   corpus: str | Path | None = None) -> Services:
     """Load what the command line names; at least one of ``reranker``, ``index``, ``model``."""
     if not (reranker or index or model):
-        raise InputError("nothing to serve: give --reranker, --index or --model", field="serve")
+        raise InputError("nothing to serve: give --reranker, --index or --encoder", field="serve")
     services = Services()
     if reranker:
         spec = server_spec(reranker)
