@@ -86,20 +86,14 @@ def in_a_fresh_process(target, *args) -> None:
     assert child.exitcode == 0, f"the training child failed (exit {child.exitcode}); its traceback is above"
 
 
-def _cross_encoder_same_run(tmp_path, tiny_encoder) -> None:
-    from rankwise.training.cross_encoder import train_cross_encoder
+def _encoder_same_run(kind: str, loss: str, tmp_path, tiny_encoder) -> None:
+    """``train_cross_encoder`` (kind ``cross_encoder``) or ``train_bi_encoder`` (``bi_encoder``) with 0 and 2 workers."""
+    import importlib
 
+    train = getattr(importlib.import_module(f"rankwise.training.{kind}"), f"train_{kind}")
     tuples, _ = write_tuples(tmp_path)
-    _same_run(lambda out, s, cb: train_cross_encoder(str(tiny_encoder), TrainingInput(tuples), out, loss="lce",
-                                                     settings=s, progress=False, callbacks=cb), tmp_path)
-
-
-def _bi_encoder_same_run(tmp_path, tiny_encoder) -> None:
-    from rankwise.training.bi_encoder import train_bi_encoder
-
-    tuples, _ = write_tuples(tmp_path)
-    _same_run(lambda out, s, cb: train_bi_encoder(str(tiny_encoder), TrainingInput(tuples), out, loss="contrastive",
-                                                  settings=s, progress=False, callbacks=cb), tmp_path)
+    _same_run(lambda out, s, cb: train(str(tiny_encoder), TrainingInput(tuples), out, loss=loss, settings=s,
+                                       progress=False, callbacks=cb), tmp_path)
 
 
 def _first_same_run(tmp_path, tiny_causal_lm) -> None:
@@ -143,12 +137,12 @@ def _cli_workers(tmp_path, tiny_encoder) -> None:
 
 @pytest.mark.slow  # a spawned child, which starts 2 DataLoader worker processes
 def test_cross_encoder_trains_the_same_with_workers(tmp_path, tiny_encoder):
-    in_a_fresh_process(_cross_encoder_same_run, tmp_path, tiny_encoder)
+    in_a_fresh_process(_encoder_same_run, "cross_encoder", "lce", tmp_path, tiny_encoder)
 
 
 @pytest.mark.slow  # a spawned child, which starts 2 DataLoader worker processes
 def test_bi_encoder_trains_the_same_with_workers(tmp_path, tiny_encoder):
-    in_a_fresh_process(_bi_encoder_same_run, tmp_path, tiny_encoder)
+    in_a_fresh_process(_encoder_same_run, "bi_encoder", "contrastive", tmp_path, tiny_encoder)
 
 
 @pytest.mark.slow  # a spawned child, which starts 2 DataLoader worker processes
