@@ -231,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("httpx", "httpx2", "faiss"):  # httpx2: the openai client's
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if int(os.environ.get("RANK", "0") or 0) > 0:  # under torchrun, rank 0's cost line speaks for the ranks
+        logging.getLogger("rankwise.cost").setLevel(logging.WARNING)
     _quiet_libraries(True)
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _on_sigterm)

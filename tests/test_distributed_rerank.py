@@ -201,3 +201,4 @@ def test_two_process_beir_reranker_evaluates_as_one_process_and_rank_zero_alone_
     assert (b["stats"]["rerank"]["lists"], b["stats"]["rerank"]["passages"]) == (10, 80)
     assert b["stats"]["rerank"] == {**a["stats"]["rerank"], "forward_passes": b["stats"]["rerank"]["forward_passes"]}
     assert log.count("runs and results.json written to") == 1
+    assert log.count("cost: cross-encoder reranking") == 1  # rank 0's line alone
