@@ -111,6 +111,7 @@ def _curl(command: str, server: dict) -> dict:
     return response.json()
 
 
+@pytest.mark.slow  # the README's journeys, one after the other, on real data
 def test_every_readme_block_runs_in_order(readme_world):
     blocks = readme_blocks()
     namespace: dict = {}

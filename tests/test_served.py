@@ -186,6 +186,7 @@ def _spec(server: str, cache: Path, extra: str = "") -> str:
     return f"listwise:{GGUF},backend=api,base_url={server},cache={cache}{extra}"
 
 
+@pytest.mark.slow  # the module's llama.cpp server is a process of its own
 def test_served_first_ranks_as_in_process_on_the_same_prompts(server, tmp_path):
     from scipy.stats import kendalltau
 
@@ -211,6 +212,7 @@ def test_served_first_ranks_as_in_process_on_the_same_prompts(server, tmp_path):
     assert np.abs(served_lp - lp[:, local.label_ids]).max() < 0.5
 
 
+@pytest.mark.slow  # the module's llama.cpp server is a process of its own
 def test_generate_mode_and_the_other_readers_run_on_the_server(server, tmp_path):
     lists = _cranfield_lists(1, 4)
     generate = load_reranker(_spec(server, tmp_path / "cache", ",window=4,mode=generate"))
@@ -226,6 +228,7 @@ def test_generate_mode_and_the_other_readers_run_on_the_server(server, tmp_path)
     assert len(scores) == 2 and np.isfinite(scores).all() and group.lm.engine.usage.requests >= 2
 
 
+@pytest.mark.slow  # the module's llama.cpp server is a process of its own
 def test_chat_endpoint_reads_the_answer_after_the_prefix_the_model_writes(server, tmp_path):
     lists = _cranfield_lists(1, 4)
     chat = load_reranker(_spec(server, tmp_path / "cache", ",window=4,endpoint=chat"))
