@@ -173,29 +173,38 @@ def _tokenizer(path: str, gguf_file: str | None) -> Any:
     return AutoTokenizer.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
 
 
+def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    """Cancel what is in flight on ``loop`` and stop it (its thread ends)."""
+    if loop.is_closed() or not thread.is_alive():
+        return
+
+    def stop() -> None:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.stop()
+
+    loop.call_soon_threadsafe(stop)
+    thread.join(timeout=5)
+    if not thread.is_alive():
+        loop.close()
+
+
 class _LoopThread:
-    """One asyncio event loop in a daemon thread: the client's requests run there, the caller waits."""
+    """One asyncio event loop in a daemon thread: the client's requests run there, the caller waits. The
+    loop stops when this object is collected (its engine released), on :meth:`close`, or at exit (an
+    interrupted run leaves requests in flight: they are cancelled on the way out)."""
 
     def __init__(self) -> None:
-        import atexit
+        import weakref
 
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="rankwise-served", daemon=True)
         self.thread.start()
-        atexit.register(self.close)  # an interrupted run leaves requests in flight: stop them on the way out
+        self._stop = weakref.finalize(self, _stop_loop, self.loop, self.thread)
 
     def close(self) -> None:
         """Cancel what is in flight and stop the loop (its thread ends)."""
-        if self.loop.is_closed() or not self.thread.is_alive():
-            return
-
-        def stop() -> None:
-            for task in asyncio.all_tasks(self.loop):
-                task.cancel()
-            self.loop.stop()
-
-        self.loop.call_soon_threadsafe(stop)
-        self.thread.join(timeout=5)
+        self._stop()
 
     def run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()

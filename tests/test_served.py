@@ -271,3 +271,21 @@ def test_a_killed_served_rerank_resends_only_unfinished_requests(server, tmp_pat
     third = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert third.returncode == 0 and f"0 requests sent ({total} answered from cache)" in third.stderr
     assert out.read_text() == ranked
+
+
+def test_the_request_loop_stops_when_its_engine_lets_it_go():
+    import asyncio
+    import gc
+
+    from rankwise.rerank.served import _LoopThread
+
+    kept, dropped = _LoopThread(), _LoopThread()
+    assert dropped.run(asyncio.sleep(0, result=3)) == 3
+    thread, loop = dropped.thread, dropped.loop
+    del dropped
+    gc.collect()
+    thread.join(5)
+    assert not thread.is_alive() and loop.is_closed()  # no thread left behind per released engine
+    assert kept.thread.is_alive()
+    kept.close()
+    assert not kept.thread.is_alive() and kept.loop.is_closed()
