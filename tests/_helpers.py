@@ -128,6 +128,20 @@ def FakeCrossEncoder(table: dict[tuple[str, str], float]) -> Any:  # noqa: N802
     return Fake()
 
 
+class FakeChatLM:
+    """The prompt side of a CausalLM as the listwise rerankers call it: the chat turns joined by lines, no
+    truncation, one token id per label (its character code). Test doubles add the logits or the text."""
+
+    def chat(self, user: str, system: str | None = None, assistant_prefix: str = "") -> str:
+        return f"{system}\n{user}\n{assistant_prefix}"
+
+    def truncate(self, text: str, max_tokens: int) -> tuple[str, bool]:
+        return text, False
+
+    def single_token_ids(self, labels: Sequence[str]) -> list[int]:
+        return [ord(x) for x in labels]
+
+
 def write_corpus(path: Path, texts: Sequence[str]) -> Path:
     """A JSONL corpus of ``texts`` with ids ``d0``, ``d1``, ..."""
     path.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)),

@@ -15,12 +15,13 @@ from rankwise.rerank.spec import load_reranker, parse_spec
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.run import Run
 from rankwise.testing import corpus_texts
+from tests._helpers import FakeChatLM
 
 LINE = re.compile(r"^\[([A-Z])\] (.*)$", re.MULTILINE)
 SCORE = re.compile(r"score (-?\d+)")
 
 
-class PlantedLM:
+class PlantedLM(FakeChatLM):
     """FIRST-style logits from the passages: "needle" is the best; otherwise ``score N`` (or earlier = better).
 
     Asked for the least relevant passage, the logits are negated, so worst and best see one order.
@@ -29,15 +30,6 @@ class PlantedLM:
     def __init__(self) -> None:
         self.prompts = 0
         self.calls: list[int] = []
-
-    def chat(self, user, system=None, assistant_prefix=""):
-        return f"{system}\n{user}\n{assistant_prefix}"
-
-    def truncate(self, text, max_tokens):
-        return text, False
-
-    def single_token_ids(self, labels):
-        return [ord(x) for x in labels]
 
     def next_token_logits(self, prompts, token_ids=None, progress=False):
         self.prompts += len(prompts)

@@ -20,7 +20,7 @@ import pytest
 from rankwise.rerank.served import LogprobsUnavailable, ServedConfig, ServedUsage
 from rankwise.rerank.spec import load_reranker, parse_spec
 from rankwise.retrieval.errors import InputError
-from tests._helpers import ROOT, free_port, kill_when
+from tests._helpers import ROOT, FakeChatLM, free_port, kill_when
 from tests.conftest import MODELS, SHARED_BEIR
 
 GGUF = MODELS / "SmolLM2-135M-Instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf" if MODELS else None
@@ -62,22 +62,13 @@ def test_usage_round_trips_and_prices_tokens():
                                "$1.5000")
 
 
-class NoLogprobsLM:
+class NoLogprobsLM(FakeChatLM):
     """The CausalLM methods the listwise reranker uses, as a server without log-probabilities answers them."""
 
     backend = "api"
 
     def __init__(self, fallback: bool) -> None:
         self.fallback, self.generated = fallback, 0
-
-    def chat(self, user, system=None, assistant_prefix=""):
-        return f"{system}\n{user}\n{assistant_prefix}"
-
-    def truncate(self, text, max_tokens):
-        return text, False
-
-    def single_token_ids(self, labels):
-        return [ord(x) for x in labels]
 
     def next_token_logits(self, prompts, token_ids=None, progress=False):
         raise LogprobsUnavailable("the server returned no log-probabilities", fallback=self.fallback)
