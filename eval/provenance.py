@@ -8,7 +8,6 @@ indexes are keyed by; other models by the SHA-256 of their files).
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import platform
 import shlex
 import subprocess
@@ -17,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from rankwise.retrieval.files import sha256_file
+from rankwise.retrieval.files import tree_fingerprint
 from rankwise.retrieval.models import resolve_model
 
 PACKAGES = ("torch", "sentence-transformers", "transformers", "tokenizers", "numpy", "faiss-cpu", "faiss-gpu",
@@ -68,14 +67,7 @@ def model_fingerprint(model: Any) -> str | None:
     if isinstance(fingerprint, str):
         return fingerprint
     path = Path(resolve_model(str(model)))
-    if path.is_file():
-        return sha256_file(path)
-    if not path.is_dir():
-        return None
-    h = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        h.update(file.relative_to(path).as_posix().encode() + b"\0" + sha256_file(file).encode())
-    return h.hexdigest()
+    return tree_fingerprint(path) if path.exists() else None
 
 
 def _version(name: str) -> str | None:

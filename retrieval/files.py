@@ -102,14 +102,14 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
 
 
 def tree_fingerprint(path: str | Path) -> str:
-    """Hex SHA-256 over the relative names and SHA-256 of every file under ``path`` (or of the file
-    ``path``), hidden entries left out: equal fingerprints, equal model files."""
+    """Hex SHA-256 of the file ``path``, or over the relative names and SHA-256 of every file under the
+    folder ``path`` (files whose name starts with a dot left out): equal fingerprints, equal model files."""
     path = Path(path)
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    if path.is_file():
+        return sha256_file(path)
     h = hashlib.sha256()
-    for file in files:
-        h.update(f"{file.relative_to(path) if file != path else file.name}\0{sha256_file(file)}\n".encode())
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        h.update(file.relative_to(path).as_posix().encode() + b"\0" + sha256_file(file).encode())
     return h.hexdigest()
 
 

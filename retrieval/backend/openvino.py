@@ -18,9 +18,7 @@ missing package is one line naming the ``openvino`` extra (:func:`require`, exit
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,8 +76,8 @@ def int8_files(key: str) -> tuple[str, str]:
 
 def quantize_int8(src: Path, folder: Path, key: str, feeds: list[dict[str, np.ndarray]]) -> list[str]:
     """NNCF's static int8 quantization of the graph ``src`` on calibration ``feeds`` (one input each), saved
-    as OpenVINO IR in ``folder`` (both files written beside, then renamed: the ``.bin`` first, the
-    ``.xml`` last); returns the two file names."""
+    as OpenVINO IR in ``folder`` (the caller's temporary export folder, swapped in whole by
+    :func:`rankwise.retrieval.backend.cache.openvino_graph`); returns the two file names."""
     ov = require("openvino")
     nncf = require("nncf")
     import logging
@@ -99,10 +97,7 @@ def quantize_int8(src: Path, folder: Path, key: str, feeds: list[dict[str, np.nd
     finally:
         nncf_log.setLevel(level)
     xml, binary = int8_files(key)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".openvino-") as tmp:
-        ov.save_model(quantized, str(Path(tmp) / xml), compress_to_fp16=False)
-        os.replace(Path(tmp) / binary, folder / binary)
-        os.replace(Path(tmp) / xml, folder / xml)
+    ov.save_model(quantized, str(folder / xml), compress_to_fp16=False)
     return [xml, binary]
 
 
