@@ -20,6 +20,7 @@ BEIR: Thakur et al., NeurIPS 2021 Datasets and Benchmarks, https://github.com/be
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import os
 import re
@@ -184,11 +185,15 @@ class QrelsFile:
     def official_measures(self, split: str = "test") -> tuple[str, ...]:
         return DEFAULT_MEASURES
 
-    def qrels(self, split: str = "test") -> dict[str, dict[str, int]]:
+    @functools.cached_property
+    def _judgements(self) -> dict[str, dict[str, int]]:
         return read_qrels(self.path)
 
+    def qrels(self, split: str = "test") -> dict[str, dict[str, int]]:
+        return self._judgements
+
     def queries(self, split: str = "test") -> dict[str, str]:
-        return dict.fromkeys(self.qrels(split), "")
+        return dict.fromkeys(self._judgements, "")
 
 
 def default_cache_dir() -> Path:

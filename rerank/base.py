@@ -41,6 +41,16 @@ class RerankStats:
         self.extra.clear()
         self.served.clear()
 
+    def add(self, other: Mapping[str, Any]) -> None:
+        """Add the counts of ``other`` (another reranker's stats as a dict, e.g. from another process)."""
+        for key, value in other.items():
+            if isinstance(value, dict):
+                into = getattr(self, key)
+                for name, number in value.items():
+                    into[name] = into.get(name, 0) + number
+            else:
+                setattr(self, key, getattr(self, key) + value)
+
 
 class Reranker(abc.ABC):
     """Scores candidate documents for a query; see the module docstring."""

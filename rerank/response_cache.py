@@ -43,6 +43,3 @@ class ResponseCache:
 
     def put(self, key: str, record: dict[str, Any]) -> None:
         write_json(self._path(key), record)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self.folder.glob("*/*.json")) if self.folder.is_dir() else 0

@@ -128,10 +128,6 @@ class ServedConfig:
                 values[name] = str(values[name])
         return cls(**values)
 
-    def describe(self) -> str:
-        """The settings that identify the server (for a label or a log line; never the key)."""
-        return f"api {self.endpoint} at {self.base_url or os.environ.get('OPENAI_BASE_URL') or 'api.openai.com'}"
-
 
 @dataclass
 class ServedUsage:

@@ -102,12 +102,6 @@ def rerank_across_ranks(reranker: Any, run: Run, queries: Mapping[str, str], cor
     totals = type(reranker.stats)()
     for docs, stats in gather(({q: part[q] for q in part}, dataclasses.asdict(reranker.stats))):
         merged.update(docs)
-        for key, value in stats.items():
-            if isinstance(value, dict):
-                into = getattr(totals, key)
-                for name, number in value.items():
-                    into[name] = into.get(name, 0) + number
-            else:
-                setattr(totals, key, getattr(totals, key) + value)
+        totals.add(stats)
     reranker.stats = totals
     return Run({q: merged[q] for q in qids}, name=part.name)
