@@ -126,22 +126,36 @@ def _own_cpu() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
+def _pid_cpu(pid: int, hz: int) -> float:
+    """CPU seconds (user + system) a running process has used, from ``/proc/PID/stat``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / hz
+
+
 class CpuShare:
     """How much of the machine's CPU *other* processes used while a measurement ran.
 
     ``others`` is their CPU time over (wall time x cores): 0.0 on a quiet machine. ``steal`` is the
     time the hypervisor gave the vCPUs to someone else. Both tell whether a figure is trustworthy.
+    ``pids``: processes that are part of the measurement (a server the benchmark started), counted as its own.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pids: tuple[int, ...] = ()) -> None:
         self.hz = os.sysconf("SC_CLK_TCK")
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.pids = pids
         self.others = self.steal = 0.0
+
+    def _own(self) -> float:
+        return _own_cpu() + sum(_pid_cpu(pid, self.hz) for pid in self.pids)
 
     def __enter__(self) -> CpuShare:
         import time
 
-        self._t, self._own, (self._busy, self._steal) = time.perf_counter(), _own_cpu(), _cpu_ticks()
+        self._t, self._own_start, (self._busy, self._steal) = time.perf_counter(), self._own(), _cpu_ticks()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -150,7 +164,7 @@ class CpuShare:
         wall = time.perf_counter() - self._t
         busy, steal = _cpu_ticks()
         capacity = max(wall * self.cores, 1e-9)
-        other_cpu = (busy - self._busy) / self.hz - (_own_cpu() - self._own)
+        other_cpu = (busy - self._busy) / self.hz - (self._own() - self._own_start)
         self.others = max(0.0, other_cpu / capacity)
         self.steal = (steal - self._steal) / self.hz / capacity
 

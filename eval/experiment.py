@@ -228,10 +228,9 @@ class Experiment:
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise InputError(f"k must be a positive integer, got {k!r}", field="k")
         self.k = k if k is not None else auto_depth(self.measures)
-        from rankwise.retrieval.formats import MISSING_JUDGED
+        from rankwise.retrieval.formats import missing_judged_rule
 
-        if missing_judged not in MISSING_JUDGED:
-            raise InputError(f"--missing-judged is error or warn, not {missing_judged!r}", field="missing_judged")
+        missing_judged_rule(missing_judged)
         self.test, self.correction, self.alpha, self.seed = test, correction, alpha, seed
         self.drop_self_hits, self.missing_judged = drops_self_hits(dataset, drop_self_hits), missing_judged
         self.progress = progress

@@ -31,7 +31,7 @@ from typing import Any
 from rankwise.retrieval.errors import InputError
 from rankwise.eval.screening_measures import (SCREENING_MEASURES, ScreeningMeasure, parse_screening, screening_per_query,
                                       screening_value)
-from rankwise.retrieval.formats import MISSING_JUDGED, iter_lines, iter_qrels
+from rankwise.retrieval.formats import iter_lines, iter_qrels, missing_judged_rule
 from rankwise.retrieval.pipeline import Pipeline, Stage
 
 log = logging.getLogger(__name__)
@@ -131,9 +131,7 @@ def read_tar(folder: str | Path, missing_judged: str = "error") -> TarCollection
     qrels_path = root / "qrels.txt"
     qrels: dict[str, dict[str, int]] = {t: {} for t in topics}
     first_line: dict[str, int] = {}
-    if missing_judged not in MISSING_JUDGED:
-        raise InputError(f"missing_judged is one of {', '.join(MISSING_JUDGED)}, not {missing_judged!r}",
-                         field="missing_judged")
+    missing_judged_rule(missing_judged)
     _check_candidates(root, topics, missing_judged)
     for number, qid, did, grade in iter_qrels(qrels_path, columns=(4,)):
         if qid not in topics:

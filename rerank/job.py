@@ -97,7 +97,7 @@ def rerank_file(run_file: str | Path, queries: str | Path, corpus: str | Path, s
                     force=force) as job:
         result.computed_chunks, result.kept_chunks = len(job.todo), len(job.kept)
         if job.todo:
-            device = device_for_rank(job.local_rank) if job.size > 1 else None
+            device = device_for_rank(job.local_rank, job.size)
             reranker = result.reranker = load_reranker(spec, batch_size=batch_size, backend=backend,
                                                        device=device)
             show = progress and job.rank == 0

@@ -65,7 +65,7 @@ class Rerank(Stage):
             return self.reranker
         spec = self.reranker
         _, size, local_rank = world()
-        device = device_for_rank(local_rank) if size > 1 else None  # under torchrun: this rank's GPU, if any
+        device = device_for_rank(local_rank, size)  # under torchrun: this rank's GPU, if any
         return ctx.resource(("reranker", spec, self.backend), lambda: spec.load(backend=self.backend, device=device))[0]
 
     def apply(self, previous: Run | None, k: int, ctx: Context, record: Step) -> Run:

@@ -73,7 +73,7 @@ def index(
                 encoder = Encoder(model, backend=backend, batch_size=batch_size,
                                   batching=BatchingConfig(max_tokens=max_tokens),
                                   calibration=lambda: corpus_calibration(corpus),  # read by openvino-int8 only
-                                  **({"device": device_for_rank(local_rank)} if world_size > 1 else {}))
+                                  device=device_for_rank(local_rank, world_size))
                 if world_size > 1:
                     manifest = distributed_build(corpus, encoder, out, config, chunk_size=chunk_size, force=force)
                 else:

@@ -53,11 +53,12 @@ def world() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
-def device_for_rank(local_rank: int) -> str | None:
-    """``cuda:LOCAL_RANK`` when this machine has GPUs, else None (the encoder's default: CPU)."""
+def device_for_rank(local_rank: int, size: int) -> str | None:
+    """``cuda:LOCAL_RANK`` for one of ``size`` > 1 processes on a machine with GPUs, else None (the
+    model's own default: one process picks its device as it would outside torchrun)."""
     import torch
 
-    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+    if size > 1 and torch.cuda.is_available() and torch.cuda.device_count() > 0:
         return f"cuda:{local_rank % torch.cuda.device_count()}"
     return None
 

@@ -282,6 +282,14 @@ def iter_qrels(path: str | Path, columns: tuple[int, ...] = (3, 4)) -> Iterator[
 MISSING_JUDGED = ("error", "warn")
 
 
+def missing_judged_rule(value: str) -> str:
+    """``value`` when it is one of :data:`MISSING_JUDGED`, else an :class:`InputError` naming the option."""
+    if value not in MISSING_JUDGED:
+        raise InputError(f"missing_judged is one of {', '.join(MISSING_JUDGED)}, not {value!r}",
+                         field="missing_judged")
+    return value
+
+
 def check_judged(path: str | Path, corpus: Corpus, missing: str = "error") -> int:
     """Check that every document the qrels file ``path`` judges is in ``corpus``; returns how many are not.
 
@@ -290,9 +298,7 @@ def check_judged(path: str | Path, corpus: Corpus, missing: str = "error") -> in
     Only the judged ids are held in memory; the corpus is streamed once.
     """
     path = Path(path)
-    if missing not in MISSING_JUDGED:
-        raise InputError(f"missing_judged is one of {', '.join(MISSING_JUDGED)}, not {missing!r}",
-                         field="missing_judged")
+    missing_judged_rule(missing)
     rows = [(number, qid, did) for number, qid, did, _ in iter_qrels(path)]
     present = corpus.present(did for _, _, did in rows)
     absent = [(number, qid, did) for number, qid, did in rows if did not in present]

@@ -416,7 +416,7 @@ def mine_negatives(
         if isinstance(teacher, str) and sharded.todo:
             from rankwise.rerank.spec import load_reranker
 
-            device = device_for_rank(sharded.local_rank) if sharded.size > 1 else None
+            device = device_for_rank(sharded.local_rank, sharded.size)
             try:
                 teacher = load_reranker(teacher, batch_size=None, device=device)
             except BaseException:
