@@ -190,7 +190,7 @@ def test_llm_trainers_get_their_own_defaults(tmp_path, monkeypatch):
     run.write_text("q 0 d 1 1.0 r\n", encoding="utf-8")
     import rankwise.training.cli as training_cli
 
-    monkeypatch.setattr(training_cli, "_candidates", lambda *args: args[-1])  # the candidates per query
+    monkeypatch.setattr(training_cli, "_candidates", lambda **options: options["candidates"])  # per query
     seen: dict[str, Any] = {}
 
     def fake_train_llm(train: Any, model: str, source: Any, out: Path, settings: Any, *args: Any, **kw: Any) -> None:

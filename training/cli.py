@@ -22,7 +22,8 @@ from rankwise.rerank.permutation import LABELS
 from rankwise.training.mining import SAMPLINGS
 from rankwise.training.options import (BI_ENCODER_FIELDS, CROSS_ENCODER_FIELDS, IDCM_SELECTOR_FIELDS, LLM_DEFAULTS,
                                        LLM_FIELDS, PG_RANK, TRAIN_SETTINGS, Candidates, GroupByQuery, Lora, LoraR,
-                                       MaxPassageTokens, OptionalTriples, StartingModel, TeacherScores, Triples)
+                                       MaxPassageTokens, OptionalTriples, OptionSet, StartingModel, TeacherScores,
+                                       Triples)
 from rankwise.training.settings import (GROUPWISE_LOSSES, LISTWISE_LOSSES, LISTWISE_ORDERS, PGRankSettings,
                                         TrainSettings)
 
@@ -138,8 +139,9 @@ train_app = typer.Typer(help="Train bi-encoders and rerankers on triples, n-tupl
                         no_args_is_help=True)
 
 Out = Annotated[Path, out_folder("folder for the trained model (checkpoints in OUT/checkpoints)")]
-def _candidates(triples: Path | None, runs: Path | None, qrels: Path | None, queries: Path | None,
-                corpus: Path | None, teacher: Path | None, group_by_query: bool, candidates: int) -> "CandidateSource":
+def _candidates(*, triples: Path | None = None, runs: Path | None = None, qrels: Path | None = None,
+                queries: Path | None = None, corpus: Path | None = None, teacher_scores: Path | None = None,
+                group_by_query: bool = False, candidates: int = 20) -> "CandidateSource":
     """The LLM trainers' input: triples (as the other trainers read them) or a run with qrels."""
     from rankwise.training.candidates import RunInput
     from rankwise.training.data import TrainingInput
@@ -148,12 +150,21 @@ def _candidates(triples: Path | None, runs: Path | None, qrels: Path | None, que
         raise InputError("give either --triples or --runs (a TREC run, with --qrels, --queries and --corpus)",
                          field="triples")
     if triples is not None:
-        return TrainingInput(triples, queries=queries, corpus=corpus, teacher=teacher, group_by_query=group_by_query)
+        return TrainingInput(triples, queries=queries, corpus=corpus, teacher=teacher_scores,
+                             group_by_query=group_by_query)
     if corpus is None:
         raise InputError("--runs needs --corpus (a BEIR folder, or a corpus file with --queries and --qrels)",
                          field="corpus")
     queries, qrels = _beir_defaults(corpus, queries, qrels)
     return RunInput(runs, qrels, queries, corpus, depth=candidates)
+
+
+# the LLM trainers' input options, declared once: triples, or a run with its qrels, queries and corpus
+LLM_INPUT = OptionSet({
+    "triples": (OptionalTriples, None), "runs": (Runs, None), "qrels": (Qrels, None), "queries": (Queries, None),
+    "corpus": (Corpus, None), "teacher_scores": (TeacherScores, None), "group_by_query": (GroupByQuery, False),
+    "candidates": (Candidates, 20),
+}, lambda **values: _candidates(**values))
 
 
 def _report(result: "TrainResult", json_output: bool) -> None:
@@ -256,19 +267,13 @@ def _train_llm(train: Any, model: str, source: "CandidateSource", out: Path, set
 
 
 @train_app.command("listwise")
+@LLM_INPUT.expand("source")
 @TRAIN_SETTINGS.expand("settings", fields=LLM_FIELDS, batch_size=2, **LLM_DEFAULTS)
 def train_listwise_cmd(
     model: StartingModel,
     out: Out,
+    source: "CandidateSource",
     settings: "TrainSettings",
-    triples: OptionalTriples = None,
-    runs: Runs = None,
-    qrels: Qrels = None,
-    queries: Queries = None,
-    corpus: Corpus = None,
-    teacher_scores: TeacherScores = None,
-    group_by_query: GroupByQuery = False,
-    candidates: Candidates = 20,
     loss: Annotated[one_of(LISTWISE_LOSSES), typer.Option(help="first: LM loss on the gold ranking + weighted "
                                                                 "RankNet")] = "first",
     window: Annotated[int, Range(int, min=2, max=len(LABELS)).option(help="passages per training window")] = 20,
@@ -286,27 +291,20 @@ def train_listwise_cmd(
     --model: the causal LM to start from (a name, folder or .gguf file)."""
     from rankwise.training.listwise import train_listwise
 
-    source = _candidates(triples, runs, qrels, queries, corpus, teacher_scores, group_by_query, candidates)
     _train_llm(train_listwise, model, source, out, settings, lora, lora_r, force, json_output, loss=loss,
                window=window, rank_weight=rank_weight, max_passage_tokens=max_passage_tokens, order=order)
 
 
 @train_app.command("groupwise")
+@LLM_INPUT.expand("source")
 @PG_RANK.expand("pg_rank")
 @TRAIN_SETTINGS.expand("settings", fields=LLM_FIELDS, batch_size=1, **LLM_DEFAULTS)
 def train_groupwise_cmd(
     model: StartingModel,
     out: Out,
+    source: "CandidateSource",
     settings: "TrainSettings",
     pg_rank: "PGRankSettings",
-    triples: OptionalTriples = None,
-    runs: Runs = None,
-    qrels: Qrels = None,
-    queries: Queries = None,
-    corpus: Corpus = None,
-    teacher_scores: TeacherScores = None,
-    group_by_query: GroupByQuery = False,
-    candidates: Candidates = 20,
     loss: Annotated[one_of(GROUPWISE_LOSSES), typer.Option(help="training loss")] = "listnet",
     group_size: Annotated[int, Range(int, min=2, max=len(LABELS)).option(
         help="documents per group (use the same at inference)")] = 5,
@@ -323,7 +321,6 @@ def train_groupwise_cmd(
     --model: the causal LM to start from (a name, folder or .gguf file)."""
     from rankwise.training.groupwise import train_groupwise
 
-    source = _candidates(triples, runs, qrels, queries, corpus, teacher_scores, group_by_query, candidates)
     _train_llm(train_groupwise, model, source, out, settings, lora, lora_r, force, json_output, loss=loss,
                group_size=group_size, levels=levels, max_passage_tokens=max_passage_tokens, pg_rank=pg_rank)
 

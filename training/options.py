@@ -47,18 +47,22 @@ class OptionSet:
 
         def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
             signature = inspect.signature(command, eval_str=True)
-            own = [p for p in signature.parameters.values() if p.name != target]
-            if len(own) == len(signature.parameters):
+            names = list(signature.parameters)
+            if target not in names:
                 raise ValueError(f"{command.__name__} has no parameter {target!r}")
             added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=self.options[name][0],
                                        default=defaults.get(name, self.options[name][1])) for name in chosen]
+            # the options stand where the target parameter stood (so --help lists them there); all keyword-only,
+            # as typer calls a command
+            keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in signature.parameters.values()]
+            at = names.index(target)
 
             @functools.wraps(command)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 values = {name: kwargs.pop(name) for name in chosen if name in kwargs}
                 return command(*args, **kwargs, **{target: self.build(**values)})
 
-            params = [*own, *added]
+            params = [*keyword[:at], *added, *keyword[at + 1:]]
             wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
             wrapper.__annotations__ = {p.name: p.annotation for p in params}
             return wrapper
