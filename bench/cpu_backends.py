@@ -1,4 +1,4 @@
-"""The CPU backends side by side in one run: torch, onnx, onnx-int8, openvino, openvino-int8.
+"""The CPU backends side by side in one run: torch, onnx, onnx-int8, openvino, openvino-int8, openvino-bf16.
 
 - Encoder (all-MiniLM-L6-v2, ``Encoder(backend=...)``): docs/s on the first ``--docs`` SciFact
   documents (the same length-sorted batches for every backend), and each backend's min and mean
@@ -80,7 +80,12 @@ def main() -> None:
     try:
         import openvino
 
+        from rankwise.retrieval.backend.openvino import cpu_capabilities
+
         result["machine"]["openvino"] = openvino.__version__
+        if "BF16" not in cpu_capabilities(openvino) and "openvino-bf16" in backends:
+            backends.remove("openvino-bf16")
+            log("openvino-bf16 left out: this CPU has no bfloat16 instructions")
     except ImportError:
         pass
 

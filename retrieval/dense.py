@@ -28,8 +28,8 @@ class DenseRetriever(Composable):
         self.index = index if isinstance(index, DenseIndex) else DenseIndex.load(index, gpu=gpu)
         built_with = self.index.manifest["encoder"]
         backend = None if backend is None else Backend.parse(backend)
-        if backend is not None and backend.int8 != manifest_backend(built_with).int8:
-            # quantized vectors have a fingerprint of their own: refused before the model is loaded or exported
+        if backend is not None and backend.precision != manifest_backend(built_with).precision:
+            # int8 and bf16 vectors have a fingerprint of their own: refused before the model is loaded or exported
             where = (self.index.directory / MANIFEST) if self.index.directory else None
             raise InputError(f"the index was built with backend {str(manifest_backend(built_with))!r}, whose vectors "
                              f"backend {str(backend)!r} does not reproduce; search it with "

@@ -8,7 +8,8 @@ them (as in E5 or BGE models).
 ``backend="onnx"`` runs the same batches through ONNX Runtime (:mod:`rankwise.retrieval.backend`): the model
 is exported once (cached per model fingerprint, parity-checked against torch), pooling and
 normalization run inside the graph, and ``"onnx-int8"`` uses the dynamically quantized graph;
-``"openvino"`` compiles the same export with OpenVINO, and ``"openvino-int8"`` quantizes it with NNCF on
+``"openvino"`` compiles the same export with OpenVINO (``"openvino-bf16"``: computing in bfloat16, on CPUs with
+AMX or AVX512-BF16), and ``"openvino-int8"`` quantizes it with NNCF on
 ``calibration`` texts (a list, a function returning one -- called only by this backend, e.g. the first
 documents of the collection being indexed --, or the key an index manifest records; default: the bundled
 calibration texts). The

@@ -1,8 +1,8 @@
 """Engines: the object that runs a model's forward pass, one class per backend and model kind.
 
 The backend (a :class:`rankwise.retrieval.backend.value.Backend`: ``torch``, ``onnx``, ``onnx-int8``,
-``openvino``, ``openvino-int8``) is read once, by a factory per kind (:func:`encoder_engine`, :func:`pair_engine`; the causal LM's is
-:func:`rankwise.rerank.lm_engines.lm_engine`), which picks the engine class. The model classes
+``openvino``, ``openvino-int8``, ``openvino-bf16``) is read once, by a factory per kind (:func:`encoder_engine`,
+:func:`pair_engine`; the causal LM's is :func:`rankwise.rerank.lm_engines.lm_engine`), which picks the engine class. The model classes
 (:class:`rankwise.retrieval.encoder.Encoder`, :class:`rankwise.rerank.cross_encoder.CrossEncoderReranker`,
 :class:`rankwise.rerank.llm.CausalLM`) keep the data path -- prompts, tokenizing once, token-budget batches,
 prefetch (:mod:`rankwise.retrieval.batching`) -- and hand each prepared batch to their engine:
@@ -192,9 +192,9 @@ class OnnxEncoderEngine:
 
 
 class OpenVinoEncoderEngine(OnnxEncoderEngine):
-    """The same export compiled by OpenVINO for the CPU: fp32, or int8 by NNCF static quantization on
-    ``calibration`` (texts drawn from the collection being indexed; default: the bundled calibration
-    texts; a string: the key of an int8 graph already made, as an index manifest records it)."""
+    """The same export compiled by OpenVINO for the CPU: fp32, bf16 (bfloat16 inference), or int8 by NNCF static
+    quantization on ``calibration`` (texts drawn from the collection being indexed; default: the bundled
+    calibration texts; a string: the key of an int8 graph already made, as an index manifest records it)."""
 
     def __init__(self, name: str, backend: Backend, *, device: str | None = None, max_length: int | None = None,
                  calibration: Any = None) -> None:
@@ -214,8 +214,8 @@ class OpenVinoEncoderEngine(OnnxEncoderEngine):
         texts = resolve_calibration(calibration, bundled_texts) if backend.int8 else None
         graph, record = openvino_graph(export, ENCODER, backend, calibration=texts)
         self.export = record["export"]
-        self.calibration = record["key"]  # the int8 graph's calibration key (None: fp32)
-        self.session = OpenVinoModel(graph)
+        self.calibration = record["key"]  # the int8 graph's calibration key (None: fp32, bf16)
+        self.session = OpenVinoModel(graph, bf16=backend.bf16)
         self.accelerated = False
         self.index_suffix = f"-{self.backend}"
         self.tokenizer = AutoTokenizer.from_pretrained(export.folder)
@@ -223,9 +223,10 @@ class OpenVinoEncoderEngine(OnnxEncoderEngine):
         self.query_prompt, self.doc_prompt = settings["query_prompt"], settings["doc_prompt"]
         self.dim, self.max_length = int(settings["dim"]), settings["max_length"]
         self.fingerprint = settings["torch_fingerprint"]  # fp32: torch's vectors within 1e-4
-        if backend.int8:  # other vectors: never the torch encoder's fingerprint
-            ir = self.export.manifest["files"][record["files"][1]]["sha256"]
-            self.fingerprint = hashlib.sha256(f"{self.fingerprint}:{backend}:{ir}".encode()).hexdigest()
+        if backend.precision != "fp32":  # other vectors: never the torch encoder's fingerprint
+            graph_file = record["files"][1] if backend.int8 else record["graph"]
+            graph_sha = self.export.manifest["files"][graph_file]["sha256"]
+            self.fingerprint = hashlib.sha256(f"{self.fingerprint}:{backend}:{graph_sha}".encode()).hexdigest()
 
 
 EncoderEngine = TorchEncoderEngine | OnnxEncoderEngine | OpenVinoEncoderEngine
@@ -339,7 +340,7 @@ class OnnxPairEngine:
 
 
 class OpenVinoPairEngine(OnnxPairEngine):
-    """The same export compiled by OpenVINO for the CPU: fp32, or int8 by NNCF static quantization on
+    """The same export compiled by OpenVINO for the CPU: fp32, bf16, or int8 by NNCF static quantization on
     ``calibration`` ``(query, document)`` pairs (default: every bundled calibration query with every
     bundled passage)."""
 
@@ -357,7 +358,7 @@ class OpenVinoPairEngine(OnnxPairEngine):
         graph, record = openvino_graph(exported(name, CROSS_ENCODER), CROSS_ENCODER, backend, calibration=pairs)
         self.export = record["export"]
         self.calibration = record["key"]
-        self.session = OpenVinoModel(graph)
+        self.session = OpenVinoModel(graph, bf16=backend.bf16)
         self.accelerated = False
         self.tokenizer = AutoTokenizer.from_pretrained(self.export.folder)
         self.max_length = int(max_length or self.export.settings["max_length"])

@@ -251,10 +251,10 @@ def check_dense_build(corpus: Corpus, out: str | Path, config: IndexConfig, *, b
         existing = read_manifest(out, verify=False)
         wanted = {"config": config.to_dict(), "chunk_size": chunk_size,
                   "source": corpus.fingerprint, "shard": list(shard) if shard else None,
-                  "quantization": Backend.parse(backend).int8}
+                  "precision": Backend.parse(backend).precision}
         have = {"config": existing.get("config"), "chunk_size": existing.get("chunk_size"),
                 "source": existing.get("source", {}).get("sha256"), "shard": existing.get("shard"),
-                "quantization": Backend.from_record(existing.get("encoder", {}), field="encoder.backend").int8}
+                "precision": Backend.from_record(existing.get("encoder", {}), field="encoder.backend").precision}
         differ = sorted(k for k in wanted if wanted[k] != have[k])
         if differ:
             raise InputError(f"holds an index built with other {', '.join(differ)}; pass --force to replace it "

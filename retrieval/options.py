@@ -17,7 +17,7 @@ from rankwise.retrieval.hybrid import FUSIONS
 from rankwise.retrieval.index import INDEX_TYPES
 from rankwise.retrieval.values import non_negative_int, one_of, positive_int
 
-# torch, onnx, onnx-int8, openvino or openvino-int8: the choices are BackendValue.NAMES
+# torch, onnx, onnx-int8, openvino, openvino-int8 or openvino-bf16: the choices are BackendValue.NAMES
 BackendName = one_of(BackendValue.NAMES)
 INDEX_KINDS = ("bm25", "dense")  # what `rankwise index` builds
 

@@ -6,42 +6,48 @@ import json
 
 import pytest
 
-from rankwise.retrieval.backend.value import ONNX, ONNX_INT8, OPENVINO, OPENVINO_INT8, TORCH, Backend
+from rankwise.retrieval.backend.value import ONNX, ONNX_INT8, OPENVINO, OPENVINO_BF16, OPENVINO_INT8, TORCH, Backend
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.options import Backend as BackendOption  # typer reads the annotations by name
 from rankwise.retrieval.options import IndexBackend
 
 
-@pytest.mark.parametrize("name, runtime, int8", [("torch", "torch", False), ("onnx", "onnx", False),
-                                                 ("onnx-int8", "onnx", True), ("openvino", "openvino", False),
-                                                 ("openvino-int8", "openvino", True)])
-def test_parse_gives_runtime_int8_and_the_name_back(name, runtime, int8):
+@pytest.mark.parametrize("name, runtime, precision", [
+    ("torch", "torch", "fp32"), ("onnx", "onnx", "fp32"), ("onnx-int8", "onnx", "int8"),
+    ("openvino", "openvino", "fp32"), ("openvino-int8", "openvino", "int8"), ("openvino-bf16", "openvino", "bf16")])
+def test_parse_gives_runtime_precision_and_the_name_back(name, runtime, precision):
     backend = Backend.parse(name)
-    assert (backend.runtime, backend.int8, str(backend), backend.name) == (runtime, int8, name, name)
+    assert (backend.runtime, backend.precision, str(backend), backend.name) == (runtime, precision, name, name)
+    assert (backend.int8, backend.bf16) == (precision == "int8", precision == "bf16")
     assert backend.exported == (runtime != "torch")
     assert Backend.parse(backend) is backend  # a parsed value passes as it is
 
 
-def test_the_names_and_constants_are_the_same_five():
-    assert Backend.NAMES == ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
-    assert [str(b) for b in (TORCH, ONNX, ONNX_INT8, OPENVINO, OPENVINO_INT8)] == list(Backend.NAMES)
+def test_the_names_and_constants_are_the_same_six():
+    assert Backend.NAMES == ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8", "openvino-bf16")
+    assert [str(b) for b in (TORCH, ONNX, ONNX_INT8, OPENVINO, OPENVINO_INT8, OPENVINO_BF16)] == list(Backend.NAMES)
     assert Backend.parse(" onnx-int8 ") == ONNX_INT8 and hash(Backend.parse("onnx-int8")) == hash(ONNX_INT8)
     with pytest.raises(AttributeError):  # frozen
         ONNX.int8 = True  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("bad", ["tf", "ONNX", "torch-int8", "int8", "", "onnx,int8"])
+@pytest.mark.parametrize("bad", ["tf", "ONNX", "torch-int8", "int8", "", "onnx,int8", "onnx-bf16", "torch-bf16"])
 def test_a_bad_name_names_the_field_and_the_choices(bad):
     with pytest.raises(InputError) as err:
         Backend.parse(bad, field="reranker")
     assert err.value.field == "reranker" and repr(bad) in str(err.value)
-    assert "choose from torch, onnx, onnx-int8, openvino, openvino-int8" in str(err.value)
+    assert "choose from torch, onnx, onnx-int8, openvino, openvino-int8, openvino-bf16" in str(err.value)
 
 
-def test_torch_has_no_int8_variant():
+def test_torch_has_no_int8_variant_and_only_openvino_a_bf16_one():
     with pytest.raises(InputError, match="'torch-int8'") as err:
         Backend("torch", True)
     assert err.value.field == "backend"
+    for runtime in ("torch", "onnx"):
+        with pytest.raises(InputError, match=f"'{runtime}-bf16'"):
+            Backend(runtime, bf16=True)
+    with pytest.raises(InputError, match="unknown backend"):
+        Backend("openvino", int8=True, bf16=True)
 
 
 @pytest.mark.parametrize("record, name", [

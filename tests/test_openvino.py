@@ -67,6 +67,66 @@ def test_encoder_fp32_matches_torch_and_int8_is_close(tiny_encoder, encoder_expo
     assert int8.describe()["calibration"] == int8.engine.calibration
 
 
+def _has_bf16() -> bool:
+    import openvino
+
+    from rankwise.retrieval.backend.openvino import cpu_capabilities
+
+    return "BF16" in cpu_capabilities(openvino)
+
+
+def test_bf16_is_close_to_torch_with_a_fingerprint_of_its_own_or_refused_without_the_instructions(
+        tiny_encoder, tiny_cross_encoder, encoder_export, pair_export, texts):
+    from rankwise.rerank.cross_encoder import CrossEncoderReranker
+    from rankwise.retrieval.encoder import Encoder
+
+    if not _has_bf16():  # OpenVINO would run fp32 under the bf16 name: one line, before any work
+        with pytest.raises(InputError, match="no bfloat16 instructions") as err:
+            Encoder(str(encoder_export), backend="openvino-bf16")
+        assert err.value.field == "backend"
+        return
+    torch_enc = Encoder(str(tiny_encoder), device="cpu", batch_size=16)
+    bf16 = Encoder(str(encoder_export), backend="openvino-bf16", batch_size=16)
+    ref, got = torch_enc.encode_docs(texts), bf16.encode_docs(texts)
+    cos = (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    assert cos.min() > 0.999 and np.abs(ref - got).max() > 1e-6  # close, and computed in bfloat16 indeed
+    assert bf16.fingerprint != torch_enc.fingerprint and bf16.index_key.endswith("-openvino-bf16")
+    record = bf16.export.manifest["openvino"]["bf16"]
+    assert record["graph"] == bf16.export.manifest["openvino"]["fp32"]["graph"]  # the same graph, compiled otherwise
+    assert record["parity"]["variant"] == "bf16" and record["parity"]["passed"]
+    assert record["parity"]["requirement"] == "mean_cosine >= 0.999"
+    pairs = [(texts[0][:40], t) for t in texts[:24]]
+    ref_scores = np.array(CrossEncoderReranker(str(tiny_cross_encoder), device="cpu").score_pairs(pairs))
+    scores = np.array(CrossEncoderReranker(str(pair_export), backend="openvino-bf16").score_pairs(pairs))
+    assert np.abs(ref_scores - scores).max() <= 0.02 * np.abs(ref_scores).max()
+
+
+def test_bf16_on_a_cpu_without_the_instructions_is_one_line(encoder_export, monkeypatch):
+    import rankwise.retrieval.backend.openvino as ov_backend
+    from rankwise.retrieval.encoder import Encoder
+
+    monkeypatch.setattr(ov_backend, "cpu_capabilities", lambda ov: ["FP32", "INT8"])  # an AVX2-only CPU
+    with pytest.raises(InputError, match="no bfloat16 instructions.*openvino or openvino-int8") as err:
+        Encoder(str(encoder_export), backend="openvino-bf16")
+    assert err.value.field == "backend"
+
+
+def test_a_bf16_index_is_not_searched_by_fp32_queries(tiny_encoder, synthetic_beir, tmp_path):
+    from rankwise.retrieval.dense import DenseRetriever
+
+    if not _has_bf16():
+        pytest.skip("this CPU has no bfloat16 instructions (the refusal is tested above)")
+    from rankwise.cli import main
+
+    out = tmp_path / "idx"
+    _ok(main, ["index", str(synthetic_beir), "--out", str(out), "--retriever", "dense", "--encoder", str(tiny_encoder),
+               "--backend", "openvino-bf16"])
+    assert str(DenseRetriever(out).encoder.engine.backend) == "openvino-bf16"  # from the manifest
+    for other in ("torch", "openvino"):
+        with pytest.raises(InputError, match="does not reproduce"):
+            DenseRetriever(out, backend=other)
+
+
 def test_cross_encoder_fp32_matches_torch_and_int8_keeps_the_order(tiny_cross_encoder, pair_export, texts):
     from rankwise.rerank.cross_encoder import CrossEncoderReranker
 

@@ -192,11 +192,11 @@ def check_parity(prepared: Prepared, file: Path, backend: Backend, *,
         rows = prepared.batch_inputs
         alone = np.concatenate([session({k: v[i:i + 1] if k in rows else v for k, v in prepared.probe.items()})
                                 for i in range(len(prepared.reference))])
-        ways = [alone] if backend.int8 else [alone, session(prepared.probe)]  # fp32: the worse of the two ways through
+        ways = [alone] if backend.precision != "fp32" else [alone, session(prepared.probe)]  # fp32: the worse of the two
         got = max(ways, key=lambda out: np.abs(out - prepared.reference).max())
     else:
         got = session(prepared.probe)
-    record = compare(prepared.reference, got, int8=backend.int8, vectors=prepared.vectors,
+    record = compare(prepared.reference, got, precision=backend.precision, vectors=prepared.vectors,
                      scores=(prepared.scores(prepared.reference), prepared.scores(got)))
     if rewrite is not None:
         record[prepared.rewrite_name] = session.chunked

@@ -31,7 +31,7 @@ from typing import Any
 from rankwise.retrieval.backend.kind import ModelKind
 from rankwise.retrieval.backend.build import FP32_FILE, INT8_FILE
 from rankwise.retrieval.backend.openvino import INT8_IR_PREFIX, PLAIN_FILE
-from rankwise.retrieval.backend.value import ONNX, ONNX_INT8, OPENVINO, OPENVINO_INT8, Backend
+from rankwise.retrieval.backend.value import ONNX, ONNX_INT8, OPENVINO, OPENVINO_BF16, OPENVINO_INT8, Backend
 from rankwise.retrieval.errors import InputError
 from rankwise.retrieval.extras import requires
 from rankwise.retrieval.files import atomic_dir, file_record, sha256_file, write_json
@@ -287,34 +287,38 @@ def openvino_graph(export: Export, kind: ModelKind, backend: Backend = OPENVINO,
 
     What is missing is made once, parity-checked against torch and added to the manifest with its
     checksums, the folder rebuilt beside itself and swapped in whole (as :func:`add_int8` does): the
-    plain fp32 graph (:func:`rankwise.retrieval.backend.openvino.plain_graph`) and, for ``openvino-int8``, NNCF's
-    int8 IR calibrated on ``calibration`` (texts or ``(query, document)`` pairs; a string is the key of
-    an int8 graph already in the export, as an index manifest records it).
+    plain fp32 graph (:func:`rankwise.retrieval.backend.openvino.plain_graph`); for ``openvino-bf16``, the
+    parity record of that graph run in bfloat16; for ``openvino-int8``, NNCF's int8 IR calibrated on
+    ``calibration`` (texts or ``(query, document)`` pairs; a string is the key of an int8 graph already in
+    the export, as an index manifest records it).
     """
     from rankwise.retrieval.backend.calibration import calibration_key
     from rankwise.retrieval.backend.openvino import require
 
     require("openvino")
     key = None
-    int8 = backend.int8
+    int8, bf16 = backend.int8, backend.bf16
     if int8:
         require("nncf")
         key = calibration if isinstance(calibration, str) else calibration_key(calibration)
     section = export.manifest.get("openvino", {"int8": {}})
-    if "fp32" not in section or (int8 and key not in section["int8"]):
+    if "fp32" not in section or (int8 and key not in section["int8"]) or (bf16 and "bf16" not in section):
         if isinstance(calibration, str):
             raise InputError(f"has no openvino-int8 graph calibrated as {key!r} (the index that names it was built "
                              "with another export): build the index again", path=export.folder, field="calibration")
-        export = _add_openvino(export, kind, key if int8 else None, calibration)
+        export = _add_openvino(export, kind, key if int8 else None, calibration, bf16=bf16)
         section = export.manifest["openvino"]
     names = [section["fp32"]["graph"]] + (section["int8"][key]["files"] if int8 else [])
     verify(export, names)
-    entry = section["int8"][key] if int8 else section["fp32"]
+    entry = section["int8"][key] if int8 else section["bf16"] if bf16 else section["fp32"]
     return export.folder / names[-2 if int8 else 0], {"export": export, "key": key, **entry}
 
 
-def _add_openvino(export: Export, kind: ModelKind, key: str | None, calibration: Any) -> Export:
-    """Add the plain fp32 graph (when missing) and, with a ``key``, the int8 IR calibrated on ``calibration``."""
+def _add_openvino(export: Export, kind: ModelKind, key: str | None, calibration: Any, *, bf16: bool = False) -> Export:
+    """Add the plain fp32 graph (when missing), with ``bf16`` its bfloat16 parity record, and with a ``key``
+    the int8 IR calibrated on ``calibration``."""
+    import functools
+
     import openvino
 
     from rankwise.retrieval.backend.build import check_parity
@@ -332,6 +336,10 @@ def _add_openvino(export: Export, kind: ModelKind, key: str | None, calibration:
             section["fp32"] = {"graph": plain.name,
                                "parity": check_parity(prepared, plain, OPENVINO, runtime=OpenVinoModel)}
         section["versions"] = {**section.get("versions", {}), "openvino": openvino.__version__}
+        if bf16 and "bf16" not in section:
+            graph = section["fp32"]["graph"]
+            section["bf16"] = {"graph": graph, "parity": check_parity(
+                prepared, tmp / graph, OPENVINO_BF16, runtime=functools.partial(OpenVinoModel, bf16=True))}
         if key is not None and key not in section["int8"]:
             feeds = feeds_of(prepared.tokenizer, calibration, fields["settings"].get("max_length"))
             files = quantize_int8(tmp / section["fp32"]["graph"], tmp, key, feeds)

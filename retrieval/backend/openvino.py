@@ -3,7 +3,9 @@
 ``openvino`` compiles the export's plain fp32 graph (:func:`plain_graph`: ONNX Runtime's fused contrib
 operators are left out, OpenVINO fuses the graph itself) for the CPU with float32 inference precision
 (OpenVINO's default on CPUs with bfloat16 units is bfloat16, which misses the fp32 parity tolerance
-by ten times). ``openvino-int8`` quantizes that graph with NNCF's post-training static quantization
+by ten times). ``openvino-bf16`` compiles the same graph with bfloat16 inference precision, on CPUs with
+AMX or AVX512-BF16 only (:func:`check_runtime`): its vectors are its own (an index fingerprint of their
+own), within a cosine of 0.9999 of torch's. ``openvino-int8`` quantizes that graph with NNCF's post-training static quantization
 (``nncf.quantize``, transformer preset: SmoothQuant, activation ranges from calibration inputs, fast
 bias correction; Nagel et al., 2021, "A White Paper on Neural Network Quantization"), with
 calibration inputs drawn from the collection being indexed
@@ -47,12 +49,13 @@ class OpenVinoModel:
     provider = "CPU"
     chunked = 0
 
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, *, threads: int | None = None, bf16: bool = False) -> None:
         from rankwise.retrieval.backend.session import default_threads
 
         ov = require("openvino")
         self.path = Path(path)
-        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+        # f32 unless asked: OpenVINO's own default on CPUs with AMX or AVX512-BF16 is bf16
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_NUM_THREADS": threads or default_threads()}
         try:
             core = ov.Core()
@@ -149,13 +152,23 @@ def resolve_calibration(calibration: Calibration, default: Callable[[], Sequence
 
 
 def check_runtime(device: str | None, backend: Backend) -> None:
-    """The OpenVINO engines run on the CPU, with NNCF for the quantized graph; a missing package names its extra."""
+    """The OpenVINO engines run on the CPU, with NNCF for the quantized graph and bf16 only on a CPU that
+    computes it (AMX or AVX512-BF16: elsewhere OpenVINO would run fp32 under the bf16 name); a missing package
+    names its extra."""
     if device not in (None, "cpu"):
         raise InputError(f"the openvino backends run on the CPU, not {device!r}", field="device")
-    require("openvino")
+    ov = require("openvino")
     if backend.int8:
         require("nncf")
+    if backend.bf16 and "BF16" not in cpu_capabilities(ov):
+        raise InputError("this CPU has no bfloat16 instructions (AMX or AVX512-BF16): use openvino or "
+                         "openvino-int8", field="backend")
 
 
-__all__ = ["Calibration", "OpenVinoModel", "PLAIN_FILE", "check_runtime", "feeds_of", "int8_files", "plain_graph",
-           "quantize_int8", "require", "resolve_calibration"]
+def cpu_capabilities(ov: Any) -> list[str]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU (``BF16``, ``INT8``, ``FP32``, ...)."""
+    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+__all__ = ["Calibration", "OpenVinoModel", "PLAIN_FILE", "check_runtime", "cpu_capabilities", "feeds_of",
+           "int8_files", "plain_graph", "quantize_int8", "require", "resolve_calibration"]
