@@ -103,7 +103,7 @@ def test_export_is_swapped_in_whole_and_survives_kill_and_failures(tiny_cross_en
     # the int8 graph fails its parity check (forced: its record never passes) after both graphs are written
     # in the temporary folder: one line, exit 2, the export untouched
     patched = ("import sys; import rankwise.retrieval.backend.build as build; compare = build.compare; "
-               "build.compare = lambda *a, **k: {**compare(*a, **k), 'passed': not k['int8']}; "
+               "build.compare = lambda *a, **k: {**compare(*a, **k), 'passed': k['precision'] == 'fp32'}; "
                "from rankwise.cli import main; main(sys.argv[1:])")
     line = _one_error(_run(*export, "--backend", "onnx-int8", python=patched))
     assert "field 'parity'" in line and "parity check failed" in line
