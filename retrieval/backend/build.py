@@ -192,7 +192,8 @@ def check_parity(prepared: Prepared, file: Path, backend: Backend, *,
         rows = prepared.batch_inputs
         alone = np.concatenate([session({k: v[i:i + 1] if k in rows else v for k, v in prepared.probe.items()})
                                 for i in range(len(prepared.reference))])
-        ways = [alone] if backend.precision != "fp32" else [alone, session(prepared.probe)]  # fp32: the worse of the two
+        # fp32: the worse of the two ways through
+        ways = [alone] if backend.precision != "fp32" else [alone, session(prepared.probe)]
         got = max(ways, key=lambda out: np.abs(out - prepared.reference).max())
     else:
         got = session(prepared.probe)

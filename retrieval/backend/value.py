@@ -39,7 +39,8 @@ class Backend:
     def __post_init__(self) -> None:
         if (self.runtime not in RUNTIMES or (self.int8 and self.runtime not in QUANTIZED_RUNTIMES)
                 or (self.bf16 and self.runtime not in BF16_RUNTIMES) or (self.int8 and self.bf16)):
-            raise InputError(f"unknown backend {self.name!r}; choose from {', '.join(self.NAMES)}", field="backend")
+            spelled = self.runtime + (INT8_SUFFIX if self.int8 else "") + (BF16_SUFFIX if self.bf16 else "")
+            raise InputError(f"unknown backend {spelled!r}; choose from {', '.join(self.NAMES)}", field="backend")
 
     @classmethod
     def parse(cls, value: Backend | str, field: str = "backend") -> Backend:
