@@ -139,10 +139,11 @@ train_app = typer.Typer(help="Train bi-encoders and rerankers on triples, n-tupl
                         no_args_is_help=True)
 
 Out = Annotated[Path, out_folder("folder for the trained model (checkpoints in OUT/checkpoints)")]
-def _candidates(*, triples: Path | None = None, runs: Path | None = None, qrels: Path | None = None,
-                queries: Path | None = None, corpus: Path | None = None, teacher_scores: Path | None = None,
-                group_by_query: bool = False, candidates: int = 20) -> "CandidateSource":
-    """The LLM trainers' input: triples (as the other trainers read them) or a run with qrels."""
+def _candidates(*, triples: Path | None, runs: Path | None, qrels: Path | None, queries: Path | None,
+                corpus: Path | None, teacher_scores: Path | None, group_by_query: bool,
+                candidates: int) -> "CandidateSource":
+    """The LLM trainers' input: triples (as the other trainers read them) or a run with qrels (the values of
+    :data:`LLM_INPUT`, whose table holds the defaults)."""
     from rankwise.training.candidates import RunInput
     from rankwise.training.data import TrainingInput
 
