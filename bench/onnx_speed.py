@@ -10,8 +10,10 @@
 - int8 / fp32 ONNX file size.
 - Cross-encoder pairs/s (SciFact test queries with corpus documents): torch vs ONNX int8 (and fp32).
 - SmolLM2-135M-Instruct listwise window latency (FIRST: one forward pass over a ``--window``-passage
-  prompt): torch vs ONNX fp32 and int8 (``--unchunked``: also the ONNX graphs without the CPU's chunked
-  attention, in the same rotation).
+  prompt): torch vs ONNX fp32 and int8 and, where OpenVINO is installed, the OpenVINO engine in fp32 and
+  (on CPUs with AMX or AVX512-BF16) bf16 -- the measurement that decides which OpenVINO variants the LLM
+  rerankers are offered (``--unchunked``: also the ONNX graphs without the CPU's chunked attention, in
+  the same rotation).
 
     RANKWISE_DATA=../shared/data/beir RANKWISE_MODELS=/work/models HF_HUB_OFFLINE=1 \\
         python bench/onnx_speed.py --docs 5183 --ce-model /work/exp/ce-lce128-e6
@@ -220,6 +222,7 @@ def bench_listwise(args: argparse.Namespace, result: dict) -> None:
             lm = CausalLM(args.llm, backend=lms[name].backend)
             lm.engine.session = OnnxSession(lm.export.file(lm.backend), device="cpu", backend=lm.backend)
             lms[f"{name} unchunked"] = lm
+    lms.update(_openvino_lms(args.llm))
     reranker = ListwiseReranker(lms["torch"], window=args.window, stride=min(10, args.window))
     # window i: test query i over corpus documents [i * window, (i + 1) * window)
     prompts = [reranker.window_prompt(queries[i], docs[i * args.window:(i + 1) * args.window])
@@ -255,6 +258,26 @@ def bench_listwise(args: argparse.Namespace, result: dict) -> None:
     print("target: onnx >= 1.5x torch")
 
 
+def _openvino_lms(model: str) -> dict:
+    """The OpenVINO causal-LM engine in fp32 and, where the CPU computes it, bf16 (none without the
+    openvino extra). fp32 is not offered to the rerankers, so its engine replaces an ONNX one here."""
+    try:
+        import openvino
+    except ImportError:
+        return {}
+    from rankwise.rerank.llm import CausalLM
+    from rankwise.rerank.lm_engines import OpenVinoLMEngine
+    from rankwise.retrieval.backend.openvino import cpu_capabilities
+    from rankwise.retrieval.backend.value import OPENVINO
+
+    fp32 = CausalLM(model, backend="onnx")
+    fp32.engine = OpenVinoLMEngine(model, OPENVINO)
+    lms = {"openvino fp32": fp32}
+    if "BF16" in cpu_capabilities(openvino):
+        lms["openvino bf16"] = CausalLM(model, backend="openvino-bf16")
+    return lms
+
+
 def _kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
     """Kendall's tau between two score vectors (ties count as disagreement)."""
     i, j = np.triu_indices(len(a), k=1)
@@ -276,7 +299,7 @@ def main() -> None:
     if "llm" not in skip:
         bench_listwise(args, result)
     print("\nDense nDCG@10 on SciFact (run separately; compare with torch's 0.6451):")
-    for flags in ("", " --backend onnx", " --backend onnx-int8"):
+    for flags in ("", " --backend onnx", " --backend onnx-int8", " --backend openvino-bf16"):
         print(f"  rankwise beir scifact --retriever dense{flags} --json")
     write_json(args.json_out, result)
 

@@ -18,7 +18,8 @@ token ids asked for, which serves :meth:`next_token_logits` and :meth:`iter_tail
 :meth:`generate` decodes greedily with one full pass per new token (the graph keeps no KV cache, so
 it is slower than torch's ``generate``: use ``mode="first"`` listwise reranking with ONNX).
 ``"onnx-int8"`` uses the dynamically quantized graph, one prompt at a time on the CPU (its activation
-scales are per batch).
+scales are per batch). ``"openvino-bf16"`` runs the same export's plain graph with OpenVINO in bfloat16 on CPUs
+with AMX or AVX512-BF16 (:class:`rankwise.rerank.lm_engines.OpenVinoLMEngine`).
 """
 
 from __future__ import annotations

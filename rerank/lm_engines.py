@@ -12,7 +12,8 @@ batches of prompt indices, the shared-prefix group arrays); its engine turns the
 
 :class:`TorchLMEngine` runs the Hugging Face model (fp16 on CUDA); :class:`OnnxLMEngine` the exported
 graph that takes the attention mask per query position and returns the logits only at the positions
-and token ids asked for (:mod:`rankwise.rerank.onnx`); :class:`rankwise.rerank.served.ServedLMEngine`
+and token ids asked for (:mod:`rankwise.rerank.onnx`), and :class:`OpenVinoLMEngine` the same graph compiled
+by OpenVINO in bfloat16; :class:`rankwise.rerank.served.ServedLMEngine`
 asks an OpenAI-compatible server (vLLM, SGLang, llama.cpp, a hosted API) for log-probabilities and
 greedy continuations. :func:`lm_engine` is the one place a backend value picks the class (as
 :mod:`rankwise.retrieval.engines` does for encoders and cross-encoders).
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from rankwise.retrieval.backend.kind import ModelKind
-from rankwise.retrieval.backend.value import TORCH, Backend
+from rankwise.retrieval.backend.value import OPENVINO_BF16, TORCH, Backend
 from rankwise.retrieval.errors import InputError
 
 CPU_BATCH_TOKENS = 4096  # on the CPU, torch batches hold at most this many padded tokens
@@ -117,8 +118,6 @@ class OnnxLMEngine:
     batch_tokens = None
 
     def __init__(self, name: str, backend: Backend, *, device: str | None = None) -> None:
-        from transformers import AutoTokenizer
-
         from rankwise.rerank.onnx.chunked_attention import chunk_prompt_attention
         from rankwise.retrieval.backend.cache import exported
         from rankwise.retrieval.backend.session import OnnxSession
@@ -128,6 +127,12 @@ class OnnxLMEngine:
         self.session = OnnxSession(self.export.file(backend), device=device, backend=backend,
                                    rewrite=chunk_prompt_attention)
         self.batch_size = 1 if self.session.provider == "CPUExecutionProvider" else None
+        self._read_export()
+
+    def _read_export(self) -> None:
+        """The tokenizer, vocabulary and end-of-sequence ids of :attr:`export`."""
+        from transformers import AutoTokenizer
+
         self.tokenizer = AutoTokenizer.from_pretrained(self.export.folder)
         self.vocab = np.arange(self.export.settings["vocab_size"], dtype=np.int64)
         self.eos = set(self.export.settings["eos_token_ids"])
@@ -169,7 +174,33 @@ class OnnxLMEngine:
         return new
 
 
-LMEngine = Any  # TorchLMEngine | OnnxLMEngine | rankwise.rerank.served.ServedLMEngine
+class OpenVinoLMEngine(OnnxLMEngine):
+    """The exported causal LM compiled by OpenVINO for the CPU, in bfloat16 (``openvino-bf16``).
+
+    OpenVINO compiles the export's plain graph (the dynamo exporter's, without ONNX Runtime's
+    ``GroupQueryAttention``: :func:`rankwise.retrieval.backend.openvino.plain_graph`) and fuses its attention
+    itself; the graph, its checksum and its parity record (ranking agreement with torch, reported) join the
+    export's manifest. Only bfloat16 is offered to the rerankers (:func:`lm_engine`): on the FIRST window
+    benchmark OpenVINO fp32 and int8 weights are no faster than ONNX Runtime (BENCHMARKS.md). Prompts are
+    batched as torch's on the CPU (at most :data:`CPU_BATCH_TOKENS` padded tokens).
+    """
+
+    batch_size = None
+    batch_tokens = CPU_BATCH_TOKENS
+
+    def __init__(self, name: str, backend: Backend, *, device: str | None = None) -> None:
+        from rankwise.retrieval.backend.cache import exported, openvino_graph
+        from rankwise.retrieval.backend.openvino import OpenVinoModel, check_runtime
+
+        check_runtime(device, backend, instead="torch, onnx or onnx-int8")
+        self.backend = backend
+        graph, record = openvino_graph(exported(name, CAUSAL_LM), CAUSAL_LM, backend)
+        self.export = record["export"]
+        self.session = OpenVinoModel(graph, bf16=backend.bf16)
+        self._read_export()
+
+
+LMEngine = Any  # TorchLMEngine | OnnxLMEngine | OpenVinoLMEngine | rankwise.rerank.served.ServedLMEngine
 
 
 def check_lm_backend(backend: Any) -> Any:
@@ -195,9 +226,11 @@ def lm_engine(backend: Any, model: str, path: str, *, gguf_file: str | None = No
         return ServedLMEngine(model, path, gguf_file=gguf_file, config=backend)
     if backend.runtime == "onnx":
         return OnnxLMEngine(model, backend, device=device)
-    if backend.runtime != "torch":  # OpenVINO runs encoders and cross-encoders only
-        raise InputError(f"backend {str(backend)!r} runs encoders and cross-encoders; causal LMs run on torch, onnx, "
-                         "onnx-int8 or api", field="backend")
+    if backend.runtime == "openvino":
+        if backend != OPENVINO_BF16:  # kept only where it beats ONNX Runtime on the FIRST window (BENCHMARKS.md)
+            raise InputError(f"backend {str(backend)!r} runs encoders and cross-encoders; causal LMs run on torch, "
+                             f"onnx, onnx-int8, {OPENVINO_BF16} or api", field="backend")
+        return OpenVinoLMEngine(model, backend, device=device)
     return TorchLMEngine(path, gguf_file=gguf_file, device=device)
 
 

@@ -19,7 +19,8 @@ paradigm has a ``stride`` of its own (listwise), the passage stride is ``passage
 scores only the ``select`` passages the selector ranks best (:mod:`rankwise.rerank.idcm`).
 
 Every paradigm also takes ``backend`` (a :class:`~rankwise.retrieval.backend.value.Backend` name: ``torch``,
-``onnx``, ``onnx-int8``, ``openvino``, ``openvino-int8``, ``openvino-bf16``), which each reranker class parses.
+``onnx``, ``onnx-int8``, ``openvino``, ``openvino-int8``, ``openvino-bf16``; the LLM paradigms take
+``openvino-bf16`` of the OpenVINO ones), which each reranker class parses.
 The LLM paradigms (``pointwise-llm``, ``listwise``, ``groupwise``) also take ``backend=api``: the model is asked through an
 OpenAI-compatible server, with the options of :class:`rankwise.rerank.served.ServedConfig`
 (``base_url``, ``endpoint``, ``served_model``, ``tokenizer``, ``concurrency``, ``timeout``, ``max_retries``,

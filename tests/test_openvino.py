@@ -109,6 +109,10 @@ def test_bf16_on_a_cpu_without_the_instructions_is_one_line(encoder_export, monk
     with pytest.raises(InputError, match="no bfloat16 instructions.*openvino or openvino-int8") as err:
         Encoder(str(encoder_export), backend="openvino-bf16")
     assert err.value.field == "backend"
+    from rankwise.rerank.llm import CausalLM
+
+    with pytest.raises(InputError, match="no bfloat16 instructions.*use torch, onnx or onnx-int8$"):
+        CausalLM("any-causal-lm", backend="openvino-bf16")  # refused before any export
 
 
 def test_a_bf16_index_is_not_searched_by_fp32_queries(tiny_encoder, synthetic_beir, tmp_path):
@@ -212,11 +216,99 @@ def test_an_openvino_index_is_searched_by_its_own_backend(tiny_encoder, syntheti
     assert retriever.encoder.fingerprint == built_with["fingerprint"]
 
 
-def test_causal_lms_refuse_the_openvino_backends(tiny_causal_lm):
+@pytest.mark.parametrize("backend", ["openvino", "openvino-int8"])
+def test_causal_lms_refuse_the_openvino_backends_that_do_not_beat_onnx_runtime(tiny_causal_lm, backend):
     from rankwise.rerank.lm_engines import lm_engine
 
-    with pytest.raises(InputError, match="causal LMs run on torch, onnx, onnx-int8 or api"):
-        lm_engine("openvino", str(tiny_causal_lm), str(tiny_causal_lm))
+    with pytest.raises(InputError, match="causal LMs run on torch, onnx, onnx-int8, openvino-bf16 or api"):
+        lm_engine(backend, str(tiny_causal_lm), str(tiny_causal_lm))
+
+
+LM_PROMPTS = ["query heart [A] yes", "no [B] > [C] 1 2 3 query document search index", "x"]
+
+
+@pytest.fixture(scope="module")
+def lm_export(tiny_causal_lm, tmp_path_factory):
+    from rankwise.rerank.lm_engines import CAUSAL_LM
+    from rankwise.retrieval.backend.cache import export_model
+
+    return export_model(str(tiny_causal_lm), CAUSAL_LM, tmp_path_factory.mktemp("openvino") / "lm").folder
+
+
+def _on_openvino_fp32(lm_export):
+    """A CausalLM whose engine is the OpenVINO one compiled in fp32 (which the rerankers are not offered:
+    it checks the engine against torch's exact logits on any CPU)."""
+    from rankwise.rerank.llm import CausalLM
+    from rankwise.rerank.lm_engines import OpenVinoLMEngine
+    from rankwise.retrieval.backend.value import OPENVINO
+
+    lm = CausalLM(str(lm_export), backend="onnx", device="cpu")
+    lm.engine = OpenVinoLMEngine(str(lm_export), OPENVINO)
+    lm.batch_size, lm.batch_tokens = 4, lm.engine.batch_tokens
+    return lm
+
+
+def test_the_causal_lm_on_openvino_runs_the_plain_graph_and_equals_torch(tiny_causal_lm, lm_export):
+    import onnx
+
+    from rankwise.rerank.llm import CausalLM
+    from rankwise.retrieval.backend.cache import read_export
+    from rankwise.retrieval.backend.openvino import PLAIN_FILE
+
+    torch_lm, ov_lm = CausalLM(str(tiny_causal_lm), device="cpu"), _on_openvino_fp32(lm_export)
+    export = read_export(lm_export, kind="causal-lm")
+    section = export.manifest["openvino"]
+    assert section["fp32"]["graph"] == PLAIN_FILE and section["fp32"]["parity"]["max_abs_diff"] <= 1e-4
+    assert PLAIN_FILE in export.manifest["files"]  # checksummed beside model.onnx
+    ops = {n.op_type for n in onnx.load(str(lm_export / PLAIN_FILE), load_external_data=False).graph.node}
+    assert "GroupQueryAttention" not in ops and "Softmax" in ops  # model.onnx keeps ONNX Runtime's fused operator
+    ids = torch_lm.single_token_ids(["A", "B", "yes"])
+    for token_ids in (ids, None):  # a padded batch of three prompts; then the whole vocabulary
+        got, ref = ov_lm.next_token_logits(LM_PROMPTS, token_ids), torch_lm.next_token_logits(LM_PROMPTS, token_ids)
+        assert got.shape == ref.shape and np.abs(got - ref).max() <= 1e-4
+    ctx, tails = torch_lm.split_common_prefix(["the query [A]: 1", "the query [B]: 23", "the query [C]: 4 5"])
+    groups = [(ctx, tails), (ctx[:3], tails[:2])]
+    ref_tails, got_tails = dict(torch_lm.iter_tail_logits(groups, last=2)), dict(ov_lm.iter_tail_logits(groups, last=2))
+    assert ref_tails.keys() == got_tails.keys()
+    assert max(np.abs(a - b).max() for g in ref_tails for a, b in zip(ref_tails[g], got_tails[g])) <= 1e-4
+    assert ov_lm.generate(LM_PROMPTS, max_new_tokens=5) == torch_lm.generate(LM_PROMPTS, max_new_tokens=5)
+    from rankwise.rerank.groupwise import GroupwiseReranker
+    from rankwise.rerank.listwise import ListwiseReranker
+    from rankwise.testing import corpus_texts
+
+    docs = corpus_texts()
+    lists = [(docs[0][:40], docs[1:8]), (docs[50][:30], docs[51:56])]
+    for cls, options in ((ListwiseReranker, {"window": 4, "stride": 2}),
+                         (GroupwiseReranker, {"group_size": 3, "rounds": 1, "levels": 10})):
+        for r, g in zip(cls(torch_lm, **options).score(lists), cls(ov_lm, **options).score(lists)):
+            assert np.abs(np.array(r) - np.array(g)).max() <= 1e-3
+
+
+def test_causal_lms_rerank_on_openvino_bf16_or_refuse_without_the_instructions(
+        tiny_causal_lm, lm_export, synthetic_beir, tmp_path):
+    from rankwise.cli import main
+    from rankwise.rerank.llm import CausalLM
+    from rankwise.retrieval.run import Run
+
+    if not _has_bf16():
+        with pytest.raises(InputError, match="no bfloat16 instructions.*use torch, onnx or onnx-int8$"):
+            CausalLM(str(lm_export), backend="openvino-bf16")
+        return
+    lm = CausalLM(str(lm_export), backend="openvino-bf16")
+    assert str(lm.backend) == "openvino-bf16" and type(lm.engine).__name__ == "OpenVinoLMEngine"
+    record = lm.export.manifest["openvino"]["bf16"]
+    assert record["graph"] == lm.export.manifest["openvino"]["fp32"]["graph"] and record["parity"]["variant"] == "bf16"
+    torch_lm = CausalLM(str(tiny_causal_lm), device="cpu")
+    got, ref = lm.next_token_logits(LM_PROMPTS), torch_lm.next_token_logits(LM_PROMPTS)
+    assert 0 < np.abs(got - ref).max() <= 0.05  # bfloat16: close to torch, not equal
+    run_file, out = tmp_path / "bm25.trec", tmp_path / "reranked.trec"
+    run_file.write_text("".join(f"q{q} Q0 d{q * 37 + r} {r + 1} {10 - r} bm25\n" for q in range(3) for r in range(5)))
+    _ok(main, ["rerank", str(run_file), "--queries", str(synthetic_beir / "queries.jsonl"),
+               "--corpus", str(synthetic_beir), "--out", str(out),
+               "--reranker", f"listwise:{lm_export},backend=openvino-bf16,window=4,stride=2"])
+    reranked = Run.read(out)
+    expected = {f"q{q}": {f"d{q * 37 + r}" for r in range(5)} for q in range(3)}
+    assert {q: {doc for doc, _ in reranked[q]} for q in reranked} == expected
 
 
 @pytest.mark.slow

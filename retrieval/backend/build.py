@@ -237,8 +237,13 @@ def export_fp32(prepared: Prepared, out: Path) -> tuple[dict[str, int], dict[str
     except (InputError, ValueError) as err:
         logging.getLogger(__name__).warning("%s: fused export failed (%s); exporting the plain graph",
                                             prepared.what, err)
-    export_graph(prepared.graph, prepared.inputs, prepared.dynamic, prepared.output, out, prepared.what)
+    export_plain(prepared, out)
     return {}, None
+
+
+def export_plain(prepared: Prepared, out: Path) -> Path:
+    """The dynamo exporter's plain fp32 graph of ``prepared`` (no fused operators) in ``out``."""
+    return export_graph(prepared.graph, prepared.inputs, prepared.dynamic, prepared.output, out, prepared.what)
 
 
 def save_tokenizer(tokenizer: Any, folder: Path) -> list[str]:

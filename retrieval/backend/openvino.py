@@ -63,11 +63,12 @@ class OpenVinoModel:
         except Exception as err:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses: name the file
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise InputError(f"OpenVINO cannot compile the model: {first}", path=path) from None
-        self.inputs = [i.get_any_name() for i in self.compiled.inputs]
+        # each input's own type: token ids int64, a causal LM's attention mask (``allowed``) bool
+        self.inputs = {i.get_any_name(): i.get_element_type().to_dtype() for i in self.compiled.inputs}
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        ready = {name: np.ascontiguousarray(feed[name], dtype=np.int64) for name in self.inputs}
+        ready = {name: np.ascontiguousarray(feed[name], dtype=dtype) for name, dtype in self.inputs.items()}
         return np.array(self.request.infer(ready)[0], dtype=np.float32)  # a copy: the request reuses its buffer
 
 
@@ -106,14 +107,19 @@ def quantize_int8(src: Path, folder: Path, key: str, feeds: list[dict[str, np.nd
 
 def plain_graph(prepared: Any, export_folder: Path, fused: bool) -> tuple[Path, list[str]]:
     """The fp32 graph OpenVINO compiles: ``model.onnx`` when it is the exporter's plain graph, else
-    :data:`PLAIN_FILE`, exported here without ONNX Runtime's fusions (which NNCF cannot read), and the
-    new file names."""
-    from rankwise.retrieval.backend.build import FP32_FILE
+    :data:`PLAIN_FILE`, exported here without ONNX Runtime's fused operators (which OpenVINO and NNCF
+    cannot read), and the new file names. A BERT-family transformer is exported as for ONNX Runtime's
+    fusions (TorchScript, eager attention), any other kind (a causal LM, whose ``model.onnx`` holds
+    ``GroupQueryAttention``) as the dynamo exporter's plain graph, whose attention OpenVINO fuses itself."""
+    from rankwise.retrieval.backend.build import FP32_FILE, export_plain
     from rankwise.retrieval.backend.export import attention_implementation, export_graph
 
     if not fused:
         return export_folder / FP32_FILE, []
     out = export_folder / PLAIN_FILE
+    if prepared.hf_model is None:
+        export_plain(prepared, out)
+        return out, [PLAIN_FILE]
     with attention_implementation(prepared.hf_model, "eager"):
         export_graph(prepared.graph, prepared.inputs, prepared.dynamic, prepared.output, out, prepared.what,
                      legacy=True)
@@ -151,18 +157,18 @@ def resolve_calibration(calibration: Calibration, default: Callable[[], Sequence
 
 
 
-def check_runtime(device: str | None, backend: Backend) -> None:
+def check_runtime(device: str | None, backend: Backend, *, instead: str = "openvino or openvino-int8") -> None:
     """The OpenVINO engines run on the CPU, with NNCF for the quantized graph and bf16 only on a CPU that
-    computes it (AMX or AVX512-BF16: elsewhere OpenVINO would run fp32 under the bf16 name); a missing package
-    names its extra."""
+    computes it (AMX or AVX512-BF16: elsewhere OpenVINO would run fp32 under the bf16 name; ``instead``: the
+    backends the message offers); a missing package names its extra."""
     if device not in (None, "cpu"):
         raise InputError(f"the openvino backends run on the CPU, not {device!r}", field="device")
     ov = require("openvino")
     if backend.int8:
         require("nncf")
     if backend.bf16 and "BF16" not in cpu_capabilities(ov):
-        raise InputError("this CPU has no bfloat16 instructions (AMX or AVX512-BF16): use openvino or "
-                         "openvino-int8", field="backend")
+        raise InputError(f"this CPU has no bfloat16 instructions (AMX or AVX512-BF16): use {instead}",
+                         field="backend")
 
 
 def cpu_capabilities(ov: Any) -> list[str]:
