@@ -29,6 +29,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -259,20 +260,30 @@ def bench_listwise(args: argparse.Namespace, result: dict) -> None:
 
 
 def _openvino_lms(model: str) -> dict:
-    """The OpenVINO causal-LM engine in fp32 and, where the CPU computes it, bf16 (none without the
-    openvino extra). fp32 is not offered to the rerankers, so its engine replaces an ONNX one here."""
+    """The OpenVINO causal-LM engine in fp32, with NNCF's int8 weights (``nncf.compress_weights``, INT8_ASYM:
+    the int8 that needs no calibration) and, where the CPU computes it, in bf16 (none without the openvino
+    extra). Only bf16 is offered to the rerankers, so the other engines replace an ONNX one's here."""
     try:
+        import nncf
         import openvino
     except ImportError:
         return {}
     from rankwise.rerank.llm import CausalLM
     from rankwise.rerank.lm_engines import OpenVinoLMEngine
-    from rankwise.retrieval.backend.openvino import cpu_capabilities
+    from rankwise.retrieval.backend.openvino import OpenVinoModel, cpu_capabilities
     from rankwise.retrieval.backend.value import OPENVINO
 
-    fp32 = CausalLM(model, backend="onnx")
-    fp32.engine = OpenVinoLMEngine(model, OPENVINO)
-    lms = {"openvino fp32": fp32}
+    lms = {}
+    for name in ("openvino fp32", "openvino int8 weights"):
+        lm = CausalLM(model, backend="onnx")
+        lm.engine = OpenVinoLMEngine(model, OPENVINO)
+        lms[name] = lm
+    session = lms["openvino int8 weights"].engine.session
+    compressed = nncf.compress_weights(openvino.Core().read_model(str(session.path)),
+                                       mode=nncf.CompressWeightsMode.INT8_ASYM)
+    with tempfile.TemporaryDirectory() as tmp:
+        openvino.save_model(compressed, f"{tmp}/model.xml", compress_to_fp16=False)
+        lms["openvino int8 weights"].engine.session = OpenVinoModel(f"{tmp}/model.xml")
     if "BF16" in cpu_capabilities(openvino):
         lms["openvino bf16"] = CausalLM(model, backend="openvino-bf16")
     return lms

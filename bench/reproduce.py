@@ -200,6 +200,11 @@ RESULTS: tuple[Result, ...] = (
            (f"python bench/rerank_scifact.py --model {SMOL} --queries 20 --depth 20 --systems listwise-first "
             "--backend onnx-int8 --json-out r.json", "cat r.json"),
            machine="xeon", note="torch and ONNX fp32 0.7068 (`--backend torch`, `onnx`); 87.8 / 88.5 / 69.8 s"),
+    Result("llm-first-openvino-bf16", "scifact-llm", "FIRST over 50 queries through the reranker, OpenVINO bfloat16 (AMX)",
+           {"listwise-first": {"nDCG@10": 0.7293}},
+           (f"python bench/rerank_scifact.py --model {SMOL} --queries 50 --depth 20 --systems listwise-first "
+            "--backend openvino-bf16 --json-out r.json", "cat r.json"),
+           machine="xeon", note="torch 0.7449, onnx-int8 0.7448 (`--backend torch`, `onnx-int8`); 210.9 / 170.0 / 100.3 s"),
     Result("long-idcm", "scifact-long", "30 queries, 300 docs, BM25 top-5 reranked by a cross-encoder with an untrained "
            "head: BM25 / FirstP / MaxP / IDCM select=4 (96 words)", {"bm25": {"nDCG@10": 0.7349}, "bm25>>cross-encoder:minilm-ce,passages=96,agg=firstp": {"nDCG@10": 0.4868}, "bm25>>cross-encoder:minilm-ce,passages=96,agg=maxp": {"nDCG@10": 0.4478}, "bm25>>idcm:bm25>>minilm-ce,select=4,passages=96": {"nDCG@10": 0.4645}},
            (LONG, INIT_CE, LONG_CE),
