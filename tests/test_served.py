@@ -239,26 +239,26 @@ def _write_run(path: Path, lists_of_ids: dict[str, list[str]]) -> Path:
 def test_a_killed_served_rerank_resends_only_unfinished_requests(server, tmp_path):
     if not CRANFIELD.is_dir():
         pytest.skip(f"{CRANFIELD} is missing")
-    run = _write_run(tmp_path / "bm25.trec", {"1": [str(d) for d in range(1, 9)], "2": [str(d) for d in range(9, 17)]})
+    run = _write_run(tmp_path / "bm25.trec", {"1": [str(d) for d in range(1, 9)]})
     cache = tmp_path / "cache"
     out = tmp_path / "served.trec"
     cmd = [sys.executable, "-m", "rankwise", "rerank", str(run), "--queries", str(CRANFIELD), "--corpus",
            str(CRANFIELD), "--depth", "8", "--out", str(out),
            "--reranker", _spec(server, cache, ",window=4,stride=2,concurrency=1")]
-    total = 2 * 3  # two queries, windows [4, 8), [2, 6), [0, 4)
+    total = 3  # one query, windows [4, 8), [2, 6), [0, 4)
 
     def cached() -> int:
         return sum(1 for _ in cache.glob("*/*.json")) if cache.is_dir() else 0
 
     env = dict(os.environ)
-    assert kill_when(cmd, lambda: cached() >= 2, env=env, timeout=300) is None  # killed part-way
+    assert kill_when(cmd, lambda: cached() >= 1, env=env, timeout=300) is None  # killed part-way
     done = cached()
-    assert 2 <= done < total and not out.exists()
+    assert 1 <= done < total and not out.exists()
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"{total - done} requests sent ({done} answered from cache)" in again.stderr
     ranked = out.read_text()
-    assert len(ranked.splitlines()) == 16 and cached() == total
+    assert len(ranked.splitlines()) == 8 and cached() == total
     third = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert third.returncode == 0 and f"0 requests sent ({total} answered from cache)" in third.stderr
     assert out.read_text() == ranked
