@@ -8,7 +8,8 @@ monotone in the model's relevance probability. (Nogueira & Cho, 2019, "Passage R
 ``backend="onnx"`` scores the same batches with ONNX Runtime (:mod:`rankwise.retrieval.backend`; the score is
 computed inside the graph), ``"onnx-int8"`` with the dynamically quantized graph; ``"openvino"`` compiles the
 same export with OpenVINO (``"openvino-bf16"``: in bfloat16), ``"openvino-int8"`` quantizes it with NNCF on
-``calibration`` pairs (default: the bundled calibration set). The forward pass is the engine's (:func:`rankwise.retrieval.engines.pair_engine`); tokenizing and batching are the reranker's.
+``calibration`` pairs (default: the bundled calibration set). The forward pass is the engine's
+(:func:`rankwise.retrieval.engines.pair_engine`); tokenizing and batching are the reranker's.
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ scores only the ``select`` passages the selector ranks best (:mod:`rankwise.rera
 
 Every paradigm also takes ``backend`` (a :class:`~rankwise.retrieval.backend.value.Backend` name: ``torch``,
 ``onnx``, ``onnx-int8``, ``openvino``, ``openvino-int8``, ``openvino-bf16``; the LLM paradigms take
-``openvino-bf16`` of the OpenVINO ones), which each reranker class parses.
-The LLM paradigms (``pointwise-llm``, ``listwise``, ``groupwise``) also take ``backend=api``: the model is asked through an
-OpenAI-compatible server, with the options of :class:`rankwise.rerank.served.ServedConfig`
-(``base_url``, ``endpoint``, ``served_model``, ``tokenizer``, ``concurrency``, ``timeout``, ``max_retries``,
+``openvino-bf16`` of the OpenVINO ones), which each reranker class parses. The LLM paradigms
+(``pointwise-llm``, ``listwise``, ``groupwise``) also take ``backend=api``: the model is asked through an
+OpenAI-compatible server, with the options of :class:`rankwise.rerank.served.ServedConfig` (``base_url``,
+``endpoint``, ``served_model``, ``tokenizer``, ``concurrency``, ``timeout``, ``max_retries``,
 ``top_logprobs``, ``no_logprobs``, ``cache``, ``price_in``, ``price_out``, ``api_key_env``), which
 :func:`load_reranker` gathers into one config passed as the ``backend``. The API key is read from an
 environment variable, never from the spec.

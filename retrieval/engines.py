@@ -1,9 +1,10 @@
 """Engines: the object that runs a model's forward pass, one class per backend and model kind.
 
 The backend (a :class:`rankwise.retrieval.backend.value.Backend`: ``torch``, ``onnx``, ``onnx-int8``,
-``openvino``, ``openvino-int8``, ``openvino-bf16``) is read once, by a factory per kind (:func:`encoder_engine`,
-:func:`pair_engine`; the causal LM's is :func:`rankwise.rerank.lm_engines.lm_engine`), which picks the engine
-class. The model classes (:class:`rankwise.retrieval.encoder.Encoder`, :class:`rankwise.rerank.cross_encoder.CrossEncoderReranker`,
+``openvino``, ``openvino-int8``, ``openvino-bf16``) is read once, by a factory per kind
+(:func:`encoder_engine`, :func:`pair_engine`; the causal LM's is
+:func:`rankwise.rerank.lm_engines.lm_engine`), which picks the engine class. The model classes
+(:class:`rankwise.retrieval.encoder.Encoder`, :class:`rankwise.rerank.cross_encoder.CrossEncoderReranker`,
 :class:`rankwise.rerank.llm.CausalLM`) keep the data path -- prompts, tokenizing once, token-budget batches,
 prefetch (:mod:`rankwise.retrieval.batching`) -- and hand each prepared batch to their engine:
 

@@ -2,16 +2,16 @@
 
 ``openvino`` compiles the export's plain fp32 graph (:func:`plain_graph`: ONNX Runtime's fused contrib
 operators are left out, OpenVINO fuses the graph itself) for the CPU with float32 inference precision
-(OpenVINO's default on CPUs with bfloat16 units is bfloat16, which misses the fp32 parity tolerance
-by ten times). ``openvino-bf16`` compiles the same graph with bfloat16 inference precision, on CPUs with
-AMX or AVX512-BF16 only (:func:`check_runtime`): its vectors are its own (an index fingerprint of their
-own), within a cosine of 0.9999 of torch's. ``openvino-int8`` quantizes that graph with NNCF's
-post-training static quantization (``nncf.quantize``, transformer preset: SmoothQuant, activation ranges from calibration inputs, fast
-bias correction; Nagel et al., 2021, "A White Paper on Neural Network Quantization"), with
-calibration inputs drawn from the collection being indexed
-(:func:`rankwise.retrieval.backend.calibration.corpus_calibration`) or, for
-rerankers, a bundled set; the result is saved as OpenVINO IR (``.xml`` + ``.bin``) in the export
-folder under a name keyed by the calibration texts (:func:`int8_files`).
+(OpenVINO's default on CPUs with bfloat16 units is bfloat16, which misses the fp32 parity tolerance by ten
+times). ``openvino-bf16`` compiles the same graph with bfloat16 inference precision, on CPUs with AMX or
+AVX512-BF16 only (:func:`check_runtime`): its vectors are its own (an index fingerprint of their own), within
+a cosine of 0.9999 of torch's. ``openvino-int8`` quantizes that graph with NNCF's post-training static
+quantization (``nncf.quantize``, transformer preset: SmoothQuant, activation ranges from calibration inputs,
+fast bias correction; Nagel et al., 2021, "A White Paper on Neural Network Quantization"), with calibration
+inputs drawn from the collection being indexed
+(:func:`rankwise.retrieval.backend.calibration.corpus_calibration`) or, for rerankers, a bundled set; the
+result is saved as OpenVINO IR (``.xml`` + ``.bin``) in the export folder under a name keyed by the
+calibration texts (:func:`int8_files`).
 
 ``openvino`` and ``nncf`` are imported only here and only when an OpenVINO backend is chosen; a
 missing package is one line naming the ``openvino`` extra (:func:`require`, exit status 2).

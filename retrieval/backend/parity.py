@@ -1,11 +1,11 @@
 """The parity check run at export time: the ONNX graph against the torch model on probe inputs.
 
-fp32 must match torch within :data:`FP32_TOLERANCE` (max abs difference of embeddings, scores or
-logits). int8 and bf16 are compared by what users read: embeddings need a mean cosine of at least
-:data:`INT8_MIN_COSINE` (bf16: :data:`BF16_MIN_COSINE`) to torch's (the minimum is recorded too: the
-1-character probe ``"x"``, whose embedding is mostly [CLS]/[SEP], is the worst, 0.977 for all-MiniLM-L6-v2, while real
-SciFact documents stay above 0.99), and for every kind the ranking agreement (share of probe pairs
-ordered alike by torch and ONNX) is reported.
+fp32 must match torch within :data:`FP32_TOLERANCE` (max abs difference of embeddings, scores or logits). int8
+and bf16 are compared by what users read: embeddings need a mean cosine of at least :data:`INT8_MIN_COSINE`
+(bf16: :data:`BF16_MIN_COSINE`) to torch's (the minimum is recorded too: the 1-character probe ``"x"``, whose
+embedding is mostly [CLS]/[SEP], is the worst, 0.977 for all-MiniLM-L6-v2, while real SciFact documents stay
+above 0.99), and for every kind the ranking agreement (share of probe pairs ordered alike by torch and ONNX)
+is reported.
 """
 
 from __future__ import annotations
