@@ -25,6 +25,7 @@ Dense nDCG@10 with ONNX is measured by the pipeline itself (printed at the end):
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -273,17 +274,16 @@ def _openvino_lms(model: str) -> dict:
     from rankwise.retrieval.backend.openvino import OpenVinoModel, cpu_capabilities
     from rankwise.retrieval.backend.value import OPENVINO
 
-    lms = {}
-    for name in ("openvino fp32", "openvino int8 weights"):
-        lm = CausalLM(model, backend="onnx")
-        lm.engine = OpenVinoLMEngine(model, OPENVINO)
-        lms[name] = lm
-    session = lms["openvino int8 weights"].engine.session
-    compressed = nncf.compress_weights(openvino.Core().read_model(str(session.path)),
+    fp32 = CausalLM(model, backend="onnx")
+    fp32.engine = OpenVinoLMEngine(model, OPENVINO)
+    weights = copy.copy(fp32)  # the same model and tokenizer; an engine of its own with the compressed graph
+    weights.engine = copy.copy(fp32.engine)
+    compressed = nncf.compress_weights(openvino.Core().read_model(str(fp32.engine.session.path)),
                                        mode=nncf.CompressWeightsMode.INT8_ASYM)
     with tempfile.TemporaryDirectory() as tmp:
         openvino.save_model(compressed, f"{tmp}/model.xml", compress_to_fp16=False)
-        lms["openvino int8 weights"].engine.session = OpenVinoModel(f"{tmp}/model.xml")
+        weights.engine.session = OpenVinoModel(f"{tmp}/model.xml")
+    lms = {"openvino fp32": fp32, "openvino int8 weights": weights}
     if "BF16" in cpu_capabilities(openvino):
         lms["openvino bf16"] = CausalLM(model, backend="openvino-bf16")
     return lms
